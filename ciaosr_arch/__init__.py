@@ -1,0 +1,11 @@
+"""CiaoSR as a BasicSR plugin: importing it registers the archs, datasets and models.
+
+Public API: `load_model`, `super_resolve`, `make_coord`, the archs `CiaoSR` and `LIIF`.
+"""
+from . import compat  # noqa: F401  (must run before anything imports basicsr)
+from .archs import LIIF, CiaoSR
+from .archs.coords import make_cell, make_coord
+from .checkpoint import CheckpointError, load_model
+from .inference import super_resolve
+
+__all__ = ['CiaoSR', 'LIIF', 'CheckpointError', 'load_model', 'make_cell', 'make_coord', 'super_resolve']

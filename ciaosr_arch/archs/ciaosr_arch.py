@@ -1,0 +1,102 @@
+"""CiaoSR: continuous implicit attention-in-attention network (Cao et al., CVPR 2023).
+
+For each query point, the head attends over the LR latent codes around it (the inner attention):
+  query  q   = unfolded feature of the nearest LR pixel (no embedding, as in the official code)
+  keys   k_i = u_i * key_net([u_i, rel_i, cell])          (u_i: unfolded feature of neighbour i)
+  values v_i = [u_i, n_i] * value_net([u_i, n_i, rel_i, cell])   (n_i: cross-scale non-local feature)
+  rgb = decoder(sum_i softmax_i(<q, k_i> / softmax_scale) v_i) + bilinear(LR)(query)
+The non-local feature n comes from the scale-aware cross-scale attention over the whole map (the
+outer attention). Module names are the official ones (imnet_q is the decoder, imnet_k the key net,
+imnet_v the value net, cs_attn the cross-scale attention), so official checkpoints load as they are.
+"""
+import itertools
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from .coords import pixel_centres, sample_bilinear, sample_nearest_index, shift_coord
+from .cross_scale_attention import CrossScaleAttention
+from .encoders import build_encoder
+from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
+
+NEIGHBOUR_OFFSETS = {1: [(0, 0)], 2: list(itertools.product((-1, 1), repeat=2)),
+                     3: list(itertools.product((-1, 0, 1), repeat=2))}
+
+
+@ARCH_REGISTRY.register()
+class CiaoSR(ImplicitSRNet):
+    """CiaoSR generator.
+
+    Args:
+        encoder: 'edsr_baseline' | 'rdn' | 'swinir'; encoder_opt: its constructor options.
+        local_size: 2 (2x2 neighbours, official), 3 (3x3) or 1 (nearest only).
+        feat_unfold: use 3x3-unfolded features (9C channels) for query/key/value.
+        non_local_attn: add the cross-scale attention features to the values.
+        multi_scale: internal factors of the cross-scale attention.
+        softmax_scale: divisor of the attention logits (official: 1, no 1/sqrt(d)).
+        decoder_hidden, key_hidden, value_hidden: hidden widths of imnet_q, imnet_k, imnet_v.
+    """
+
+    def __init__(self, encoder='edsr_baseline', encoder_opt=None, local_size=2, feat_unfold=True,
+                 non_local_attn=True, multi_scale=(2,), softmax_scale=1.0, decoder_hidden=(256,) * 4,
+                 key_hidden=(256,) * 4, value_hidden=(256,) * 4):
+        super().__init__()
+        if local_size not in NEIGHBOUR_OFFSETS:
+            raise ValueError(f'local_size must be 1, 2 or 3, got {local_size}')
+        enc = build_encoder(encoder, **(encoder_opt or {}))
+        channels = enc.out_channels
+        self.offsets = NEIGHBOUR_OFFSETS[local_size]
+        self.feat_unfold = feat_unfold
+        self.softmax_scale = softmax_scale
+        key_dim = channels * 9 if feat_unfold else channels
+        value_dim = key_dim + (channels * len(multi_scale) if non_local_attn else 0)
+        self.imnet_q = MLP(value_dim, 3, decoder_hidden)
+        self.imnet_k = MLP(key_dim + 4, key_dim, key_hidden)
+        self.imnet_v = MLP(value_dim + 4, value_dim, value_hidden)
+        self.cs_attn = CrossScaleAttention(channels, multi_scale) if non_local_attn else None
+        self.attach_encoder(enc)
+
+    def encode(self, lr):
+        """Per-image work, done once: encoder, unfold, non-local attention, first-layer products."""
+        lr = lr - self.rgb_mean
+        feat = self.encoder(lr)
+        unfolded = channels_last(unfold3x3(feat) if self.feat_unfold else feat)
+        values = unfolded
+        if self.cs_attn is not None:
+            values = torch.cat([unfolded, channels_last(self.cs_attn(feat))], -1)
+        return {'lr': lr, 'size': feat.shape[-2:], 'unfolded': unfolded, 'values': values,
+                'key_proj': self.imnet_k.project(unfolded), 'value_proj': self.imnet_v.project(values)}
+
+    def decode(self, bank, coord, cell):
+        """RGB [B, Q, 3] at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]."""
+        h, w = bank['size']
+        query = gather_pixels(bank['unfolded'], sample_nearest_index(coord, h, w))  # [B, Q, D]
+        index, extra = self.neighbours(coord, cell, h, w)  # [B, Q, N], [B, Q, N, 4]
+
+        keys = gather_pixels(bank['unfolded'], index)
+        keys = keys * self.imnet_k.forward_projected(gather_pixels(bank['key_proj'], index), extra)
+        logits = (keys * query.unsqueeze(2)).sum(-1) / self.softmax_scale  # [B, Q, N]
+        values = gather_pixels(bank['values'], index)
+        values = values * self.imnet_v.forward_projected(gather_pixels(bank['value_proj'], index), extra)
+        attended = (logits.softmax(-1).unsqueeze(-1) * values).sum(2)
+
+        rgb = self.imnet_q(attended) + sample_bilinear(bank['lr'], coord)
+        return rgb + self.rgb_mean.view(1, 1, 3)
+
+    def neighbours(self, coord, cell, h, w):
+        """LR pixels each query attends to, and the 4 extra MLP inputs [rel_row, rel_col, cell_h, cell_w].
+
+        The neighbour step is (1 - cell) / (size - 1) per axis (official; LIIF uses 1 / size), taken
+        from the first query's cell of each image. rel and cell are in LR-pixel units.
+        Returns flat indices [B, Q, N] and extras [B, Q, N, 4].
+        """
+        size = coord.new_tensor([h, w])
+        step = (1 - cell[:, 0]) / (size - 1)  # [B, 2]
+        cell_lr = cell * size
+        index, extra = [], []
+        for offset in self.offsets:
+            idx = sample_nearest_index(shift_coord(coord, offset, step), h, w)
+            rel = (coord - pixel_centres(idx, h, w)) * size
+            index.append(idx)
+            extra.append(torch.cat([rel, cell_lr], -1))
+        return torch.stack(index, 2), torch.stack(extra, 2)

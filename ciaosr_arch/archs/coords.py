@@ -1,0 +1,72 @@
+"""Coordinates of the implicit SR heads, all in one place.
+
+Convention (official CiaoSR/LIIF): an image of n1 x n2 pixels spans [-1, 1] on both axes, pixel
+centres sit at -1 + (2k + 1) / n, and every coordinate tensor has its last dimension ordered
+(row, col). Only `grid_sample` wants (x, y), so the flip happens in `sample_nearest_index` and
+`sample_bilinear` and nowhere else.
+"""
+import torch
+import torch.nn.functional as F
+
+EPS_SHIFT = 1e-6  # nudge of shifted neighbour coordinates, and the clamp margin at the border
+
+
+def axis_centres(n, device=None):
+    """Pixel-centre coordinates of one axis of length n, float32 [n] (bit-identical to official)."""
+    r = 1 / n
+    return (-1 + r) + (2 * r) * torch.arange(n, device=device, dtype=torch.float32)
+
+
+def make_coord(shape, device=None):
+    """Pixel-centre coordinates of an (n1, n2) grid, flattened row-major: float32 [n1 * n2, 2]."""
+    rows, cols = (axis_centres(n, device) for n in shape)
+    return torch.stack(torch.meshgrid(rows, cols, indexing='ij'), dim=-1).view(-1, 2)
+
+
+def make_cell(size, n_query, batch=1, device=None):
+    """Size of one output pixel in the same units, (2 / H, 2 / W) for every query: [B, Q, 2]."""
+    cell = torch.ones(batch, n_query, 2, device=device)
+    cell[..., 0] *= 2 / size[0]
+    cell[..., 1] *= 2 / size[1]
+    return cell
+
+
+def sample_nearest_index(coord, height, width):
+    """Flat index (row * width + col) of the LR pixel that nearest `grid_sample` picks at each coord.
+
+    The index map is sampled through `grid_sample` itself, so ties round exactly as in the
+    official code on every device (CPU and CUDA unnormalise coordinates differently).
+    coord: [B, Q, 2] in (row, col) order -> long [B, Q].
+    """
+    if height * width > 2 ** 24:
+        raise ValueError(f'feature map {height}x{width} too large for exact float32 indices; tile the image')
+    index_map = torch.arange(height * width, device=coord.device, dtype=torch.float32).view(1, 1, height, width)
+    grid = coord.flip(-1).unsqueeze(1).float()  # [B, 1, Q, 2] in (x, y)
+    index = F.grid_sample(index_map.expand(coord.shape[0], -1, -1, -1), grid, mode='nearest', align_corners=False)
+    return index[:, 0, 0, :].long()
+
+
+def pixel_centres(index, height, width):
+    """Coordinates [B, Q, 2] of the LR pixel centres with the given flat indices."""
+    rows = axis_centres(height, index.device)[index // width]
+    cols = axis_centres(width, index.device)[index % width]
+    return torch.stack([rows, cols], dim=-1)
+
+
+def shift_coord(coord, offset, shift):
+    """Move queries by offset (a, b) in {-1, 0, 1}^2 LR steps of `shift` [B, 2], as the official heads do.
+
+    A non-zero offset moves its axis by offset * shift + 1e-6 (the nudge is added for both signs);
+    the result is clamped to [-1 + 1e-6, 1 - 1e-6]. coord: [B, Q, 2] -> [B, Q, 2].
+    """
+    moved = coord.clone()
+    for axis, step in enumerate(offset):
+        if step != 0:
+            moved[..., axis] += (step * shift[:, axis] + EPS_SHIFT)[:, None]
+    return moved.clamp_(-1 + EPS_SHIFT, 1 - EPS_SHIFT)
+
+
+def sample_bilinear(image, coord):
+    """Bilinear sample of image [B, C, h, w] at coord [B, Q, 2] (border padding) -> [B, Q, C]."""
+    grid = coord.flip(-1).unsqueeze(1)
+    return F.grid_sample(image, grid, mode='bilinear', padding_mode='border', align_corners=False)[:, :, 0].transpose(1, 2)

@@ -1,0 +1,108 @@
+"""Feature encoders of the implicit heads: EDSR-baseline, RDN and SwinIR without up-sampling tails.
+
+Parameter names follow the official checkpoints (mmedit EDSR/RDN, BasicSR SwinIR), so an encoder's
+state_dict keys are exactly the ones the official generator stores at its top level.
+Each encoder maps an RGB batch [B, 3, h, w] (mean already subtracted) to features [B, C, h, w] and
+exposes C as `out_channels`.
+"""
+import torch
+import torch.nn.functional as F
+from basicsr.archs.arch_util import ResidualBlockNoBN, make_layer
+from basicsr.archs.swinir_arch import SwinIR
+from torch import nn
+
+
+class EDSRBaselineEncoder(nn.Module):
+    """EDSR body: conv, residual blocks (conv-ReLU-conv), conv, plus the first conv's output."""
+
+    def __init__(self, num_feat=64, num_block=16, res_scale=1.0):
+        super().__init__()
+        self.out_channels = num_feat
+        self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
+        self.body = make_layer(ResidualBlockNoBN, num_block, num_feat=num_feat, res_scale=res_scale)
+        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+
+    def forward(self, x):
+        x = self.conv_first(x)
+        return self.conv_after_body(self.body(x)) + x
+
+
+class DenseLayer(nn.Module):
+    """conv3x3 + ReLU whose output is concatenated to its input (RDN's dense connection)."""
+
+    def __init__(self, in_channels, growth):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, growth, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([x, F.relu(self.conv(x))], 1)
+
+
+class ResidualDenseBlock(nn.Module):
+    """Dense layers, 1x1 local feature fusion (`lff`) and a local residual."""
+
+    def __init__(self, channels, growth, num_layers):
+        super().__init__()
+        self.layers = nn.Sequential(*[DenseLayer(channels + growth * i, growth) for i in range(num_layers)])
+        self.lff = nn.Conv2d(channels + growth * num_layers, channels, 1)
+
+    def forward(self, x):
+        return x + self.lff(self.layers(x))
+
+
+class RDNEncoder(nn.Module):
+    """RDN body: two shallow convs, residual dense blocks, global feature fusion, global residual."""
+
+    def __init__(self, num_feat=64, num_block=16, num_layer=8, growth=64):
+        super().__init__()
+        self.out_channels = num_feat
+        self.sfe1 = nn.Conv2d(3, num_feat, 3, padding=1)
+        self.sfe2 = nn.Conv2d(num_feat, num_feat, 3, padding=1)
+        self.rdbs = nn.ModuleList([ResidualDenseBlock(num_feat, growth, num_layer) for _ in range(num_block)])
+        self.gff = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1), nn.Conv2d(num_feat, num_feat, 3, padding=1))
+
+    def forward(self, x):
+        shallow = self.sfe1(x)
+        x = self.sfe2(shallow)
+        block_outputs = []
+        for block in self.rdbs:
+            x = block(x)
+            block_outputs.append(x)
+        return self.gff(torch.cat(block_outputs, 1)) + shallow
+
+
+class SwinIREncoder(SwinIR):
+    """BasicSR's SwinIR (classical-SR sizes by default) used up to `conv_after_body` + residual.
+
+    The input is reflect-padded bottom/right to a multiple of the window and the features are
+    cropped back. Like the official generator, Linear/LayerNorm keep PyTorch's default init (only
+    the relative-position tables are truncated-normal), and no mean shift happens inside.
+    """
+
+    def __init__(self, img_size=48, embed_dim=180, depths=(6, 6, 6, 6, 6, 6), num_heads=(6, 6, 6, 6, 6, 6),
+                 window_size=8, mlp_ratio=2.0, drop_path_rate=0.1):
+        super().__init__(img_size=img_size, in_chans=3, embed_dim=embed_dim, depths=depths, num_heads=num_heads,
+                         window_size=window_size, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, upsampler='')
+        del self.conv_last
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.LayerNorm)):
+                module.reset_parameters()
+        self.window_size = window_size
+        self.out_channels = embed_dim
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % self.window_size, 0, -h % self.window_size), mode='reflect')
+        x = self.conv_first(x)
+        x = self.conv_after_body(self.forward_features(x)) + x
+        return x[..., :h, :w]
+
+
+ENCODERS = {'edsr_baseline': EDSRBaselineEncoder, 'rdn': RDNEncoder, 'swinir': SwinIREncoder}
+
+
+def build_encoder(name, **options):
+    """Encoder by name (`edsr_baseline`, `rdn`, `swinir`) with its constructor options."""
+    if name not in ENCODERS:
+        raise ValueError(f'unknown encoder {name!r}; choose one of {sorted(ENCODERS)}')
+    return ENCODERS[name](**options)

@@ -1,0 +1,105 @@
+"""Pieces shared by the implicit SR archs (CiaoSR, LIIF): the MLP and the encoder + head network.
+
+Every implicit net here splits its forward pass in two, so that whole-image inference can do the
+feature-side work once and decode query points in chunks:
+    bank = net.encode(lr)               # once per image: encoder, unfold, per-pixel products
+    rgb = net.decode(bank, coord, cell) # per chunk of queries
+and `net(lr, coord, cell) == net.decode(net.encode(lr), coord, cell)`.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean, subtracted from the input and added to the output
+
+
+class MLP(nn.Module):
+    """Linear-ReLU stack; parameters live under `layers.{0,2,4,...}` as in official checkpoints.
+
+    Its first layer is linear, so when the input is [per-pixel features, per-query extras] the
+    feature part can be projected once per LR pixel (`project`) and finished per query
+    (`forward_projected`), instead of multiplying every query's copy of the same features.
+    """
+
+    def __init__(self, in_dim, out_dim, hidden=(256, 256, 256, 256)):
+        super().__init__()
+        dims = [in_dim, *hidden]
+        layers = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+    def project(self, feat):
+        """First layer's product with the leading feat.shape[-1] inputs (no bias): [..., D] -> [..., H1]."""
+        return F.linear(feat, self.layers[0].weight[:, :feat.shape[-1]])
+
+    def forward_projected(self, projected, extra):
+        """MLP output for inputs [feat, extra] given `project(feat)`: extra [..., E] -> [..., out]."""
+        first = self.layers[0]
+        hidden = F.relu(projected + F.linear(extra, first.weight[:, -extra.shape[-1]:], first.bias))
+        return self.layers[2:](hidden)
+
+
+def unfold3x3(feat):
+    """3x3 neighbourhood of every pixel, zero padded, channel-major: [B, C, h, w] -> [B, 9C, h, w]."""
+    b, c, h, w = feat.shape
+    return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
+
+
+def channels_last(feat):
+    """[B, C, h, w] -> [B, h*w, C], so that LR pixels can be gathered by flat index."""
+    return feat.flatten(2).transpose(1, 2)
+
+
+def gather_pixels(table, index):
+    """Rows of a per-pixel table [B, h*w, D] at flat indices [B, ...] -> [B, ..., D]."""
+    batch = torch.arange(table.shape[0], device=index.device).view(-1, *[1] * (index.dim() - 1))
+    return table[batch, index]
+
+
+class ImplicitSRNet(nn.Module):
+    """An encoder (without up-sampling tail) followed by an implicit head; subclasses build the head.
+
+    Input: LR RGB in [0, 1]. The head works in mean-subtracted space like the official restorer,
+    and `decode` returns RGB in [0, 1] units (mean added back, not clamped).
+    The encoder's parameters are stored at the top level of the state_dict (`conv_first.weight`,
+    not `encoder.conv_first.weight`), which is the official layout.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('rgb_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+
+    def attach_encoder(self, encoder):
+        """Register the encoder after the head (official key order) and store its keys flat."""
+        self.encoder = encoder
+        self.register_state_dict_post_hook(_flatten_encoder_keys)
+        self.register_load_state_dict_pre_hook(_nest_encoder_keys)
+
+    def forward(self, lr, coord, cell):
+        """lr [B, 3, h, w] in [0, 1]; coord, cell [B, Q, 2] (row, col) -> RGB [B, Q, 3]."""
+        return self.decode(self.encode(lr), coord, cell)
+
+    def encode(self, lr):
+        raise NotImplementedError
+
+    def decode(self, bank, coord, cell):
+        raise NotImplementedError
+
+
+def _flatten_encoder_keys(module, state_dict, prefix, local_metadata):
+    nested = prefix + 'encoder.'
+    for key in [k for k in state_dict if k.startswith(nested)]:
+        state_dict[prefix + key[len(nested):]] = state_dict.pop(key)
+
+
+def _nest_encoder_keys(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                       error_msgs):
+    names = set(module.encoder._modules) | set(module.encoder._parameters) | set(module.encoder._buffers)
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if key[len(prefix):].split('.', 1)[0] in names:
+            state_dict[prefix + 'encoder.' + key[len(prefix):]] = state_dict.pop(key)

@@ -1,0 +1,59 @@
+"""LIIF (Chen et al., CVPR 2021) on the same encoders, as the paper's baseline for CiaoSR.
+
+Each of the 4 LR latent codes around a query predicts RGB with one MLP from
+[code, rel, cell]; the predictions are blended with the areas of the opposite sub-rectangles
+(local ensemble). Input/output conventions are those of CiaoSR (mean-subtracted inside, RGB in
+[0, 1] units out), so both archs train and evaluate with the same data, model and scripts.
+"""
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from .ciaosr_arch import NEIGHBOUR_OFFSETS
+from .coords import pixel_centres, sample_nearest_index, shift_coord
+from .encoders import build_encoder
+from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
+
+
+@ARCH_REGISTRY.register()
+class LIIF(ImplicitSRNet):
+    """LIIF generator.
+
+    Args:
+        encoder, encoder_opt: as in CiaoSR.
+        local_ensemble: blend the 4 surrounding codes (else the nearest code only).
+        feat_unfold: 3x3-unfolded codes (9C channels).
+        cell_decode: give the MLP the output pixel size.
+        hidden: hidden widths of `imnet`.
+    """
+
+    def __init__(self, encoder='edsr_baseline', encoder_opt=None, local_ensemble=True, feat_unfold=True,
+                 cell_decode=True, hidden=(256,) * 4):
+        super().__init__()
+        enc = build_encoder(encoder, **(encoder_opt or {}))
+        code_dim = enc.out_channels * (9 if feat_unfold else 1)
+        self.offsets = NEIGHBOUR_OFFSETS[2 if local_ensemble else 1]
+        self.feat_unfold = feat_unfold
+        self.cell_decode = cell_decode
+        self.imnet = MLP(code_dim + (4 if cell_decode else 2), 3, hidden)
+        self.attach_encoder(enc)
+
+    def encode(self, lr):
+        feat = self.encoder(lr - self.rgb_mean)
+        codes = channels_last(unfold3x3(feat) if self.feat_unfold else feat)
+        return {'size': feat.shape[-2:], 'code_proj': self.imnet.project(codes)}
+
+    def decode(self, bank, coord, cell):
+        h, w = bank['size']
+        size = coord.new_tensor([h, w])
+        step = 1 / size.expand(coord.shape[0], 2)  # half an LR pixel in [-1, 1] units, per image
+        preds, areas = [], []
+        for offset in self.offsets:
+            index = sample_nearest_index(shift_coord(coord, offset, step), h, w)
+            rel = (coord - pixel_centres(index, h, w)) * size
+            extra = torch.cat([rel, cell * size], -1) if self.cell_decode else rel
+            preds.append(self.imnet.forward_projected(gather_pixels(bank['code_proj'], index), extra))
+            areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
+        # Each code is weighted by the area of the sub-rectangle diagonally opposite to it.
+        weights = torch.stack(areas[::-1], -1)
+        rgb = (torch.stack(preds, -1) * (weights / weights.sum(-1, keepdim=True)).unsqueeze(-2)).sum(-1)
+        return rgb + self.rgb_mean.view(1, 1, 3)

@@ -1,0 +1,202 @@
+"""Issue 2: the CiaoSR network reproduces the official generator and loads its checkpoints."""
+import io
+import pickle
+import zipfile
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ciaosr_arch import CheckpointError, CiaoSR, load_model, super_resolve
+from ciaosr_arch.checkpoint import infer_arch
+
+MEAN = torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 1, 3)
+
+
+def stressed(state_dict):
+    """The fixture's stress rule: imnet_*/cs_attn.* weights doubled."""
+    return {k: v * 2 if k.startswith(('imnet_', 'cs_attn.')) and k.endswith('weight') else v
+            for k, v in state_dict.items()}
+
+
+def official_checkpoint(tmp_path, state_dict, prefix):
+    """An mmediting-style checkpoint file: meta, prefixed generator weights, optimizer, GAN extras."""
+    path = tmp_path / f'official_{prefix.strip(".")}.pth'
+    state = {prefix + k: v for k, v in state_dict.items()}
+    state['discriminator.conv_0.weight'] = torch.zeros(64, 3, 3, 3)
+    state['step_counter'] = torch.tensor(7)
+    if prefix == 'generator_ema.':  # the real-world restorer stores both; the EMA one must win
+        state.update({'generator.' + k: torch.zeros_like(v) for k, v in state_dict.items()})
+    torch.save({'meta': {'iter': 1000, 'config': 'model = dict(type="CiaoSR")'}, 'state_dict': state,
+                'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-4, 'params': [0]}]}}, path)
+    return path
+
+
+@pytest.mark.parametrize('prefix', ['generator.', 'generator_ema.'])
+def test_golden_fixture_through_official_checkpoint(golden, tmp_path, prefix):
+    net = load_model(official_checkpoint(tmp_path, golden['state_dict'], prefix))
+    assert net.arch['encoder'] == 'edsr_baseline' and net.arch['non_local_attn']
+    with torch.no_grad():
+        for case in golden['cases'].values():
+            pred = net(golden['lr'], case['coord'], case['cell'])
+            torch.testing.assert_close(pred, case['pred'] + MEAN, atol=1e-5, rtol=0)
+            out = super_resolve(net, golden['lr'], size=case['hr_size'])
+            torch.testing.assert_close(out, case['pred_rgb'], atol=1e-5, rtol=0)
+        for case in golden['extra_cases'].values():  # non-square 19x26 at x3.3, batch of two at x3
+            pred = net(case['lr'], case['coord'], case['cell'])
+            torch.testing.assert_close(pred, case['pred'] + MEAN, atol=1e-5, rtol=0)
+        probe = golden['probe']
+        torch.testing.assert_close(net(golden['lr'], probe['coord'], probe['cell']), probe['pred'] + MEAN,
+                                   atol=1e-5, rtol=0)
+
+    net = load_model(official_checkpoint(tmp_path, stressed(golden['state_dict']), prefix))
+    stress = golden['stress']
+    with torch.no_grad():
+        for case in stress['cases'].values():
+            torch.testing.assert_close(net(golden['lr'], case['coord'], case['cell']), case['pred'] + MEAN,
+                                       atol=1e-4, rtol=0)
+        for case in stress['extra_cases'].values():
+            torch.testing.assert_close(net(case['lr'], case['coord'], case['cell']), case['pred'] + MEAN,
+                                       atol=1e-4, rtol=0)
+        torch.testing.assert_close(net(golden['lr'], golden['probe']['coord'], golden['probe']['cell']),
+                                   stress['probe_pred'] + MEAN, atol=1e-4, rtol=0)
+
+
+def test_probe_intermediates(golden):
+    """Encoder feature, non-local feature and the per-neighbour MLP inputs/outputs of the official code."""
+    net = CiaoSR().eval()
+    net.load_state_dict(golden['state_dict'])
+    probe = golden['probe']
+    with torch.no_grad():
+        feat = net.encoder(golden['lr'] - net.rgb_mean)
+        torch.testing.assert_close(feat, probe['feature'], atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.cs_attn(feat), probe['nonlocal_feature'], atol=1e-5, rtol=0)
+        bank = net.encode(golden['lr'])
+        index, extra = net.neighbours(probe['coord'], probe['cell'], 24, 24)
+        unfolded = bank['unfolded'][0, index[0]].transpose(0, 1)  # [N, Q, 576]
+        values = bank['values'][0, index[0]].transpose(0, 1)
+        extra = extra[0].transpose(0, 1)
+        key_in = torch.cat([unfolded, extra], -1)
+        value_in = torch.cat([values, extra], -1)
+        torch.testing.assert_close(key_in, probe['imnet_k_inputs'], atol=1e-5, rtol=0)
+        torch.testing.assert_close(value_in, probe['imnet_v_inputs'], atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.imnet_k(key_in), probe['imnet_k_outputs'], atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.imnet_v(value_in), probe['imnet_v_outputs'], atol=1e-5, rtol=0)
+
+
+def test_state_dict_layout_matches_official(golden):
+    net = CiaoSR()
+    assert list(net.state_dict()) == list(golden['state_dict'])
+    assert sum(p.numel() for p in net.parameters()) == 2_649_030
+
+
+@pytest.mark.parametrize('encoder, n_params, n_keys, checks', [
+    ('rdn', 23_402_566, 338, {'rdbs.3.layers.7.conv.weight': (64, 512, 3, 3), 'rdbs.0.lff.weight': (64, 576, 1, 1),
+                              'gff.0.weight': (64, 1024, 1, 1), 'imnet_v.layers.0.weight': (256, 644)}),
+    ('swinir', 14_667_218, 584, {'layers.0.residual_group.blocks.1.attn_mask': (36, 64, 64),
+                                 'layers.5.residual_group.blocks.0.attn.relative_position_index': (64, 64),
+                                 'layers.2.residual_group.blocks.3.attn.relative_position_bias_table': (225, 6),
+                                 'imnet_k.layers.0.weight': (256, 1624), 'imnet_v.layers.8.weight': (1800, 256),
+                                 'cs_attn.conv_match_1.0.weight': (90, 180, 1, 1), 'patch_embed.norm.weight': (180,)}),
+])
+def test_other_encoders_follow_the_spec(encoder, n_params, n_keys, checks):
+    net = CiaoSR(encoder=encoder)
+    state = net.state_dict()
+    assert sum(p.numel() for p in net.parameters()) == n_params
+    assert len(state) == n_keys
+    assert not [k for k in state if k.startswith(('encoder.', 'upsample', 'conv_last', 'output', 'upscale'))]
+    assert list(state)[:2] == ['imnet_q.layers.0.weight', 'imnet_q.layers.0.bias']
+    for key, shape in checks.items():
+        assert tuple(state[key].shape) == shape, key
+    arch = infer_arch(state)
+    assert arch['encoder'] == encoder
+    assert set(CiaoSR(**{k: v for k, v in arch.items() if k != 'type'}).state_dict()) == set(state)
+
+
+def test_swinir_on_sizes_off_the_window_grid():
+    torch.manual_seed(0)
+    net = CiaoSR(encoder='swinir', encoder_opt={'embed_dim': 12, 'depths': [2], 'num_heads': [2]}).eval()
+    lr = torch.rand(1, 3, 13, 19)
+    out = super_resolve(net, lr, 2.5)
+    assert out.shape == (1, 3, 32, 48) and torch.isfinite(out).all()
+    with torch.no_grad():  # the crop back to h x w: features of the padded input, cut at 13 x 19
+        assert net.encoder(lr).shape[-2:] == (13, 19)
+
+
+def test_chunking_changes_nothing(golden):
+    net = CiaoSR().eval()
+    net.load_state_dict(stressed(golden['state_dict']))
+    lr = golden['extra_cases']['nonsquare_19x26_x3.3']['lr']
+    whole = super_resolve(net, lr, 3.3, chunk=10 ** 6)
+    assert whole.shape == (1, 3, 63, 86)
+    assert torch.equal(whole, super_resolve(net, lr, 3.3, chunk=999))
+    assert torch.equal(whole, super_resolve(net, lr, 3.3, chunk=4096))
+
+
+def test_batch_rows_are_independent(golden):
+    case = golden['extra_cases']['batch2_24x24_x3']
+    net = CiaoSR().eval()
+    net.load_state_dict(stressed(golden['state_dict']))
+    both = super_resolve(net, case['lr'], 3)
+    torch.testing.assert_close(both[1:], super_resolve(net, case['lr'][1:], 3), atol=1e-6, rtol=0)
+
+
+def test_safetensors_and_basicsr_checkpoints(golden, tmp_path):
+    from ciaosr_arch.checkpoint import save_safetensors
+    net = CiaoSR()
+    net.load_state_dict(golden['state_dict'])
+    st = tmp_path / 'w.safetensors'
+    save_safetensors(net, st, {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'local_size': 2})
+    basicsr = tmp_path / 'net_g_100.pth'
+    torch.save({'params': stressed(golden['state_dict']), 'params_ema': golden['state_dict']}, basicsr)
+    case = golden['cases']['x4']
+    for path in (st, basicsr):
+        with torch.no_grad():
+            pred = load_model(path)(golden['lr'], case['coord'], case['cell'])
+        torch.testing.assert_close(pred, case['pred'] + MEAN, atol=1e-5, rtol=0)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_bad_checkpoints_fail_clearly_and_run_nothing(golden, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state = {'generator.' + k: v for k, v in golden['state_dict'].items()}
+
+    wrong = tmp_path / 'wrong_keys.pth'
+    torch.save({'state_dict': {k.replace('imnet_v', 'imnet_x'): v for k, v in state.items()}}, wrong)
+    with pytest.raises(CheckpointError, match=r'missing keys: imnet_v\.layers\.0\.weight.*unexpected keys: imnet_x'):
+        load_model(wrong)
+
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': state}, good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match='cannot be loaded as plain weights'):
+        load_model(truncated)
+
+    evil = tmp_path / 'evil.pth'
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as zf:  # torch's zip layout, with a payload in data.pkl
+        zf.writestr('archive/data.pkl', pickle.dumps({'state_dict': _Boom()}))
+        zf.writestr('archive/version', '3\n')
+    evil.write_bytes(buffer.getvalue())
+    legacy = tmp_path / 'legacy.pth'
+    legacy.write_bytes(pickle.dumps(_Boom()))
+    for path in (evil, legacy):
+        with pytest.raises(CheckpointError, match='cannot be loaded as plain weights'):
+            load_model(path)
+    assert not (tmp_path / 'PWNED').exists()
+
+    bad_st = tmp_path / 'bad.safetensors'
+    bad_st.write_bytes(b'\x00' * 10)
+    with pytest.raises(CheckpointError, match='not a readable safetensors'):
+        load_model(bad_st)
+    other = tmp_path / 'esrgan.safetensors'
+    save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'body.0.rdb1.conv1.weight': torch.zeros(32, 64, 3, 3)}, other)
+    with pytest.raises(CheckpointError, match='unknown encoder'):
+        load_model(other)
+    with pytest.raises(CheckpointError, match='not found'):
+        load_model(tmp_path / 'nope.pth')
