@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .archs import CiaoSR, LIIF
+from .archs import LIIF, CiaoSR
 
 ARCHS = {'CiaoSR': CiaoSR, 'LIIF': LIIF}
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / 'weights' / 'ciaosr_edsr_baseline.safetensors'
@@ -159,7 +159,8 @@ def load_model(path=None, device='cpu', **overrides):
     if missing or unexpected or wrong_shape:
         def listing(keys):
             return ', '.join(keys[:8]) + (f' ... ({len(keys)} in all)' if len(keys) > 8 else '') or 'none'
-        raise CheckpointError(f'{path} does not match {arch["type"]}({arch["encoder"]}): missing keys: {listing(missing)}; '
+        raise CheckpointError(f'{path} does not match {arch["type"]}({arch["encoder"]}): '
+                              f'missing keys: {listing(missing)}; '
                               f'unexpected keys: {listing(unexpected)}; wrong shapes: {listing(wrong_shape)}')
     net.load_state_dict(state)
     net.arch = arch

@@ -195,7 +195,8 @@ def test_bad_checkpoints_fail_clearly_and_run_nothing(golden, tmp_path, monkeypa
     with pytest.raises(CheckpointError, match='not a readable safetensors'):
         load_model(bad_st)
     other = tmp_path / 'esrgan.safetensors'
-    save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'body.0.rdb1.conv1.weight': torch.zeros(32, 64, 3, 3)}, other)
+    save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'body.0.rdb1.conv1.weight': torch.zeros(32, 64, 3, 3)},
+              other)
     with pytest.raises(CheckpointError, match='unknown encoder'):
         load_model(other)
     with pytest.raises(CheckpointError, match='not found'):

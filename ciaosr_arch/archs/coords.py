@@ -69,4 +69,5 @@ def shift_coord(coord, offset, shift):
 def sample_bilinear(image, coord):
     """Bilinear sample of image [B, C, h, w] at coord [B, Q, 2] (border padding) -> [B, Q, C]."""
     grid = coord.flip(-1).unsqueeze(1)
-    return F.grid_sample(image, grid, mode='bilinear', padding_mode='border', align_corners=False)[:, :, 0].transpose(1, 2)
+    sampled = F.grid_sample(image, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    return sampled[:, :, 0].transpose(1, 2)

@@ -59,7 +59,8 @@ class RDNEncoder(nn.Module):
         self.sfe1 = nn.Conv2d(3, num_feat, 3, padding=1)
         self.sfe2 = nn.Conv2d(num_feat, num_feat, 3, padding=1)
         self.rdbs = nn.ModuleList([ResidualDenseBlock(num_feat, growth, num_layer) for _ in range(num_block)])
-        self.gff = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1), nn.Conv2d(num_feat, num_feat, 3, padding=1))
+        self.gff = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1),
+                                 nn.Conv2d(num_feat, num_feat, 3, padding=1))
 
     def forward(self, x):
         shallow = self.sfe1(x)
