@@ -2,7 +2,7 @@
 
 Public API: `load_model`, `super_resolve`, `make_coord`, the archs `CiaoSR` and `LIIF`.
 """
-from . import compat  # noqa: F401  (must run before anything imports basicsr)
+from . import compat, data, models  # noqa: F401  (compat first: it must run before basicsr is imported)
 from .archs import LIIF, CiaoSR
 from .archs.coords import make_cell, make_coord
 from .checkpoint import CheckpointError, load_model

@@ -1,0 +1,4 @@
+"""Datasets of the plugin; importing this package registers them in BasicSR's DATASET_REGISTRY."""
+from .arbitrary_scale_dataset import ArbitraryScaleSRDataset
+
+__all__ = ['ArbitraryScaleSRDataset']

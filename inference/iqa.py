@@ -1,0 +1,89 @@
+"""pyiqa metrics that work offline: parameter files from a folder, or a reason why a metric is unavailable.
+
+pyiqa fetches parameter files into its cache (`torch.hub.get_dir()/pyiqa`) on first use. `create_metric`
+either reads them from a given folder (never downloading) or lets pyiqa use its cache and download with a
+bounded timeout; whatever goes wrong comes back as a reason string, so reports can say
+"unavailable: <reason>" instead of printing a number made without the metric's parameters.
+"""
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyiqa
+import torch
+
+DOWNLOAD_TIMEOUT_S = 30  # per socket operation; an unreachable host fails instead of hanging
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a pyiqa metric needs and how reports describe it."""
+
+    param_file: str | None  # pyiqa parameter file, looked up in params_dir (pyiqa's cache by default)
+    backbone: str | None  # torchvision weights, always read from torch.hub.get_dir()/checkpoints
+    variant: str
+
+
+METRICS = {
+    'niqe': MetricSpec('niqe_modelparameters.mat', None,
+                       "pyiqa 'niqe': Y channel of YIQ (pyiqa's default colour space, rounded to 0-255), "
+                       'pristine model of the original NIQE release'),
+    'brisque': MetricSpec('brisque_svm_weights.pth', None,
+                          "pyiqa 'brisque': Y channel, LIVE BRISQUE SVR model (774 support vectors)"),
+    'piqe': MetricSpec(None, None, "pyiqa 'piqe': Y channel, no parameters"),
+    'lpips': MetricSpec('LPIPS_v0.1_alex-df73285e.pth', 'alexnet-owt-7be5be79.pth',
+                        "pyiqa 'lpips': AlexNet (torchvision ImageNet weights), LPIPS v0.1 linear layers"),
+}
+
+
+def _describe(err):
+    """One-line 'Type: message' of an exception."""
+    lines = str(err).splitlines()
+    return f'{type(err).__name__}: {lines[0]}' if lines else type(err).__name__
+
+
+def _unsafe_reason(path):
+    """Why a .pth file cannot be handed to pyiqa (which unpickles it with weights_only=False), or None."""
+    if path.suffix != '.pth':
+        return None
+    try:
+        torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # code in a pickle, truncated or random bytes: all refused the same way
+        return f'{path} is not a plain tensor file ({_describe(err)})'
+    return None
+
+
+def create_metric(name, params_dir=None, device='cpu'):
+    """pyiqa metric `name` (callable on [N, 3, H, W] RGB in [0, 1]), or a string saying why it is unavailable.
+
+    params_dir: folder holding the metric's parameter file (`METRICS[name].param_file`); a missing or
+    unreadable file makes the metric unavailable, and nothing is downloaded. None: pyiqa's own behaviour
+    (its cache, downloading what is missing); a failed download makes the metric unavailable.
+    Torchvision backbones (LPIPS) are always looked up in `torch.hub.get_dir()/checkpoints`.
+    """
+    if name not in METRICS:
+        raise ValueError(f'unknown metric {name!r}; known: {", ".join(METRICS)}')
+    spec = METRICS[name]
+    options = {}
+    required = []
+    if spec.param_file and params_dir is not None:
+        options['pretrained_model_path'] = str(Path(params_dir) / spec.param_file)
+        required.append(Path(params_dir) / spec.param_file)
+    if spec.backbone and params_dir is not None:
+        required.append(Path(torch.hub.get_dir()) / 'checkpoints' / spec.backbone)
+    missing = [str(path) for path in required if not path.is_file()]
+    if missing:
+        return f'parameter file missing: {", ".join(missing)}'
+    unsafe = [reason for path in required if (reason := _unsafe_reason(path))]
+    if unsafe:
+        return '; '.join(unsafe)
+
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return pyiqa.create_metric(name, device=device, **options)
+    except Exception as err:  # failed download, unreadable .mat, wrong keys: the metric cannot be used
+        where = params_dir if params_dir is not None else "pyiqa's cache (download failed)"
+        return f'cannot load its parameters from {where}: {_describe(err)}'
+    finally:
+        socket.setdefaulttimeout(previous_timeout)

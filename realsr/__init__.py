@@ -1,0 +1,1 @@
+"""Real-world arbitrary-scale pipeline (degradations, two-stage training); registers with BasicSR."""
