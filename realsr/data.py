@@ -1,0 +1,41 @@
+"""Training data of the real-world pipeline: GT crops and degradation kernels (the degradations run in the model)."""
+import cv2
+import numpy as np
+import torch
+from basicsr.data.transforms import augment
+from basicsr.utils.registry import DATASET_REGISTRY
+
+from ciaosr_arch.data import ArbitraryScaleSRDataset
+
+from .degradations import KERNEL_DEFAULTS, blur_kernel, final_sinc_kernel
+
+
+@DATASET_REGISTRY.register()
+class RealWorldSRDataset(ArbitraryScaleSRDataset):
+    """HR images -> random `gt_size` crops in [0, 1] plus the kernels of Real-ESRGAN's degradations (spec 4.2).
+
+    Reading (dataroot_gt / gt_folders, io_backend, cache_images) is ArbitraryScaleSRDataset's. Images
+    smaller than the crop are reflect-padded first, as Real-ESRGAN does. Real-ESRGAN's own dataset is
+    not used because it hard-codes 400 px crops; its kernel recipe is `blur_kernel`/`final_sinc_kernel`.
+    Options: gt_size (400; at least lq_size x the largest scale), use_hflip, use_rot, and the kernel
+    options of KERNEL_DEFAULTS (Real-ESRGAN's names). Returns gt [3, gt_size, gt_size], kernel1,
+    kernel2, sinc_kernel [21, 21], gt_path.
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.kernel_opt = {key: opt.get(key, default) for key, default in KERNEL_DEFAULTS.items()}
+
+    def __getitem__(self, index):
+        img = self.cache[index] if self.cache is not None else self.read(index)
+        size = self.opt.get('gt_size', 400)
+        h, w = img.shape[:2]
+        if h < size or w < size:
+            img = cv2.copyMakeBorder(img, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)
+        top, left = np.random.randint(img.shape[0] - size + 1), np.random.randint(img.shape[1] - size + 1)
+        gt = augment(img[top:top + size, left:left + size], self.opt.get('use_hflip', True),
+                     self.opt.get('use_rot', True))
+        return {'gt': torch.from_numpy(np.ascontiguousarray(gt.transpose(2, 0, 1))).float() / 255,
+                'kernel1': blur_kernel(self.kernel_opt), 'kernel2': blur_kernel(self.kernel_opt, '2'),
+                'sinc_kernel': final_sinc_kernel(self.kernel_opt['final_sinc_prob']),
+                'gt_path': self.paths[index]}

@@ -1,0 +1,207 @@
+"""Issue 6 (pipeline): real-world degradations and the two-stage CiaoSR training of realsr/."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+import torchvision
+import yaml
+from basicsr.models import build_model
+from basicsr.utils import set_random_seed
+from basicsr.utils.options import parse_options
+from torch.utils.data import default_collate
+
+import realsr  # noqa: F401  (registers the dataset and the two models)
+from ciaosr_arch import load_model
+from ciaosr_arch.archs.coords import sample_bilinear
+from realsr.data import RealWorldSRDataset
+from realsr.degradations import RealPairSynthesis, paired_window_crop
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_SYNTHESIS = {'lq_size': 32, 'query_window': 16}
+TINY_NET = {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'encoder_opt': {'num_feat': 16, 'num_block': 1},
+            'non_local_attn': True, 'decoder_hidden': [32, 32], 'key_hidden': [32, 32], 'value_hidden': [32, 32]}
+
+
+@pytest.fixture(scope='module')
+def dataset(shared_data):
+    return RealWorldSRDataset({'gt_folders': [str(shared_data / 'train' / 'T91')], 'gt_size': 128, 'phase': 'train'})
+
+
+def first_batch(dataset, seed):
+    """The synthesised training pair of two samples after seeding as BasicSR's trainer does."""
+    set_random_seed(seed)
+    batch = default_collate([dataset[0], dataset[1]])
+    return RealPairSynthesis(TINY_SYNTHESIS)(batch['gt'], batch['kernel1'], batch['kernel2'], batch['sinc_kernel'])
+
+
+@pytest.mark.parametrize('scale', [1.37, 2.5, 3.9])
+def test_degradation_shapes_and_ranges_at_non_integer_scales(dataset, scale):
+    set_random_seed(1)
+    batch = default_collate([dataset[0], dataset[5]])
+    assert batch['gt'].shape == (2, 3, 128, 128) and batch['kernel1'].shape == (2, 21, 21)
+    torch.testing.assert_close(batch['kernel1'].sum((1, 2)), torch.ones(2))
+    synthesis = RealPairSynthesis(TINY_SYNTHESIS)
+    lq, gt_usm, drawn = synthesis.degrade(batch['gt'], batch['kernel1'], batch['kernel2'], batch['sinc_kernel'],
+                                          scale=scale)
+    assert drawn == scale and lq.shape == (2, 3, round(128 / scale), round(128 / scale)) and lq.dtype == torch.float32
+    assert 0 <= lq.min() and lq.max() <= 1 and torch.equal(lq, (lq * 255).round() / 255)
+    assert gt_usm.shape == batch['gt'].shape and 0 <= gt_usm.min() and gt_usm.max() <= 1
+    assert (gt_usm - batch['gt']).abs().max() > 0.01  # sharpened
+
+    crops, (gt, sharp), coord, cell = paired_window_crop(lq, [batch['gt'], gt_usm], 32, 16)
+    assert crops.shape == (2, 3, 32, 32) and gt.shape == sharp.shape == (2, 3, 16, 16)
+    assert coord.shape == cell.shape == (2, 256, 2) and coord.abs().max() < 1
+    torch.testing.assert_close(cell, torch.full_like(cell, 2 * lq.shape[-1] / (32 * 128)))
+
+
+def test_query_window_is_aligned_with_the_lr_crop():
+    """LR pixels hold the GT position of their centres; bilinear LR samples at the query coords then
+    recover each window pixel's own position (non-square, different ratios per axis)."""
+    gt_h, gt_w, lq_h, lq_w = 128, 96, 47, 40
+    rows, cols = torch.arange(gt_h).float(), torch.arange(gt_w).float()
+    gt = torch.stack([rows[:, None].expand(gt_h, gt_w), cols[None, :].expand(gt_h, gt_w), torch.zeros(gt_h, gt_w)])
+    lq_rows = (torch.arange(lq_h) + 0.5) * gt_h / lq_h - 0.5
+    lq_cols = (torch.arange(lq_w) + 0.5) * gt_w / lq_w - 0.5
+    lq = torch.stack([lq_rows[:, None].expand(lq_h, lq_w), lq_cols[None, :].expand(lq_h, lq_w),
+                      torch.zeros(lq_h, lq_w)])
+    set_random_seed(3)
+    crops, (window,), coord, cell = paired_window_crop(lq[None].repeat(4, 1, 1, 1), [gt[None].repeat(4, 1, 1, 1)],
+                                                       lq_size=24, window=20)
+    torch.testing.assert_close(cell[0, 0], torch.tensor([2 * lq_h / (24 * gt_h), 2 * lq_w / (24 * gt_w)]))
+    sampled = sample_bilinear(crops, coord)  # [4, 400, 3]
+    expected = window.flatten(2).transpose(1, 2)
+    inside = (coord.abs() <= 1 - 1 / 24).all(-1)  # bilinear is exact between the crop's pixel centres
+    assert inside.float().mean() > 0.7
+    torch.testing.assert_close(sampled[inside], expected[inside], atol=1e-3, rtol=0)
+    assert len({tuple(w[:2, 0, 0].tolist()) for w in window}) > 1  # random positions per sample
+
+
+def test_first_batch_is_reproducible(dataset):
+    first, again, other = first_batch(dataset, 7), first_batch(dataset, 7), first_batch(dataset, 8)
+    for key in ('lq', 'gt', 'gt_usm', 'coord', 'cell'):
+        assert torch.equal(first[key], again[key]), key
+    assert first['scale'] == again['scale'] and not torch.equal(first['lq'], other['lq'])
+
+
+@pytest.fixture(scope='module')
+def torch_home(tmp_path_factory):
+    """A TORCH_HOME whose hub cache holds a random-weight VGG19 (tests only: real runs need ImageNet weights)."""
+    home = tmp_path_factory.mktemp('torch_home')
+    (home / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save(torchvision.models.vgg19(weights=None).state_dict(), home / 'hub' / 'checkpoints' / 'vgg19-dcbb9e9d.pth')
+    return home
+
+
+@pytest.fixture(scope='module')
+def val_folder(shared_data, tmp_path_factory):
+    """One 64x64 real LR photo crop (x4 -> 256 px, enough blocks for NIQE)."""
+    folder = tmp_path_factory.mktemp('real_lr')
+    img = cv2.imread(str(shared_data / 'RealSRSet' / 'dped_crop00061.png'))
+    cv2.imwrite(str(folder / 'dped_crop.png'), img[100:164, 100:164])
+    return folder
+
+
+@pytest.fixture(scope='module')
+def experiment_names():
+    """Unique experiment names; their folders under experiments/ are removed afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    names = {'stage1': f'test_realsr_{tag}_stage1', 'stage2': f'test_realsr_{tag}_stage2'}
+    yield names
+    for name in names.values():
+        shutil.rmtree(ROOT / 'experiments' / name, ignore_errors=True)
+
+
+def tiny_options(shipped, name, shared_data, total_iter):
+    """A shipped real-world option file shrunk for CPU: tiny CiaoSR, 128 px GT crops, batch 2, no workers."""
+    opt = yaml.safe_load((ROOT / 'options' / shipped).read_text())
+    opt.update(name=name, num_gpu=0, manual_seed=5, network_g=dict(TINY_NET))
+    opt['degradation'].update(TINY_SYNTHESIS)
+    opt['datasets']['train'].update(gt_folders=[str(shared_data / 'train' / 'T91')], cache_images=False, gt_size=128,
+                                    num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1)
+    opt['train'].update(total_iter=total_iter, optim_g={'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]})
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter)
+    return opt
+
+
+def stage2_options(name, shared_data, total_iter, pretrain):
+    opt = tiny_options('train_ciaosr_real_x4.yml', name, shared_data, total_iter)
+    opt['network_d']['num_feat'] = 16
+    opt['path']['pretrain_network_g'] = str(pretrain) if pretrain else None
+    del opt['val'], opt['datasets']['val']
+    return opt
+
+
+def write_options(opt, tmp_path, filename):
+    path = tmp_path / filename
+    path.write_text(yaml.safe_dump(opt))
+    return path
+
+
+def train(opt_file, torch_home, *extra):
+    """`python ciaosr_arch/train.py -opt FILE` from the repo root; returns its training log."""
+    env = {**os.environ, 'TORCH_HOME': str(torch_home)}
+    run = subprocess.run([sys.executable, 'ciaosr_arch/train.py', '-opt', str(opt_file), *extra], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    name = yaml.safe_load(opt_file.read_text())['name']
+    return '\n'.join(p.read_text() for p in sorted((ROOT / 'experiments' / name).glob('train_*.log')))
+
+
+def build_in_process(opt, tmp_path, monkeypatch):
+    """The model BasicSR's trainer would build for these options (parsed as train.py does)."""
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(write_options(opt, tmp_path, 'opt.yml'))])
+    parsed, _ = parse_options(str(tmp_path), is_train=True)
+    return build_model(parsed)
+
+
+def test_two_stages_train_resume_and_use_ema_weights(shared_data, torch_home, val_folder, experiment_names, tmp_path,
+                                                     monkeypatch):
+    stage1 = tiny_options('train_ciaosr_realnet_x4.yml', experiment_names['stage1'], shared_data, 3)
+    del stage1['datasets']['val']['meta_info_file']
+    stage1['datasets']['val']['dataroot_lq'] = str(val_folder)
+    log = train(write_options(stage1, tmp_path, 'stage1.yml'), torch_home)
+    assert re.search(r'iter: +3, ', log) and '# niqe: ' in log  # the validation at the end of training
+    niqe = float(log.split('# niqe: ')[-1].split()[0])
+    assert 0 < niqe < 100
+    models = ROOT / 'experiments' / experiment_names['stage1'] / 'models'
+    ckpt = torch.load(models / 'net_g_latest.pth', weights_only=True)
+    assert any(not torch.equal(ckpt['params'][k], ckpt['params_ema'][k]) for k in ckpt['params'])
+    net = load_model(models / 'net_g_latest.pth')  # inference takes the EMA weights
+    assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in net.state_dict().items())
+
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    model = build_in_process(stage2_options('stage2_init', shared_data, 3, models / 'net_g_latest.pth'), tmp_path,
+                             monkeypatch)
+    for net in (model.net_g, model.net_g_ema):
+        assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in net.state_dict().items())
+
+    stage2 = stage2_options(experiment_names['stage2'], shared_data, 2, models / 'net_g_latest.pth')
+    log = train(write_options(stage2, tmp_path, 'stage2.yml'), torch_home)
+    assert '[params_ema]' in log and 'l_g_percep' in log and 'l_g_gan' in log and 'l_d_fake' in log
+    stage2['train']['total_iter'] = 3
+    log = train(write_options(stage2, tmp_path, 'stage2.yml'), torch_home, '--auto_resume')
+    assert 'Resuming training from epoch: 0, iter: 2.' in log and re.search(r'iter: +3, .*l_d_real', log)
+    models = ROOT / 'experiments' / experiment_names['stage2'] / 'models'
+    assert (models / 'net_g_latest.pth').is_file() and (models / 'net_d_latest.pth').is_file()
+
+
+@pytest.mark.parametrize('configured', [False, True])
+def test_missing_vgg_weights_fail_before_training(shared_data, tmp_path, monkeypatch, configured):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty_torch_home'))
+    monkeypatch.chdir(tmp_path)  # no experiments/pretrained_models/ here either
+    opt = stage2_options('missing_vgg', shared_data, 3, pretrain=None)
+    expected = tmp_path / 'empty_torch_home' / 'hub' / 'checkpoints' / 'vgg19-dcbb9e9d.pth'
+    if configured:
+        expected = tmp_path / 'weights' / 'my_vgg19.pth'
+        opt['train']['perceptual_opt']['vgg_weights'] = str(expected)
+    with pytest.raises(FileNotFoundError, match='not downloaded') as error:
+        build_in_process(opt, tmp_path, monkeypatch)
+    message = str(error.value)
+    assert str(expected) in message and 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth' in message
