@@ -33,7 +33,7 @@ def make_basicsr_trainer_device_agnostic():
 
     def load_resume_state(opt):
         path = opt['path'].get('resume_state')
-        state_dir = osp.join('experiments', opt['name'], 'training_states')
+        state_dir = opt['path']['training_states']
         if opt['auto_resume'] and osp.isdir(state_dir):
             states = [int(name.split('.state')[0]) for name in scandir(state_dir, suffix='state')]
             if states:

@@ -30,7 +30,7 @@ METRICS = {
                        'pristine model of the original NIQE release'),
     'brisque': MetricSpec('brisque_svm_weights.pth', None,
                           "pyiqa 'brisque': Y channel, LIVE BRISQUE SVR model (774 support vectors)"),
-    'piqe': MetricSpec(None, None, "pyiqa 'piqe': Y channel, no parameters"),
+    'piqe': MetricSpec(None, None, "pyiqa 'piqe': Y channel"),
     'lpips': MetricSpec('LPIPS_v0.1_alex-df73285e.pth', 'alexnet-owt-7be5be79.pth',
                         "pyiqa 'lpips': AlexNet (torchvision ImageNet weights), LPIPS v0.1 linear layers"),
 }
@@ -83,7 +83,7 @@ def create_metric(name, params_dir=None, device='cpu'):
     try:
         return pyiqa.create_metric(name, device=device, **options)
     except Exception as err:  # failed download, unreadable .mat, wrong keys: the metric cannot be used
-        where = params_dir if params_dir is not None else "pyiqa's cache (download failed)"
+        where = ', '.join(map(str, required)) if params_dir is not None else "pyiqa's cache or its download"
         return f'cannot load its parameters from {where}: {_describe(err)}'
     finally:
         socket.setdefaulttimeout(previous_timeout)

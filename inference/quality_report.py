@@ -26,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the plugin is
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve  # noqa: E402
 from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS  # noqa: E402
+from ciaosr_arch.data.resize import resize_pil  # noqa: E402
+from ciaosr_arch.evaluation import to_uint8  # noqa: E402
 from ciaosr_arch.inference import output_size  # noqa: E402
+from inference import image_io  # noqa: E402
 from inference.iqa import METRICS, create_metric  # noqa: E402
 
-IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
 NR_METRICS = ('niqe', 'brisque', 'piqe')
 BICUBIC = 'bicubic'
 BICUBIC_NOTE = 'PIL Image.resize(BICUBIC) (a = -0.5) of the 8-bit input to the same output size'
@@ -45,9 +47,9 @@ def list_images(inputs):
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f'--inputs: no such file or folder: {path}')
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in image_io.IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f'--inputs: no images ({", ".join(sorted(IMAGE_SUFFIXES))}) in {path}')
+        raise FileNotFoundError(f'--inputs: no images ({", ".join(image_io.IMAGE_SUFFIXES)}) in {path}')
     return files
 
 
@@ -58,23 +60,28 @@ def central_crop(img, side):
 
 
 def load_rgb(path):
-    """uint8 [h, w, 3] RGB array of an image file."""
-    return np.asarray(Image.open(path).convert('RGB'))
+    """uint8 [h, w, 3] RGB array of an image file, upright: gray copied to RGB, alpha dropped, 16 bits rounded."""
+    pixels = image_io.read_image(path).pixels
+    if pixels.dtype == np.uint16:
+        pixels = np.round(pixels / 257).astype(np.uint8)
+    return pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+
+
+def load_inputs(paths, max_side):
+    """[(path, [H, W] of the file, uint8 [h, w, 3] input centre-cropped to max_side (0: whole))]."""
+    inputs = []
+    for path in paths:
+        try:
+            full = load_rgb(path)
+        except image_io.ImageReadError as err:
+            raise image_io.ImageReadError(f'{path}: {err}') from None
+        inputs.append((path, list(full.shape[:2]), central_crop(full, max_side) if max_side else full))
+    return inputs
 
 
 def to_tensor(img):
     """uint8 [h, w, 3] array -> float [1, 3, h, w] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
-
-
-def to_uint8(x):
-    """[1, 3, H, W] in [0, 1] -> uint8 [H, W, 3], rounded as when saving a PNG."""
-    return x[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).byte().cpu().numpy()
-
-
-def upscale_bicubic(img, size):
-    """PIL bicubic resize of a uint8 [h, w, 3] array to size (H, W)."""
-    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BICUBIC))
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255  # a writable copy
 
 
 def upscale_model(net, img, size, tile, tile_overlap, device):
@@ -93,6 +100,13 @@ def score(metric, img, device='cpu'):
 
 def scale_label(scale):
     return f'x{scale:g}'
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text}')
+    return value
 
 
 def parse_scale(text):
@@ -115,7 +129,7 @@ def model_paths(args):
 
 def load_methods(models, args, device):
     """{name: upscale(img, size)}: bicubic first, then each model of {name: checkpoint path}."""
-    methods = {BICUBIC: upscale_bicubic}
+    methods = {BICUBIC: resize_pil}
     for name, path in models.items():
         net = load_model(path, device=device)
         methods[name] = partial(upscale_model, net, tile=args.tile, tile_overlap=args.tile_overlap, device=device)
@@ -205,7 +219,7 @@ def markdown(header, rows, settings):
     lines = ['# No-reference quality report', '',
              f'Inputs: `{settings["inputs"]}`, {len(settings["images"])} images; '
              f'scales {", ".join(scale_label(s) for s in settings["scales"])}. Lower is better for every metric.', '']
-    cropped = [i['name'] for i in settings['images'] if i['scored_size'] != i['size']]
+    cropped = [i['name'] for i in settings['images'] if i['scored_size_hw'] != i['size_hw']]
     if settings['max_input_side']:
         lines.append(f'Inputs larger than {settings["max_input_side"]} px per side are centre-cropped to it '
                      f'before upscaling (`--max-input-side`): {len(cropped)} of {len(settings["images"])} images'
@@ -244,10 +258,11 @@ def parse_args(argv):
     parser.add_argument('--metrics', nargs='+', choices=NR_METRICS, default=list(NR_METRICS))
     parser.add_argument('--iqa-weights', help='folder with niqe_modelparameters.mat and brisque_svm_weights.pth '
                         "(default: pyiqa's cache, downloading what is missing)")
-    parser.add_argument('--max-input-side', type=int, default=128,
+    parser.add_argument('--max-input-side', type=non_negative_int, default=128,
                         help='centre-crop inputs to at most N LR px per side (0: whole images); default 128')
-    parser.add_argument('--tile', type=int, default=128, help='LR tile side for the models (0: whole image)')
-    parser.add_argument('--tile-overlap', type=int, default=32)
+    parser.add_argument('--tile', type=non_negative_int, default=128,
+                        help='LR tile side for the models (0: whole image)')
+    parser.add_argument('--tile-overlap', type=non_negative_int, default=32)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     return parser.parse_args(argv)
 
@@ -257,10 +272,10 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
     try:
-        images = list_images(args.inputs)
+        inputs = load_inputs(list_images(args.inputs), args.max_input_side)
         models = model_paths(args)
         methods = load_methods(models, args, device)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError) as err:  # ValueError includes ImageReadError
         sys.exit(f'error: {err}')
     metrics = {name: create_metric(name, args.iqa_weights, device) for name in args.metrics}
     for name, metric in metrics.items():
@@ -272,11 +287,9 @@ def main(argv=None):
     (out / 'sheets').mkdir(parents=True, exist_ok=True)
 
     per_image, image_info = [], []
-    for index, path in enumerate(images, start=1):
+    for index, (path, size, img) in enumerate(inputs, start=1):
         start = time.time()
-        full = load_rgb(path)
-        img = central_crop(full, args.max_input_side) if args.max_input_side else full
-        image_info.append({'name': path.name, 'size': list(full.shape[:2]), 'scored_size': list(img.shape[:2])})
+        image_info.append({'name': path.name, 'size_hw': size, 'scored_size_hw': list(img.shape[:2])})
         rows = []
         for scale in args.scales:
             out_size = output_size(img.shape[:2], scale)
@@ -288,7 +301,7 @@ def main(argv=None):
                                       'value': value, **({'error': error} if error else {})})
             rows.append((scale, outputs))
         contact_sheet(img, rows).save(out / 'sheets' / f'{path.stem}.png', optimize=True)
-        print(f'[{index}/{len(images)}] {path.name} {full.shape[1]}x{full.shape[0]} -> {img.shape[1]}x{img.shape[0]}: '
+        print(f'[{index}/{len(inputs)}] {path.name} {size[1]}x{size[0]} -> {img.shape[1]}x{img.shape[0]}: '
               f'{time.time() - start:.1f} s', flush=True)
 
     settings = {
@@ -299,7 +312,7 @@ def main(argv=None):
         'metrics': {name: metric_info(name, metric, args.iqa_weights) for name, metric in metrics.items()},
     }
     records = summarize(per_image, scored, args.scales, metrics)
-    header, rows = table_rows(records, scored, args.scales, metrics, len(images))
+    header, rows = table_rows(records, scored, args.scales, metrics, len(inputs))
     (out / 'table.md').write_text(markdown(header, rows, settings))
     write_csv(out / 'table.csv', header, rows)
     write_csv(out / 'per_image.csv', ['image', 'method', 'scale', 'metric', 'value', 'error'],

@@ -12,6 +12,7 @@ imnet_v the value net, cs_attn the cross-scale attention), so official checkpoin
 import itertools
 
 import torch
+import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from .coords import pixel_centres, sample_bilinear, sample_nearest_index, shift_coord
@@ -19,6 +20,7 @@ from .cross_scale_attention import CrossScaleAttention
 from .encoders import build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
 
+PAIR_TABLE_MIN_RATIO = 4  # output pixels per LR pixel from which the key/query pair table pays off
 NEIGHBOUR_OFFSETS = {1: [(0, 0)], 2: list(itertools.product((-1, 1), repeat=2)),
                      3: list(itertools.product((-1, 0, 1), repeat=2))}
 
@@ -56,30 +58,56 @@ class CiaoSR(ImplicitSRNet):
         self.cs_attn = CrossScaleAttention(channels, multi_scale) if non_local_attn else None
         self.attach_encoder(enc)
 
-    def encode(self, lr):
-        """Per-image work, done once: encoder, unfold, non-local attention, first-layer products."""
+    def encode(self, lr, out_size=None):
+        """Per-image work, done once: encoder, unfold, non-local attention, first-layer products, and
+        (when the output will have >= PAIR_TABLE_MIN_RATIO queries per LR pixel) the key/query pair table."""
         lr = lr - self.rgb_mean
         feat = self.encoder(lr)
+        h, w = feat.shape[-2:]
         unfolded = channels_last(unfold3x3(feat) if self.feat_unfold else feat)
         values = unfolded
         if self.cs_attn is not None:
             values = torch.cat([unfolded, channels_last(self.cs_attn(feat))], -1)
-        return {'lr': lr, 'size': feat.shape[-2:], 'unfolded': unfolded, 'values': values,
+        bank = {'lr': lr, 'size': (h, w), 'unfolded': unfolded, 'values': values,
                 'key_proj': self.imnet_k.project(unfolded), 'value_proj': self.imnet_v.project(values)}
+        if out_size is not None and out_size[0] * out_size[1] >= PAIR_TABLE_MIN_RATIO * h * w:
+            bank['pair_key'], bank['pair_bias'] = self.pair_table(unfolded, h, w)
+        return bank
+
+    def pair_table(self, unfolded, h, w):
+        """Query-key products folded into the key net's output layer, per LR pixel p and displacement d.
+
+        The attention logit of a query at pixel p and a key at pixel p + d (|d| <= 1 on each axis) is
+        <u_p, u_{p+d} * (W h + b)> = <W^T (u_p * u_{p+d}), h> + <u_p * u_{p+d}, b>, with h the key net's
+        last hidden activation. Tabulating both terms costs 9 products per LR pixel instead of one
+        (W h) per query and neighbour. Returns [B, h*w*9, H] and [B, h*w*9], row p*9 + d.
+        """
+        b, _, dim = unfolded.shape
+        padded = F.pad(unfolded.view(b, h, w, dim), (0, 0, 1, 1, 1, 1))
+        out_layer = self.imnet_k.layers[-1]
+        products = torch.stack([unfolded * padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w].reshape(b, h * w, dim)
+                                for dy, dx in itertools.product((-1, 0, 1), repeat=2)], 2)  # [B, hw, 9, D]
+        return (products @ out_layer.weight).view(b, h * w * 9, -1), (products @ out_layer.bias).view(b, -1)
 
     def decode(self, bank, coord, cell):
         """RGB [B, Q, 3] at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]."""
         h, w = bank['size']
-        query = gather_pixels(bank['unfolded'], sample_nearest_index(coord, h, w))  # [B, Q, D]
+        query_index = sample_nearest_index(coord, h, w)  # [B, Q]
         index, extra = self.neighbours(coord, cell, h, w)  # [B, Q, N], [B, Q, N, 4]
 
-        keys = gather_pixels(bank['unfolded'], index)
-        keys = keys * self.imnet_k.forward_projected(gather_pixels(bank['key_proj'], index), extra)
-        logits = (keys * query.unsqueeze(2)).sum(-1) / self.softmax_scale  # [B, Q, N]
-        values = gather_pixels(bank['values'], index)
-        values = values * self.imnet_v.forward_projected(gather_pixels(bank['value_proj'], index), extra)
-        attended = (logits.softmax(-1).unsqueeze(-1) * values).sum(2)
+        key_hidden = self.imnet_k.hidden(gather_pixels(bank['key_proj'], index), extra)
+        if 'pair_key' in bank:
+            slot = query_index.unsqueeze(-1) * 9 + displacement_code(query_index, index, w)
+            logits = torch.linalg.vecdot(gather_pixels(bank['pair_key'], slot), key_hidden)
+            logits = logits + gather_pixels(bank['pair_bias'], slot)
+        else:
+            keys = gather_pixels(bank['unfolded'], index) * self.imnet_k.head(key_hidden)
+            logits = (keys * gather_pixels(bank['unfolded'], query_index).unsqueeze(2)).sum(-1)
+        weights = (logits / self.softmax_scale).softmax(-1)  # [B, Q, N]
 
+        value_gate = self.imnet_v.head(self.imnet_v.hidden(gather_pixels(bank['value_proj'], index), extra))
+        values = gather_pixels(bank['values'], index) * value_gate
+        attended = (weights.unsqueeze(-1) * values).sum(2)
         rgb = self.imnet_q(attended) + sample_bilinear(bank['lr'], coord)
         return rgb + self.rgb_mean.view(1, 1, 3)
 
@@ -100,3 +128,16 @@ class CiaoSR(ImplicitSRNet):
             index.append(idx)
             extra.append(torch.cat([rel, cell_lr], -1))
         return torch.stack(index, 2), torch.stack(extra, 2)
+
+
+def displacement_code(query_index, index, width):
+    """Position d in 0..8 ((dy + 1) * 3 + dx + 1) of each neighbour pixel relative to its query's pixel.
+
+    query_index [B, Q], index [B, Q, N] (flat LR indices) -> [B, Q, N]. Neighbours are never more than
+    one pixel away on either axis (the shift is at most one LR pixel for sizes >= 2).
+    """
+    dy = index // width - (query_index // width).unsqueeze(-1)
+    dx = index % width - (query_index % width).unsqueeze(-1)
+    if dy.abs().max() > 1 or dx.abs().max() > 1:
+        raise ValueError('feature maps smaller than 2x2 are not supported')
+    return (dy + 1) * 3 + dx + 1

@@ -17,8 +17,9 @@ class MLP(nn.Module):
     """Linear-ReLU stack; parameters live under `layers.{0,2,4,...}` as in official checkpoints.
 
     Its first layer is linear, so when the input is [per-pixel features, per-query extras] the
-    feature part can be projected once per LR pixel (`project`) and finished per query
-    (`forward_projected`), instead of multiplying every query's copy of the same features.
+    feature part (and the bias) can be projected once per LR pixel (`project`) and finished per
+    query (`hidden`, then `head`), instead of multiplying every query's copy of the same features:
+    head(hidden(project(feat), extra)) == forward(cat([feat, extra], -1)).
     """
 
     def __init__(self, in_dim, out_dim, hidden=(256, 256, 256, 256)):
@@ -26,7 +27,7 @@ class MLP(nn.Module):
         dims = [in_dim, *hidden]
         layers = []
         for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+            layers += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True)]
         layers.append(nn.Linear(dims[-1], out_dim))
         self.layers = nn.Sequential(*layers)
 
@@ -34,14 +35,19 @@ class MLP(nn.Module):
         return self.layers(x)
 
     def project(self, feat):
-        """First layer's product with the leading feat.shape[-1] inputs (no bias): [..., D] -> [..., H1]."""
-        return F.linear(feat, self.layers[0].weight[:, :feat.shape[-1]])
+        """First layer on the leading feat.shape[-1] inputs, bias included: [..., D] -> [..., H1]."""
+        return F.linear(feat, self.layers[0].weight[:, :feat.shape[-1]], self.layers[0].bias)
 
-    def forward_projected(self, projected, extra):
-        """MLP output for inputs [feat, extra] given `project(feat)`: extra [..., E] -> [..., out]."""
-        first = self.layers[0]
-        hidden = F.relu(projected + F.linear(extra, first.weight[:, -extra.shape[-1]:], first.bias))
-        return self.layers[2:](hidden)
+    def hidden(self, projected, extra):
+        """Last hidden activation for inputs [feat, extra] given project(feat): extra [..., E] -> [..., H]."""
+        weight = self.layers[0].weight[:, -extra.shape[-1]:]
+        x = torch.addmm(projected.reshape(-1, projected.shape[-1]), extra.reshape(-1, extra.shape[-1]), weight.t())
+        x = x.relu_().view(*projected.shape)
+        return self.layers[2:-1](x)
+
+    def head(self, hidden):
+        """The output layer: [..., H] -> [..., out]."""
+        return self.layers[-1](hidden)
 
 
 def unfold3x3(feat):
@@ -84,7 +90,8 @@ class ImplicitSRNet(nn.Module):
         """lr [B, 3, h, w] in [0, 1]; coord, cell [B, Q, 2] (row, col) -> RGB [B, Q, 3]."""
         return self.decode(self.encode(lr), coord, cell)
 
-    def encode(self, lr):
+    def encode(self, lr, out_size=None):
+        """Per-image work; `out_size` (H, W) is the size it will be decoded at, when known in advance."""
         raise NotImplementedError
 
     def decode(self, bank, coord, cell):

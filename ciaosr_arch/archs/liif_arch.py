@@ -37,7 +37,7 @@ class LIIF(ImplicitSRNet):
         self.imnet = MLP(code_dim + (4 if cell_decode else 2), 3, hidden)
         self.attach_encoder(enc)
 
-    def encode(self, lr):
+    def encode(self, lr, out_size=None):
         feat = self.encoder(lr - self.rgb_mean)
         codes = channels_last(unfold3x3(feat) if self.feat_unfold else feat)
         return {'size': feat.shape[-2:], 'code_proj': self.imnet.project(codes)}
@@ -51,7 +51,7 @@ class LIIF(ImplicitSRNet):
             index = sample_nearest_index(shift_coord(coord, offset, step), h, w)
             rel = (coord - pixel_centres(index, h, w)) * size
             extra = torch.cat([rel, cell * size], -1) if self.cell_decode else rel
-            preds.append(self.imnet.forward_projected(gather_pixels(bank['code_proj'], index), extra))
+            preds.append(self.imnet.head(self.imnet.hidden(gather_pixels(bank['code_proj'], index), extra)))
             areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
         # Each code is weighted by the area of the sub-rectangle diagonally opposite to it.
         weights = torch.stack(areas[::-1], -1)

@@ -30,4 +30,4 @@ def resize_matlab(img, size):
     """MATLAB bicubic imresize of an HxW(xC) float array (any range) to size (H, W); float64 out."""
     rows = matlab_resize_matrix(img.shape[0], size[0])
     cols = matlab_resize_matrix(img.shape[1], size[1])
-    return np.einsum('oh,hw...,pw->op...', rows, img.astype(np.float64), cols)
+    return np.einsum('oh,hw...,pw->op...', rows, img.astype(np.float64), cols, optimize=True)

@@ -1,0 +1,37 @@
+"""Validation/test data: HR benchmark images and their LR at a fixed (possibly non-integer) scale."""
+import cv2
+import torch
+from basicsr.data.data_util import paths_from_folder
+from basicsr.utils import FileClient, imfrombytes
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+
+from ..evaluation import benchmark_pair, to_rgb
+
+
+@DATASET_REGISTRY.register()
+class SRBenchmarkDataset(data.Dataset):
+    """HR images of a folder (`dataroot_gt`) with LR made by the benchmark protocol at `scale`.
+
+    LR: LIIF's crop + MATLAB bicubic (or `downsample: pil`), 8-bit levels; gt: the cropped HR as RGB
+    [3, H, W] in [0, 1]. Use with `CiaoSRModel` validation and a metric with `crop_border: scale`.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.paths = sorted(paths_from_folder(opt['dataroot_gt']))
+        self.file_client = None
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if self.file_client is None:
+            backend = dict(self.opt.get('io_backend', {'type': 'disk'}))
+            self.file_client = FileClient(backend.pop('type'), **backend)
+        hr = imfrombytes(self.file_client.get(self.paths[index], 'gt'), flag='unchanged', float32=False)
+        hr = hr if hr.ndim == 2 else cv2.cvtColor(hr[..., :3], cv2.COLOR_BGR2RGB)
+        lq, hr = benchmark_pair(hr, self.opt['scale'], self.opt.get('downsample', 'matlab'))
+        gt = torch.from_numpy(to_rgb(hr).transpose(2, 0, 1).copy()).float() / 255
+        return {'lq': lq[0], 'gt': gt, 'lq_path': self.paths[index], 'gt_path': self.paths[index]}

@@ -1,0 +1,247 @@
+"""Full-reference benchmark (PSNR / SSIM, optional LPIPS) in the layout of the CiaoSR paper's Tables 2-3.
+
+    python inference/benchmark.py --model PATH|bicubic|default [--model ...] --data-root DIR \\
+        --datasets Set5 Set14 B100 Urban100 Manga109 --scales 2 3 4 6 8 12 --json OUT.json --markdown OUT.md
+
+Protocol (`ciaosr_arch.evaluation`): LR = MATLAB bicubic down-sampling of the HR image (LIIF's floor/round crop),
+rounded to 8 bits; SR rounded to 8 bits; PSNR/SSIM on Y with shave = ceil(scale), or `--rgb-shave6` (DIV2K: RGB,
+shave ceil(scale) + 6); single-channel HR images are scored on their gray intensity. The Bicubic row (MATLAB bicubic
+up-sampling of the LR) is always included. Models run through `super_resolve`, by default in the official test-time
+tiling (192 px LR tiles, 32 px overlap, uniform averaging), since the non-local attention is quadratic in LR area.
+"""
+import argparse
+import itertools
+import json
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the plugin is used from the checkout
+
+from ciaosr_arch import CheckpointError, load_model, super_resolve  # noqa: E402
+from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS  # noqa: E402
+from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim, shave, to_rgb, to_uint8  # noqa: E402
+from inference.iqa import create_metric  # noqa: E402
+from inference.quality_report import parse_scale, scale_label  # noqa: E402
+
+DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
+IMAGE_SUFFIXES = {'.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.webp'}
+BICUBIC = 'Bicubic'
+MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
+METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}')}
+
+
+def list_images(data_root, dataset, limit=None):
+    """Image files of data_root/dataset, sorted by name (the first `limit` ones)."""
+    folder = Path(data_root) / dataset
+    files = sorted(p for p in folder.glob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f'no images in {folder}')
+    return files[:limit]
+
+
+def load_hr(path):
+    """uint8 HR image: [H, W] for single-channel files (scored as gray, see evaluation), else [H, W, 3] RGB."""
+    img = Image.open(path)
+    return np.asarray(img if img.mode in ('L', 'RGB') else img.convert('RGB'))
+
+
+def upscale_model(net, lr, size, device, **tiling):
+    """A CiaoSR/LIIF network's output [1, 3, H, W] in [0, 1] for lr [1, 3, h, w].
+
+    Tiled up to x4 only, as the official test configs (larger scales run on the whole LR image).
+    """
+    if size[0] / lr.shape[-2] > MAX_IN_SCALE + 1e-6:
+        tiling = {**tiling, 'tile': 0}
+    return super_resolve(net, lr.to(device), size=size, **tiling).cpu()
+
+
+def load_methods(args, device):
+    """{name: upscale(lr, size)}: Bicubic first, then each --model other than 'bicubic' (checkpoint path, or
+    'default': the shipped weights), named by --name or the file stem."""
+    specs = [s for s in args.model or ['default'] if s != 'bicubic']
+    names = args.name or [Path(DEFAULT_WEIGHTS if s == 'default' else s).stem for s in specs]
+    if len(names) != len(specs):
+        raise ValueError(f'--name was given {len(names)} times for {len(specs)} models (bicubic needs no name)')
+    if len(set(names)) != len(names) or BICUBIC in names:
+        raise ValueError(f'model names must be unique and not {BICUBIC!r}: {names} (use --name)')
+    methods = {BICUBIC: bicubic_upsample}
+    tiling = {'tile': args.tile, 'tile_overlap': args.tile_overlap, 'blend': args.blend}
+    for name, spec in zip(names, specs):
+        net = load_model(None if spec == 'default' else spec, device=device)
+        methods[name] = partial(upscale_model, net, device=device, **tiling)
+    return methods
+
+
+def lpips_score(metric, sr, hr, border):
+    """LPIPS of uint8 sr against hr (RGB; gray hr copied to RGB) without `border` pixels per side."""
+    def crop_tensor(img):
+        return torch.from_numpy(np.ascontiguousarray(to_rgb(img)[border:-border, border:-border])).permute(2, 0, 1)
+    return metric(crop_tensor(sr)[None].float() / 255, crop_tensor(hr)[None].float() / 255).item()
+
+
+def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, downsample='matlab'):
+    """Records {method, dataset, scale, psnr, ssim (, lpips), n_images, seconds}: means over each dataset's images.
+
+    images: {dataset: [HR image paths]}; lpips: a pyiqa LPIPS metric or None; seconds: upscaling + scoring time.
+    """
+    scores, seconds = {}, {}
+    progress = tqdm(total=sum(map(len, images.values())) * len(scales), unit='img', desc='benchmark')
+    for dataset, paths in images.items():
+        progress.set_postfix_str(dataset)
+        for path in paths:
+            img = load_hr(path)
+            for scale in scales:
+                lr, hr = benchmark_pair(img, scale, downsample)
+                for method, upscale in methods.items():
+                    start = time.perf_counter()
+                    sr = to_uint8(upscale(lr, hr.shape[:2]))
+                    values = dict(zip(('psnr', 'ssim'), psnr_ssim(sr, hr, scale, rgb_shave6)))
+                    if lpips is not None:
+                        values['lpips'] = lpips_score(lpips, sr, hr, shave(scale, rgb_shave6))
+                    key = method, dataset, scale
+                    scores.setdefault(key, []).append(values)
+                    seconds[key] = seconds.get(key, 0) + time.perf_counter() - start
+                progress.update()
+    progress.close()
+
+    records = []
+    for method, dataset, scale in itertools.product(methods, images, scales):
+        per_image = scores[method, dataset, scale]
+        records.append({'method': method, 'dataset': dataset, 'scale': scale,
+                        **{name: float(np.mean([v[name] for v in per_image])) for name in per_image[0]},
+                        'n_images': len(per_image), 'seconds': round(seconds[method, dataset, scale], 2)})
+    return records
+
+
+def markdown_table(records, metric, methods, datasets, scales):
+    """Tables 2-3 layout: one row per method, columns dataset x scale; out-of-scale columns marked with *."""
+    label, fmt = METRIC_FORMATS[metric]
+    cells = {(r['method'], r['dataset'], r['scale']): r[metric] for r in records}
+    columns = [(d, s) for d in datasets for s in scales]
+    header = ['Method'] + [f'{d} {scale_label(s)}' + ('*' if s > MAX_IN_SCALE else '') for d, s in columns]
+    rows = [[method] + ['-' if cells.get((method, *c)) is None else fmt.format(cells[method, *c]) for c in columns]
+            for method in methods]
+    lines = [f'### {label}', '', '| ' + ' | '.join(header) + ' |', '|---' + '|---:' * len(columns) + '|']
+    return lines + ['| ' + ' | '.join(row) + ' |' for row in rows]
+
+
+def markdown(records, methods, datasets, scales, settings):
+    """The report: settings, then one Tables 2-3 style table per metric."""
+    n_images = {r['dataset']: r['n_images'] for r in records}
+    lines = ['# Full-reference benchmark', '',
+             f'Data: `{settings["data_root"]}`: ' + ', '.join(f'{d} ({n_images[d]} images)' for d in datasets) + '.',
+             f'Protocol: {settings["protocol"]}.',
+             f'In-scale: x{MAX_IN_SCALE} and below (training range); * out-of-scale.',
+             f'Models: {settings["tiling"]}.', '']
+    metrics = ['psnr', 'ssim'] + (['lpips'] if records[0].get('lpips') is not None else [])
+    for metric in metrics:
+        lines += markdown_table(records, metric, methods, datasets, scales) + ['']
+    if 'lpips_unavailable' in records[0]:
+        lines.append(f'LPIPS unavailable: {records[0]["lpips_unavailable"]}')
+    return '\n'.join(lines).rstrip() + '\n'
+
+
+def plot(records, methods, datasets, scales, path):
+    """PSNR vs scale, one panel per dataset, one line per method; the in-scale range shaded."""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.6), squeeze=False)
+    psnr = {(r['method'], r['dataset'], r['scale']): r['psnr'] for r in records}
+    for ax, dataset in zip(axes[0], datasets):
+        for method in methods:
+            ax.plot(scales, [psnr[method, dataset, s] for s in scales], marker='o', label=method)
+        if min(scales) <= MAX_IN_SCALE:
+            ax.axvspan(min(scales), min(MAX_IN_SCALE, max(scales)), color='0.93', zorder=0)
+        ax.set(title=dataset, xlabel='scale', xticks=scales, xticklabels=[scale_label(s) for s in scales])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel('PSNR (dB)')
+    axes[0][-1].legend(fontsize='small')
+    fig.suptitle(f'PSNR vs scale (shaded: in-scale, up to x{MAX_IN_SCALE})', fontsize='medium')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', action='append', help="checkpoint path, 'bicubic' or 'default' (the shipped "
+                        "weights); repeatable; default: 'default'. The Bicubic row is always included")
+    parser.add_argument('--name', action='append', help='method name per --model (default: the file stem)')
+    parser.add_argument('--data-root', default=str(ROOT.parent / 'shared' / 'data'),
+                        help='folder with one sub-folder of HR images per dataset')
+    parser.add_argument('--datasets', nargs='+', default=list(DATASETS))
+    parser.add_argument('--scales', type=parse_scale, nargs='+', default=[2, 3, 4, 6, 8, 12])
+    parser.add_argument('--limit', type=int, help='only the first N images (sorted by name) of each dataset')
+    parser.add_argument('--rgb-shave6', action='store_true', help='DIV2K protocol: RGB, shave ceil(scale) + 6')
+    parser.add_argument('--downsample', choices=('matlab', 'pil'), default='matlab', help='how LR is made from HR')
+    parser.add_argument('--tile', type=int, default=192, help='LR tile side for the models (0: whole image)')
+    parser.add_argument('--tile-overlap', type=int, default=32)
+    parser.add_argument('--blend', choices=('uniform', 'smooth'), default='uniform',
+                        help="tile blending: 'uniform' = the official test-time tiling")
+    parser.add_argument('--lpips', action='store_true',
+                        help='add LPIPS (AlexNet); needs its weights on disk, else recorded as unavailable')
+    parser.add_argument('--iqa-weights', help="folder with LPIPS_v0.1_alex-df73285e.pth (default: pyiqa's cache); "
+                        'the AlexNet weights are read from torch.hub.get_dir()/checkpoints. Nothing is downloaded')
+    parser.add_argument('--json', help='write the records here')
+    parser.add_argument('--markdown', help='write the tables here')
+    parser.add_argument('--plot', help='write the PSNR-vs-scale plot (PNG) here')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    args = parser.parse_args(argv)
+    if args.tile and not 0 <= args.tile_overlap < args.tile // 2:
+        parser.error(f'--tile-overlap must be in [0, tile / 2) for --tile {args.tile}, got {args.tile_overlap}')
+    return args
+
+
+def main(argv=None):
+    """Run the benchmark; returns the records."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    try:
+        images = {d: list_images(args.data_root, d, args.limit) for d in args.datasets}
+        methods = load_methods(args, device)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        sys.exit(f'error: {err}')
+    lpips = None
+    if args.lpips:  # nothing is downloaded: parameters come from --iqa-weights or pyiqa's cache
+        lpips = create_metric('lpips', args.iqa_weights or Path(torch.hub.get_dir()) / 'pyiqa', device)
+    unavailable = lpips if isinstance(lpips, str) else None
+    if unavailable:
+        print(f'LPIPS unavailable: {unavailable}', file=sys.stderr)
+    scales = sorted(set(args.scales))
+    records = evaluate(methods, images, scales, None if unavailable else lpips, args.rgb_shave6, args.downsample)
+    if unavailable:  # recorded with the reason, never a number from missing weights
+        records = [{**r, 'lpips': None, 'lpips_unavailable': unavailable} for r in records]
+
+    protocol = (('RGB, shave ceil(scale) + 6 (DIV2K)' if args.rgb_shave6 else 'Y channel, shave ceil(scale)')
+                + f'; LR by {args.downsample} bicubic, rounded to 8 bits; SR rounded to 8 bits')
+    tiling = (f'{args.tile} px LR tiles, {args.tile_overlap} px overlap, {args.blend} blending up to x4' if args.tile
+              else 'whole images')
+    settings = {'data_root': args.data_root, 'protocol': protocol, 'tiling': tiling}
+    report = markdown(records, list(methods), args.datasets, scales, settings)
+    print(report)
+    seconds = {}
+    for r in records:
+        seconds[r['method'], r['dataset']] = seconds.get((r['method'], r['dataset']), 0) + r['seconds']
+    for dataset in args.datasets:
+        print(f'time on {dataset}: ' + ', '.join(f'{m} {seconds[m, dataset]:.1f} s' for m in methods))
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(report)
+    if args.plot:
+        plot(records, list(methods), args.datasets, scales, args.plot)
+    return records
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,150 @@
+"""Full-reference benchmark: protocol (LR making, crops, shave, gray images), the CLI's outputs, and the Bicubic row
+reproducing the published bicubic PSNRs."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from basicsr.metrics import calculate_psnr
+from PIL import Image
+
+from ciaosr_arch import CiaoSR
+from ciaosr_arch.checkpoint import save_safetensors
+from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, lr_size, psnr_ssim, shave, to_rgb, to_uint8
+from inference import benchmark
+
+# Bicubic (Y, shave = scale) as published in the EDSR/RCAN/LIIF tables: (PSNR, SSIM) for x2, x3, x4.
+PUBLISHED_BICUBIC = {
+    'Set5': [(33.66, 0.9299), (30.39, 0.8682), (28.42, 0.8104)],
+    'Set14': [(30.24, 0.8688), (27.55, 0.7742), (26.00, 0.7027)],
+    'B100': [(29.56, 0.8431), (27.21, 0.7385), (25.96, 0.6675)],
+}
+TINY_ARCH = {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'encoder_opt': {'num_feat': 16, 'num_block': 1},
+             'decoder_hidden': [32], 'key_hidden': [32], 'value_hidden': [32]}
+
+
+def random_image(h, w, channels=3, seed=0):
+    shape = (h, w, channels) if channels > 1 else (h, w)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize('scale, hr_size, expected_lr, expected_hr', [
+    (4, (37, 50), (9, 12), (36, 48)),  # integer: the usual mod-crop
+    (2.5, (37, 50), (14, 20), (35, 50)),
+    (3.3, (37, 50), (11, 15), (36, 50)),  # round(15 * 3.3) = round(49.5) = 50 (Python rounding, as LIIF)
+    (2.2, (33, 33), (15, 15), (33, 33)),  # 33 / 2.2 = 14.999999999999998: the 1e-9 keeps 15
+])
+def test_benchmark_pair_crops_like_liif(scale, hr_size, expected_lr, expected_hr):
+    img = random_image(*hr_size)
+    assert lr_size(hr_size, scale) == expected_lr
+    lr, hr = benchmark_pair(img, scale)
+    assert lr.shape == (1, 3, *expected_lr) and lr.dtype == torch.float32
+    assert hr.shape == (*expected_hr, 3) and hr.dtype == np.uint8
+    np.testing.assert_array_equal(hr, img[:expected_hr[0], :expected_hr[1]])  # top-left crop
+    levels = lr.numpy() * 255
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # LR rounded to 8 bits, as the LR files
+
+
+def test_downsamplers_differ_and_unknown_one_fails():
+    img = random_image(40, 40)
+    matlab, _ = benchmark_pair(img, 4)
+    pil, _ = benchmark_pair(img, 4, downsample='pil')
+    assert matlab.shape == pil.shape and not torch.equal(matlab, pil)
+    with pytest.raises(ValueError, match='downsample'):
+        benchmark_pair(img, 4, downsample='nearest')
+    with pytest.raises(ValueError, match='too small'):
+        benchmark_pair(random_image(3, 40), 4)
+
+
+def test_gray_images_are_scored_on_their_intensity():
+    gray = random_image(48, 48, channels=1)
+    lr, hr = benchmark_pair(gray, 2)
+    assert hr.ndim == 2 and torch.equal(lr[:, 0], lr[:, 1]) and torch.equal(lr[:, 0], lr[:, 2])
+    sr = to_uint8(bicubic_upsample(lr, hr.shape))
+    psnr, ssim = psnr_ssim(sr, hr, 2)
+    assert psnr == pytest.approx(calculate_psnr(sr[..., 0], hr, 2))
+    # The Y channel of the gray image copied to RGB would scale the error by 219/255 (+1.32 dB).
+    psnr_y, _ = psnr_ssim(sr, to_rgb(hr), 2)
+    assert psnr_y - psnr == pytest.approx(20 * math.log10(255 / 219), abs=1e-6)
+    assert 0 < ssim < 1
+
+
+def test_shave_rules():
+    assert [shave(2), shave(3), shave(2.5), shave(12)] == [2, 3, 3, 12]
+    assert [shave(4, rgb_shave6=True), shave(2.5, rgb_shave6=True)] == [10, 9]
+    hr = random_image(60, 60)
+    sr = hr.copy()
+    sr[:10] = 255 - sr[:10]  # errors only in the 10-pixel top band: shaved by the DIV2K protocol at x4
+    assert psnr_ssim(sr, hr, 4, rgb_shave6=True) == (float('inf'), pytest.approx(1))
+    assert math.isfinite(psnr_ssim(sr, hr, 4)[0])
+    with pytest.raises(ValueError, match='differs'):
+        psnr_ssim(sr[:-1], hr, 4)
+
+
+def test_lpips_score_uses_the_shaved_rgb_crop():
+    sr, gray = random_image(20, 20, seed=1), random_image(20, 20, channels=1, seed=2)
+    def mean_abs_difference(a, b):
+        return (a - b).abs().mean()
+    expected = np.abs(sr[3:-3, 3:-3] / 255 - to_rgb(gray)[3:-3, 3:-3] / 255).mean()
+    assert benchmark.lpips_score(mean_abs_difference, sr, gray, 3) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.fixture
+def small_data_root(shared_data, tmp_path):
+    """A 'Set14' of two small crops: a colour one and the single-channel bridge.png."""
+    folder = tmp_path / 'data' / 'Set14'
+    folder.mkdir(parents=True)
+    for name, box in [('baboon.png', (100, 100, 172, 164)), ('bridge.png', (200, 200, 266, 262))]:
+        Image.open(shared_data / 'Set14' / name).crop(box).save(folder / name)
+    return tmp_path / 'data'
+
+
+def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path):
+    torch.manual_seed(0)
+    net = CiaoSR(**{k: v for k, v in TINY_ARCH.items() if k != 'type'})
+    save_safetensors(net, tmp_path / 'tiny.safetensors', TINY_ARCH)
+    out = {name: tmp_path / name for name in ('out.json', 'out.md', 'out.png')}
+    records = benchmark.main([
+        '--model', 'bicubic', '--model', str(tmp_path / 'tiny.safetensors'), '--name', 'Tiny',
+        '--data-root', str(small_data_root), '--datasets', 'Set14', '--scales', '6', '2', '2.5',
+        '--tile', '24', '--tile-overlap', '8', '--lpips', '--iqa-weights', str(tmp_path),
+        '--json', str(out['out.json']), '--markdown', str(out['out.md']), '--plot', str(out['out.png'])])
+
+    assert json.loads(out['out.json'].read_text()) == records
+    assert [(r['method'], r['scale']) for r in records] == [(m, s) for m in ('Bicubic', 'Tiny') for s in (2, 2.5, 6)]
+    for record in records:
+        assert record['dataset'] == 'Set14' and record['n_images'] == 2
+        assert 0 < record['psnr'] < 60 and 0 < record['ssim'] <= 1
+        assert record['lpips'] is None and record['lpips_unavailable']  # no weights in --iqa-weights: a reason
+    # Each record is the mean over the images of the protocol's scores.
+    images = [benchmark.load_hr(small_data_root / 'Set14' / name) for name in ('baboon.png', 'bridge.png')]
+    assert images[1].ndim == 2
+    for scale, record in zip((2, 2.5, 6), records):
+        scores = []
+        for img in images:
+            lr, hr = benchmark_pair(img, scale)
+            scores.append(psnr_ssim(to_uint8(bicubic_upsample(lr, hr.shape[:2])), hr, scale))
+        assert (record['psnr'], record['ssim']) == pytest.approx(tuple(np.mean(scores, axis=0)))
+
+    report = out['out.md'].read_text()
+    assert '| Method | Set14 x2 | Set14 x2.5 | Set14 x6* |' in report
+    assert '\n| Bicubic | ' in report and '\n| Tiny | ' in report and 'LPIPS unavailable' in report
+    assert Image.open(out['out.png']).format == 'PNG'
+
+
+def test_default_model_without_shipped_weights_fails_clearly(small_data_root, tmp_path, monkeypatch):
+    monkeypatch.setattr('ciaosr_arch.checkpoint.DEFAULT_WEIGHTS', tmp_path / 'missing.safetensors')
+    with pytest.raises(SystemExit, match='default weights are missing'):
+        benchmark.main(['--model', 'default', '--data-root', str(small_data_root), '--datasets', 'Set14'])
+
+
+def test_bicubic_row_reproduces_published_psnr(shared_data, tmp_path):
+    records = benchmark.main(['--model', 'bicubic', '--data-root', str(shared_data), '--datasets', *PUBLISHED_BICUBIC,
+                              '--scales', '2', '3', '4', '--json', str(tmp_path / 'bicubic.json')])
+    measured = {(r['dataset'], r['scale']): (r['psnr'], r['ssim']) for r in records}
+    for dataset, published in PUBLISHED_BICUBIC.items():
+        for scale, (psnr, ssim) in zip((2, 3, 4), published):
+            got_psnr, got_ssim = measured[dataset, scale]
+            assert got_psnr == pytest.approx(psnr, abs=0.03), f'{dataset} x{scale}: PSNR {got_psnr:.3f} != {psnr}'
+            assert got_ssim == pytest.approx(ssim, abs=0.002), f'{dataset} x{scale}: SSIM {got_ssim:.4f} != {ssim}'
