@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))  # the plugin is used from the checkout
 from ciaosr_arch import CheckpointError, load_model, super_resolve  # noqa: E402
 from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS  # noqa: E402
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim, shave, to_rgb, to_uint8  # noqa: E402
-from inference.iqa import create_metric  # noqa: E402
 from inference.quality_report import parse_scale, scale_label  # noqa: E402
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
@@ -213,6 +212,7 @@ def main(argv=None):
         sys.exit(f'error: {err}')
     lpips = None
     if args.lpips:  # nothing is downloaded: parameters come from --iqa-weights or pyiqa's cache
+        from inference.iqa import create_metric  # pyiqa is heavy to import and only needed here
         lpips = create_metric('lpips', args.iqa_weights or Path(torch.hub.get_dir()) / 'pyiqa', device)
     unavailable = lpips if isinstance(lpips, str) else None
     if unavailable:
