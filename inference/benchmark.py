@@ -56,14 +56,16 @@ def load_hr(path):
     return np.asarray(img if img.mode in ('L', 'RGB') else img.convert('RGB'))
 
 
-def upscale_model(net, lr, size, device, **tiling):
+def upscale_model(net, lr, size, device, bf16=False, **tiling):
     """A CiaoSR/LIIF network's output [1, 3, H, W] in [0, 1] for lr [1, 3, h, w].
 
-    Tiled up to x4 only, as the official test configs (larger scales run on the whole LR image).
+    Tiled up to x4 only, as the official test configs (larger scales run on the whole LR image);
+    `bf16`: bfloat16 autocast (about 2x faster on CPUs with bf16 instructions).
     """
     if size[0] / lr.shape[-2] > MAX_IN_SCALE + 1e-6:
         tiling = {**tiling, 'tile': 0}
-    return super_resolve(net, lr.to(device), size=size, **tiling).cpu()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        return super_resolve(net, lr.to(device), size=size, **tiling).float().cpu()
 
 
 def load_methods(args, device):
@@ -76,7 +78,7 @@ def load_methods(args, device):
     if len(set(names)) != len(names) or BICUBIC in names:
         raise ValueError(f'model names must be unique and not {BICUBIC!r}: {names} (use --name)')
     methods = {BICUBIC: bicubic_upsample}
-    tiling = {'tile': args.tile, 'tile_overlap': args.tile_overlap, 'blend': args.blend}
+    tiling = {'tile': args.tile, 'tile_overlap': args.tile_overlap, 'blend': args.blend, 'bf16': args.bf16}
     for name, spec in zip(names, specs):
         net = load_model(None if spec == 'default' else spec, device=device)
         methods[name] = partial(upscale_model, net, device=device, **tiling)
@@ -195,6 +197,8 @@ def parse_args(argv):
     parser.add_argument('--markdown', help='write the tables here')
     parser.add_argument('--plot', help='write the PSNR-vs-scale plot (PNG) here')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--bf16', action='store_true', help='bfloat16 autocast for the models (faster; PSNR within '
+                        'about 0.01 dB of fp32 on Set5)')
     args = parser.parse_args(argv)
     if args.tile and not 0 <= args.tile_overlap < args.tile // 2:
         parser.error(f'--tile-overlap must be in [0, tile / 2) for --tile {args.tile}, got {args.tile_overlap}')
@@ -226,7 +230,8 @@ def main(argv=None):
                 + f'; LR by {args.downsample} bicubic, rounded to 8 bits; SR rounded to 8 bits')
     tiling = (f'{args.tile} px LR tiles, {args.tile_overlap} px overlap, {args.blend} blending up to x4' if args.tile
               else 'whole images')
-    settings = {'data_root': args.data_root, 'protocol': protocol, 'tiling': tiling}
+    settings = {'data_root': args.data_root, 'protocol': protocol,
+                'tiling': tiling + ('; bf16 autocast' if args.bf16 else '; fp32')}
     report = markdown(records, list(methods), args.datasets, scales, settings)
     print(report)
     seconds = {}
