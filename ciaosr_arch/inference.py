@@ -1,12 +1,14 @@
-"""Whole-image arbitrary-scale inference: query chunking and seam-free LR-space tiling.
+"""Whole-image arbitrary-scale inference: query chunking, seam-free LR-space tiling, a memory plan.
 
 `super_resolve` evaluates every output pixel centre of an H x W grid. Without tiling the image is
 encoded once and its queries decoded in chunks, which bounds the memory of the head but not of
 the encoder and the cross-scale attention (quadratic in the LR area). With tiling, each LR tile is
-encoded once and asked for exactly the global output pixels whose centres fall inside it (in
-tile-local coordinates), so arbitrary, non-integer scales need no resampling; overlapping
-predictions are blended with a raised-cosine window ('smooth') or averaged ('uniform', the official
-test-time tiling, which matches its results for integer scales).
+encoded once and asked for exactly the global output pixels whose centres fall in its share (in
+tile-local coordinates), so arbitrary, non-integer scales need no resampling. 'smooth' tiling gives
+each tile the output pixels up to the middle of its overlaps plus a narrow band where neighbours
+cross-fade with raised-cosine weights (so only the bands are decoded twice, and no pixel is taken
+from the edge of a tile); 'uniform' is the official test-time tiling (whole tiles averaged, which
+matches its results for integer scales). `memory_plan` picks the tile and chunk for a memory budget.
 """
 import math
 
@@ -14,7 +16,16 @@ import torch
 
 from .archs.coords import axis_centres
 
-DEFAULT_CHUNK = 16384  # queries decoded at once: ~60 MB of activations for the EDSR-baseline head
+DEFAULT_CHUNK = 16384  # queries decoded at once: ~700 MB of activations for the EDSR-baseline head (fp32)
+
+# Peak memory of one tile, measured (peak RSS over the model's own, CPU, fp32, t = 64..224) for the full
+# EDSR-baseline CiaoSR; bfloat16/float16 autocast halves all but the overhead. See `memory_plan`.
+TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch, whatever the tile
+ATTENTION_BYTES = 2.0  # x t^4: the cross-scale score map (t^2/4 x t^2 floats) and its softmax
+ATTENTION_PIXEL_BYTES = 4300  # x t^2: the features around it
+BANK_PIXEL_BYTES = 36_000  # x t^2: building the bank (with the key/query pair table), the other peak of encode
+QUERY_BYTES = 45_000  # per query decoded at once (64 channels, 256-wide MLPs)
+MAX_CHUNK = 65536  # cap: 32768-query chunks decode ~10% faster than 8192, beyond that little is gained
 
 
 def output_size(in_size, scale=None, size=None):
@@ -31,8 +42,36 @@ def output_size(in_size, scale=None, size=None):
     return max(1, round(in_size[0] * scale)), max(1, round(in_size[1] * scale))
 
 
-def _decode_grid(net, bank, rows, cols, cells, chunk):
-    """Decode the grid rows x cols (coordinates [n], [m]) in chunks -> [B, 3, n, m]."""
+def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
+    """(tile, chunk): the largest LR tile side (or the given `tile`) and the query chunk whose peak memory
+    fits in `work_bytes`.
+
+    Encoding a t x t tile peaks at TILE_OVERHEAD_BYTES + the larger of the cross-scale attention
+    (ATTENTION_BYTES * t^4 + ATTENTION_PIXEL_BYTES * t^2: quadratic in the tile area, absent without the
+    attention) and building the bank (BANK_PIXEL_BYTES * t^2). Decoding holds the overhead, the bank
+    (about half of BANK_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
+    1024 to MAX_CHUNK queries). Per-pixel terms scale with the encoder's width relative to 64
+    (approximate for RDN/SwinIR). MemoryError if the largest tile is below `min_tile`.
+    """
+    shrink = 2 if half else 1
+    width = net.encoder.out_channels / 64
+    quartic = ATTENTION_BYTES / shrink if getattr(net, 'cs_attn', None) is not None else 0
+    quadratic = ATTENTION_PIXEL_BYTES * width / shrink
+    bank = BANK_PIXEL_BYTES * width / shrink
+    room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
+    if not tile:
+        area = room / bank
+        if quartic:  # largest area u with quartic * u^2 + quadratic * u <= room
+            area = min(area, (math.sqrt(quadratic ** 2 + 4 * quartic * room) - quadratic) / (2 * quartic))
+        tile = math.isqrt(int(area))
+        if tile < min_tile:
+            raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {min_tile}-pixel tile')
+    chunk = int((room - bank / 2 * tile ** 2) / (QUERY_BYTES * width / shrink))
+    return tile, max(1024, min(MAX_CHUNK, chunk))
+
+
+def _decode_grid(net, bank, rows, cols, cells, chunk, on_chunk):
+    """Decode the grid rows x cols (coordinates [n], [m]) in chunks -> [B, 3, n, m]; on_chunk(queries) after each."""
     batch, n, m = cells.shape[0], rows.numel(), cols.numel()
     out = cells.new_empty(batch, 3, n * m)
     for start in range(0, n * m, chunk):
@@ -40,6 +79,7 @@ def _decode_grid(net, bank, rows, cols, cells, chunk):
         coord = torch.stack([rows[flat // m], cols[flat % m]], -1).expand(batch, -1, -1)
         rgb = net.decode(bank, coord, cells[:, None, :].expand(-1, flat.numel(), -1))
         out[:, :, start:start + flat.numel()] = rgb.transpose(1, 2).float()
+        on_chunk(flat.numel())
     return out.view(batch, 3, n, m)
 
 
@@ -49,56 +89,97 @@ def tile_origins(length, tile, overlap):
     return list(range(0, length - tile, stride)) + [length - tile]
 
 
-def _blend_window(positions, start, end, lo_inner, hi_inner, overlap):
-    """Weights of output pixels at LR positions in a tile [start, end]: 1 inside, a raised-cosine ramp
-    over `overlap` LR pixels at tile edges that lie inside the image (lo_inner / hi_inner)."""
+def axis_tiles(length, side, overlap, blend):
+    """Tiles along one axis as (start, lo, hi, band), in LR pixels.
+
+    The tile covers [start, start + side) and contributes the output pixels whose centres lie in
+    [lo, hi), with a weight that ramps up over [lo, lo + band) and down over [hi - band, hi) where a
+    neighbour takes over. 'uniform' (official): tiles every side - overlap pixels, the last one flush
+    with the end, each contributing its whole area at weight 1. 'smooth': the fewest tiles whose
+    overlaps are at least `overlap`, spread evenly; each contributes up to the middle of its overlaps
+    plus half a band of overlap / 4, so output pixels are decoded twice only in the bands and never
+    within 3/8 overlap of an inner tile edge (a wider band measured no closer to the untiled output).
+    """
+    if blend == 'uniform':
+        return [(start, start, start + side, 0) for start in tile_origins(length, side, overlap)]
+    count = 1 if side >= length else math.ceil((length - overlap) / (side - overlap))
+    starts = [round(k * (length - side) / (count - 1)) for k in range(count)] if count > 1 else [0]
+    band = overlap / 4
+    seams = [(left + side + right) / 2 for left, right in zip(starts, starts[1:])]  # overlap middles
+    los = [0] + [seam - band / 2 for seam in seams]
+    his = [seam + band / 2 for seam in seams] + [length]
+    return list(zip(starts, los, his, [band] * count))
+
+
+def _axis_weights(positions, lo, hi, band, length):
+    """Raised-cosine weights of output pixel centres (LR units) in [lo, hi): 1 inside, ramps of width
+    `band` at lo > 0 and hi < length; neighbouring tiles' ramps sum to 1."""
     weight = torch.ones_like(positions)
-    if overlap > 0:
-        if lo_inner:
-            weight = weight * torch.clamp((positions - start) / overlap, 1e-3, 1)
-        if hi_inner:
-            weight = weight * torch.clamp((end - positions) / overlap, 1e-3, 1)
-        weight = 0.5 - 0.5 * torch.cos(math.pi * weight)
+    if band > 0:
+        if lo > 0:
+            weight = weight * (0.5 - 0.5 * torch.cos(math.pi * torch.clamp((positions - lo) / band, 0, 1)))
+        if hi < length:
+            weight = weight * (0.5 - 0.5 * torch.cos(math.pi * torch.clamp((hi - positions) / band, 0, 1)))
     return weight
 
 
+def _spans(positions, tiles):
+    """Each tile of `axis_tiles` with the index range [first, last) of the sorted output pixel centres
+    `positions` (LR units) that it contributes: (start, lo, hi, band, first, last)."""
+    return [(start, lo, hi, band, *torch.searchsorted(positions, positions.new_tensor([lo, hi])).tolist())
+            for start, lo, hi, band in tiles]
+
+
 @torch.no_grad()
-def super_resolve(net, lr, scale=None, size=None, chunk=DEFAULT_CHUNK, tile=0, tile_overlap=32, blend='smooth'):
+def super_resolve(net, lr, scale=None, size=None, chunk=DEFAULT_CHUNK, tile=0, tile_overlap=32, blend='smooth',
+                  progress=None):
     """Super-resolve lr [B, 3, h, w] in [0, 1] to [B, 3, H, W] in [0, 1] (clamped).
 
     H, W = round(h * scale), round(w * scale), or `size` = (H, W). `chunk`: queries per decode call
-    (results do not depend on it). `tile` > 0: LR tile side (square, at most min(h, w)) with
-    `tile_overlap` LR pixels of overlap, blended with `blend` = 'smooth' | 'uniform'.
+    (results do not depend on it). `tile` > 0: LR tile side with `tile_overlap` LR pixels of overlap,
+    blended with `blend` = 'smooth' (tiles of min(tile, h) x min(tile, w), see `axis_tiles`) or
+    'uniform' (official: square tiles of min(tile, h, w), averaged). `progress(done, total)` is called
+    after every decoded chunk with counts of decoded queries.
     """
     h, w = lr.shape[-2:]
     out_h, out_w = output_size((h, w), scale, size)
     rows, cols = axis_centres(out_h, lr.device), axis_centres(out_w, lr.device)
-    side = min(tile, h, w) if tile else max(h, w)
-    if side >= h and side >= w:
-        cells = lr.new_tensor([2 / out_h, 2 / out_w]).expand(lr.shape[0], 2)
-        return _decode_grid(net, net.encode(lr), rows, cols, cells, chunk).clamp_(0, 1)
     if blend not in ('smooth', 'uniform'):
         raise ValueError(f"blend must be 'smooth' or 'uniform', got {blend!r}")
-
-    overlap = min(tile_overlap, side - 1)
-    out = lr.new_zeros(lr.shape[0], 3, out_h, out_w, dtype=torch.float32)
-    total = lr.new_zeros(out_h, out_w, dtype=torch.float32)
+    if blend == 'uniform' and tile:
+        side_h = side_w = min(tile, h, w)
+    else:
+        side_h, side_w = (min(tile, h), min(tile, w)) if tile else (h, w)
     # Output pixel centres in continuous LR pixel units (0 = left/top edge of the image).
     row_pos, col_pos = (rows + 1) / 2 * h, (cols + 1) / 2 * w
-    cells = lr.new_tensor([2 / out_h * h / side, 2 / out_w * w / side]).expand(lr.shape[0], 2)
-    for y in tile_origins(h, side, overlap):
-        row_sel = ((row_pos >= y) & (row_pos < y + side)).nonzero().squeeze(1)
-        for x in tile_origins(w, side, overlap):
-            col_sel = ((col_pos >= x) & (col_pos < x + side)).nonzero().squeeze(1)
-            bank = net.encode(lr[..., y:y + side, x:x + side])
-            local_rows = (row_pos[row_sel] - y) / side * 2 - 1
-            local_cols = (col_pos[col_sel] - x) / side * 2 - 1
-            pred = _decode_grid(net, bank, local_rows, local_cols, cells, chunk)
-            if blend == 'smooth':
-                weight = (_blend_window(row_pos[row_sel], y, y + side, y > 0, y + side < h, overlap)[:, None]
-                          * _blend_window(col_pos[col_sel], x, x + side, x > 0, x + side < w, overlap)[None, :])
-            else:
-                weight = torch.ones(row_sel.numel(), col_sel.numel(), device=lr.device)
-            out[:, :, row_sel[:, None], col_sel[None, :]] += pred * weight
-            total[row_sel[:, None], col_sel[None, :]] += weight
-    return (out / total).clamp_(0, 1)
+    row_spans = _spans(row_pos, axis_tiles(h, side_h, min(tile_overlap, side_h - 1), blend))
+    col_spans = _spans(col_pos, axis_tiles(w, side_w, min(tile_overlap, side_w - 1), blend))
+    total_queries = sum(r1 - r0 for *_, r0, r1 in row_spans) * sum(c1 - c0 for *_, c0, c1 in col_spans)
+    done = 0
+
+    def on_chunk(n):
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total_queries)
+
+    cells = lr.new_tensor([2 / out_h * h / side_h, 2 / out_w * w / side_w]).expand(lr.shape[0], 2)
+    if len(row_spans) == len(col_spans) == 1:
+        return _decode_grid(net, net.encode(lr, (out_h, out_w)), rows, cols, cells, chunk, on_chunk).clamp_(0, 1)
+
+    out = lr.new_zeros(lr.shape[0], 3, out_h, out_w, dtype=torch.float32)
+    total = lr.new_zeros(out_h, out_w, dtype=torch.float32)
+    for y, y_lo, y_hi, y_band, r0, r1 in row_spans:
+        row_weight = _axis_weights(row_pos[r0:r1], y_lo, y_hi, y_band, h)
+        for x, x_lo, x_hi, x_band, c0, c1 in col_spans:
+            if r0 == r1 or c0 == c1:
+                continue
+            bank = net.encode(lr[..., y:y + side_h, x:x + side_w], (r1 - r0, c1 - c0))
+            local_rows = (row_pos[r0:r1] - y) / side_h * 2 - 1
+            local_cols = (col_pos[c0:c1] - x) / side_w * 2 - 1
+            pred = _decode_grid(net, bank, local_rows, local_cols, cells, chunk, on_chunk)
+            del bank
+            weight = row_weight[:, None] * _axis_weights(col_pos[c0:c1], x_lo, x_hi, x_band, w)[None, :]
+            out[..., r0:r1, c0:c1] += pred.mul_(weight)
+            total[r0:r1, c0:c1] += weight
+    return out.div_(total).clamp_(0, 1)

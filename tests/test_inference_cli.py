@@ -1,0 +1,319 @@
+"""Issue 4: the batch-upscaling CLI (inference/inference_ciaosr.py), its image I/O and LR-space tiling."""
+import io
+import math
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms, ImageOps
+
+from ciaosr_arch import CiaoSR, super_resolve
+from ciaosr_arch import inference as tiling
+from ciaosr_arch.checkpoint import save_safetensors
+from inference import image_io
+from inference import inference_ciaosr as cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {'encoder_opt': {'num_feat': 16, 'num_block': 1}, 'decoder_hidden': [32], 'key_hidden': [32],
+        'value_hidden': [32]}
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+
+
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'tiny.safetensors'
+    save_safetensors(CiaoSR(**TINY), path, {'type': 'CiaoSR', 'encoder': 'edsr_baseline', **TINY})
+    return path
+
+
+@pytest.fixture(scope='module')
+def photo(shared_data):
+    """A natural 8-bit RGB photo [H, W, 3] to cut small inputs from."""
+    return np.asarray(Image.open(shared_data / 'RealSRSet' / 'dped_crop00061.png').convert('RGB'))
+
+
+def run_cli(*argv, model=None):
+    """Exit status of the CLI run in this process (a generous --max-memory unless one is given)."""
+    extra = [] if '--max-memory' in argv else ['--max-memory', '64GB']
+    return cli.main([str(a) for a in argv] + extra + (['--model', str(model)] if model else []))
+
+
+def psnr(a, b):
+    return 10 * math.log10(1 / float(((a - b) ** 2).mean()))
+
+
+def stressed(state_dict):
+    return {k: v * 2 if k.startswith(('imnet_', 'cs_attn.')) and k.endswith('weight') else v
+            for k, v in state_dict.items()}
+
+
+def test_batch_of_the_images_people_have(tmp_path, tiny_model, photo, capsys):
+    """Every kind of input at x2.5: depth, gray, alpha, EXIF, palette, CMYK, ICC kept; bad files fail alone."""
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    (src / 'sub').mkdir(parents=True)
+    rgb = photo[:24, :32]
+    Image.fromarray(rgb).save(src / 'rgb.png', icc_profile=SRGB)
+    Image.fromarray(rgb).save(src / 'photo.jpg', quality=95)
+    Image.fromarray(rgb[..., 1]).save(src / 'gray.png')
+    alpha = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (24, 1))
+    Image.fromarray(np.dstack([rgb, alpha])).save(src / 'rgba.webp', lossless=True)
+    deep = rgb.astype(np.uint16) * 256 + np.arange(32, dtype=np.uint16)[None, :, None]  # finer than 8 bits
+    cv2.imwrite(str(src / 'deep.png'), deep[..., ::-1])
+    Image.fromarray(deep[..., 0]).save(src / 'sub' / 'deep_gray.tif')
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[image_io.ORIENTATION_TAG] = 6  # stored sideways: upright it is the 90-degree clockwise turn
+    rotated.save(src / 'rotated.png', exif=exif)
+    Image.fromarray(np.rot90(rgb, -1).copy()).save(src / 'upright.png')
+    Image.fromarray(rgb).convert('P', palette=Image.Palette.ADAPTIVE).save(src / 'palette.gif')
+    Image.fromarray(rgb).convert('CMYK').save(src / 'cmyk.jpg')
+    (src / 'empty.png').write_bytes(b'')
+    (src / 'not_an_image.jpg').write_bytes(b'just some text\n' * 20)
+    full = io.BytesIO()
+    Image.fromarray(photo).save(full, format='PNG')
+    (src / 'truncated.png').write_bytes(full.getvalue()[:len(full.getvalue()) // 2])
+    (src / 'notes.txt').write_text('not an image suffix: ignored')
+
+    assert run_cli('-i', src, '-o', out, '-s', 2.5, '--recursive', model=tiny_model) == 1
+    captured = capsys.readouterr()
+    assert '10 done, 0 skipped, 3 failed' in captured.out
+    failures = [line for line in captured.err.splitlines() if 'FAILED' in line]
+    assert len(failures) == 3 and 'Traceback' not in captured.err
+    assert any('empty.png: empty file' in f for f in failures)
+    assert any('not_an_image.jpg: not a readable image' in f for f in failures)
+    assert any('truncated.png: damaged or truncated' in f for f in failures)
+
+    def read(name):
+        return image_io.read_image(out / name)
+    assert read('rgb_out.png').pixels.shape == (60, 80, 3) and read('rgb_out.png').icc_profile == SRGB
+    assert read('photo_out.jpg').pixels.shape == (60, 80, 3)
+    assert read('gray_out.png').pixels.shape == (60, 80, 1)
+    with_alpha = read('rgba_out.png').pixels  # alpha: bicubic, written as PNG although the input was WebP
+    assert with_alpha.shape == (60, 80, 4)
+    expected_alpha = cv2.resize(alpha.astype(np.float32), (80, 60), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(with_alpha[..., 3].astype(float) - expected_alpha).max() <= 1
+    deep_out = read('deep_out.png').pixels
+    assert deep_out.dtype == np.uint16 and deep_out.shape == (60, 80, 3) and np.any(deep_out % 257)
+    deep_gray = read('sub/deep_gray_out.tif').pixels
+    assert deep_gray.dtype == np.uint16 and deep_gray.shape == (60, 80, 1)
+    assert read('rotated_out.png').pixels.shape == (80, 60, 3)
+    np.testing.assert_array_equal(read('rotated_out.png').pixels, read('upright_out.png').pixels)
+    assert read('palette_out.png').pixels.shape == (60, 80, 3)
+    assert read('cmyk_out.jpg').pixels.shape == (60, 80, 3)
+    assert sorted(p.name for p in out.rglob('*') if p.name.startswith('.')) == []  # no temporary files left
+
+
+def test_scales_sizes_and_steps(tmp_path, tiny_model, photo):
+    Image.fromarray(photo[:12, :16]).save(tmp_path / 'small.png')
+
+    def size_of(*argv):
+        out = tmp_path / f'out{len(list(tmp_path.iterdir()))}'
+        assert run_cli('-i', tmp_path / 'small.png', '-o', out, *argv, model=tiny_model) == 0
+        return Image.open(out / 'small_out.png').size, np.asarray(Image.open(out / 'small_out.png'))
+    assert size_of('-s', 8)[0] == (128, 96)
+    assert size_of('-s', 2.7)[0] == (43, 32)
+    assert size_of('--size', '50x30')[0] == (50, 30)
+    assert size_of('--width', 40)[0] == (40, 30)
+    assert size_of('--height', 45)[0] == (60, 45)
+    single, two_steps = size_of('-s', 5)[1], size_of('-s', 5, '--steps', 2)
+    assert two_steps[0] == (80, 60) and not np.array_equal(single, two_steps[1])
+
+
+def test_tiled_output_matches_untiled(golden, photo):
+    """LR tiles with blending: PSNR >= 45 dB against the whole image, with progress counts."""
+    net = CiaoSR().eval()
+    net.load_state_dict(stressed(golden['state_dict']))
+    lr = torch.from_numpy(photo[100:132, 60:92].copy()).permute(2, 0, 1)[None].float() / 255
+    whole = super_resolve(net, lr, 2.0)
+    calls = []
+    tiled = super_resolve(net, lr, 2.0, tile=20, tile_overlap=6, chunk=1000,
+                          progress=lambda done, total: calls.append((done, total)))
+    assert 45 <= psnr(tiled, whole) < 80  # close, yet really tiled
+    assert calls[-1][0] == calls[-1][1] > 64 * 64 and len(calls) > 4  # the blend bands are decoded twice
+
+
+def test_tiled_chunking_changes_nothing(photo):
+    torch.manual_seed(0)
+    net = CiaoSR(**TINY).eval()
+    lr = torch.from_numpy(photo[:30, :44].copy()).permute(2, 0, 1)[None].float() / 255
+    tiled = super_resolve(net, lr, 2.3, tile=20, tile_overlap=6, chunk=10 ** 6)
+    assert torch.equal(tiled, super_resolve(net, lr, 2.3, tile=20, tile_overlap=6, chunk=777))
+    assert not torch.equal(tiled, super_resolve(net, lr, 2.3))
+
+
+@pytest.mark.parametrize('length,side,overlap', [(256, 128, 32), (100, 40, 16), (97, 60, 30), (50, 50, 8)])
+def test_smooth_tiles_blend_to_one_and_stay_off_tile_edges(length, side, overlap):
+    tiles = tiling.axis_tiles(length, side, overlap, 'smooth')
+    assert tiles[0][0] == 0 and tiles[-1][0] + side == length
+    positions = torch.arange(0, length, 0.25) + 0.125
+    total = torch.zeros_like(positions)
+    for start, lo, hi, band in tiles:
+        inside = (positions >= lo) & (positions < hi)
+        total[inside] += tiling._axis_weights(positions[inside], lo, hi, band, length)
+        used = positions[inside]
+        assert start == 0 or used.min() >= start + 3 * overlap / 8 - 0.5  # never near an inner tile edge
+        assert start + side == length or used.max() <= start + side - 3 * overlap / 8 + 0.5
+    torch.testing.assert_close(total, torch.ones_like(total))
+    decoded = sum(hi - lo for _, lo, hi, _ in tiles)
+    assert decoded <= length + (len(tiles) - 1) * overlap / 4  # overlaps decoded twice only within the bands
+
+
+def test_memory_plan_follows_the_budget():
+    def encode_peak(t):  # the measured model of tiling.memory_plan's docstring, fp32
+        return tiling.TILE_OVERHEAD_BYTES + max(tiling.ATTENTION_BYTES * t ** 4 + tiling.ATTENTION_PIXEL_BYTES * t ** 2,
+                                         tiling.BANK_PIXEL_BYTES * t ** 2)
+    net = CiaoSR()
+    small, large = tiling.memory_plan(net, 2 ** 30), tiling.memory_plan(net, 4 * 2 ** 30)
+    assert 120 <= small[0] < large[0] <= 220 and 4096 <= small[1] <= large[1]
+    assert encode_peak(small[0]) <= 2 ** 30 < encode_peak(small[0] + 1)  # the largest tile that fits
+    assert tiling.memory_plan(net, 2 ** 30, half=True)[0] > small[0]
+    assert tiling.memory_plan(net, 2 ** 30, tile=64)[0] == 64
+    with pytest.raises(MemoryError):
+        tiling.memory_plan(net, 2 ** 20)
+
+
+def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, capsys):
+    Image.fromarray(photo[:16, :16]).save(tmp_path / 'a.png')
+    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 16, '--max-memory', '100MB',
+                   model=tiny_model) == 1
+    assert 'does not fit in --max-memory' in capsys.readouterr().err
+
+
+def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model, photo, monkeypatch, capsys):
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    for name in ('a', 'b', 'c'):
+        Image.fromarray(photo[:16, :20]).save(src / f'{name}.png')
+    encode = CiaoSR.encode
+    calls = []
+
+    def interrupted_encode(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode(self, *args)
+    monkeypatch.setattr(CiaoSR, 'encode', interrupted_encode)
+    assert run_cli('-i', src, '-o', out, '-s', 2, model=tiny_model) == 130
+    assert sorted(p.name for p in out.iterdir()) == ['a_out.png']
+
+    def failing_fsync(fd):  # dies in the middle of writing the file
+        raise KeyboardInterrupt
+    monkeypatch.setattr(CiaoSR, 'encode', encode)
+    monkeypatch.setattr(os, 'fsync', failing_fsync)
+    assert run_cli('-i', src, '-o', out, '-s', 2, '--skip-existing', model=tiny_model) == 130
+    assert sorted(p.name for p in out.iterdir()) == ['a_out.png']
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert run_cli('-i', src, '-o', out, '-s', 2, '--skip-existing', model=tiny_model) == 0
+    assert '2 done, 1 skipped, 0 failed' in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ['a_out.png', 'b_out.png', 'c_out.png']
+    assert Image.open(out / 'b_out.png').size == (40, 32)
+
+
+def test_inputs_are_never_overwritten(tmp_path, tiny_model, photo, capsys):
+    Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.png')
+    Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.jpg')
+    before = (tmp_path / 'a.png').read_bytes()
+    assert run_cli('-i', tmp_path, '-o', tmp_path, '-s', 2, '--suffix', '', '--ext', 'png', model=tiny_model) == 1
+    err = capsys.readouterr().err
+    assert 'is an input file; refusing to overwrite it' in err and 'is also the output of' not in err
+    assert (tmp_path / 'a.png').read_bytes() == before
+
+
+def test_rank_sharding_under_torchrun(tmp_path, tiny_model, photo):
+    """2 CPU ranks split 5 files: every file done exactly once, by one rank."""
+    src = tmp_path / 'in'
+    src.mkdir()
+    for k in range(5):
+        Image.fromarray(photo[k:k + 8, :10]).save(src / f'img{k}.png')
+    torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+    script = os.path.join(ROOT, 'inference', 'inference_ciaosr.py')
+    result = subprocess.run([torchrun, '--standalone', '--nproc_per_node=2', script,
+                             '-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
+                             '--max-memory', '64GB'],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [f'img{k}_out.png' for k in range(5)]
+    done = [line.split('] ')[1].split(' -> ')[0] for line in result.stdout.splitlines() + result.stderr.splitlines()
+            if ' -> ' in line]
+    assert sorted(os.path.basename(path) for path in done) == [f'img{k}.png' for k in range(5)]
+    assert '[rank 0/2] 3 done' in result.stdout and '[rank 1/2] 2 done' in result.stdout
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['-s', '1'], '--scale must be a finite number > 1'),
+    (['-s', '0.5'], '--scale must be a finite number > 1'),
+    (['-s', 'nan'], '--scale must be a finite number > 1'),
+    (['-s', 'inf'], '--scale must be a finite number > 1'),
+    (['-s', '2', '--size', '64x64'], 'give only one of --scale, --size and --width/--height'),
+    (['--size', '64by64'], '--size must be WIDTHxHEIGHT'),
+    (['--width', '0'], '--width must be a positive number'),
+    (['--steps', '0'], '--steps must be at least 1'),
+    (['--tile', '40', '--tile-overlap', '30'], '--tile-overlap between 0 and half the tile'),
+    (['--max-memory', 'lots'], '--max-memory must be a size such as 4GB'),
+])
+def test_bad_arguments_fail_in_one_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.splitlines()[-1] and 'Traceback' not in err
+
+
+def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkeypatch):
+    Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.png')
+    (tmp_path / 'empty_dir').mkdir()
+    monkeypatch.setattr('ciaosr_arch.checkpoint.DEFAULT_WEIGHTS', tmp_path / 'missing.safetensors')
+    cases = [(['-i', tmp_path / 'a.png'], 'the default weights are missing'),
+             (['-i', tmp_path / 'a.png', '--model', tmp_path / 'nope.pth'], 'checkpoint not found'),
+             (['-i', tmp_path / 'nowhere'], 'input not found'),
+             (['-i', tmp_path / 'empty_dir'], 'no images'),
+             (['-i', tmp_path / 'a.png', '--model', tiny_model, '--fp16', '--device', 'cpu'], '--fp16 needs a CUDA')]
+    for argv, message in cases:
+        assert run_cli(*argv, '-o', tmp_path / 'out', '-s', 2) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
+
+
+def test_exif_orientations_match_pil(tmp_path, photo):
+    for orientation in range(1, 9):
+        image = Image.fromarray(photo[:6, :9])
+        exif = image.getexif()
+        exif[image_io.ORIENTATION_TAG] = orientation
+        image.save(tmp_path / 'o.png', exif=exif)
+        expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / 'o.png')))
+        np.testing.assert_array_equal(image_io.read_image(tmp_path / 'o.png').pixels, expected)
+
+
+def test_16bit_colour_and_icc_round_trip(tmp_path):
+    deep = np.random.default_rng(0).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
+    for channels, ext in ((3, 'png'), (4, 'png'), (3, 'tiff'), (1, 'png')):
+        picture = image_io.Picture(deep[..., :channels], SRGB)
+        (tmp_path / f'x.{ext}').write_bytes(image_io.encode_image(picture, ext))
+        back = image_io.read_image(tmp_path / f'x.{ext}')
+        np.testing.assert_array_equal(back.pixels, picture.pixels)
+        assert back.icc_profile == (None if (ext, channels) == ('tiff', 3) else SRGB)  # OpenCV writes no TIFF ICC
+
+
+def test_absurdly_large_input_is_refused(tmp_path, photo, monkeypatch):
+    Image.fromarray(photo[:30, :40]).save(tmp_path / 'big.png')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 500)  # stands for PIL's ~89-megapixel decompression-bomb limit
+    with pytest.raises(image_io.ImageReadError, match='too large'):
+        image_io.read_image(tmp_path / 'big.png')
+
+
+def test_bf16_autocast_on_cpu(tmp_path, tiny_model, photo, capsys):
+    Image.fromarray(photo[:16, :16]).save(tmp_path / 'a.png')
+    status = run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'bf16', '-s', 3, '--bf16', '--device', 'cpu',
+                     model=tiny_model)
+    if not cli._cpu_has_bf16():
+        assert status == 2 and 'no native bfloat16 support' in capsys.readouterr().err
+        return
+    assert status == 0 and run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'fp32', '-s', 3, model=tiny_model) == 0
+    low, full = (np.asarray(Image.open(tmp_path / d / 'a_out.png'), np.float64) / 255 for d in ('bf16', 'fp32'))
+    assert 35 < psnr(low, full) < 100
