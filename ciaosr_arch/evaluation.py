@@ -11,6 +11,7 @@
   (Y only `if size(im, 3) == 3`) and what the published bicubic Set14 numbers need: taking the Y channel of the
   copied gray image instead scales its differences by 219/255 (+1.3 dB on bridge, +0.09 dB on the Set14 mean).
 """
+import argparse
 import math
 
 import numpy as np
@@ -22,6 +23,18 @@ from .data.arbitrary_scale_dataset import downsample as make_lr
 from .data.resize import resize_matlab
 
 LUMA_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 219  # BT.601 R, G, B weights: Y rescaled to [0, 255]
+
+
+def parse_scale(text):
+    """A command-line scale: a finite number > 0, as int when whole (so records and labels read 'x4', not 'x4.0')."""
+    scale = float(text)
+    if not (math.isfinite(scale) and scale > 0):
+        raise argparse.ArgumentTypeError(f'a scale must be a finite number > 0, got {text}')
+    return int(scale) if scale.is_integer() else scale
+
+
+def scale_label(scale):
+    return f'x{scale:g}'
 
 
 def lr_size(hr_size, scale):

@@ -31,8 +31,16 @@ sys.path.insert(0, str(ROOT))  # the plugin is used from the checkout
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve  # noqa: E402
 from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS  # noqa: E402
-from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim, shave, to_rgb, to_uint8  # noqa: E402
-from inference.quality_report import parse_scale, scale_label  # noqa: E402
+from ciaosr_arch.evaluation import (  # noqa: E402
+    benchmark_pair,
+    bicubic_upsample,
+    parse_scale,
+    psnr_ssim,
+    scale_label,
+    shave,
+    to_rgb,
+    to_uint8,
+)
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 IMAGE_SUFFIXES = {'.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.webp'}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the plugin is
 from ciaosr_arch import CheckpointError, load_model, super_resolve  # noqa: E402
 from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS  # noqa: E402
 from ciaosr_arch.data.resize import resize_pil  # noqa: E402
-from ciaosr_arch.evaluation import to_uint8  # noqa: E402
+from ciaosr_arch.evaluation import parse_scale, scale_label, to_uint8  # noqa: E402
 from ciaosr_arch.inference import output_size  # noqa: E402
 from inference import image_io  # noqa: E402
 from inference.iqa import METRICS, create_metric  # noqa: E402
@@ -98,10 +98,6 @@ def score(metric, img, device='cpu'):
     return (value, None) if math.isfinite(value) else (None, f'not a finite number ({value})')
 
 
-def scale_label(scale):
-    return f'x{scale:g}'
-
-
 def non_negative_int(text):
     value = int(text)
     if value < 0:
@@ -109,16 +105,10 @@ def non_negative_int(text):
     return value
 
 
-def parse_scale(text):
-    scale = float(text)
-    if not (math.isfinite(scale) and scale > 0):
-        raise argparse.ArgumentTypeError(f'a scale must be a finite number > 0, got {text}')
-    return int(scale) if scale.is_integer() else scale
-
-
 def model_paths(args):
-    """{method name: checkpoint path (None: the shipped weights)} from --model and --name (default: file stems)."""
-    paths = args.model or [None]
+    """{method name: checkpoint path (None: the shipped weights, also --model default)} from --model and --name
+    (default: file stems)."""
+    paths = [None if p == 'default' else p for p in args.model or ['default']]
     names = args.name or [Path(p or DEFAULT_WEIGHTS).stem for p in paths]
     if len(names) != len(paths):
         raise ValueError(f'--name was given {len(names)} times for {len(paths)} models')
@@ -251,7 +241,8 @@ def parse_args(argv):
     parser.add_argument('--inputs', required=True, help='folder of real LR images (or one image)')
     parser.add_argument('--scales', type=parse_scale, nargs='+', default=[8, 16], help='upscaling factors')
     parser.add_argument('--model', action='append',
-                        help='CiaoSR/LIIF checkpoint (repeatable; default: the shipped weights)')
+                        help="CiaoSR/LIIF checkpoint or 'default' (the shipped weights); repeatable; "
+                             "default: 'default'")
     parser.add_argument('--name', action='append', help='method name per --model (default: the file stem)')
     parser.add_argument('--bicubic', action='store_true', help='add the bicubic baseline to the tables')
     parser.add_argument('--out', required=True, help='output folder')

@@ -183,3 +183,10 @@ def test_cli_errors_are_clear(broken_image, extra, message, tmp_path, shared_dat
     with pytest.raises(SystemExit) as exit_info:
         quality_report.main(['--inputs', str(inputs), '--out', str(tmp_path / 'out'), *extra])
     assert message in str(exit_info.value)
+
+
+def test_default_model_is_the_shipped_weights():
+    args = quality_report.parse_args(['--inputs', 'in', '--out', 'out', '--model', 'default', '--model', 'x/real.pth'])
+    assert quality_report.model_paths(args) == {'ciaosr_edsr_baseline': None, 'real': 'x/real.pth'}
+    assert quality_report.model_paths(quality_report.parse_args(['--inputs', 'in', '--out', 'out'])) == {
+        'ciaosr_edsr_baseline': None}
