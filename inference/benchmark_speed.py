@@ -4,7 +4,9 @@
 
 For EDSR-baseline CiaoSR it times, per (LR size, scale), in a fresh subprocess each:
   (a) reference: the official code's evaluation order: 30000-query chunks that each recompute the
-      unfold and the cross-scale attention, one MLP pass per neighbour on concatenated inputs, fp32;
+      unfold and the cross-scale attention (as the official code computes it: a conv2d of the features
+      with one filter per down-scaled position and a conv_transpose2d, image by image), one MLP pass
+      per neighbour on concatenated inputs, fp32;
   (b) ours, fp32: `super_resolve` (features once per image, first MLP layers per LR pixel,
       neighbours batched, small chunks);
   (c) ours, bf16 autocast.
@@ -38,6 +40,30 @@ def _nearest(image, coord):
     return F.grid_sample(image, grid, mode='nearest', align_corners=False)[:, :, 0].permute(0, 2, 1)
 
 
+def official_cross_scale_attention(module, feat):
+    """The cross-scale attention (`CrossScaleAttention`'s weights) computed the official way, per image."""
+    outs = []
+    for s in module.scales:
+        b, _, h, w = feat.shape
+        padded = F.pad(feat, (0, -w % s, 0, -h % s), mode='reflect')
+        hp, wp = padded.shape[-2:]
+        values = module.conv_assembly(padded)
+        queries = module.conv_match_1(padded)
+        keys = module.conv_match_2(F.interpolate(padded, size=(hp // s, wp // s), mode='bilinear',
+                                                 align_corners=False))
+        filters = F.unfold(keys, 3, padding=1).transpose(1, 2)  # [B, L, C/2 * 9]
+        filters = filters / filters.norm(dim=2, keepdim=True).clamp_min(module.escape_NaN)
+        filters = filters.reshape(b, -1, keys.shape[1], 3, 3)
+        patches = F.unfold(values, 3 * s, stride=s, padding=s).transpose(1, 2)
+        patches = patches.reshape(b, -1, values.shape[1], 3 * s, 3 * s)
+        out = []
+        for i in range(b):
+            scores = F.softmax(F.conv2d(queries[i:i + 1], filters[i], padding=1) * module.softmax_scale, dim=1)
+            out.append(F.conv_transpose2d(scores, patches[i], stride=s, padding=s))
+        outs.append((getattr(module, module.down_name(s))(torch.cat(out)) / 6)[..., :h, :w])
+    return torch.cat(outs, 1)
+
+
 @torch.no_grad()
 def official_style(net, lr, scale):
     """Path (a): the official generator's test-mode order of work, on our module's weights."""
@@ -53,7 +79,7 @@ def official_style(net, lr, scale):
     for start in range(0, coord.shape[1], OFFICIAL_CHUNK):
         crd, cl = coord[:, start:start + OFFICIAL_CHUNK], cell[:, start:start + OFFICIAL_CHUNK]
         unfolded = F.unfold(feat, 3, padding=1).view(b, -1, h, w)  # recomputed for every chunk
-        values = torch.cat([unfolded, net.cs_attn(feat)], 1)  # so is the cross-scale attention
+        values = torch.cat([unfolded, official_cross_scale_attention(net.cs_attn, feat)], 1)  # and this
         query = _nearest(unfolded, crd)
         step = (1 - cl[:, 0]) / (size - 1)
         logits, gated_values = [], []
