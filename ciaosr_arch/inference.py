@@ -20,12 +20,13 @@ from .archs.coords import axis_centres
 # the memory), large on GPUs to amortise kernel launches (16384: ~700 MB of fp32 activations for EDSR-baseline).
 PREFERRED_CHUNK = {'cpu': 1024, 'cuda': 16384}
 
-# Peak memory of one tile, measured (peak RSS over the model's own, CPU, fp32, t = 64..224) for the full
-# EDSR-baseline CiaoSR; bfloat16/float16 autocast halves all but the overhead. See `memory_plan`.
-TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch, whatever the tile
-ATTENTION_BYTES = 2.0  # x t^4: the cross-scale score map (t^2/4 x t^2 floats) and its softmax
-ATTENTION_PIXEL_BYTES = 4300  # x t^2: the features around it
-BANK_PIXEL_BYTES = 36_000  # x t^2: building the bank (with the key/query pair table), the other peak of encode
+# Peak memory of one tile for the full EDSR-baseline CiaoSR, CPU, fp32: measured peak RSS of `encode` over the
+# model's own is 0.88 t^4 + 13,400 t^2 + 84 MB (t = 64, 128, 160; 147 / 516 / 958 MB); the constants round that up.
+# bfloat16/float16 autocast halves all but the overhead. See `memory_plan`.
+TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several threads), whatever the tile
+ATTENTION_BYTES = 1.0  # x t^4: the cross-scale score map (t^2/4 x t^2 floats), softmax done in place
+ATTENTION_PIXEL_BYTES = 14_000  # x t^2: the features and the bank around it
+BANK_PIXEL_BYTES = 20_000  # x t^2: building the bank (key/query pair table), the other peak of encode
 QUERY_BYTES = 45_000  # per query decoded at once (64 channels, 256-wide MLPs)
 
 

@@ -85,9 +85,13 @@ class CiaoSR(ImplicitSRNet):
         b, _, dim = unfolded.shape
         padded = F.pad(unfolded.view(b, h, w, dim), (0, 0, 1, 1, 1, 1))
         out_layer = self.imnet_k.layers[-1]
-        products = torch.stack([unfolded * padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w].reshape(b, h * w, dim)
-                                for dy, dx in itertools.product((-1, 0, 1), repeat=2)], 2)  # [B, hw, 9, D]
-        return (products @ out_layer.weight).view(b, h * w * 9, -1), (products @ out_layer.bias).view(b, -1)
+        pair_key = unfolded.new_empty(b, h * w, 9, out_layer.in_features)
+        pair_bias = unfolded.new_empty(b, h * w, 9)
+        for d, (dy, dx) in enumerate(itertools.product((-1, 0, 1), repeat=2)):  # one displacement at a time:
+            products = unfolded * padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w].reshape(b, h * w, dim)  # [B, hw, D]
+            pair_key[:, :, d] = products @ out_layer.weight  # a 9x smaller temporary than all at once
+            pair_bias[:, :, d] = products @ out_layer.bias
+        return pair_key.view(b, h * w * 9, -1), pair_bias.view(b, -1)
 
     def decode(self, bank, coord, cell):
         """RGB [B, Q, 3] at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]."""

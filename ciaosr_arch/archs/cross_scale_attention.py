@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ATTENTION_GROUP = 16  # channels pasted back per matrix product: [hw, 16 * 9s^2] floats at a time, not [hw, C * 9s^2]
+
 
 def _conv1x1_prelu(in_channels, out_channels):
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.PReLU())
@@ -54,10 +56,15 @@ class CrossScaleAttention(nn.Module):
         filters = F.unfold(keys, 3, padding=1)  # [B, C/2 * 9, L]
         filters = filters / filters.norm(dim=1, keepdim=True).clamp_min(self.escape_NaN)
         queries = F.unfold(self.conv_match_1(feat), 3, padding=1)  # [B, C/2 * 9, hp * wp]
-        weights = torch.softmax((queries.transpose(1, 2) @ filters).mul_(self.softmax_scale), -1)  # [B, hp*wp, L]
+        weights = (queries.transpose(1, 2) @ filters).mul_(self.softmax_scale)  # [B, hp*wp, L]: the big one
+        weights = weights.sub_(weights.amax(-1, keepdim=True)).exp_()  # softmax in place (no second copy)
+        weights = weights.div_(weights.sum(-1, keepdim=True))
         # The (3s x 3s) full-resolution patch that each down-scaled position stands for, pasted back with
-        # those weights at stride s (a transposed convolution): [B, C, s*hp, s*wp].
-        patches = F.unfold(values, 3 * s, stride=s, padding=s)  # [B, C * 9s^2, L]
-        out = F.fold((weights @ patches.transpose(1, 2)).transpose(1, 2), (s * hp, s * wp), 3 * s, stride=s, padding=s)
+        # those weights at stride s (a transposed convolution): [B, C, s*hp, s*wp]. Channel groups of
+        # ATTENTION_GROUP keep the pasted columns (as large as the score map for all C) small.
+        patches = F.unfold(values, 3 * s, stride=s, padding=s).view(b, values.shape[1], -1, weights.shape[-1])
+        out = torch.cat([F.fold((weights @ group.flatten(1, 2).transpose(1, 2)).transpose(1, 2), (s * hp, s * wp),
+                                3 * s, stride=s, padding=s)
+                         for group in patches.split(ATTENTION_GROUP, 1)], 1)
         out = getattr(self, self.down_name(s))(out) / 6
         return out[..., :h, :w]
