@@ -64,10 +64,11 @@ class CiaoSR(ImplicitSRNet):
         lr = lr - self.rgb_mean
         feat = self.encoder(lr)
         h, w = feat.shape[-2:]
-        unfolded = channels_last(unfold3x3(feat) if self.feat_unfold else feat)
-        values = unfolded
+        values = unfold3x3(feat) if self.feat_unfold else feat
         if self.cs_attn is not None:
-            values = torch.cat([unfolded, channels_last(self.cs_attn(feat))], -1)
+            values = torch.cat([values, self.cs_attn(feat)], 1)
+        values = channels_last(values).contiguous()  # [B, hw, D]: one row per LR pixel, gathered by index
+        unfolded = values[..., :self.imnet_k.layers[-1].out_features]  # its first 9C (or C) channels
         bank = {'lr': lr, 'size': (h, w), 'unfolded': unfolded, 'values': values,
                 'key_proj': self.imnet_k.project(unfolded), 'value_proj': self.imnet_v.project(values)}
         if out_size is not None and out_size[0] * out_size[1] >= PAIR_TABLE_MIN_RATIO * h * w:

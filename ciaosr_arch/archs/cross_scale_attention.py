@@ -63,8 +63,8 @@ class CrossScaleAttention(nn.Module):
         # those weights at stride s (a transposed convolution): [B, C, s*hp, s*wp]. Channel groups of
         # ATTENTION_GROUP keep the pasted columns (as large as the score map for all C) small.
         patches = F.unfold(values, 3 * s, stride=s, padding=s).view(b, values.shape[1], -1, weights.shape[-1])
-        out = torch.cat([F.fold((weights @ group.flatten(1, 2).transpose(1, 2)).transpose(1, 2), (s * hp, s * wp),
-                                3 * s, stride=s, padding=s)
+        out = torch.cat([F.fold(group.flatten(1, 2) @ weights.transpose(1, 2), (s * hp, s * wp), 3 * s, stride=s,
+                                padding=s)  # columns [B, group * 9s^2, hp*wp] made in the layout fold reads
                          for group in patches.split(ATTENTION_GROUP, 1)], 1)
         out = getattr(self, self.down_name(s))(out) / 6
         return out[..., :h, :w]
