@@ -57,8 +57,11 @@ class CrossScaleAttention(nn.Module):
         filters = filters / filters.norm(dim=1, keepdim=True).clamp_min(self.escape_NaN)
         queries = F.unfold(self.conv_match_1(feat), 3, padding=1)  # [B, C/2 * 9, hp * wp]
         weights = (queries.transpose(1, 2) @ filters).mul_(self.softmax_scale)  # [B, hp*wp, L]: the big one
-        weights = weights.sub_(weights.amax(-1, keepdim=True)).exp_()  # softmax in place (no second copy)
-        weights = weights.div_(weights.sum(-1, keepdim=True))
+        if weights.requires_grad:  # training: autograd needs softmax's output untouched
+            weights = weights.softmax(-1)
+        else:  # inference: softmax in place, no second copy of the score map
+            weights = weights.sub_(weights.amax(-1, keepdim=True)).exp_()
+            weights = weights.div_(weights.sum(-1, keepdim=True))
         # The (3s x 3s) full-resolution patch that each down-scaled position stands for, pasted back with
         # those weights at stride s (a transposed convolution): [B, C, s*hp, s*wp]. Channel groups of
         # ATTENTION_GROUP keep the pasted columns (as large as the score map for all C) small.
