@@ -22,7 +22,7 @@ PREFERRED_CHUNK = {'cpu': 1024, 'cuda': 16384}
 
 # Peak memory of one tile for the full EDSR-baseline CiaoSR, CPU, fp32: measured peak RSS of `encode` over the
 # model's own is 0.88 t^4 + 13,400 t^2 + 84 MB (t = 64, 128, 160; 147 / 516 / 958 MB); the constants round that up.
-# bfloat16/float16 autocast halves all but the overhead. See `memory_plan`.
+# See `memory_plan`.
 TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several threads), whatever the tile
 ATTENTION_BYTES = 1.0  # x t^4: the cross-scale score map (t^2/4 x t^2 floats), softmax done in place
 ATTENTION_PIXEL_BYTES = 14_000  # x t^2: the features and the bank around it
@@ -59,12 +59,14 @@ def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
     (about half of BANK_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
     1024 queries to the device's `preferred_chunk`). Per-pixel terms scale with the encoder's width
     relative to 64 (approximate for RDN/SwinIR). MemoryError if the largest tile is below `min_tile`.
+    `half` (fp16/bf16 autocast) halves the chunk's share only: autocast keeps enough of the encode in fp32
+    that halving the tile terms overshot the budget by 24% (256 x 256 at x16, bf16: 2.79 GB for 2.5 GB).
     """
     shrink = 2 if half else 1
     width = net.encoder.out_channels / 64
-    quartic = ATTENTION_BYTES / shrink if getattr(net, 'cs_attn', None) is not None else 0
-    quadratic = ATTENTION_PIXEL_BYTES * width / shrink
-    bank = BANK_PIXEL_BYTES * width / shrink
+    quartic = ATTENTION_BYTES if getattr(net, 'cs_attn', None) is not None else 0
+    quadratic = ATTENTION_PIXEL_BYTES * width
+    bank = BANK_PIXEL_BYTES * width
     room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
     if not tile:
         area = room / bank

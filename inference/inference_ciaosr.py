@@ -65,7 +65,7 @@ def build_parser():
     parser.add_argument('--tile', type=int, default=0,
                         help='LR tile side in pixels; 0 (default) = the largest that fits --max-memory (the '
                              'cross-scale attention needs about t^4 bytes for a t x t tile): about 170 for '
-                             'the default 2.5GB on CPU (fp32); images no larger than the tile run whole')
+                             'the default 2.5GB on CPU; images no larger than the tile run whole')
     parser.add_argument('--tile-overlap', type=int,
                         help='LR pixels shared by neighbouring tiles, at most half the tile '
                              '(default 32, or a quarter of a --tile under 128)')
