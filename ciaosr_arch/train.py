@@ -7,6 +7,8 @@ from os import path as osp
 ROOT = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
 sys.path[0] = ROOT  # the repo root, not ciaosr_arch/ (whose module names would shadow others)
 
+import torch.distributed as dist  # noqa: E402
+
 import ciaosr_arch  # noqa: E402,F401  (registers archs, datasets, models)
 import realsr  # noqa: E402,F401  (registers the real-world degradation model and dataset)
 from ciaosr_arch.compat import make_basicsr_trainer_device_agnostic  # noqa: E402
@@ -15,3 +17,6 @@ if __name__ == '__main__':
     make_basicsr_trainer_device_agnostic()
     from basicsr.train import train_pipeline
     train_pipeline(ROOT)
+    if dist.is_initialized():  # ranks leave together; exiting with a live gloo group can abort the process
+        dist.barrier()
+        dist.destroy_process_group()
