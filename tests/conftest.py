@@ -10,6 +10,8 @@ SHARED = ROOT.parent / 'shared'
 sys.path.insert(0, str(ROOT))  # the plugin is used from the checkout, never installed
 
 import ciaosr_arch  # noqa: E402,F401  (registers archs/datasets/models; applies the basicsr fix)
+from ciaosr_arch import CiaoSR  # noqa: E402
+from ciaosr_arch.checkpoint import save_safetensors  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -23,3 +25,16 @@ def golden():
 @pytest.fixture(scope='session')
 def shared_data():
     return SHARED / 'data'
+
+
+TINY_ARCH = {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'encoder_opt': {'num_feat': 16, 'num_block': 1},
+             'decoder_hidden': [32], 'key_hidden': [32], 'value_hidden': [32]}
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tmp_path_factory):
+    """A .safetensors file of a tiny CiaoSR (16-channel 1-block encoder, 32-wide MLPs), seeded random weights."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'tiny.safetensors'
+    save_safetensors(CiaoSR(**{k: v for k, v in TINY_ARCH.items() if k != 'type'}), path, TINY_ARCH)
+    return path

@@ -9,8 +9,6 @@ import torch
 from basicsr.metrics import calculate_psnr
 from PIL import Image
 
-from ciaosr_arch import CiaoSR
-from ciaosr_arch.checkpoint import save_safetensors
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, lr_size, psnr_ssim, shave, to_rgb, to_uint8
 from inference import benchmark
 
@@ -20,8 +18,6 @@ PUBLISHED_BICUBIC = {
     'Set14': [(30.24, 0.8688), (27.55, 0.7742), (26.00, 0.7027)],
     'B100': [(29.56, 0.8431), (27.21, 0.7385), (25.96, 0.6675)],
 }
-TINY_ARCH = {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'encoder_opt': {'num_feat': 16, 'num_block': 1},
-             'decoder_hidden': [32], 'key_hidden': [32], 'value_hidden': [32]}
 
 
 def random_image(h, w, channels=3, seed=0):
@@ -100,13 +96,10 @@ def small_data_root(shared_data, tmp_path):
     return tmp_path / 'data'
 
 
-def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path):
-    torch.manual_seed(0)
-    net = CiaoSR(**{k: v for k, v in TINY_ARCH.items() if k != 'type'})
-    save_safetensors(net, tmp_path / 'tiny.safetensors', TINY_ARCH)
+def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_model):
     out = {name: tmp_path / name for name in ('out.json', 'out.md', 'out.png')}
     records = benchmark.main([
-        '--model', 'bicubic', '--model', str(tmp_path / 'tiny.safetensors'), '--name', 'Tiny',
+        '--model', 'bicubic', '--model', str(tiny_model), '--name', 'Tiny',
         '--data-root', str(small_data_root), '--datasets', 'Set14', '--scales', '6', '2', '2.5',
         '--tile', '24', '--tile-overlap', '8', '--lpips', '--iqa-weights', str(tmp_path),
         '--json', str(out['out.json']), '--markdown', str(out['out.md']), '--plot', str(out['out.png'])])

@@ -11,24 +11,13 @@ import pytest
 import torch
 from PIL import Image, ImageCms, ImageOps
 
-from ciaosr_arch import CiaoSR, super_resolve
+from ciaosr_arch import CiaoSR, load_model, super_resolve
 from ciaosr_arch import inference as tiling
-from ciaosr_arch.checkpoint import save_safetensors
 from inference import image_io
 from inference import inference_ciaosr as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {'encoder_opt': {'num_feat': 16, 'num_block': 1}, 'decoder_hidden': [32], 'key_hidden': [32],
-        'value_hidden': [32]}
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
-
-
-@pytest.fixture(scope='module')
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'tiny.safetensors'
-    save_safetensors(CiaoSR(**TINY), path, {'type': 'CiaoSR', 'encoder': 'edsr_baseline', **TINY})
-    return path
 
 
 @pytest.fixture(scope='module')
@@ -137,9 +126,8 @@ def test_tiled_output_matches_untiled(golden, photo):
     assert calls[-1][0] == calls[-1][1] > 64 * 64 and len(calls) > 4  # the blend bands are decoded twice
 
 
-def test_tiled_chunking_changes_nothing(photo):
-    torch.manual_seed(0)
-    net = CiaoSR(**TINY).eval()
+def test_tiled_chunking_changes_nothing(photo, tiny_model):
+    net = load_model(tiny_model)
     lr = torch.from_numpy(photo[:30, :44].copy()).permute(2, 0, 1)[None].float() / 255
     tiled = super_resolve(net, lr, 2.3, tile=20, tile_overlap=6, chunk=10 ** 6)
     assert torch.equal(tiled, super_resolve(net, lr, 2.3, tile=20, tile_overlap=6, chunk=777))

@@ -13,8 +13,6 @@ import torch
 from PIL import Image
 from pyiqa.utils import download_util
 
-from ciaosr_arch import CiaoSR
-from ciaosr_arch.checkpoint import save_safetensors
 from inference import quality_report
 from inference.iqa import create_metric
 
@@ -28,8 +26,6 @@ PUBLISHED = {
 }
 # Seen across torch/BLAS builds: NIQE of I03 (~15.66) within 2e-3 (rel), BRISQUE (float32 SVR sums) within 8e-3.
 TOLERANCE = {'piqe': 1e-3, 'niqe': 1e-3, 'brisque': 1e-2}
-TINY_OPT = {'encoder_opt': {'num_feat': 16, 'num_block': 1}, 'decoder_hidden': [32], 'key_hidden': [32],
-            'value_hidden': [32]}
 REPORT_IMAGES = ['Lincoln.png', 'chip.png', 'comic1.png']
 LR_SIDE, SCALE = 24, 8
 
@@ -86,14 +82,6 @@ def test_failed_download_makes_metric_unavailable(tmp_path, monkeypatch):
     reason = create_metric('brisque')
     assert isinstance(reason, str)
     assert "pyiqa's cache or its download: URLError" in reason
-
-
-@pytest.fixture(scope='module')
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'tiny.safetensors'
-    save_safetensors(CiaoSR(**TINY_OPT), path, {'type': 'CiaoSR', 'encoder': 'edsr_baseline', **TINY_OPT})
-    return path
 
 
 def run_report(tmp_path, shared_data, tiny_model, weights_dir, *extra):
