@@ -179,9 +179,10 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
 
     out = lr.new_zeros(lr.shape[0], 3, out_h, out_w, dtype=torch.float32)
     total = lr.new_zeros(out_h, out_w, dtype=torch.float32)
+    col_weights = [_axis_weights(col_pos[c0:c1], x_lo, x_hi, x_band, w) for _, x_lo, x_hi, x_band, c0, c1 in col_spans]
     for y, y_lo, y_hi, y_band, r0, r1 in row_spans:
         row_weight = _axis_weights(row_pos[r0:r1], y_lo, y_hi, y_band, h)
-        for x, x_lo, x_hi, x_band, c0, c1 in col_spans:
+        for (x, _, _, _, c0, c1), col_weight in zip(col_spans, col_weights):
             if r0 == r1 or c0 == c1:
                 continue
             bank = net.encode(lr[..., y:y + side_h, x:x + side_w], (r1 - r0, c1 - c0))
@@ -189,7 +190,7 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
             local_cols = (col_pos[c0:c1] - x) / side_w * 2 - 1
             pred = _decode_grid(net, bank, local_rows, local_cols, cells, chunk, on_chunk)
             del bank
-            weight = row_weight[:, None] * _axis_weights(col_pos[c0:c1], x_lo, x_hi, x_band, w)[None, :]
+            weight = row_weight[:, None] * col_weight[None, :]
             out[..., r0:r1, c0:c1] += pred.mul_(weight)
             total[r0:r1, c0:c1] += weight
     return out.div_(total).clamp_(0, 1)

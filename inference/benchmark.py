@@ -41,9 +41,9 @@ from ciaosr_arch.evaluation import (  # noqa: E402
     to_rgb,
     to_uint8,
 )
+from inference import image_io  # noqa: E402
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
-IMAGE_SUFFIXES = {'.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff', '.webp'}
 BICUBIC = 'Bicubic'
 MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
 METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}')}
@@ -52,7 +52,7 @@ METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), '
 def list_images(data_root, dataset, limit=None):
     """Image files of data_root/dataset, sorted by name (the first `limit` ones)."""
     folder = Path(data_root) / dataset
-    files = sorted(p for p in folder.glob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.glob('*') if p.suffix.lower() in image_io.IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f'no images in {folder}')
     return files[:limit]
