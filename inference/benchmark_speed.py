@@ -10,7 +10,9 @@ For EDSR-baseline CiaoSR it times, per (LR size, scale), in a fresh subprocess e
   (b) ours, fp32: `super_resolve` (features once per image, first MLP layers per LR pixel,
       neighbours batched, small chunks);
   (c) ours, bf16 autocast.
-Reported: seconds (best of --repeat), peak RSS growth over the loaded-model baseline, ratios to (a),
+Reported: seconds (best of --repeat), peak memory (growth of peak RSS over the loaded-model baseline,
+taken in a second run of each path with glibc's mmap threshold fixed at 128 KB, so that RSS follows the
+live memory: under glibc's default, moving threshold the same run's peak RSS varies by up to 40%), ratios to (a),
 max |b - a| and PSNR(c, b). Weights: random (cost does not depend on them) unless --weights.
 """
 import argparse
@@ -32,6 +34,7 @@ from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord  # noqa: E402
 
 OFFICIAL_CHUNK = 30000
+LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}  # glibc: big blocks back to the OS when freed
 
 
 def _nearest(image, coord):
@@ -131,6 +134,12 @@ def measure(path, size, scale, repeat, weights, out_file):
     print(json.dumps({'seconds': min(times), 'peak_mb': (_peak_rss_bytes() - baseline) / 2 ** 20}))
 
 
+def _run_child(cmd, env=None):
+    """One measurement in a fresh process (with extra environment variables `env`): its JSON line."""
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[48, 96])
@@ -156,13 +165,11 @@ def main():
             result = {}
             for path in PATHS:
                 out_file = tmp / f'{path}.pt'
-                cmd = [sys.executable, __file__, '--threads', str(args.threads), '--repeat', str(args.repeat),
-                       '--_child', path, str(size), str(scale), str(out_file)]
-                if args.weights:
-                    cmd += ['--weights', args.weights]
-                result[path] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True)
-                                          .stdout.strip().splitlines()[-1])
-                result[path]['output'] = torch.load(out_file, weights_only=True)
+                cmd = [sys.executable, __file__, '--threads', str(args.threads), '--_child', path, str(size),
+                       str(scale), str(out_file)] + (['--weights', args.weights] if args.weights else [])
+                result[path] = {'seconds': _run_child(cmd + ['--repeat', str(args.repeat)])['seconds'],
+                                'peak_mb': _run_child(cmd + ['--repeat', '1'], LIVE_MEMORY_ENV)['peak_mb'],
+                                'output': torch.load(out_file, weights_only=True)}
             ref, fp32, bf16 = (result[p] for p in PATHS)
             ref['accuracy'] = ''
             fp32['accuracy'] = f'max abs diff to (a) {(fp32["output"] - ref["output"]).abs().max().item():.1e}'

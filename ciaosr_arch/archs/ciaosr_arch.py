@@ -12,7 +12,6 @@ imnet_v the value net, cs_attn the cross-scale attention), so official checkpoin
 import itertools
 
 import torch
-import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from .coords import pixel_centres, sample_bilinear, sample_nearest_index, shift_coord
@@ -21,6 +20,7 @@ from .encoders import build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
 
 PAIR_TABLE_MIN_RATIO = 4  # output pixels per LR pixel from which the key/query pair table pays off
+PAIR_TABLE_BAND_PIXELS = 4096  # LR pixels per band of the pair table's construction (bounds its temporaries)
 NEIGHBOUR_OFFSETS = {1: [(0, 0)], 2: list(itertools.product((-1, 1), repeat=2)),
                      3: list(itertools.product((-1, 0, 1), repeat=2))}
 
@@ -82,16 +82,24 @@ class CiaoSR(ImplicitSRNet):
         <u_p, u_{p+d} * (W h + b)> = <W^T (u_p * u_{p+d}), h> + <u_p * u_{p+d}, b>, with h the key net's
         last hidden activation. Tabulating both terms costs 9 products per LR pixel instead of one
         (W h) per query and neighbour. Returns [B, h*w*9, H] and [B, h*w*9], row p*9 + d.
+        Built one displacement and one band of rows at a time, so its temporaries stay small.
         """
         b, _, dim = unfolded.shape
-        padded = F.pad(unfolded.view(b, h, w, dim), (0, 0, 1, 1, 1, 1))
+        grid = unfolded.view(b, h, w, dim)
         out_layer = self.imnet_k.layers[-1]
-        pair_key = unfolded.new_empty(b, h * w, 9, out_layer.in_features)
-        pair_bias = unfolded.new_empty(b, h * w, 9)
-        for d, (dy, dx) in enumerate(itertools.product((-1, 0, 1), repeat=2)):  # one displacement at a time:
-            products = unfolded * padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w].reshape(b, h * w, dim)  # [B, hw, D]
-            pair_key[:, :, d] = products @ out_layer.weight  # a 9x smaller temporary than all at once
-            pair_bias[:, :, d] = products @ out_layer.bias
+        pair_key = unfolded.new_empty(b, h, w, 9, out_layer.in_features)
+        pair_bias = unfolded.new_empty(b, h, w, 9)
+        band = max(1, PAIR_TABLE_BAND_PIXELS // w)
+        for d, (dy, dx) in enumerate(itertools.product((-1, 0, 1), repeat=2)):
+            x0, x1 = max(0, -dx), min(w, w - dx)  # columns whose partner x + dx is inside the map
+            for r0 in range(0, h, band):
+                r1 = min(h, r0 + band)
+                y0, y1 = max(r0, -dy), min(r1, h - dy)
+                products = grid.new_zeros(b, r1 - r0, w, dim)  # u_p * u_{p+d}; zero where p + d is outside
+                torch.mul(grid[:, y0:y1, x0:x1], grid[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx],
+                          out=products[:, y0 - r0:y1 - r0, x0:x1])
+                pair_key[:, r0:r1, :, d] = products @ out_layer.weight
+                pair_bias[:, r0:r1, :, d] = products @ out_layer.bias
         return pair_key.view(b, h * w * 9, -1), pair_bias.view(b, -1)
 
     def decode(self, bank, coord, cell):
@@ -111,8 +119,8 @@ class CiaoSR(ImplicitSRNet):
         weights = (logits / self.softmax_scale).softmax(-1)  # [B, Q, N]
 
         value_gate = self.imnet_v.head(self.imnet_v.hidden(gather_pixels(bank['value_proj'], index), extra))
-        values = gather_pixels(bank['values'], index) * value_gate
-        attended = (weights.unsqueeze(-1) * values).sum(2)
+        values = value_gate.mul_(gather_pixels(bank['values'], index))  # [B, Q, N, D], in the gate's buffer
+        attended = (weights.unsqueeze(-2) @ values).squeeze(-2)  # softmax-weighted sum over the N neighbours
         rgb = self.imnet_q(attended) + sample_bilinear(bank['lr'], coord)
         return rgb + self.rgb_mean.view(1, 1, 3)
 

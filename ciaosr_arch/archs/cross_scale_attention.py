@@ -56,17 +56,18 @@ class CrossScaleAttention(nn.Module):
         filters = F.unfold(keys, 3, padding=1)  # [B, C/2 * 9, L]
         filters = filters / filters.norm(dim=1, keepdim=True).clamp_min(self.escape_NaN)
         queries = F.unfold(self.conv_match_1(feat), 3, padding=1)  # [B, C/2 * 9, hp * wp]
-        weights = (queries.transpose(1, 2) @ filters).mul_(self.softmax_scale)  # [B, hp*wp, L]: the big one
+        # Scores [B, L, hp*wp]: laid out as the paste-back product below reads them (no transposed copy).
+        weights = (filters.transpose(1, 2) @ queries).mul_(self.softmax_scale)  # the big one
         if weights.requires_grad:  # training: autograd needs softmax's output untouched
-            weights = weights.softmax(-1)
-        else:  # inference: softmax in place, no second copy of the score map
-            weights = weights.sub_(weights.amax(-1, keepdim=True)).exp_()
-            weights = weights.div_(weights.sum(-1, keepdim=True))
+            weights = weights.softmax(1)
+        else:  # inference: softmax over the L down-scaled positions in place, no second copy of the scores
+            weights = weights.sub_(weights.amax(1, keepdim=True)).exp_()
+            weights = weights.div_(weights.sum(1, keepdim=True))
         # The (3s x 3s) full-resolution patch that each down-scaled position stands for, pasted back with
         # those weights at stride s (a transposed convolution): [B, C, s*hp, s*wp]. Channel groups of
         # ATTENTION_GROUP keep the pasted columns (as large as the score map for all C) small.
-        patches = F.unfold(values, 3 * s, stride=s, padding=s).view(b, values.shape[1], -1, weights.shape[-1])
-        out = torch.cat([F.fold(group.flatten(1, 2) @ weights.transpose(1, 2), (s * hp, s * wp), 3 * s, stride=s,
+        patches = F.unfold(values, 3 * s, stride=s, padding=s).view(b, values.shape[1], -1, weights.shape[1])
+        out = torch.cat([F.fold(group.flatten(1, 2) @ weights, (s * hp, s * wp), 3 * s, stride=s,
                                 padding=s)  # columns [B, group * 9s^2, hp*wp] made in the layout fold reads
                          for group in patches.split(ATTENTION_GROUP, 1)], 1)
         out = getattr(self, self.down_name(s))(out) / 6

@@ -62,9 +62,15 @@ def channels_last(feat):
 
 
 def gather_pixels(table, index):
-    """Rows of a per-pixel table [B, h*w, D] at flat indices [B, ...] -> [B, ..., D]."""
-    batch = torch.arange(table.shape[0], device=index.device).view(-1, *[1] * (index.dim() - 1))
-    return table[batch, index]
+    """Rows of a per-pixel table [B, h*w, *D] at flat indices [B, ...] -> [B, ..., *D].
+
+    One index_select over the batch-flattened table: several times faster on CPU than advanced
+    indexing with a batch index (which takes a generic scatter-gather path).
+    """
+    b, n = table.shape[:2]
+    offsets = torch.arange(0, b * n, n, device=index.device).view(-1, *[1] * (index.dim() - 1))
+    rows = table.flatten(0, 1).index_select(0, (index + offsets).flatten())
+    return rows.view(*index.shape, *table.shape[2:])
 
 
 class ImplicitSRNet(nn.Module):
