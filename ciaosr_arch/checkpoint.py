@@ -15,7 +15,13 @@ from safetensors.torch import load_file, safe_open, save_file
 from .archs import LIIF, CiaoSR
 
 ARCHS = {'CiaoSR': CiaoSR, 'LIIF': LIIF}
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / 'weights' / 'ciaosr_edsr_baseline.safetensors'
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / 'weights'
+DEFAULT_WEIGHTS = WEIGHTS_DIR / 'ciaosr_edsr_baseline.safetensors'
+SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
+    'default': DEFAULT_WEIGHTS.name,  # bicubic degradation, scales 1-4
+    'real-l1': 'ciaosr_realnet_x4_edsr.safetensors',  # real-world degradations, stage 1 (L1)
+    'real': 'ciaosr_real_gan_x4_edsr.safetensors',  # real-world degradations, stage 2 (L1 + perceptual + GAN)
+}
 IGNORED_PREFIXES = ('discriminator.', 'perceptual_loss.', 'step_counter', 'net_d.')
 
 
@@ -134,17 +140,57 @@ def build_net(arch):
     return ARCHS[kind](**options)
 
 
-def load_model(path=None, device='cpu', **overrides):
-    """CiaoSR/LIIF network in eval mode from a checkpoint (default: the shipped weights).
+def shipped_weights(name):
+    """Path of a shipped model by name (SHIPPED_MODELS); CheckpointError if the name is unknown or the file missing."""
+    if name not in SHIPPED_MODELS:
+        raise CheckpointError(f'unknown model name {name!r}; shipped models: {", ".join(SHIPPED_MODELS)}')
+    path = DEFAULT_WEIGHTS if name == 'default' else WEIGHTS_DIR / SHIPPED_MODELS[name]
+    if not path.is_file():
+        raise CheckpointError(f'the {name} weights are missing ({path}); pass a checkpoint path')
+    return path
 
+
+def resolve_weights(spec=None):
+    """Checkpoint path for `spec`: None -> the default model; a shipped name (SHIPPED_MODELS) -> its file
+    (unless a file of that name exists in the working directory); anything else -> Path(spec)."""
+    if spec is None:
+        return shipped_weights('default')
+    if str(spec) in SHIPPED_MODELS and not Path(spec).exists():
+        return shipped_weights(str(spec))
+    return Path(spec)
+
+
+def without_non_local(state):
+    """CiaoSR weights with the non-local branch removed, as the network without it (`non_local_attn=False`).
+
+    The value net reads [unfolded u (K), non-local n, rel and cell (4)] and gates [u, n]; the decoder reads
+    the gated values. Dropping n's input columns, n's output rows and the decoder's n columns gives exactly
+    the original network with n = 0, the natural start for fine-tuning without the branch. A state_dict
+    without `cs_attn.*` keys is returned unchanged.
+    """
+    if not any(k.startswith('cs_attn.') for k in state):
+        return state
+    key_dim = state['imnet_k.layers.0.weight'].shape[1] - 4
+    keep_in = torch.cat([torch.arange(key_dim), torch.arange(state['imnet_v.layers.0.weight'].shape[1] - 4,
+                                                             state['imnet_v.layers.0.weight'].shape[1])])
+    last_v = 2 * (_count(state, r'imnet_v\.layers\.(\d+)\.weight') - 1)
+    state = {k: v for k, v in state.items() if not k.startswith('cs_attn.')}
+    state['imnet_v.layers.0.weight'] = state['imnet_v.layers.0.weight'][:, keep_in]
+    state[f'imnet_v.layers.{last_v}.weight'] = state[f'imnet_v.layers.{last_v}.weight'][:key_dim]
+    state[f'imnet_v.layers.{last_v}.bias'] = state[f'imnet_v.layers.{last_v}.bias'][:key_dim]
+    state['imnet_q.layers.0.weight'] = state['imnet_q.layers.0.weight'][:, :key_dim]
+    return state
+
+
+def load_model(path=None, device='cpu', **overrides):
+    """CiaoSR/LIIF network in eval mode from a checkpoint or a shipped model's name (default: 'default').
+
+    `path`: a file, or one of SHIPPED_MODELS ('default', 'real-l1', 'real'); see `resolve_weights`.
     Accepts official mmediting checkpoints, BasicSR checkpoints and .safetensors; options not
     stored in the weights (e.g. `local_size`, `softmax_scale`) can be given as keyword arguments.
     Loading is strict: a mismatch raises CheckpointError naming the missing and unexpected keys.
     """
-    if path is None:
-        path = DEFAULT_WEIGHTS
-        if not path.is_file():
-            raise CheckpointError(f'the default weights are missing ({path}); pass a checkpoint path')
+    path = resolve_weights(path)
     state, arch = read_checkpoint(path)
     try:
         arch = {**(arch or infer_arch(state)), **overrides}

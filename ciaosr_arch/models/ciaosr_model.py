@@ -9,7 +9,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import generator_state_dict, read_checkpoint
+from ..checkpoint import generator_state_dict, read_checkpoint, without_non_local
 from ..inference import super_resolve
 
 
@@ -34,14 +34,24 @@ class CiaoSRModel(SRModel):
         return super().model_to_device(net)
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
-        """BasicSR's load_network that also reads .safetensors and official mmediting checkpoints."""
+        """BasicSR's load_network that also reads .safetensors and official mmediting checkpoints.
+
+        Weights with a non-local branch load into a CiaoSR built without one (`non_local_attn: false`)
+        through `without_non_local`: the same network with the non-local feature set to zero.
+        """
         if str(load_path).endswith('.safetensors'):
             state, _ = read_checkpoint(load_path)
         else:
             obj = torch.load(load_path, map_location='cpu', weights_only=True)
             state = generator_state_dict(obj[param_key] if param_key in obj else obj, load_path)
-        get_root_logger().info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}]')
-        self.get_bare_model(net).load_state_dict(state, strict=strict)
+        logger = get_root_logger()
+        logger.info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}]')
+        bare = self.get_bare_model(net)
+        if getattr(bare, 'cs_attn', False) is None and any(k.startswith('cs_attn.') for k in state):
+            logger.info('The network has no non-local branch: its weights are dropped (exact with a zero non-local '
+                        'feature)')
+            state = without_non_local(state)
+        bare.load_state_dict(state, strict=strict)
 
     def feed_data(self, data):
         """lq [B, 3, h, w]; training adds gt RGB [B, Q, 3], coord and cell [B, Q, 2]; validation gt images."""
