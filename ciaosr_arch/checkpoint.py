@@ -3,16 +3,29 @@
 Checkpoints are read with `torch.load(..., weights_only=True)` or safetensors: nothing in a file is
 ever executed. Arch options are taken from the safetensors metadata when present, otherwise
 inferred from key names and tensor shapes (official files store no config we could trust).
+
+Nothing in a file decides how much memory we allocate: the options are type- and range-checked,
+the network is first built on the meta device (no storage) and compared key by key and shape by
+shape with the file's tensors, and only then built for real. Weights must be finite floats.
 """
+import inspect
 import json
+import math
+import os
 import re
+import secrets
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch.nn.modules.module import register_module_parameter_registration_hook
+from torch.overrides import TorchFunctionMode
 
 from .archs import LIIF, CiaoSR
+from .archs.encoders import ENCODERS
 
 ARCHS = {'CiaoSR': CiaoSR, 'LIIF': LIIF}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / 'weights'
@@ -23,32 +36,58 @@ SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
     'real': 'ciaosr_real_gan_x4_edsr.safetensors',  # real-world degradations, stage 2 (L1 + perceptual + GAN)
 }
 IGNORED_PREFIXES = ('discriminator.', 'perceptual_loss.', 'step_counter', 'net_d.')
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # weights load from any of these
+MAX_OPTION = 2 ** 16  # largest integer option (channels, widths, block counts, sizes) a checkpoint may declare
+MAX_LIST = 64  # longest list option (hidden widths, SwinIR stages) a checkpoint may declare
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, unsafe, or not a CiaoSR/LIIF generator."""
+    """A checkpoint that cannot be used: unreadable, unsafe, malformed, or not a CiaoSR/LIIF generator."""
 
 
-def read_checkpoint(path):
-    """Generator state_dict and arch metadata (dict or None) of a .pth/.safetensors file."""
+def read_checkpoint(path, param_key=None):
+    """Generator state_dict {key: tensor} and arch metadata (dict or None) of a .pth/.safetensors file.
+
+    The suffix picks the reader, in any letter case (`.safetensors`, `.SAFETENSORS`; anything else goes
+    to torch.load). `param_key` (e.g. 'params_ema') selects that entry of a BasicSR checkpoint when it
+    has one. Raises CheckpointError for a missing or unreadable file or metadata 'arch' that is not a
+    JSON object; the arch options are checked by `check_arch`, the tensors by `match_state`/`check_values`.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path}')
-    if path.suffix == '.safetensors':
+    if path.suffix.lower() == '.safetensors':
         try:
             with safe_open(str(path), framework='pt') as f:
                 meta = f.metadata() or {}
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from None
-        arch = json.loads(meta['arch']) if 'arch' in meta else None
-        return state, arch
+        return state, parse_arch_metadata(meta.get('arch'), path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # pickle with code, truncated zip, random bytes: all refused the same way
         raise CheckpointError(f'{path}: cannot be loaded as plain weights (weights_only=True): '
                               f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}') from None
+    if param_key and isinstance(obj, dict) and isinstance(obj.get(param_key), dict):
+        obj = obj[param_key]
     return generator_state_dict(obj, path), None
+
+
+def parse_arch_metadata(text, source):
+    """The safetensors metadata entry 'arch' (a JSON string, or None when absent) as a dict or None.
+
+    Raises CheckpointError naming `source` when it is not JSON or not a JSON object.
+    """
+    if text is None:
+        return None
+    try:
+        arch = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise CheckpointError(f"{source}: metadata 'arch' is not valid JSON ({err})") from None
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"{source}: metadata 'arch' must be a JSON object, got {type(arch).__name__}")
+    return arch
 
 
 def generator_state_dict(obj, source='checkpoint'):
@@ -131,13 +170,155 @@ def infer_arch(state):
     raise CheckpointError('not a CiaoSR or LIIF generator: no imnet_q/imnet_k or imnet keys')
 
 
+def _is_size(value):
+    return type(value) is int and 1 <= value <= MAX_OPTION
+
+
+def _option_problem(name, value, default):
+    """Why `value` is refused for the constructor argument `name` whose default is `default`; None if it is fine."""
+    if name == 'encoder':
+        return None if isinstance(value, str) and value in ENCODERS else f'must be one of {", ".join(ENCODERS)}'
+    if name == 'encoder_opt':
+        return None if value is None or isinstance(value, dict) else 'must be an object'
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else 'must be true or false'
+    if isinstance(default, int):
+        return None if _is_size(value) else f'must be an integer in [1, {MAX_OPTION}]'
+    if isinstance(default, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if name == 'drop_path_rate':
+            return None if number and 0 <= value < 1 else 'must be a number in [0, 1)'
+        return None if number and 0 < value <= MAX_OPTION else f'must be a finite number in (0, {MAX_OPTION}]'
+    if isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and len(value) <= MAX_LIST and all(_is_size(v) for v in value)
+        return None if ok else f'must be a list of at most {MAX_LIST} integers in [1, {MAX_OPTION}]'
+    return 'cannot be set from a checkpoint'
+
+
+def _check_options(options, constructor, where):
+    """Raise CheckpointError unless every option is an argument of `constructor` with an acceptable value."""
+    params = inspect.signature(constructor).parameters
+    for name, value in options.items():
+        if name not in params:
+            raise CheckpointError(f'{where}: unknown option {name!r}; known: {", ".join(params)}')
+        problem = _option_problem(name, value, params[name].default)
+        if problem:
+            raise CheckpointError(f'{where}: option {name} = {value!r:.80} {problem}')
+
+
+def check_arch(arch, source):
+    """`arch` ({'type': 'CiaoSR'|'LIIF', **options}) with `encoder` made explicit, after checking every option.
+
+    The rules follow the constructors' defaults: booleans must be booleans; integers (channels, widths,
+    block counts, sizes) whole numbers in [1, MAX_OPTION]; floats finite and in (0, MAX_OPTION]
+    (`drop_path_rate` in [0, 1)); tuples lists of at most MAX_LIST such integers; `encoder` one of
+    ENCODERS and `encoder_opt` an object of that encoder's options, checked the same way. Raises
+    CheckpointError naming `source` and the first refused option (unknown type or option, wrong type,
+    negative or absurd size).
+    """
+    kind = arch.get('type')
+    if not isinstance(kind, str) or kind not in ARCHS:
+        raise CheckpointError(f'{source}: unknown arch type {kind!r:.80}; expected one of '
+                              f'{", ".join(ARCHS)}')
+    options = {k: v for k, v in arch.items() if k != 'type'}
+    _check_options(options, ARCHS[kind], f'{source}: {kind}')
+    encoder = options.setdefault('encoder', inspect.signature(ARCHS[kind]).parameters['encoder'].default)
+    _check_options(options.get('encoder_opt') or {}, ENCODERS[encoder], f'{source}: {kind} encoder_opt ({encoder})')
+    return {'type': kind, **options}
+
+
 def build_net(arch):
-    """Network from an arch dict {'type': ..., **options}."""
+    """Network (random weights) from an arch dict {'type': ..., **options} that passed `check_arch`."""
     options = dict(arch)
-    kind = options.pop('type')
-    if kind not in ARCHS:
-        raise CheckpointError(f'unknown arch type {kind!r}')
-    return ARCHS[kind](**options)
+    return ARCHS[options.pop('type')](**options)
+
+
+class _LinspaceOnCpu(TorchFunctionMode):
+    """Inside `torch.device('meta')`: make `torch.linspace` on the CPU. SwinIR reads its per-block drop-path
+    rates with `.item()`, which meta tensors cannot do; they are one float per block (bounded by `check_arch`)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.linspace and kwargs.get('device') is None:
+            kwargs = {**kwargs, 'device': 'cpu'}
+        return func(*args, **kwargs)
+
+
+def build_skeleton(arch, max_parameters, source):
+    """The network of a checked `arch` on the meta device: every shape, no storage.
+
+    Building stops with CheckpointError as soon as the network has more than `max_parameters` parameter
+    tensors (pass the file's tensor count: strict loading needs one tensor per parameter), so options
+    that declare a huge network cost neither memory nor time. Any other build failure (e.g. an option
+    value the constructor rejects) is a CheckpointError naming `source`.
+    """
+    count = 0
+
+    def count_parameter(module, name, param):
+        nonlocal count
+        count += 1
+        if count > max_parameters:
+            raise CheckpointError(f'{source}: its options declare more parameters than the {max_parameters} '
+                                  f'tensors it holds')
+
+    handle = register_module_parameter_registration_hook(count_parameter)
+    try:
+        with torch.device('meta'), _LinspaceOnCpu():
+            return build_net(arch)
+    except CheckpointError:
+        raise
+    except Exception as err:  # the constructors' own checks (ValueError, AssertionError ...), shape arithmetic
+        raise CheckpointError(f'{source}: cannot build {arch["type"]} from its options '
+                              f'({type(err).__name__}: {err})') from None
+    finally:
+        handle.remove()
+
+
+def listing(items, limit=8):
+    """'a, b, c' for a list of strings: the first `limit`, then '... (N in all)'; 'none' for an empty list."""
+    return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit else '') or 'none'
+
+
+def match_state(state, expected, source, network, strict=True):
+    """Raise CheckpointError unless `state` fits `expected` (a state_dict, possibly on the meta device) key by key
+    (when `strict`) and shape by shape; the message names `source`, `network` and the missing, unexpected and
+    wrongly shaped keys."""
+    missing = [k for k in expected if k not in state] if strict else []
+    unexpected = [k for k in state if k not in expected] if strict else []
+    wrong_shape = [f'{k} {tuple(state[k].shape)} != {tuple(v.shape)}' for k, v in expected.items()
+                   if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(f'{source} does not match {network}: missing keys: {listing(missing)}; '
+                              f'unexpected keys: {listing(unexpected)}; wrong shapes: {listing(wrong_shape)}')
+
+
+def check_values(state, expected, source):
+    """Raise CheckpointError naming every tensor of `state` that would load wrong into `expected` (a real state_dict).
+
+    Where `expected` holds floats, the file must hold a dense float16/bfloat16/float32/float64 tensor whose values
+    are all finite (NaN or +-Inf weights give black images; integer or bool weights are not weights). Any other
+    tensor (e.g. SwinIR's relative-position index, computed from the options) must equal the expected one, dtype
+    included.
+    """
+    problems = []
+    for key, value in state.items():
+        want = expected.get(key)
+        if want is None:
+            continue
+        if value.layout != torch.strided or value.is_meta:
+            problems.append(f'{key} is not a dense tensor with data ({value.layout}, {value.device.type})')
+        elif not want.is_floating_point():
+            if value.dtype != want.dtype or not torch.equal(value, want):
+                problems.append(f'{key} ({value.dtype}) differs from the {want.dtype} values its options imply')
+        elif value.dtype not in FLOAT_DTYPES:
+            problems.append(f'{key} is {str(value.dtype).removeprefix("torch.")}, not float16/bfloat16/float32/float64')
+        elif not torch.isfinite(value).all():
+            counts = {'NaN': int(value.isnan().sum()), '+Inf': int(value.isposinf().sum()),
+                      '-Inf': int(value.isneginf().sum())}
+            problems.append(f'{key} has non-finite values (' +
+                            ', '.join(f'{n} {kind}' for kind, n in counts.items() if n) + f' of {value.numel()})')
+    if problems:
+        raise CheckpointError(f'{source}: unusable tensors: {listing(problems)}')
 
 
 def shipped_weights(name):
@@ -188,32 +369,63 @@ def load_model(path=None, device='cpu', **overrides):
     `path`: a file, or one of SHIPPED_MODELS ('default', 'real-l1', 'real'); see `resolve_weights`.
     Accepts official mmediting checkpoints, BasicSR checkpoints and .safetensors; options not
     stored in the weights (e.g. `local_size`, `softmax_scale`) can be given as keyword arguments.
-    Loading is strict: a mismatch raises CheckpointError naming the missing and unexpected keys.
+    The options (metadata or inferred, plus `overrides`) pass `check_arch`; the network is built on the
+    meta device and matched with the file's keys and shapes before it is built for real, so a file
+    never makes us allocate more than its own tensors; then the weights must pass `check_values`.
+    Any failure is one CheckpointError naming the file and the keys, option or tensors at fault.
     """
     path = resolve_weights(path)
     state, arch = read_checkpoint(path)
-    try:
-        arch = {**(arch or infer_arch(state)), **overrides}
-        net = build_net(arch)
-    except (KeyError, IndexError, TypeError) as err:
-        raise CheckpointError(f'{path}: cannot infer the network from its keys ({type(err).__name__}: {err})') from None
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f'{k} {tuple(state[k].shape)} != {tuple(v.shape)}' for k, v in expected.items()
-                   if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong_shape:
-        def listing(keys):
-            return ', '.join(keys[:8]) + (f' ... ({len(keys)} in all)' if len(keys) > 8 else '') or 'none'
-        raise CheckpointError(f'{path} does not match {arch["type"]}({arch["encoder"]}): '
-                              f'missing keys: {listing(missing)}; '
-                              f'unexpected keys: {listing(unexpected)}; wrong shapes: {listing(wrong_shape)}')
+    if arch is None:
+        try:
+            arch = infer_arch(state)
+        except CheckpointError as err:
+            raise CheckpointError(f'{path}: {err}') from None
+        except (LookupError, TypeError, ArithmeticError) as err:
+            raise CheckpointError(f'{path}: cannot infer the network from its keys ({type(err).__name__}: {err})') \
+                from None
+    arch = check_arch({**arch, **overrides}, path)
+    network = f'{arch["type"]}({arch["encoder"]})'
+    match_state(state, build_skeleton(arch, len(state), path).state_dict(), path, network)
+    net = build_net(arch)
+    check_values(state, net.state_dict(), path)
     net.load_state_dict(state)
     net.arch = arch
     return net.eval().to(device)
 
 
+@contextmanager
+def atomic_file(path):
+    """Binary file object for writing `path` all at once: a hidden `.NAME.XXXXXXXX.part` file in the same folder,
+    flushed, fsynced and renamed over `path` when the block ends without an error (then the folder is fsynced).
+
+    An error or a kill inside the block leaves `path` as it was (absent or the previous complete file); on an
+    error the temporary file is removed (a SIGKILL can leave it behind, hidden). Raises OSError if the folder
+    cannot be written.
+    """
+    path = Path(path)
+    temporary = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.part')
+    try:
+        with open(temporary, 'xb') as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if os.name == 'posix':  # make the rename itself durable
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def save_safetensors(net, path, arch, metadata=None):
-    """Write net's weights with its arch dict (and free-form string metadata) to a .safetensors file."""
-    meta = {'format': 'pt', 'arch': json.dumps(arch), **{k: str(v) for k, v in (metadata or {}).items()}}
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(path), metadata=meta)
+    """Write net's weights with its arch dict (and free-form string metadata) to a .safetensors file, atomically
+    (`atomic_file`). The metadata keys 'format' and 'arch' are this function's; OSError if it cannot write."""
+    meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'format': 'pt', 'arch': json.dumps(arch)}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    with atomic_file(path) as file:
+        file.write(safetensors_bytes(tensors, metadata=meta))

@@ -4,6 +4,7 @@ basicsr 1.4.2 imports `torchvision.transforms.functional_tensor`, a module that 
 0.17 renamed to `_functional_tensor`. Aliasing the old name lets basicsr (and realesrgan, which
 imports basicsr) import unchanged; nothing in site-packages is edited.
 """
+import os
 import sys
 
 try:
@@ -14,36 +15,86 @@ except ImportError:
     sys.modules['torchvision.transforms.functional_tensor'] = _functional_tensor
 
 
+def read_training_state(path, device):
+    """The training state BasicSR saved at `path` ({'epoch', 'iter', 'optimizers', 'schedulers'}), tensors on
+    `device`, read with weights_only=True. Raises CheckpointError naming the file if it is empty, truncated,
+    unreadable or not such a state."""
+    import torch
+
+    from .checkpoint import CheckpointError
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # empty, truncated, random bytes, pickled code: all unusable
+        reason = str(err).splitlines()[0] if str(err) else ''
+        raise CheckpointError(f'{path}: not a readable training state ({type(err).__name__}: {reason})') from None
+    if not (isinstance(state, dict) and isinstance(state.get('iter'), int) and isinstance(state.get('epoch'), int)
+            and isinstance(state.get('optimizers'), list) and isinstance(state.get('schedulers'), list)):
+        raise CheckpointError(f'{path}: not a BasicSR training state (epoch, iter, optimizers, schedulers)')
+    return state
+
+
+def load_resume_state(opt):
+    """BasicSR's load_resume_state, on any device and robust to a save that was cut short.
+
+    `path.resume_state` is read as given (CheckpointError if unusable). With `--auto_resume`, the states
+    `experiments/NAME/training_states/N.state` are tried from the highest N down: a state that is empty,
+    truncated or unreadable, or whose network files `models/net_*_N.pth` are missing, is skipped with a
+    printed line naming it (the logger does not exist yet at this point), and training resumes from the
+    newest usable one. CheckpointError if states exist but none is usable (BasicSR would otherwise start
+    over and archive the experiment). Returns the state dict, or None to start from scratch.
+    """
+    import torch
+    from basicsr.utils import check_resume
+
+    from .checkpoint import CheckpointError
+
+    device = torch.device('cuda', torch.cuda.current_device()) if opt['num_gpu'] else torch.device('cpu')
+    state_dir = opt['path']['training_states']
+    if opt['auto_resume'] and os.path.isdir(state_dir):
+        names = [name for name in os.listdir(state_dir) if name.endswith('.state') and name[:-6].isdigit()]
+        ignored = opt['path'].get('ignore_resume_networks') or []
+        networks = [key.removeprefix('network_') for key in opt if key.startswith('network_') and key not in ignored]
+        skipped = []
+        for name in sorted(names, key=lambda name: int(name[:-6]), reverse=True):
+            path = os.path.join(state_dir, name)
+            try:
+                state = read_training_state(path, device)
+                missing = [f'net_{net}_{state["iter"]}.pth' for net in networks if not os.path.isfile(
+                    os.path.join(opt['path']['models'], f'net_{net}_{state["iter"]}.pth'))]
+                if missing:
+                    raise CheckpointError(f'{path}: its network files are missing ({", ".join(missing)})')
+            except CheckpointError as err:
+                skipped.append(str(err))
+                if opt['rank'] == 0:
+                    print(f'auto_resume: skipping {err}', flush=True)
+                continue
+            opt['path']['resume_state'] = path
+            check_resume(opt, state['iter'])
+            return state
+        if skipped:
+            raise CheckpointError(f'--auto_resume: no usable training state in {state_dir}: ' + '; '.join(skipped))
+    path = opt['path'].get('resume_state')
+    if not path:
+        return None
+    state = read_training_state(path, device)
+    check_resume(opt, state['iter'])
+    return state
+
+
 def make_basicsr_trainer_device_agnostic():
     """Let basicsr 1.4.2's train/test pipelines run on CPU and under torchrun (called by train.py/test.py).
 
     - resume: basicsr maps the resume state to `torch.cuda.current_device()`, which fails without
-      a GPU; ours maps it to the run's device and loads it with weights_only=True.
+      a GPU, and trusts the newest state file; ours is `load_resume_state` (the run's device,
+      weights_only=True, truncated or empty states skipped).
     - `--launcher pytorch`: basicsr always uses NCCL and `torch.cuda.set_device`; ours picks gloo
       without CUDA (one process per CPU "rank") and NCCL with one GPU per local rank otherwise.
     """
-    import os
-    from os import path as osp
-
     import basicsr.train
     import basicsr.utils.options
     import torch
     import torch.distributed as dist
-    from basicsr.utils import check_resume, scandir
-
-    def load_resume_state(opt):
-        path = opt['path'].get('resume_state')
-        state_dir = opt['path']['training_states']
-        if opt['auto_resume'] and osp.isdir(state_dir):
-            states = [int(name.split('.state')[0]) for name in scandir(state_dir, suffix='state')]
-            if states:
-                path = opt['path']['resume_state'] = osp.join(state_dir, f'{max(states)}.state')
-        if not path:
-            return None
-        device = torch.device('cuda', torch.cuda.current_device()) if opt['num_gpu'] else torch.device('cpu')
-        state = torch.load(path, map_location=device, weights_only=True)
-        check_resume(opt, state['iter'])
-        return state
 
     def init_dist(launcher, backend=None, **kwargs):
         if launcher != 'pytorch':
@@ -54,3 +105,24 @@ def make_basicsr_trainer_device_agnostic():
 
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.options.init_dist = init_dist
+
+
+def run_pipeline(pipeline, root_path):
+    """Run a basicsr pipeline (`basicsr.train.train_pipeline`, `basicsr.test.test_pipeline`) from `root_path`.
+
+    A checkpoint that cannot be used (CheckpointError: pretrained weights, resume states) or a NaN/Inf loss
+    (TrainingDiverged) ends the process with one line `error: ...` and exit status 1, written through the
+    run's logger (console and log file) once that exists, else to stderr; no traceback.
+    """
+    from basicsr.utils.logger import get_root_logger, initialized_logger
+
+    from .checkpoint import CheckpointError
+    from .models.ciaosr_model import TrainingDiverged
+
+    try:
+        pipeline(root_path)
+    except (CheckpointError, TrainingDiverged) as err:
+        if 'basicsr' in initialized_logger:
+            get_root_logger().error(str(err))
+            sys.exit(1)
+        sys.exit(f'error: {err}')

@@ -2,36 +2,78 @@
 
     python -m ciaosr_arch.convert official.pth out.safetensors [--meta key=value ...]
 
-The generator weights are loaded strictly (EMA weights when the file has them), the arch options
-are stored in the file's metadata, and an existing output is never overwritten.
+The generator weights are loaded strictly (EMA weights when the file has them) and checked like
+`load_model` does (finite float weights, options within bounds), the arch options are stored in the
+file's metadata, and an existing output is never overwritten. The output is written atomically.
+Every failure is one line on stderr, `error: ...`, with exit status 1 (2 for a bad command line).
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from . import CheckpointError, load_model
 from .checkpoint import save_safetensors
 
+RESERVED_METADATA = ('arch', 'format')  # written by save_safetensors itself
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, `error: ...`, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f'error: {message} (see --help)\n')
+
+
+def parse_meta(items):
+    """{key: value} from KEY=VALUE strings; ValueError for an item without '=' or a key that is empty or reserved."""
+    meta = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise ValueError(f'--meta takes KEY=VALUE pairs, got {item!r}')
+        if key in RESERVED_METADATA:
+            raise ValueError(f'--meta {key}=... is reserved (the converter writes {" and ".join(RESERVED_METADATA)})')
+        meta[key] = value
+    return meta
+
+
+def output_problem(output):
+    """Why `output` cannot be written (a sentence), or None: it must end in .safetensors (any letter case),
+    not exist, and lie in an existing folder we may write in."""
+    if output.suffix.lower() != '.safetensors':
+        return f'the output must end in .safetensors: {output}'
+    if output.exists():
+        return f'{output} exists; remove it first (nothing is ever overwritten)'
+    folder = output.parent
+    if not folder.is_dir():
+        return f'the output folder {folder} does not exist or is not a folder'
+    if not os.access(folder, os.W_OK):
+        return f'the output folder {folder} is not writable'
+    return None
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', type=Path)
     parser.add_argument('output', type=Path)
     parser.add_argument('--meta', nargs='*', default=[], metavar='KEY=VALUE', help='extra metadata to record')
     args = parser.parse_args(argv)
-    if args.output.suffix != '.safetensors':
-        parser.error('the output must end in .safetensors')
-    if args.output.exists():
-        parser.error(f'{args.output} exists; remove it first (nothing is ever overwritten)')
     try:
-        meta = dict(item.split('=', 1) for item in args.meta)
-    except ValueError:
-        parser.error('--meta takes KEY=VALUE pairs')
+        meta = parse_meta(args.meta)
+    except ValueError as err:
+        sys.exit(f'error: {err}')
+    problem = output_problem(args.output)
+    if problem:
+        sys.exit(f'error: {problem}')
     try:
         net = load_model(args.checkpoint)
     except CheckpointError as err:
         sys.exit(f'error: {err}')
-    save_safetensors(net, args.output, net.arch, {'source': args.checkpoint.name, **meta})
+    try:
+        save_safetensors(net, args.output, net.arch, {'source': args.checkpoint.name, **meta})
+    except OSError as err:
+        sys.exit(f'error: cannot write {args.output}: {err.strerror or err}')
     n_params = sum(p.numel() for p in net.parameters())
     print(f'{args.output}: {net.arch["type"]} ({net.arch["encoder"]}), {n_params:,} parameters')
 

@@ -26,8 +26,12 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
         super().__init__(opt)
         self.kernel_opt = {key: opt.get(key, default) for key, default in KERNEL_DEFAULTS.items()}
 
+    def gt_side_range(self):
+        """Any image size works: images smaller than gt_size are reflect-padded."""
+        return 1, 1
+
     def __getitem__(self, index):
-        img = self.cache[index] if self.cache is not None else self.read(index)
+        index, img = self.image_at_least(index, 1)
         size = self.opt.get('gt_size', 400)
         h, w = img.shape[:2]
         if h < size or w < size:

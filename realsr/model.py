@@ -84,6 +84,7 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
         if self.cri_perceptual:
             losses['l_g_percep'], _ = self.cri_perceptual(sr, self.gt_usm_window)
         losses['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)
+        self.stop_if_not_finite(losses, current_iter)
         sum(losses.values()).backward()
         self.optimizer_g.step()
 

@@ -1,4 +1,7 @@
-"""Issue 3: arbitrary-scale data, the BasicSR model, and the train entry (CPU, resume, 2-process DDP)."""
+"""Issue 3: arbitrary-scale data, the BasicSR model, and the train entry (CPU, resume, 2-process DDP).
+Issue 11 (training half): corrupt and too-small training images, unusable pretrained weights, atomic saves,
+auto-resume past truncated states, non-finite losses."""
+import logging
 import math
 import os
 import shutil
@@ -8,12 +11,18 @@ import uuid
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
 from basicsr.models import build_model
+from safetensors.torch import save_file
 
+from ciaosr_arch import CheckpointError, CiaoSR
+from ciaosr_arch.checkpoint import read_checkpoint
+from ciaosr_arch.compat import load_resume_state
 from ciaosr_arch.data import ArbitraryScaleSRDataset, SRBenchmarkDataset
+from ciaosr_arch.models.ciaosr_model import TrainingDiverged
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / 'shared'
@@ -55,16 +64,17 @@ def experiment(tmp_path):
     shutil.rmtree(ROOT / 'experiments' / name, ignore_errors=True)
 
 
-def run_train(options, tmp_path, *extra, launcher=None):
+def run_train(options, tmp_path, *extra, launcher=None, status=0):
+    """Run ciaosr_arch/train.py on `options`; (the run's log file text or '' if none, stdout + stderr)."""
     path = tmp_path / f'{options["name"]}.yml'
     path.write_text(yaml.safe_dump(options))
     entry = [str(ROOT / 'ciaosr_arch' / 'train.py'), '-opt', str(path), *extra]
     cmd = [sys.executable, *entry] if launcher is None else launcher + entry + ['--launcher', 'pytorch']
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    log = sorted((ROOT / 'experiments' / options['name']).glob('train_*.log'))[-1]
-    return log.read_text()
+    assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
+    logs = sorted((ROOT / 'experiments' / options['name']).glob('train_*.log'))
+    return (logs[-1].read_text() if logs else ''), result.stdout + result.stderr
 
 
 @pytest.mark.parametrize('scale_range', [(1.0, 1.0), (2.3, 2.3), (1.0, 4.0)])
@@ -109,17 +119,22 @@ def test_loss_goes_down_on_a_fixed_batch():
 def test_train_validate_and_resume_on_cpu(experiment):
     name, val, tmp_path = experiment
     opt = train_options(name, val)
-    log = run_train(opt, tmp_path)
+    log, _ = run_train(opt, tmp_path)
     assert 'iter:       2' in log and 'Validation crops_x2' in log and 'Validation crops_x3.5' in log
     psnr = {float(line.split('psnr:')[1].split()[0]) for line in log.splitlines() if '# psnr:' in line}
     assert len(psnr) == 2 and all(math.isfinite(p) and p > 15 for p in psnr)  # one per validation scale
-    assert (ROOT / 'experiments' / name / 'training_states' / '2.state').exists()
+    states = ROOT / 'experiments' / name / 'training_states'
+    assert (states / '2.state').exists()
 
+    # A run killed while saving iteration 3 (with BasicSR's non-atomic saves) left a truncated state.
+    (states / '3.state').write_bytes((states / '2.state').read_bytes()[:1000])
     opt['train']['total_iter'] = 4
-    log = run_train(opt, tmp_path, '--auto_resume')
+    log, output = run_train(opt, tmp_path, '--auto_resume')
+    assert f'auto_resume: skipping {states / "3.state"}: not a readable training state' in output
     assert 'Resuming training from epoch: 0, iter: 2.' in log
     assert 'iter:       3' in log and 'iter:       4' in log and 'iter:       1,' not in log
     assert (ROOT / 'experiments' / name / 'models' / 'net_g_4.pth').exists()
+    assert not list((ROOT / 'experiments' / name).rglob('*.part'))  # saves leave no temporary files
 
 
 def test_two_process_ddp_on_cpu(experiment):
@@ -128,6 +143,166 @@ def test_two_process_ddp_on_cpu(experiment):
     del opt['datasets']['val_2']
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port',
                 str(29500 + os.getpid() % 1000)]
-    log = run_train(opt, tmp_path, launcher=torchrun)
+    log, _ = run_train(opt, tmp_path, launcher=torchrun)
     assert 'World size (gpu number): 2' in log
     assert '2 ranks agree' in log
+
+
+def image_folder(tmp_path, sizes, name='images'):
+    """A folder of random RGB PNGs of the given (height, width) sizes, named 0.png, 1.png, ..."""
+    folder = tmp_path / name
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(folder / f'{i}.png'), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return folder
+
+
+def test_dataset_checks_the_largest_crop_when_built(tmp_path):
+    folder = image_folder(tmp_path, [(50, 70), (80, 52)])
+    opt = {'dataroot_gt': str(folder), 'lq_size': 16, 'sample_q': 16, 'scale_min': 1.0}
+    with pytest.raises(ValueError, match=r'at least 53 px on their short side \(lq_size 16 x scale_max 3.3, rounded\)'
+                                         r', but the largest short side is 52 px \(.*1.png\)'):
+        ArbitraryScaleSRDataset({**opt, 'scale_max': 3.3})  # round(16 x 3.3) = round(52.8) = 53
+    data = ArbitraryScaleSRDataset({**opt, 'scale_max': 3.25})  # round(52.0) = 52: every drawn scale fits
+    for i in range(40):
+        sample = data[i % 2]
+        assert round(16 * sample['scale']) <= 52 and sample['lq'].shape == (3, 16, 16)
+
+
+@pytest.fixture
+def basicsr_warnings():
+    """The messages of the warnings BasicSR's logger gets during the test."""
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger('basicsr').addHandler(handler)
+    yield messages
+    logging.getLogger('basicsr').removeHandler(handler)
+
+
+def test_dataset_names_unreadable_and_unused_images(tmp_path, basicsr_warnings):
+    folder = image_folder(tmp_path, [(64, 64), (10, 30)])
+    (folder / 'notes.png').write_bytes(b'not an image')
+    (folder / 'empty.jpg').write_bytes(b'')
+    opt = {'dataroot_gt': str(folder), 'lq_size': 16, 'scale_max': 4, 'sample_q': 16}
+    with pytest.raises(ValueError, match=r'2 training file\(s\) are not readable images: .*empty.jpg \(.*notes.png'):
+        ArbitraryScaleSRDataset(opt)
+    (folder / 'notes.png').unlink()
+    (folder / 'empty.jpg').unlink()
+    ArbitraryScaleSRDataset(opt)
+    assert any('1 of 2 training images are smaller than the smallest crop (16 px) and are never used' in m
+               and '1.png' in m for m in basicsr_warnings), basicsr_warnings
+
+
+def test_dataset_skips_an_image_whose_data_is_truncated(tmp_path, basicsr_warnings):
+    folder = image_folder(tmp_path, [(64, 64), (70, 70)])
+    broken = folder / '1.png'
+    broken.write_bytes(broken.read_bytes()[:2000])  # the header reads, the pixels do not
+    opt = {'dataroot_gt': str(folder), 'lq_size': 16, 'scale_max': 4, 'sample_q': 16}
+    with pytest.raises(ValueError, match=f'{broken}: the image data cannot be decoded'):
+        ArbitraryScaleSRDataset({**opt, 'cache_images': True})  # decoded when built: refused then
+    data = ArbitraryScaleSRDataset(opt)
+    samples = [data[1] for _ in range(3)]
+    assert all(sample['gt_path'].endswith('0.png') for sample in samples)
+    assert basicsr_warnings == [f'skipping a training image: {broken}: the image data cannot be decoded (truncated or '
+                        'corrupt)'], basicsr_warnings  # once: the file is not tried again
+
+
+@pytest.fixture
+def model(tmp_path):
+    """A CiaoSRModel of TINY_NET whose models/ and training_states/ folders are in tmp_path."""
+    torch.manual_seed(0)
+    opt = train_options('unit', SHARED)
+    opt.update({'is_train': True, 'dist': False, 'rank': 0, 'world_size': 1, 'auto_resume': False})
+    for key in ('models', 'training_states'):
+        opt['path'][key] = str(tmp_path / key)
+        (tmp_path / key).mkdir()
+    return build_model(opt)
+
+
+def tiny_net_file(path, spoil=None):
+    """TINY_NET's seeded weights as .safetensors, with `spoil(state)` applied first."""
+    torch.manual_seed(1)
+    state = CiaoSR(**{k: v for k, v in TINY_NET.items() if k != 'type'}).state_dict()
+    if spoil:
+        spoil(state)
+    save_file({k: v.contiguous() for k, v in state.items()}, path)
+    return path
+
+
+def test_pretrained_weights_are_checked(model, tmp_path):
+    def integer(state):
+        state['conv_first.weight'] = state['conv_first.weight'].to(torch.int8)
+    path = tiny_net_file(tmp_path / 'int.SAFETENSORS', integer)
+    with pytest.raises(CheckpointError, match=r'int.SAFETENSORS: unusable tensors: conv_first.weight is int8'):
+        model.load_network(model.net_g, str(path))
+    path = tiny_net_file(tmp_path / 'good.Safetensors')
+    model.load_network(model.net_g, str(path))
+    assert torch.equal(model.net_g.state_dict()['conv_first.weight'], read_checkpoint(path)[0]['conv_first.weight'])
+
+
+def test_nan_pretrained_weights_stop_train_py_in_one_line(experiment):
+    name, val, tmp_path = experiment
+    opt = train_options(name, val)
+    del opt['datasets']['val_2']
+
+    def nan(state):
+        state['imnet_v.layers.0.bias'][3] = float('nan')
+    opt['path']['pretrain_network_g'] = str(tiny_net_file(tmp_path / 'nan.safetensors', nan))
+    log, output = run_train(opt, tmp_path, status=1)
+    message = 'nan.safetensors: unusable tensors: imnet_v.layers.0.bias has non-finite values (1 NaN of 16)'
+    assert message in output and message in log and 'Traceback' not in output
+
+
+def test_non_finite_loss_stops_before_the_step(model):
+    data = ArbitraryScaleSRDataset(model.opt['datasets']['train'])
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
+    batch['gt'][0, 5] = float('nan')
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    model.feed_data(batch)
+    with pytest.raises(TrainingDiverged, match=r'^iteration 7: non-finite loss \(l_pix = nan\); training stopped'):
+        model.optimize_parameters(7)
+    assert all(torch.equal(v, before[k]) for k, v in model.net_g.state_dict().items())
+
+
+def test_saves_are_atomic_and_auto_resume_skips_unusable_states(model, tmp_path, capsys, monkeypatch):
+    for it in (2, 4, 6):
+        model.save(0, it)
+    models, states = tmp_path / 'models', tmp_path / 'training_states'
+    assert sorted(p.name for p in states.iterdir()) == ['2.state', '4.state', '6.state']
+    assert sorted(p.name for p in models.iterdir()) == ['net_g_2.pth', 'net_g_4.pth', 'net_g_6.pth']
+    saved = torch.load(models / 'net_g_4.pth', weights_only=True)
+    assert set(saved) == {'params', 'params_ema'}
+    model.load_network(model.net_g, str(models / 'net_g_4.pth'), param_key='params_ema')  # as pretrain_network_g
+    assert all(torch.equal(v, saved['params_ema'][k]) for k, v in model.net_g.state_dict().items())
+
+    # A failing save (disk full, a kill) leaves the previous complete file and no temporary file.
+    def failing_save(obj, file):
+        file.write(b'half a checkpoint')
+        raise OSError(28, 'No space left on device')
+    good = (states / '6.state').read_bytes()
+    monkeypatch.setattr(torch, 'save', failing_save)
+    monkeypatch.setattr('ciaosr_arch.models.ciaosr_model.time.sleep', lambda seconds: None)
+    with pytest.raises(OSError, match='cannot save .*6.state: .*No space left on device'):
+        model.save_training_state(0, 6)
+    monkeypatch.undo()
+    assert (states / '6.state').read_bytes() == good and not list(tmp_path.rglob('*.part'))
+
+    (states / '6.state').write_bytes(b'')  # empty
+    (states / '4.state').write_bytes(good[:len(good) // 2])  # truncated
+    model.save_training_state(0, 8)  # complete, but its network file is missing
+    opt = dict(model.opt, auto_resume=True)
+    opt['path'] = dict(opt['path'], resume_state=None, pretrain_network_g=None)
+    state = load_resume_state(opt)
+    assert state['iter'] == 2 and opt['path']['resume_state'] == str(states / '2.state')
+    assert opt['path']['pretrain_network_g'] == str(models / 'net_g_2.pth')
+    printed = capsys.readouterr().out
+    for name, reason in (('8.state', 'its network files are missing (net_g_8.pth)'),
+                         ('6.state', 'not a readable training state'), ('4.state', 'not a readable training state')):
+        assert f'auto_resume: skipping {states / name}: {reason}' in printed, printed
+
+    (states / '2.state').unlink()
+    opt['path']['resume_state'] = None
+    with pytest.raises(CheckpointError, match=f'--auto_resume: no usable training state in {states}'):
+        load_resume_state(opt)

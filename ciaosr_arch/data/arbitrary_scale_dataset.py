@@ -1,4 +1,5 @@
 """Training data for arbitrary-scale SR: random scale per sample, LR made on the fly (spec 4.1)."""
+import io
 import random
 
 import cv2
@@ -6,11 +7,13 @@ import numpy as np
 import torch
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, imfrombytes
+from basicsr.utils import FileClient, get_root_logger, imfrombytes
 from basicsr.utils.registry import DATASET_REGISTRY
+from PIL import Image
 from torch.utils import data
 
 from ..archs.coords import make_coord
+from ..checkpoint import listing
 from .resize import resize_matlab, resize_pil
 
 
@@ -35,6 +38,10 @@ def sample_queries(gt, n_query):
     return rgb, coord, cell
 
 
+class UnreadableImage(ValueError):
+    """A training image whose pixels cannot be decoded (a truncated or corrupt file)."""
+
+
 @DATASET_REGISTRY.register()
 class ArbitraryScaleSRDataset(data.Dataset):
     """HR images -> (LR patch, sampled HR pixels) at a random scale s ~ U[scale_min, scale_max).
@@ -42,7 +49,15 @@ class ArbitraryScaleSRDataset(data.Dataset):
     Per sample: GT crop of side round(lq_size * s) at a random position, LR = bicubic resize of the
     uint8 crop to lq_size x lq_size ('pil' as the official code, or 'matlab'), flips/transpose, then
     `sample_q` output pixels with their coord and cell. Images too small for the drawn scale are
-    replaced by another random image (so small images do not bias the scale distribution).
+    replaced by a random image that is large enough (so small images do not bias the scale distribution).
+
+    Checked when the dataset is built (ValueError): every file must be an image whose header can be read
+    (the message names the files that are not), and at least one image must be as large as the largest
+    GT crop, round(lq_size * scale_max) px on its short side (the message names that number and the
+    largest short side found). Images smaller than round(lq_size * scale_min) are never used: a warning
+    counts and names them. An image whose pixel data turns out truncated or corrupt while training is
+    skipped with a warning naming it, and the sample is cut from another image (with `cache_images` all
+    images are decoded when the dataset is built, and such a file is refused then).
 
     Options: dataroot_gt (folder or LMDB) or gt_folders (list of folders), io_backend, lq_size (48),
     scale_min (1), scale_max (4), sample_q (2304), downsample ('pil'), use_hflip, use_rot,
@@ -53,7 +68,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         self.io_opt = dict(opt.get('io_backend', {'type': 'disk'}))
-        self.file_client = None
+        self.file_client = None  # opened in each DataLoader worker (an LMDB handle must not cross a fork)
         if self.io_opt['type'] == 'lmdb':
             self.io_opt['db_paths'], self.io_opt['client_keys'] = [opt['dataroot_gt']], ['gt']
             self.paths = paths_from_lmdb(opt['dataroot_gt'])
@@ -63,15 +78,79 @@ class ArbitraryScaleSRDataset(data.Dataset):
         if not self.paths:
             raise ValueError(f'no training images found in {opt.get("gt_folders") or opt["dataroot_gt"]}')
         self.lq_size = opt.get('lq_size', 48)
+        self.short_sides = self.read_short_sides()
+        self.check_sizes()
+        self.unreadable = set()  # indices of images found corrupt while training (per DataLoader worker)
         self.cache = [self.read(i) for i in range(len(self.paths))] if opt.get('cache_images') else None
 
+    def open_client(self):
+        """A new BasicSR FileClient for `io_backend`."""
+        backend = dict(self.io_opt)
+        return FileClient(backend.pop('type'), **backend)
+
+    def read_short_sides(self):
+        """Short side (px) of every image, from its header only; ValueError naming the files without a readable one."""
+        client = None if self.io_opt['type'] == 'disk' else self.open_client()
+        sides, bad = [], []
+        for path in self.paths:
+            try:
+                with Image.open(path if client is None else io.BytesIO(client.get(path, 'gt'))) as img:
+                    sides.append(min(img.size))
+            except Exception as err:  # not an image, empty, unknown format, PIL's decompression-bomb limit
+                bad.append(f'{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""})')
+        if bad:
+            raise ValueError(f'{len(bad)} training file(s) are not readable images: {listing(bad)}; '
+                             'remove them from the training folders')
+        return sides
+
+    def gt_side_range(self):
+        """(smallest, largest) side in px of the square GT crops that samples cut: round(lq_size * scale_min),
+        round(lq_size * scale_max)."""
+        return (round(self.lq_size * self.opt.get('scale_min', 1.0)),
+                round(self.lq_size * self.opt.get('scale_max', 4.0)))
+
+    def check_sizes(self):
+        """ValueError unless an image is as large as the largest GT crop; a warning names the images that are
+        smaller than the smallest crop (never used)."""
+        smallest, largest = self.gt_side_range()
+        biggest = max(range(len(self.paths)), key=self.short_sides.__getitem__)
+        if self.short_sides[biggest] < largest:
+            raise ValueError(
+                f'training images must be at least {largest} px on their short side (lq_size {self.lq_size} x '
+                f'scale_max {self.opt.get("scale_max", 4.0)}, rounded), but the largest short side is '
+                f'{self.short_sides[biggest]} px ({self.paths[biggest]}): use larger images or lower lq_size/scale_max')
+        unused = [path for path, side in zip(self.paths, self.short_sides) if side < smallest]
+        if unused:
+            get_root_logger().warning(f'{len(unused)} of {len(self.paths)} training images are smaller than the '
+                                      f'smallest crop ({smallest} px) and are never used: {listing(unused)}')
+
     def read(self, index):
-        """uint8 RGB HxWx3 image number `index` (grayscale files are expanded to 3 channels)."""
+        """uint8 RGB HxWx3 image number `index` (grayscale files are expanded to 3 channels).
+
+        Raises UnreadableImage naming the file when its pixels cannot be decoded."""
         if self.file_client is None:
-            backend = dict(self.io_opt)
-            self.file_client = FileClient(backend.pop('type'), **backend)
+            self.file_client = self.open_client()
         img = imfrombytes(self.file_client.get(self.paths[index], 'gt'), float32=False)
+        if img is None:
+            raise UnreadableImage(f'{self.paths[index]}: the image data cannot be decoded (truncated or corrupt)')
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def image_at_least(self, index, side):
+        """(index, image) of image `index` if it is readable and at least `side` px on its short side, else of a
+        random such image. Images that fail to decode are skipped with a warning and never tried again."""
+        while True:
+            if self.short_sides[index] < side or index in self.unreadable:
+                candidates = [i for i, s in enumerate(self.short_sides) if s >= side and i not in self.unreadable]
+                if not candidates:
+                    raise ValueError(f'no readable training image is at least {side} px on its short side')
+                index = random.choice(candidates)
+            if self.cache is not None:
+                return index, self.cache[index]
+            try:
+                return index, self.read(index)
+            except UnreadableImage as err:
+                get_root_logger().warning(f'skipping a training image: {err}')
+                self.unreadable.add(index)
 
     def __len__(self):
         return len(self.paths)
@@ -79,13 +158,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
     def __getitem__(self, index):
         scale = random.uniform(self.opt.get('scale_min', 1.0), self.opt.get('scale_max', 4.0))
         gt_side = round(self.lq_size * scale)
-        for _ in range(100):
-            img = self.cache[index] if self.cache is not None else self.read(index)
-            if min(img.shape[:2]) >= gt_side:
-                break
-            index = random.randrange(len(self.paths))
-        else:
-            raise ValueError(f'no training image is at least {gt_side} px on its short side')
+        index, img = self.image_at_least(index, gt_side)
         y = random.randint(0, img.shape[0] - gt_side)
         x = random.randint(0, img.shape[1] - gt_side)
         gt = np.ascontiguousarray(img[y:y + gt_side, x:x + gt_side])

@@ -1,16 +1,23 @@
 """Training/validation of implicit arbitrary-scale SR nets (CiaoSR, LIIF) with BasicSR's trainer."""
 import math
+import time
 from contextlib import nullcontext
+from os import path as osp
 
 import torch
 import torch.distributed as dist
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import generator_state_dict, read_checkpoint, without_non_local
+from ..checkpoint import atomic_file, check_values, match_state, read_checkpoint, without_non_local
 from ..inference import super_resolve
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; training stops before that step changes the weights."""
 
 
 @MODEL_REGISTRY.register()
@@ -37,13 +44,11 @@ class CiaoSRModel(SRModel):
         """BasicSR's load_network that also reads .safetensors and official mmediting checkpoints.
 
         Weights with a non-local branch load into a CiaoSR built without one (`non_local_attn: false`)
-        through `without_non_local`: the same network with the non-local feature set to zero.
+        through `without_non_local`: the same network with the non-local feature set to zero. The file's
+        keys and shapes must match the network (`match_state`; keys only when `strict`) and its weights be
+        finite floats (`check_values`); otherwise CheckpointError names the file and the tensors.
         """
-        if str(load_path).endswith('.safetensors'):
-            state, _ = read_checkpoint(load_path)
-        else:
-            obj = torch.load(load_path, map_location='cpu', weights_only=True)
-            state = generator_state_dict(obj[param_key] if param_key in obj else obj, load_path)
+        state, _ = read_checkpoint(load_path, param_key)
         logger = get_root_logger()
         logger.info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}]')
         bare = self.get_bare_model(net)
@@ -51,6 +56,9 @@ class CiaoSRModel(SRModel):
             logger.info('The network has no non-local branch: its weights are dropped (exact with a zero non-local '
                         'feature)')
             state = without_non_local(state)
+        expected = bare.state_dict()
+        match_state(state, expected, load_path, type(bare).__name__, strict)
+        check_values(state, expected, load_path)
         bare.load_state_dict(state, strict=strict)
 
     def feed_data(self, data):
@@ -73,11 +81,26 @@ class CiaoSRModel(SRModel):
         with self.autocast():
             self.output = self.net_g(self.lq, self.coord, self.cell)
         l_pix = self.cri_pix(self.output.float(), self.gt)
+        self.stop_if_not_finite({'l_pix': l_pix}, current_iter)
         l_pix.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict({'l_pix': l_pix})
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def stop_if_not_finite(self, losses, current_iter):
+        """Raise TrainingDiverged naming the iteration and every NaN/Inf loss of `losses` ({name: scalar tensor}).
+
+        Call it before the backward pass: the step that produced the loss then changes no weights, and the last
+        saved checkpoint is the one to resume from (e.g. with a lower learning rate). One device sync.
+        """
+        values = torch.stack([loss.detach().float().reshape(()) for loss in losses.values()])
+        if torch.isfinite(values).all():
+            return
+        bad = ', '.join(f'{name} = {value:.4g}' for name, value in zip(losses, values.tolist())
+                        if not math.isfinite(value))
+        raise TrainingDiverged(f'iteration {current_iter}: non-finite loss ({bad}); training stopped before this '
+                               f'step changed the weights')
 
     def test(self):
         """self.output = the whole SR image [B, 3, H, W]: the size of self.gt, else lq x the dataset's scale."""
@@ -108,6 +131,41 @@ class CiaoSRModel(SRModel):
         if self.opt['dist']:
             self.check_ranks_agree()
         super().save(epoch, current_iter)
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's save_network, written atomically: `models/{net_label}_{iter}.pth` ('latest' for iter -1) holds
+        {param_key: bare state_dict on the CPU} per net (net and param_key: one each, or equal-length lists)."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        checkpoint = {key: {k.removeprefix('module.'): v.cpu() for k, v in self.get_bare_model(n).state_dict().items()}
+                      for n, key in zip(nets, keys, strict=True)}
+        name = f'{net_label}_{"latest" if current_iter == -1 else current_iter}.pth'
+        self.save_atomically(checkpoint, osp.join(self.opt['path']['models'], name))
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's save_training_state, written atomically: `training_states/{iter}.state` (nothing for iter -1)."""
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        self.save_atomically(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    @staticmethod
+    def save_atomically(obj, path, tries=3):
+        """torch.save(obj) to `path` through `atomic_file` (a kill mid-save leaves the old file or none, never a
+        truncated one); retried `tries` times 1 s apart like BasicSR, then OSError naming the file."""
+        for attempt in range(1, tries + 1):
+            try:
+                with atomic_file(path) as file:
+                    torch.save(obj, file)
+                return
+            except OSError as err:
+                if attempt == tries:
+                    raise OSError(f'cannot save {path}: {err}') from err
+                get_root_logger().warning(f'cannot save {path} ({err}); trying again ({attempt}/{tries})')
+                time.sleep(1)
 
     @torch.no_grad()
     def check_ranks_agree(self):

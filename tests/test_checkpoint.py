@@ -1,0 +1,259 @@
+"""Issue 11 (checkpoints): every weights file is loaded right or refused with one CheckpointError naming the
+file and the tensor or option at fault; no file makes us allocate more than its own tensors; convert fails in
+one line; files are written atomically."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ciaosr_arch import CheckpointError, CiaoSR, load_model
+from ciaosr_arch.checkpoint import atomic_file, read_checkpoint
+from ciaosr_arch.convert import main as convert
+
+ROOT = Path(__file__).resolve().parent.parent
+TENSOR = 'imnet_q.layers.0.weight'  # the tensor the bad-value cases spoil
+
+
+def tiny(tiny_model):
+    """(state_dict, arch) of the session's tiny CiaoSR."""
+    return read_checkpoint(tiny_model)
+
+
+def write(path, state, arch=None):
+    """Save `state` as .safetensors (with `arch` metadata) or, for any other suffix, as an official mmediting .pth."""
+    if path.suffix.lower() == '.safetensors':
+        save_file({k: v.contiguous() for k, v in state.items()}, path, metadata={'arch': json.dumps(arch)})
+    else:
+        torch.save({'meta': {}, 'state_dict': {f'generator.{k}': v for k, v in state.items()}}, path)
+    return path
+
+
+SPOIL = {
+    'nan': lambda w: w.index_put((torch.tensor([0]), torch.tensor([1])), torch.tensor(float('nan'))),
+    '+inf': lambda w: w.index_put((torch.tensor([2]),), torch.tensor(float('inf'))),
+    '-inf': lambda w: w.index_put((torch.tensor([0]), torch.tensor([0])), torch.tensor(float('-inf'))),
+    'int8': lambda w: w.to(torch.int8),
+    'int64': lambda w: w.to(torch.int64),
+    'bool': lambda w: w > 0,
+}
+EXPECTED = {'nan': '1 NaN', '+inf': r'\+Inf', '-inf': '1 -Inf', 'int8': 'is int8', 'int64': 'is int64',
+            'bool': 'is bool'}
+
+
+@pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
+@pytest.mark.parametrize('kind', list(SPOIL))
+def test_non_finite_and_non_float_weights_are_refused(tiny_model, tmp_path, kind, suffix):
+    state, arch = tiny(tiny_model)
+    state[TENSOR] = SPOIL[kind](state[TENSOR])
+    path = write(tmp_path / f'bad{suffix}', state, arch)
+    with pytest.raises(CheckpointError, match=rf'{re.escape(str(path))}: unusable tensors: {TENSOR}.*{EXPECTED[kind]}'):
+        load_model(path)
+
+
+def test_half_precision_weights_load(tiny_model, tmp_path):
+    state, arch = tiny(tiny_model)
+    half = write(tmp_path / 'half.safetensors', {k: v.half() for k, v in state.items()}, arch)
+    expected = {k: v.half().float() for k, v in state.items()}
+    for key, value in load_model(half).state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0)
+
+
+def arch_with(arch, **changes):
+    """`arch` with top-level changes; encoder_opt entries are given as enc_NAME=value."""
+    arch = json.loads(json.dumps(arch))
+    for key, value in changes.items():
+        if key.startswith('enc_'):
+            arch['encoder_opt'][key[4:]] = value
+        else:
+            arch[key] = value
+    return json.dumps(arch)
+
+
+MALFORMED = {  # name -> (metadata 'arch' from the tiny arch, expected message)
+    'not json': (lambda a: 'CiaoSR(encoder=edsr)', 'not valid JSON'),
+    'deeply nested': (lambda a: '[' * 100_000 + ']' * 100_000, 'not valid JSON'),
+    'a list': (lambda a: '[1, 2]', 'must be a JSON object, got list'),
+    'a string': (lambda a: '"CiaoSR"', 'must be a JSON object, got str'),
+    'unknown type': (lambda a: arch_with(a, type='SwinIRNet'), "unknown arch type 'SwinIRNet'"),
+    'no type': (lambda a: json.dumps({k: v for k, v in a.items() if k != 'type'}), 'unknown arch type None'),
+    'unknown encoder': (lambda a: arch_with(a, encoder='vgg19'), 'option encoder .* must be one of'),
+    'unknown option': (lambda a: arch_with(a, upsampler='pixelshuffle'), "unknown option 'upsampler'"),
+    'unknown encoder option': (lambda a: arch_with(a, enc_depth=3), "encoder_opt .*unknown option 'depth'"),
+    'encoder_opt not an object': (lambda a: arch_with(a, encoder_opt=[16, 1]), 'encoder_opt .* must be an object'),
+    'negative size': (lambda a: arch_with(a, enc_num_feat=-16), 'num_feat = -16 must be an integer'),
+    'zero size': (lambda a: arch_with(a, enc_num_block=0), 'num_block = 0 must be an integer'),
+    'absurd size': (lambda a: arch_with(a, enc_num_feat=10 ** 12), 'num_feat = 1000000000000 must be an integer'),
+    'size as string': (lambda a: arch_with(a, enc_num_feat='16'), "num_feat = '16' must be an integer"),
+    'size as float': (lambda a: arch_with(a, enc_num_feat=16.0), 'num_feat = 16.0 must be an integer'),
+    'size as bool': (lambda a: arch_with(a, enc_num_feat=True), 'num_feat = True must be an integer'),
+    'flag as int': (lambda a: arch_with(a, feat_unfold=1), 'feat_unfold = 1 must be true or false'),
+    'nan float': (lambda a: arch_with(a, softmax_scale=float('nan')), 'softmax_scale = nan must be a finite'),
+    'zero float': (lambda a: arch_with(a, softmax_scale=0), 'softmax_scale = 0 must be a finite'),
+    'widths not a list': (lambda a: arch_with(a, decoder_hidden='wide'), 'decoder_hidden .* must be a list'),
+    'too many layers': (lambda a: arch_with(a, decoder_hidden=[16] * 1000), 'decoder_hidden .* must be a list'),
+    'negative width': (lambda a: arch_with(a, key_hidden=[-32]), 'key_hidden .* must be a list'),
+    'bad local size': (lambda a: arch_with(a, local_size=5), 'cannot build CiaoSR .*local_size'),
+    'sizes of another net': (lambda a: arch_with(a, enc_num_feat=24),
+                             r'does not match CiaoSR\(edsr_baseline\).*wrong shapes: imnet_q\.layers\.0\.weight '
+                             r'\(32, 160\) != \(32, 240\)'),
+    'more blocks than tensors': (lambda a: arch_with(a, enc_num_block=64), 'more parameters than the 32 tensors'),
+}
+
+
+@pytest.mark.parametrize('case', list(MALFORMED))
+def test_malformed_metadata_is_refused(tiny_model, tmp_path, case):
+    state, arch = tiny(tiny_model)
+    make, message = MALFORMED[case]
+    path = tmp_path / 'bad.safetensors'
+    save_file(state, path, metadata={'arch': make(arch)})
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_model(path)
+    assert str(err.value).startswith(str(path)) and '\n' not in str(err.value)
+
+
+BOMB_SCRIPT = r'''
+import json, resource, sys, time
+import ciaosr_arch
+from ciaosr_arch import CheckpointError, load_model
+with open('/proc/self/status') as f:
+    size_kb = int(next(line for line in f if line.startswith('VmSize:')).split()[1])
+limit = size_kb * 1024 + 1024 ** 3  # 1 GiB of address space beyond what the imports mapped
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+results = {}
+for path in sys.argv[1:]:
+    start = time.perf_counter()
+    try:
+        load_model(path)
+        outcome = 'loaded'
+    except CheckpointError as err:
+        outcome = 'CheckpointError: ' + str(err)
+    except BaseException as err:
+        outcome = type(err).__name__ + ': ' + str(err)[:200]
+    results[path] = [outcome, time.perf_counter() - start]
+grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({'results': results, 'grown_mb': grown_mb}))
+'''
+
+
+def test_files_declaring_huge_networks_are_refused_without_allocating(tmp_path):
+    # The metadata_bomb case: a tiny CiaoSR (8 channels, 1 block) whose metadata claims 4096 channels / 64 blocks
+    # (about 80 GB of weights), and the same lie with one block (no parameter-count guard: shapes decide).
+    arch = {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'encoder_opt': {'num_feat': 8, 'num_block': 1},
+            'decoder_hidden': [16], 'key_hidden': [16], 'value_hidden': [16]}
+    torch.manual_seed(0)
+    net = CiaoSR(**{k: v for k, v in arch.items() if k != 'type'})
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    bomb = tmp_path / 'metadata_bomb.safetensors'
+    save_file(state, bomb, metadata={'arch': json.dumps(dict(arch, encoder_opt={'num_feat': 4096, 'num_block': 64}))})
+    wide = tmp_path / 'wide.safetensors'
+    save_file(state, wide, metadata={'arch': json.dumps(dict(arch, encoder_opt={'num_feat': 60000, 'num_block': 1}))})
+    # A .pth has no metadata: its arch is inferred from shapes. A 1-D conv_first.weight of 60000 numbers makes
+    # num_feat 60000 (a 130 GB network), which the shapes of the other tensors then contradict.
+    inferred = dict(state, **{'conv_first.weight': torch.zeros(60000)})
+    pth = tmp_path / 'inferred_wide.pth'
+    torch.save({'state_dict': {f'generator.{k}': v for k, v in inferred.items()}}, pth)
+    files = [str(bomb), str(wide), str(pth)]
+    result = subprocess.run([sys.executable, '-c', BOMB_SCRIPT, *files], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    for path in files:
+        outcome, seconds = report['results'][path]
+        assert outcome.startswith(f'CheckpointError: {path}'), outcome
+        assert seconds < 10, (path, seconds)
+    assert 'more parameters than the 32 tensors' in report['results'][str(bomb)][0]
+    assert 'wrong shapes: imnet_q.layers.0.weight (16, 80) != (16, 600000)' in report['results'][str(wide)][0]
+    assert 'wrong shapes' in report['results'][str(pth)][0]
+    assert report['grown_mb'] < 300, report
+
+
+def test_file_names_match_case_insensitively(tiny_model, tmp_path):
+    state, arch = tiny(tiny_model)
+    expected = load_model(tiny_model).state_dict()
+    upper = write(tmp_path / 'tiny.SAFETENSORS', state, arch)
+    mixed = tmp_path / 'tiny.Pth'
+    torch.save({'params_ema': state}, mixed)
+    shouting = tmp_path / 'tiny.PTH'
+    torch.save({'params': state}, shouting)
+    out = tmp_path / 'converted.SafeTensors'
+    convert([str(shouting), str(out)])
+    for path in (upper, mixed, shouting, out):
+        for key, value in load_model(path).state_dict().items():
+            assert torch.equal(value, expected[key]), (path, key)
+
+
+def test_atomic_file_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / 'net_g_10.pth'
+    path.write_bytes(b'complete old file')
+    with pytest.raises(RuntimeError, match='killed'), atomic_file(path) as file:
+        file.write(b'half of the new')
+        raise RuntimeError('killed while writing')
+    assert path.read_bytes() == b'complete old file'
+    with atomic_file(path) as file:
+        file.write(b'new')
+    assert path.read_bytes() == b'new' and sorted(p.name for p in tmp_path.iterdir()) == ['net_g_10.pth']
+
+
+@pytest.fixture
+def nan_checkpoint(tiny_model, tmp_path):
+    state, arch = tiny(tiny_model)
+    state[TENSOR] = SPOIL['nan'](state[TENSOR])
+    return write(tmp_path / 'nan.pth', state)
+
+
+def test_convert_failures_are_one_line(tiny_model, nan_checkpoint, tmp_path, monkeypatch):
+    (tmp_path / 'taken.safetensors').write_bytes(b'x')
+    (tmp_path / 'a_file').write_bytes(b'x')
+    good = str(tiny_model)
+    cases = [
+        ([good, str(tmp_path / 'taken.safetensors')], 'taken.safetensors exists'),
+        ([good, str(tmp_path / 'out.pth')], 'the output must end in .safetensors'),
+        ([good, str(tmp_path / 'missing' / 'out.safetensors')], 'folder .*missing does not exist'),
+        ([good, str(tmp_path / 'a_file' / 'out.safetensors')], 'folder .*a_file does not exist or is not a folder'),
+        ([good, str(tmp_path / 'out.safetensors'), '--meta', 'nokey'], "KEY=VALUE pairs, got 'nokey'"),
+        ([good, str(tmp_path / 'out.safetensors'), '--meta', '=x'], "KEY=VALUE pairs, got '=x'"),
+        ([good, str(tmp_path / 'out.safetensors'), '--meta', 'arch={}'], 'arch=... is reserved'),
+        ([str(nan_checkpoint), str(tmp_path / 'out.safetensors')], f'unusable tensors: {TENSOR} has non-finite'),
+        ([str(tmp_path / 'nope.pth'), str(tmp_path / 'out.safetensors')], 'checkpoint not found'),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            convert(argv)
+        text = exit_.value.code
+        assert isinstance(text, str) and text.startswith('error: ') and '\n' not in text, (argv, text)
+        assert re.search(message, text), (argv, text)
+    assert not (tmp_path / 'out.safetensors').exists()
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr('ciaosr_arch.convert.save_safetensors', unwritable)
+    with pytest.raises(SystemExit, match=r'^error: cannot write .*out.safetensors: Permission denied$'):
+        convert([good, str(tmp_path / 'out.safetensors')])
+
+
+def test_convert_cli_prints_one_line_and_no_traceback(nan_checkpoint, tmp_path, capsys):
+    argv = [sys.executable, '-m', 'ciaosr_arch.convert', str(nan_checkpoint), str(tmp_path / 'out.safetensors')]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 1 and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith(f'error: {nan_checkpoint}: unusable tensors: {TENSOR} has non-finite values')
+    with pytest.raises(SystemExit) as exit_:  # a bad command line: one line too, status 2
+        convert([])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith('error: the following arguments are required')
+
+
+def test_convert_writes_metadata_and_no_temporary_files(tiny_model, tmp_path):
+    out = tmp_path / 'out.safetensors'
+    convert([str(tiny_model), str(out), '--meta', 'data=T91', 'note=a=b'])
+    with safe_open(str(out), 'pt') as f:
+        meta = f.metadata()
+    assert meta['data'] == 'T91' and meta['note'] == 'a=b' and json.loads(meta['arch'])['type'] == 'CiaoSR'
+    assert [p.name for p in tmp_path.iterdir()] == ['out.safetensors']
