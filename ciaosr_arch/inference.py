@@ -13,6 +13,7 @@ matches its results for integer scales). `memory_plan` picks the tile and chunk 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .archs.coords import axis_centres
 
@@ -28,6 +29,10 @@ ATTENTION_BYTES = 1.0  # x t^4: the cross-scale score map (t^2/4 x t^2 floats), 
 ATTENTION_PIXEL_BYTES = 14_000  # x t^2: the features and the bank around it
 BANK_PIXEL_BYTES = 20_000  # x t^2: building the bank (key/query pair table), the other peak of encode
 QUERY_BYTES = 45_000  # per query decoded at once (64 channels, 256-wide MLPs)
+# Smallest LR tile side the command-line tools accept. `super_resolve` works with any tile (none is smaller than
+# the network's `min_input_side`), but a tile under 8 pixels is mostly border for the encoder's 3x3 convolutions
+# and the cross-scale attention's 6x6 patches, and is slow: every tile is encoded on its own.
+MIN_TILE = 8
 
 
 def output_size(in_size, scale=None, size=None):
@@ -142,12 +147,15 @@ def _spans(positions, tiles):
 @torch.no_grad()
 def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overlap=32, blend='smooth',
                   progress=None):
-    """Super-resolve lr [B, 3, h, w] in [0, 1] to [B, 3, H, W] in [0, 1] (clamped).
+    """Super-resolve lr [B, 3, h, w] in [0, 1] to [B, 3, H, W] in [0, 1]: clamped, except that every value the
+    network got wrong (NaN, or infinite from an overflow) comes out as NaN, never as a plausible 0 or 1.
 
     H, W = round(h * scale), round(w * scale), or `size` = (H, W). `chunk`: queries per decode call
     (default: `preferred_chunk` of lr's device; results do not depend on it). `tile` > 0: LR tile side
     with `tile_overlap` LR pixels of overlap, blended with `blend` = 'smooth' (tiles of min(tile, h) x
     min(tile, w), see `axis_tiles`) or 'uniform' (official: square tiles of min(tile, h, w), averaged).
+    Any size works, down to 1 x 1: an image smaller than `net.min_input_side` is replicate-padded around its
+    centre to that side (the output pixel centres stay on the image's own area), and no tile is smaller.
     `progress(done, total)` is called after every decoded chunk with counts of decoded queries.
     """
     h, w = lr.shape[-2:]
@@ -156,12 +164,21 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
     rows, cols = axis_centres(out_h, lr.device), axis_centres(out_w, lr.device)
     if blend not in ('smooth', 'uniform'):
         raise ValueError(f"blend must be 'smooth' or 'uniform', got {blend!r}")
-    if blend == 'uniform' and tile:
-        side_h = side_w = min(tile, h, w)
-    else:
-        side_h, side_w = (min(tile, h), min(tile, w)) if tile else (h, w)
     # Output pixel centres in continuous LR pixel units (0 = left/top edge of the image).
     row_pos, col_pos = (rows + 1) / 2 * h, (cols + 1) / 2 * w
+    cell_h, cell_w = 2 / out_h * h, 2 / out_w * w  # an output pixel in LR pixels, times 2
+    min_side = net.min_input_side
+    if h < min_side or w < min_side:
+        pad_h, pad_w = max(min_side - h, 0), max(min_side - w, 0)
+        top, left = pad_h // 2, pad_w // 2
+        lr = F.pad(lr, (left, pad_w - left, top, pad_h - top), mode='replicate')
+        row_pos, col_pos = row_pos + top, col_pos + left
+        h, w = lr.shape[-2:]
+        rows, cols = row_pos / h * 2 - 1, col_pos / w * 2 - 1  # the same centres in the padded image
+    if blend == 'uniform' and tile:
+        side_h = side_w = max(min(tile, h, w), min_side)
+    else:
+        side_h, side_w = (max(min(tile, h), min_side), max(min(tile, w), min_side)) if tile else (h, w)
     row_spans = _spans(row_pos, axis_tiles(h, side_h, min(tile_overlap, side_h - 1), blend))
     col_spans = _spans(col_pos, axis_tiles(w, side_w, min(tile_overlap, side_w - 1), blend))
     total_queries = sum(r1 - r0 for *_, r0, r1 in row_spans) * sum(c1 - c0 for *_, c0, c1 in col_spans)
@@ -173,9 +190,9 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
         if progress is not None:
             progress(done, total_queries)
 
-    cells = lr.new_tensor([2 / out_h * h / side_h, 2 / out_w * w / side_w]).expand(lr.shape[0], 2)
+    cells = lr.new_tensor([cell_h / side_h, cell_w / side_w]).expand(lr.shape[0], 2)
     if len(row_spans) == len(col_spans) == 1:
-        return _decode_grid(net, net.encode(lr, (out_h, out_w)), rows, cols, cells, chunk, on_chunk).clamp_(0, 1)
+        return _clamp(_decode_grid(net, net.encode(lr, (out_h, out_w)), rows, cols, cells, chunk, on_chunk))
 
     out = lr.new_zeros(lr.shape[0], 3, out_h, out_w, dtype=torch.float32)
     total = lr.new_zeros(out_h, out_w, dtype=torch.float32)
@@ -193,4 +210,9 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
             weight = row_weight[:, None] * col_weight[None, :]
             out[..., r0:r1, c0:c1] += pred.mul_(weight)
             total[r0:r1, c0:c1] += weight
-    return out.div_(total).clamp_(0, 1)
+    return _clamp(out.div_(total))
+
+
+def _clamp(out):
+    """out clamped to [0, 1] in place, with infinities turned into NaN first (clamping would hide them)."""
+    return out.masked_fill_(out.isinf(), math.nan).clamp_(0, 1)

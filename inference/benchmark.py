@@ -8,10 +8,14 @@ rounded to 8 bits; SR rounded to 8 bits; PSNR/SSIM on Y with shave = ceil(scale)
 shave ceil(scale) + 6); single-channel HR images are scored on their gray intensity. The Bicubic row (MATLAB bicubic
 up-sampling of the LR) is always included. Models run through `super_resolve`, by default in the official test-time
 tiling (192 px LR tiles, 32 px overlap, uniform averaging), since the non-local attention is quadratic in LR area.
+Images are listed and read by `inference.image_io` (hidden files skipped, 16-bit samples rounded to 8 bits); an image
+that cannot be read, or is too small for a scale, is named and left out; a metric that cannot be computed is null in
+the JSON, with the reason.
 """
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
 from functools import partial
@@ -20,7 +24,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 matplotlib.use('Agg')
@@ -34,6 +37,7 @@ from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS  # noqa: E402
 from ciaosr_arch.evaluation import (  # noqa: E402
     benchmark_pair,
     bicubic_upsample,
+    lr_size,
     parse_scale,
     psnr_ssim,
     scale_label,
@@ -41,27 +45,46 @@ from ciaosr_arch.evaluation import (  # noqa: E402
     to_rgb,
     to_uint8,
 )
+from ciaosr_arch.inference import MIN_TILE  # noqa: E402
 from inference import image_io  # noqa: E402
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 BICUBIC = 'Bicubic'
 MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
 METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}')}
+SSIM_WINDOW = 11  # BasicSR's SSIM keeps only the pixels where its 11x11 Gaussian window fits
 
 
-def list_images(data_root, dataset, limit=None):
-    """Image files of data_root/dataset, sorted by name (the first `limit` ones)."""
+def dataset_images(data_root, dataset, limit=None):
+    """Image files of data_root/dataset (`image_io.list_images`: hidden files skipped), sorted by name (the first
+    `limit` ones); FileNotFoundError if the folder is missing or holds no images."""
     folder = Path(data_root) / dataset
-    files = sorted(p for p in folder.glob('*') if p.suffix.lower() in image_io.IMAGE_SUFFIXES)
+    files = image_io.list_images(folder) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f'no images in {folder}')
     return files[:limit]
 
 
 def load_hr(path):
-    """uint8 HR image: [H, W] for single-channel files (scored as gray, see evaluation), else [H, W, 3] RGB."""
-    img = Image.open(path)
-    return np.asarray(img if img.mode in ('L', 'RGB') else img.convert('RGB'))
+    """uint8 HR image of a file read by `image_io.read_image`: [H, W] for gray files (scored as gray, see
+    evaluation), else [H, W, 3] RGB; 16-bit samples are rounded to 8 bits and alpha is dropped.
+    ImageReadError (one line) if the file cannot be read."""
+    pixels = image_io.read_image(path).pixels
+    pixels = image_io.to_8bit(pixels[..., :1] if pixels.shape[2] <= 2 else pixels[..., :3])
+    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+
+
+def too_small(hr_size, scale, rgb_shave6=False):
+    """Why an HR image of hr_size (H, W) cannot be scored at `scale`, or None: its LR would be empty, or what is
+    left of the cropped HR after the shave has no room for SSIM's window."""
+    if min(lr_size(hr_size, scale)) < 1:
+        return f'{hr_size[1]}x{hr_size[0]} has an empty LR at {scale_label(scale)}'
+    border = shave(scale, rgb_shave6)
+    left = min(round(side * scale) for side in lr_size(hr_size, scale)) - 2 * border
+    if left < SSIM_WINDOW:
+        return (f'{hr_size[1]}x{hr_size[0]} leaves {max(left, 0)} pixels per side after the {border}-pixel shave at '
+                f'{scale_label(scale)}, fewer than the {SSIM_WINDOW}x{SSIM_WINDOW} SSIM window')
+    return None
 
 
 def upscale_model(net, lr, size, device, bf16=False, **tiling):
@@ -101,37 +124,92 @@ def lpips_score(metric, sr, hr, border):
 
 
 def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, downsample='matlab'):
-    """Records {method, dataset, scale, psnr, ssim (, lpips), n_images, seconds}: means over each dataset's images.
+    """(records, left out): records {method, dataset, scale, psnr, ssim (, lpips), n_images, seconds} with the
+    means over each dataset's images, and a line per image left out.
 
     images: {dataset: [HR image paths]}; lpips: a pyiqa LPIPS metric or None; seconds: upscaling + scoring time.
+    Every file's header is checked before any work: a file that cannot be read is left out (so is one that turns
+    out damaged when it is decoded), and so is an image too small for a scale (`too_small`), at that scale; each
+    is named on stderr. A metric that cannot be computed for an image (the model's output is not finite;
+    PSNR is infinite where SR equals HR) makes the record's value None, with the reason in METRIC_unavailable.
     """
+    left_out = []
+
+    def leave_out(line):
+        left_out.append(line)
+        tqdm.write(f'left out: {line}', file=sys.stderr)
+
+    work = {}  # path -> the scales it is scored at
+    for path in itertools.chain(*images.values()):
+        try:
+            info = image_io.probe_image(path)
+        except image_io.ImageReadError as err:
+            leave_out(f'{path}: {err}')
+            continue
+        work[path] = []
+        for scale in scales:
+            problem = too_small((info.height, info.width), scale, rgb_shave6)
+            if problem:
+                leave_out(f'{path} at {scale_label(scale)}: {problem}')
+            else:
+                work[path].append(scale)
+    metrics = ('psnr', 'ssim') + (('lpips',) if lpips is not None else ())
     scores, seconds = {}, {}
-    progress = tqdm(total=sum(map(len, images.values())) * len(scales), unit='img', desc='benchmark')
+    progress = tqdm(total=sum(map(len, work.values())), unit='img', desc='benchmark')
     for dataset, paths in images.items():
         progress.set_postfix_str(dataset)
-        for path in paths:
-            img = load_hr(path)
-            for scale in scales:
+        for path in (p for p in paths if work.get(p)):
+            try:
+                img = load_hr(path)
+            except image_io.ImageReadError as err:
+                leave_out(f'{path}: {err}')
+                progress.update(len(work[path]))
+                continue
+            for scale in work[path]:
                 lr, hr = benchmark_pair(img, scale, downsample)
                 for method, upscale in methods.items():
                     start = time.perf_counter()
-                    sr = to_uint8(upscale(lr, hr.shape[:2]))
-                    values = dict(zip(('psnr', 'ssim'), psnr_ssim(sr, hr, scale, rgb_shave6)))
-                    if lpips is not None:
-                        values['lpips'] = lpips_score(lpips, sr, hr, shave(scale, rgb_shave6))
+                    sr = upscale(lr, hr.shape[:2])
+                    if torch.isfinite(sr).all():
+                        sr = to_uint8(sr)
+                        values = dict(zip(('psnr', 'ssim'), psnr_ssim(sr, hr, scale, rgb_shave6)))
+                        if lpips is not None:
+                            values['lpips'] = lpips_score(lpips, sr, hr, shave(scale, rgb_shave6))
+                    else:
+                        values = dict.fromkeys(metrics)
                     key = method, dataset, scale
-                    scores.setdefault(key, []).append(values)
+                    scores.setdefault(key, []).append((path.name, values))
                     seconds[key] = seconds.get(key, 0) + time.perf_counter() - start
                 progress.update()
     progress.close()
-
     records = []
     for method, dataset, scale in itertools.product(methods, images, scales):
-        per_image = scores[method, dataset, scale]
+        per_image = scores.get((method, dataset, scale), [])
         records.append({'method': method, 'dataset': dataset, 'scale': scale,
-                        **{name: float(np.mean([v[name] for v in per_image])) for name in per_image[0]},
-                        'n_images': len(per_image), 'seconds': round(seconds[method, dataset, scale], 2)})
-    return records
+                        **summarise(per_image, metrics, f'no image of {dataset} can be scored at {scale_label(scale)}'),
+                        'n_images': len(per_image), 'seconds': round(seconds.get((method, dataset, scale), 0), 2)})
+    return records, left_out
+
+
+def summarise(per_image, metrics, nothing):
+    """{metric: mean} of [(image name, {metric: value or None})]; a metric that is None or not finite for some
+    image is None, with the reason under 'METRIC_unavailable' (`nothing` when there are no images)."""
+    summary = {}
+    for metric in metrics:
+        values = [(name, v[metric]) for name, v in per_image]
+        failed = [name for name, value in values if value is None or not math.isfinite(value)]
+        if values and not failed:
+            summary[metric] = float(np.mean([value for _, value in values]))
+            continue
+        summary[metric] = None
+        if not values:
+            summary[f'{metric}_unavailable'] = nothing
+            continue
+        value = dict(values)[failed[0]]
+        why = ('the model output is not finite' if value is None else
+               'SR equals HR (infinite PSNR)' if value == math.inf else f'the value is {value}')
+        summary[f'{metric}_unavailable'] = f'{why} for {", ".join(failed)}'
+    return summary
 
 
 def markdown_table(records, metric, methods, datasets, scales):
@@ -146,19 +224,31 @@ def markdown_table(records, metric, methods, datasets, scales):
     return lines + ['| ' + ' | '.join(row) + ' |' for row in rows]
 
 
-def markdown(records, methods, datasets, scales, settings):
-    """The report: settings, then one Tables 2-3 style table per metric."""
-    n_images = {r['dataset']: r['n_images'] for r in records}
+def markdown(records, methods, datasets, scales, settings, left_out=()):
+    """The report: settings, one Tables 2-3 style table per metric, the metrics that could not be computed and the
+    images left out (lines of `evaluate`)."""
+    n_images = {}
+    for r in records:
+        n_images[r['dataset']] = max(n_images.get(r['dataset'], 0), r['n_images'])
     lines = ['# Full-reference benchmark', '',
              f'Data: `{settings["data_root"]}`: ' + ', '.join(f'{d} ({n_images[d]} images)' for d in datasets) + '.',
              f'Protocol: {settings["protocol"]}.',
              f'In-scale: x{MAX_IN_SCALE} and below (training range); * out-of-scale.',
              f'Models: {settings["tiling"]}.', '']
-    metrics = ['psnr', 'ssim'] + (['lpips'] if records[0].get('lpips') is not None else [])
+    metrics = ['psnr', 'ssim'] + (['lpips'] if any(r.get('lpips') is not None for r in records) else [])
     for metric in metrics:
         lines += markdown_table(records, metric, methods, datasets, scales) + ['']
-    if 'lpips_unavailable' in records[0]:
-        lines.append(f'LPIPS unavailable: {records[0]["lpips_unavailable"]}')
+    unavailable = {}
+    for r in records:
+        for metric in METRIC_FORMATS:
+            if f'{metric}_unavailable' in r:
+                unavailable.setdefault((metric, r[f'{metric}_unavailable']), []).append(
+                    f'{r["method"]} {r["dataset"]} {scale_label(r["scale"])}')
+    for (metric, reason), where in unavailable.items():
+        label = METRIC_FORMATS[metric][0].split()[0]
+        lines.append(f'{label} unavailable ({"everywhere" if len(where) == len(records) else ", ".join(where)}): '
+                     f'{reason}')
+    lines += [f'Left out: {line}' for line in left_out]
     return '\n'.join(lines).rstrip() + '\n'
 
 
@@ -168,7 +258,8 @@ def plot(records, methods, datasets, scales, path):
     psnr = {(r['method'], r['dataset'], r['scale']): r['psnr'] for r in records}
     for ax, dataset in zip(axes[0], datasets):
         for method in methods:
-            ax.plot(scales, [psnr[method, dataset, s] for s in scales], marker='o', label=method)
+            ax.plot(scales, [math.nan if psnr[method, dataset, s] is None else psnr[method, dataset, s]
+                             for s in scales], marker='o', label=method)
         if min(scales) <= MAX_IN_SCALE:
             ax.axvspan(min(scales), min(MAX_IN_SCALE, max(scales)), color='0.93', zorder=0)
         ax.set(title=dataset, xlabel='scale', xticks=scales, xticklabels=[scale_label(s) for s in scales])
@@ -193,7 +284,8 @@ def parse_args(argv):
     parser.add_argument('--limit', type=int, help='only the first N images (sorted by name) of each dataset')
     parser.add_argument('--rgb-shave6', action='store_true', help='DIV2K protocol: RGB, shave ceil(scale) + 6')
     parser.add_argument('--downsample', choices=('matlab', 'pil'), default='matlab', help='how LR is made from HR')
-    parser.add_argument('--tile', type=int, default=192, help='LR tile side for the models (0: whole image)')
+    parser.add_argument('--tile', type=int, default=192,
+                        help=f'LR tile side for the models, 0 (whole image) or at least {MIN_TILE}')
     parser.add_argument('--tile-overlap', type=int, default=32)
     parser.add_argument('--blend', choices=('uniform', 'smooth'), default='uniform',
                         help="tile blending: 'uniform' = the official test-time tiling")
@@ -208,6 +300,8 @@ def parse_args(argv):
     parser.add_argument('--bf16', action='store_true', help='bfloat16 autocast for the models (faster; PSNR within '
                         'about 0.01 dB of fp32 on Set5)')
     args = parser.parse_args(argv)
+    if args.tile != 0 and args.tile < MIN_TILE:
+        parser.error(f'--tile must be 0 (whole images) or at least {MIN_TILE} LR pixels, got {args.tile}')
     if args.tile and not 0 <= args.tile_overlap < args.tile // 2:
         parser.error(f'--tile-overlap must be in [0, tile / 2) for --tile {args.tile}, got {args.tile_overlap}')
     return args
@@ -218,7 +312,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
     try:
-        images = {d: list_images(args.data_root, d, args.limit) for d in args.datasets}
+        images = {d: dataset_images(args.data_root, d, args.limit) for d in args.datasets}
         methods = load_methods(args, device)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         sys.exit(f'error: {err}')
@@ -230,7 +324,8 @@ def main(argv=None):
     if unavailable:
         print(f'LPIPS unavailable: {unavailable}', file=sys.stderr)
     scales = sorted(set(args.scales))
-    records = evaluate(methods, images, scales, None if unavailable else lpips, args.rgb_shave6, args.downsample)
+    records, left_out = evaluate(methods, images, scales, None if unavailable else lpips, args.rgb_shave6,
+                                 args.downsample)
     if unavailable:  # recorded with the reason, never a number from missing weights
         records = [{**r, 'lpips': None, 'lpips_unavailable': unavailable} for r in records]
 
@@ -240,7 +335,7 @@ def main(argv=None):
               else 'whole images')
     settings = {'data_root': args.data_root, 'protocol': protocol,
                 'tiling': tiling + ('; bf16 autocast' if args.bf16 else '; fp32')}
-    report = markdown(records, list(methods), args.datasets, scales, settings)
+    report = markdown(records, list(methods), args.datasets, scales, settings, left_out)
     print(report)
     seconds = {}
     for r in records:
@@ -248,7 +343,7 @@ def main(argv=None):
     for dataset in args.datasets:
         print(f'time on {dataset}: ' + ', '.join(f'{m} {seconds[m, dataset]:.1f} s' for m in methods))
     if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1))
+        Path(args.json).write_text(json.dumps(records, indent=1, allow_nan=False))
     if args.markdown:
         Path(args.markdown).write_text(report)
     if args.plot:

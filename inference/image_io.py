@@ -2,11 +2,14 @@
 
 Pixels are numpy arrays [H, W, C] of uint8 or uint16 with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or
 4 (RGBA), already turned upright by the EXIF orientation. PIL reads everything except 16-bit colour
-PNG/TIFF, which it reduces to 8 bits: those pixels come from OpenCV. Files are written whole or not at
-all: encoded in memory, written to a temporary file beside the target, then renamed over it.
+PNG/TIFF, which it reduces to 8 bits: those pixels come from OpenCV. What a file holds is known from its
+header before any pixel is decoded (`probe_image`), so callers can check sizes and memory first; animations,
+multi-page files and floating-point samples are refused there. Files are written whole or not at all:
+encoded in memory, written to a hidden temporary file beside the target, then renamed over it.
 """
 import io
 import os
+import re
 import secrets
 import struct
 import warnings
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif')
 FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF'}  # we write
@@ -27,6 +30,11 @@ UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[:
            5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
            7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
 ALPHA_MODES = ('LA', 'La', 'PA', 'RGBA', 'RGBa')
+ANIMATION_FORMATS = ('GIF', 'PNG', 'WEBP')  # several frames in these are an animation; in TIFF, pages
+BAND_BYTES = 8 * 2 ** 20  # decoded pixels are converted to the array in bands of about this size
+SAMPLE_FORMAT_TAG, BITS_PER_SAMPLE_TAG, ICC_PROFILE_TAG = 339, 258, 34675  # TIFF tags
+TIFF_UNDEFINED = 7  # TIFF field type of opaque bytes (the ICC profile)
+PARTIAL_FILE = re.compile(r'\..+\.[0-9a-f]{8}\.part')  # `write_atomic`'s temporary files
 
 
 class ImageReadError(ValueError):
@@ -46,6 +54,39 @@ class Picture:
     @property
     def is_gray(self):
         return self.pixels.shape[2] in (1, 2)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file's header says, before any pixel is decoded (see `probe_image`).
+
+    width, height: the upright size in pixels (EXIF orientation applied), as `read_image` returns it;
+    channels: C of `read_image`'s array (1-4); itemsize: bytes per sample (1: 8-bit, 2: 16-bit);
+    file_bytes: the file's size; upright_copy: whether turning it upright costs a copy of the array.
+    """
+    width: int
+    height: int
+    channels: int
+    itemsize: int
+    file_bytes: int
+    upright_copy: bool = False
+
+    @property
+    def has_alpha(self):
+        return self.channels in (2, 4)
+
+    @property
+    def pixel_bytes(self):
+        """Bytes of `read_image`'s array: height * width * channels * itemsize."""
+        return self.height * self.width * self.channels * self.itemsize
+
+    @property
+    def decode_bytes(self):
+        """Peak memory of `read_image` in bytes (an upper bound): the file, the decoder's buffer (PIL keeps up to
+        4 bytes per 8-bit pixel, OpenCV C samples), the array (twice if turned upright by a copy), a band and
+        its copies."""
+        decoder = self.height * self.width * max(4, self.channels) * self.itemsize
+        return self.file_bytes + decoder + self.pixel_bytes * (2 if self.upright_copy else 1) + 4 * BAND_BYTES
 
 
 def has_alpha(image):
@@ -69,26 +110,49 @@ def open_checked(source):
     except ImageReadError:
         raise
     except UnidentifiedImageError:
-        raise ImageReadError('not a readable image (unknown or broken format)') from None
+        bits = _tiff_float_bits(source)
+        raise ImageReadError(_float_message(bits, 'TIFF') if bits else
+                             'not a readable image (unknown or broken format)') from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f'not a readable image ({err})') from None
 
 
+def probe_image(path):
+    """ImageInfo of the image file at `path`, from its header alone: no pixel is decoded.
+
+    Raises ImageReadError (one line) for every file that `read_image` refuses before decoding: missing or empty,
+    not an image, over PIL's decompression-bomb limit, animated (GIF, APNG, WebP) or multi-page (TIFF),
+    floating-point samples. A file that passes can still turn out damaged when `read_image` decodes it.
+    """
+    with open_checked(path) as image:
+        return _header_info(image, os.path.getsize(path))
+
+
 def read_image(path):
-    """Picture of the image file at `path`; ImageReadError (one line) for anything unreadable."""
+    """Picture of the image file at `path`: pixels [H, W, C] uint8 or uint16, upright, and its ICC profile.
+
+    C is 1 (gray, also 1-bit and 16/32-bit integer gray), 2 (gray + alpha), 3 (RGB: also palette, CMYK through
+    its ICC profile, other colour modes) or 4 (RGBA: also palette or RGB with a transparent colour).
+    16-bit samples stay uint16 (32-bit integer gray is clipped to 16 bits). Memory: at most
+    `probe_image(path).decode_bytes`. Raises ImageReadError (one line) for anything unreadable or refused
+    (see `probe_image`), damaged or truncated.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise ImageReadError(f'cannot read the file ({err.strerror})') from None
     with open_checked(data) as image:
+        _header_info(image, len(data))
         icc = image.info.get('icc_profile') or None
+        orientation = _orientation(image)
         try:
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
-            if _is_16bit_colour(image, data):
+            if _is_16bit_colour(image):
                 pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
                 if pixels is None:
                     raise ImageReadError('OpenCV cannot decode this 16-bit image')
-                pixels = pixels[..., [2, 1, 0, 3][:pixels.shape[2]]]  # BGR(A) -> RGB(A)
+                pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+                if pixels.shape[2] in (3, 4):  # BGR(A) -> RGB(A), in place
+                    cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if pixels.shape[2] == 3 else cv2.COLOR_BGRA2RGBA, pixels)
             else:
                 image.load()
                 pixels, icc = _pil_pixels(image, icc)
@@ -99,66 +163,154 @@ def read_image(path):
     return Picture(np.ascontiguousarray(UPRIGHT.get(orientation, lambda a: a)(pixels)), icc)
 
 
-def _is_16bit_colour(image, data):
+def _header_info(image, file_bytes):
+    """ImageInfo of an opened PIL image; ImageReadError for animations, multi-page files and float samples."""
+    try:
+        frames = image.n_frames if getattr(image, 'is_animated', False) else 1
+        orientation = _orientation(image)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+        raise ImageReadError(f'damaged image header ({err})') from None
+    if frames > 1 and image.format != 'MPO':  # MPO: a JPEG with extra views; its first frame is the photo
+        if image.format in ANIMATION_FORMATS:
+            raise ImageReadError(f'animated {image.format} ({frames} frames): animations are not supported; '
+                                 'extract the frames first')
+        raise ImageReadError(f'multi-page {image.format} ({frames} pages): only single images are supported; '
+                             'split the pages first')
+    if image.mode == 'F' or (image.format == 'TIFF' and 3 in image.tag_v2.get(SAMPLE_FORMAT_TAG, ())):
+        bits = image.tag_v2.get(BITS_PER_SAMPLE_TAG, (32,))[0] if image.format == 'TIFF' else 32
+        raise ImageReadError(_float_message(bits, image.format))
+    if _is_16bit_colour(image):
+        channels, itemsize = (4 if image.mode in ('RGBA', 'LA') else 3), 2
+    elif image.mode.startswith('I'):
+        channels, itemsize = 1, 2
+    else:
+        channels, itemsize = (3, 1) if image.mode == 'CMYK' else (len(_target_mode(image)), 1)
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageInfo(width, height, channels, itemsize, file_bytes, upright_copy=orientation in UPRIGHT)
+
+
+def _orientation(image):
+    """EXIF orientation (1-8) of an opened image, from its header: for a PNG, from an eXIf chunk before the
+    pixels (PIL's getexif() would decode the whole image to look for one after them)."""
+    if image.format != 'PNG':
+        return image.getexif().get(ORIENTATION_TAG, 1)
+    exif = Image.Exif()
+    if 'exif' in image.info:
+        exif.load(image.info['exif'])
+    return exif.get(ORIENTATION_TAG, 1)
+
+
+def _float_message(bits, fmt):
+    return f'{bits}-bit floating-point {fmt}: not supported; convert it to 16-bit integers first'
+
+
+def _tiff_float_bits(source):
+    """Bits per sample of a TIFF (path or bytes) whose first image has floating-point samples, else None."""
+    try:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, 'rb') as stream:
+            header = stream.read(8)
+            if header[:4] not in TiffImagePlugin.PREFIXES[:2]:  # classic TIFF, either byte order
+                return None
+            directory = TiffImagePlugin.ImageFileDirectory_v2(header)
+            stream.seek(directory.next)
+            directory.load(stream)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
+        return None
+    if 3 not in directory.get(SAMPLE_FORMAT_TAG, ()):
+        return None
+    return directory.get(BITS_PER_SAMPLE_TAG, (32,))[0]
+
+
+def _is_16bit_colour(image):
     """16-bit RGB, RGBA or gray + alpha PNG/TIFF, which PIL would decode to 8 bits (16-bit gray it keeps)."""
     if image.mode not in ('RGB', 'RGBA', 'LA'):
         return False
     if image.format == 'PNG':
-        return data[24] == 16  # IHDR bit depth
-    return image.format == 'TIFF' and 16 in image.tag_v2.get(258, ())  # BitsPerSample
+        return bool(image.tile) and str(image.tile[0].args).endswith(';16B')  # the raw mode of IHDR depth 16
+    return image.format == 'TIFF' and 16 in image.tag_v2.get(BITS_PER_SAMPLE_TAG, ())
+
+
+def _target_mode(image):
+    """The PIL mode an 8-bit image is converted to: L, LA, RGB or RGBA."""
+    if image.mode in ('1', 'L', 'LA', 'La'):
+        return 'LA' if has_alpha(image) else 'L'
+    return 'RGBA' if has_alpha(image) else 'RGB'
 
 
 def _pil_pixels(image, icc):
-    """[H, W, C] array of a decoded PIL image, and the ICC profile that still applies to it."""
-    if image.mode.startswith('I;16'):
-        return np.asarray(image).astype(np.uint16)[..., None], icc
-    if image.mode == 'I':  # 32-bit integer gray: kept as 16-bit
-        return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)[..., None], icc
-    if image.mode == 'F':
-        raise ImageReadError('32-bit floating-point images are not supported')
-    if image.mode == 'CMYK':
-        return np.asarray(_cmyk_to_srgb(image, icc)), None
-    if image.mode in ('1', 'L', 'LA', 'La'):
-        target = 'LA' if has_alpha(image) else 'L'
+    """[H, W, C] array of a decoded PIL image, and the ICC profile that still applies to it.
+
+    Converted in bands of about BAND_BYTES, so that only the decoded image, the array and one band are in memory.
+    """
+    if image.mode.startswith('I'):  # 16-bit gray, or 32-bit integer gray kept as 16-bit
+        channels, dtype = 1, np.uint16
+
+        def convert(band):
+            return np.clip(np.asarray(band), 0, 65535)
+    elif image.mode == 'CMYK':
+        channels, dtype, convert, icc = 3, np.uint8, _cmyk_converter(icc), None
     else:
-        target = 'RGBA' if has_alpha(image) else 'RGB'
-    pixels = np.asarray(image.convert(target))
-    return (pixels[..., None] if pixels.ndim == 2 else pixels), icc
+        mode = _target_mode(image)
+        channels, dtype = len(mode), np.uint8
+
+        def convert(band):
+            band.info = image.info  # a crop has no info: the palette's transparent index lives there
+            return np.asarray(band if band.mode == mode else band.convert(mode))
+    width, height = image.size
+    pixels = np.empty((height, width, channels), dtype)
+    rows = max(1, BAND_BYTES // (4 * width))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        pixels[top:top + band.height] = convert(band).reshape(band.height, width, channels)
+    return pixels, icc
 
 
-def _cmyk_to_srgb(image, icc):
-    """RGB image of a CMYK one, through its ICC profile when it has a usable one."""
+def _cmyk_converter(icc):
+    """A function PIL CMYK image -> uint8 sRGB array [h, w, 3], through the ICC profile when it has a usable one."""
     if icc:
         try:
-            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(image, source, ImageCms.createProfile('sRGB'), outputMode='RGB')
+            transform = ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                                ImageCms.createProfile('sRGB'), 'CMYK', 'RGB')
+            return lambda band: np.asarray(ImageCms.applyTransform(band, transform))
         except ImageCms.PyCMSError:
             pass
-    return image.convert('RGB')
+    return lambda band: np.asarray(band.convert('RGB'))
 
 
 def encode_image(picture, ext):
     """Bytes of `picture` as a file of type `ext` (a key of FORMATS), with its ICC profile.
 
     JPEG and WebP hold 8 bits (16-bit pixels are rounded to 8) and no gray + alpha; WebP has no gray either
-    (PIL writes it as RGB). 16-bit colour is written by OpenCV, PNG with an iCCP chunk added by hand,
-    TIFF without the profile (OpenCV cannot write one).
+    (PIL writes it as RGB). 16-bit colour is written by OpenCV, with the profile added to the PNG (iCCP chunk)
+    or TIFF (ICC tag) by hand. Raises ValueError for pixels that are not uint8 or uint16.
     """
     pixels, fmt = picture.pixels, FORMATS[ext]
-    if pixels.dtype == np.uint16 and fmt in ('JPEG', 'WEBP'):
-        pixels = np.round(pixels / 257).astype(np.uint8)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f'cannot write {pixels.dtype} pixels: only uint8 and uint16')
+    if fmt in ('JPEG', 'WEBP'):
+        pixels = to_8bit(pixels)
     if pixels.dtype == np.uint16 and pixels.shape[2] > 1:
         if pixels.shape[2] == 2:  # 16-bit gray + alpha: neither library writes it, so as RGBA
             pixels = pixels[..., [0, 0, 0, 1]]
         ok, encoded = cv2.imencode('.' + ext, pixels[..., [2, 1, 0, 3][:pixels.shape[2]]])
         if not ok:
             raise ValueError(f'OpenCV could not encode a 16-bit {ext} image')
-        return _png_with_icc(encoded.tobytes(), picture.icc_profile) if fmt == 'PNG' else encoded.tobytes()
+        add_icc = _png_with_icc if fmt == 'PNG' else _tiff_with_icc
+        return add_icc(encoded.tobytes(), picture.icc_profile)
     image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)  # L, I;16, LA, RGB or RGBA
     buffer = io.BytesIO()
     icc = {'icc_profile': picture.icc_profile} if picture.icc_profile else {}
     image.save(buffer, format=fmt, **SAVE_OPTIONS[fmt], **icc)
     return buffer.getvalue()
+
+
+def to_8bit(pixels):
+    """uint8 pixels [H, W, C] of uint8 (returned as they are) or uint16 ones (round(x / 257), no float copy)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return cv2.convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
 
 
 def _png_with_icc(png, icc):
@@ -170,11 +322,34 @@ def _png_with_icc(png, icc):
     return png[:33] + chunk + png[33:]
 
 
+def _tiff_with_icc(tiff, icc):
+    """Classic TIFF bytes with the ICC profile tag added to the first image's directory.
+
+    The profile and a copy of the directory with one more entry (entries stay sorted by tag) are appended, and
+    the header points to the new directory; everything else, offsets included, is left where it was.
+    """
+    if not icc:
+        return tiff
+    order = '<' if tiff[:2] == b'II' else '>'
+    (start,) = struct.unpack(order + 'I', tiff[4:8])
+    (count,) = struct.unpack(order + 'H', tiff[start:start + 2])
+    entries = [tiff[start + 2 + 12 * k:start + 14 + 12 * k] for k in range(count)]
+    next_directory = tiff[start + 2 + 12 * count:start + 6 + 12 * count]
+    body = tiff + b'\0' * (len(tiff) % 2)  # TIFF offsets are even
+    icc_offset = len(body)
+    body += icc + b'\0' * (len(icc) % 2)
+    entries.append(struct.pack(order + 'HHII', ICC_PROFILE_TAG, TIFF_UNDEFINED, len(icc), icc_offset))
+    entries.sort(key=lambda entry: struct.unpack(order + 'H', entry[:2])[0])
+    directory = struct.pack(order + 'H', len(entries)) + b''.join(entries) + next_directory
+    return body[:4] + struct.pack(order + 'I', len(body)) + body[8:] + directory
+
+
 def write_atomic(path, data):
     """Write bytes to `path` all at once: a hidden temporary file in the same folder, fsync, rename.
 
     An interruption leaves either the old file or the complete new one, never a truncated image; the
-    temporary file is removed on any exception (a SIGKILL can leave a `.NAME.*.part` file behind).
+    temporary file is removed on any exception (a SIGKILL can leave a `.NAME.*.part` file behind, which
+    `remove_partial_files` clears).
     """
     path = Path(path)
     temporary = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.part')
@@ -187,3 +362,34 @@ def write_atomic(path, data):
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_partial_files(folder, recursive=False, older_than=None):
+    """Delete the temporary files that `write_atomic` left in `folder` (and its sub-folders if `recursive`)
+    when its process was killed: hidden `.NAME.XXXXXXXX.part` files last modified before `older_than`
+    (seconds since the epoch; None: any). Returns the deleted paths, sorted."""
+    folder = Path(folder)
+    removed = []
+    for path in sorted(folder.rglob('.*.part') if recursive else folder.glob('.*.part')):
+        if PARTIAL_FILE.fullmatch(path.name) and path.is_file() and (
+                older_than is None or path.stat().st_mtime < older_than):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def list_images(root, recursive=False):
+    """Image files in the folder `root` (with `recursive`, in its sub-folders too), sorted: list[Path].
+
+    An image file is a regular file (or a link to one) whose suffix, in any case, is in IMAGE_SUFFIXES.
+    Hidden files and folders (names starting with '.': `.DS_Store`, macOS `._photo.jpg` resource forks,
+    `write_atomic`'s temporary files) are left out. Nothing is opened: see `probe_image` and `read_image`.
+    Raises NotADirectoryError (or FileNotFoundError) if `root` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise (NotADirectoryError if root.exists() else FileNotFoundError)(f'not a folder: {root}')
+    candidates = root.rglob('*') if recursive else root.iterdir()
+    return sorted(path for path in candidates
+                  if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+                  and not any(part.startswith('.') for part in path.relative_to(root).parts))

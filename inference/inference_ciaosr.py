@@ -7,13 +7,16 @@ Large images are cut into LR tiles that overlap; each tile is encoded once and d
 output pixels assigned to it, and neighbouring tiles cross-fade with a raised-cosine window, so there
 are no seams (`ciaosr_arch.inference.super_resolve`). The tile side comes from --max-memory: the
 cross-scale attention is quadratic in the tile area (a (t^2/4) x t^2 score map), which is what tiling
-bounds. Each file is read, upscaled and written on its own: one that fails gets one line and the batch
-goes on; outputs appear atomically. Under torchrun every rank takes every WORLD_SIZE-th file.
+bounds. Each file is checked from its header first (size, output size and memory plan against --max-memory,
+before any pixel is decoded), then read, upscaled and written on its own: one that fails gets one line and
+the batch goes on; outputs appear atomically and never hold NaN. Under torchrun every rank takes every
+WORLD_SIZE-th file.
 """
 import argparse
 import math
 import os
 import re
+import secrets
 import signal
 import sys
 import time
@@ -29,11 +32,18 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: inference/ is sys.path[0]
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve  # noqa: E402
-from ciaosr_arch.inference import memory_plan, output_size  # noqa: E402
+from ciaosr_arch.inference import MIN_TILE, memory_plan, output_size  # noqa: E402
 from inference import image_io  # noqa: E402
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
-OUTPUT_PIXEL_BYTES = 20  # per output pixel: float accumulators (16) and the 8/16-bit copies being written
+# Per output pixel: float accumulators (16 bytes) while upscaling, then OUTPUT_SAMPLE_COPIES bytes per byte of the
+# 8/16-bit result (the array and the encoder's copies; measured on 12 MP outputs: at most 3.4 times the array for
+# PNG, TIFF and JPEG, 11 bytes per pixel for WebP).
+OUTPUT_FLOAT_BYTES = 16
+OUTPUT_SAMPLE_COPIES = 4
+INPUT_FLOAT_BYTES = 12  # per input pixel: the float RGB copy that goes into the network
+BLEED_BYTES = 20  # per input pixel with alpha: filling the hidden colour (mask, labels, distances, gathered colours)
+AUTO_MIN_TILE = 32  # the automatic tile is never smaller: a smaller budget fails with a message
 HEADROOM = 0.9  # plan for this fraction of --max-memory: the memory model is measured, not exact
 LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 
@@ -63,9 +73,9 @@ def build_parser():
     precision.add_argument('--fp16', action='store_true', help='float16 autocast (CUDA only)')
     precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (CUDA, or CPUs with native bf16)')
     parser.add_argument('--tile', type=int, default=0,
-                        help='LR tile side in pixels; 0 (default) = the largest that fits --max-memory (the '
-                             'cross-scale attention needs about t^4 bytes for a t x t tile): about 170 for '
-                             'the default 2.5GB on CPU; images no larger than the tile run whole')
+                        help=f'LR tile side in pixels, 0 or at least {MIN_TILE}; 0 (default) = the largest that '
+                             'fits --max-memory (the cross-scale attention needs about t^4 bytes for a t x t '
+                             'tile): about 170 for the default 2.5GB on CPU; images no larger than the tile run whole')
     parser.add_argument('--tile-overlap', type=int,
                         help='LR pixels shared by neighbouring tiles, at most half the tile '
                              '(default 32, or a quarter of a --tile under 128)')
@@ -102,11 +112,14 @@ def parse_args(argv=None):
             parser.error(f'--{name} must be a positive number of pixels')
     if args.steps < 1:
         parser.error(f'--steps must be at least 1, got {args.steps}')
+    if args.tile != 0 and args.tile < MIN_TILE:
+        parser.error(f'--tile must be 0 (automatic) or at least {MIN_TILE} LR pixels, got {args.tile}')
     if args.tile_overlap is None:
         args.tile_overlap = min(32, args.tile // 4) if args.tile else 32
-    if args.tile < 0 or args.tile_overlap < 0 or (args.tile and 2 * args.tile_overlap > args.tile):
-        parser.error(f'--tile must be >= 0 and --tile-overlap between 0 and half the tile '
-                     f'(got {args.tile} and {args.tile_overlap})')
+    if args.tile_overlap < 0 or (args.tile and 2 * args.tile_overlap > args.tile):
+        parser.error(f'--tile-overlap must be between 0 and half the tile (at most {args.tile // 2} for --tile '
+                     f'{args.tile}), got {args.tile_overlap}' if args.tile else
+                     f'--tile-overlap must be >= 0, got {args.tile_overlap}')
     if args.max_memory is not None:
         try:
             args.max_memory = parse_bytes(args.max_memory)
@@ -145,31 +158,40 @@ class Job:
     problem: str | None = None
 
 
-def find_images(root, recursive, outdir):
-    """Image files under `root` (or `root` itself), sorted; hidden files left out, and so are the files of an
-    output folder inside `root` (earlier outputs are not inputs)."""
+def find_images(root, recursive, outdir, suffix):
+    """(inputs, earlier outputs left out): image files under `root` (or `root` itself), sorted.
+
+    Hidden files are never inputs (`image_io.list_images`), and neither are our own outputs: everything in an
+    output folder inside `root`, or, when the output folder is `root` itself, the files named NAME_SUFFIX.EXT
+    with an extension we write (so that a second run into the input folder finds the same inputs).
+    """
     if root.is_file():
-        return [root]
+        return [root], []
     if not root.is_dir():
         raise UsageError(f'input not found: {root}')
-    nested_outdir = outdir.resolve() if outdir.resolve() != root.resolve() else None
-    candidates = root.rglob('*') if recursive else root.iterdir()
-    return sorted(path for path in candidates
-                  if path.suffix.lower() in image_io.IMAGE_SUFFIXES and path.is_file()
-                  and not any(part.startswith('.') for part in path.relative_to(root).parts)
-                  and nested_outdir not in path.resolve().parents)
+    root_folder, out_folder = root.resolve(), outdir.resolve()
+    nested = out_folder != root_folder and out_folder.is_relative_to(root_folder)
+    inputs, earlier = [], []
+    for path in image_io.list_images(root, recursive):
+        if nested:
+            ours = path.parent.resolve().is_relative_to(out_folder)
+        else:
+            ours = (out_folder == root_folder and bool(suffix) and path.stem.endswith(f'_{suffix}')
+                    and path.suffix.lower()[1:] in image_io.FORMATS)
+        (earlier if ours else inputs).append(path)
+    return inputs, earlier
 
 
 def plan_jobs(files, root, outdir, args):
     """A Job per file, in order: output path from the relative path, --suffix and the format; a job whose
-    output would be an input file, or the output of an earlier job, gets a problem instead."""
+    file is refused from its header (unreadable, animated, ...), whose output would be an input file, or the
+    output of an earlier job, gets a problem instead."""
     inputs = {path.resolve(): path for path in files}
     claimed = {}
     jobs = []
     for src in files:
         try:
-            with image_io.open_checked(src) as image:
-                alpha = image_io.has_alpha(image)
+            alpha = image_io.probe_image(src).has_alpha
         except image_io.ImageReadError as err:
             jobs.append(Job(src, problem=str(err)))
             continue
@@ -190,6 +212,19 @@ def plan_jobs(files, root, outdir, args):
             claimed[key] = src
             jobs.append(Job(src, dst))
     return jobs
+
+
+def prepare_output(outdir):
+    """Create the output folder if needed and check that files can be written in it; UsageError otherwise."""
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f'the output folder {outdir} exists and is not a folder')
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        probe = outdir / f'.write-test.{secrets.token_hex(4)}.part'
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f'cannot write to the output folder {outdir}: {err.strerror or err}') from None
 
 
 def pick_device(choice, local_rank):
@@ -239,79 +274,146 @@ def resident_bytes(device):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
 
 
-class Upscaler:
-    """Runs the network on one picture: colour through CiaoSR (gray as RGB), alpha by bicubic resampling.
+@dataclass
+class Step:
+    """One upscaling step: output size (H, W), LR tile side and query chunk; `whole`: the input fits one tile."""
+    size: tuple
+    tile: int
+    chunk: int
+    whole: bool
 
-    Alpha is usually a mask or a smooth ramp, not photographic texture the network was trained on, and
-    running it through the network would double the work; bicubic keeps edges sharp enough and costs nothing.
+    def __str__(self):
+        return f'{"whole image" if self.whole else f"tile {self.tile}"}, chunk {self.chunk}'
+
+
+class Upscaler:
+    """Runs the network on one picture: colour through CiaoSR, alpha by bicubic resampling.
+
+    Gray pictures, and colour ones whose three channels are equal everywhere (black-and-white photos stored as
+    RGB), go through the network as gray copied to RGB and come out as the mean of its channels: exactly neutral.
+    The colour under fully transparent pixels is invisible and arbitrary (black or white, depending on the
+    editor): it is replaced by the colour of the nearest visible pixel first, so the visible result does not
+    depend on it (no dark or light fringes). Alpha is usually a mask or a smooth ramp, not photographic texture
+    the network was trained on, and running it through the network would double the work; bicubic keeps edges
+    sharp enough and costs nothing.
     """
 
     def __init__(self, net, device, dtype, budget, args):
         self.net, self.device, self.dtype, self.args = net, device, dtype, args
         self.budget = budget
         self.base = resident_bytes(device)
-        self.plans = []  # how each step of the last picture ran, for the log
 
-    def plan(self, out_size, previous_pixels):
-        """(tile, chunk) for one step to `out_size`, with `previous_pixels` of the last step still in memory."""
-        fixed = self.base + OUTPUT_PIXEL_BYTES * out_size[0] * out_size[1] + 12 * previous_pixels
-        work = HEADROOM * self.budget - fixed
-        try:
-            return memory_plan(self.net, work, half=self.dtype is not None, tile=self.args.tile,
-                               min_tile=max(32, 2 * self.args.tile_overlap + 1))
-        except MemoryError:
-            raise MemoryError(f'output {out_size[1]}x{out_size[0]} does not fit in --max-memory '
-                              f'{self.budget / 2 ** 30:.2f} GiB (the model and output alone need '
-                              f'{fixed / 2 ** 30:.2f} GiB); raise --max-memory or lower the scale') from None
+    def plan(self, info, size):
+        """The steps [Step] that take an image described by `info` (image_io.ImageInfo, read from the header) to
+        `size` (H, W) within --max-memory, decided before any pixel is decoded.
 
-    def __call__(self, picture, size, progress=None):
-        """Picture upscaled to size (H, W), with the same channels, dtype and ICC profile."""
+        Counted: the memory in use now, decoding (`info.decode_bytes`), the picture and its float copy (and
+        the alpha colour fill), the previous step's output, the output (float accumulators, then the 8/16-bit
+        result and its encoding); the rest is the work room that `memory_plan` turns into a tile and a chunk.
+        MemoryError (one line) if something does not fit; ValueError if --tile-overlap is too large for the
+        tiles that fit.
+        """
+        room, gib = HEADROOM * self.budget, 2 ** 30
+        h, w = info.height, info.width
+        if self.base + info.decode_bytes > room:
+            raise MemoryError(f'{w}x{h}: decoding it does not fit in --max-memory {self.budget / gib:.2f} GiB (needs '
+                              f'{info.decode_bytes / gib:.2f} GiB on top of the {self.base / gib:.2f} GiB in use); '
+                              f'raise --max-memory')
+        held = self.base + info.pixel_bytes + h * w * INPUT_FLOAT_BYTES
+        if info.has_alpha:
+            held += info.pixel_bytes + h * w * BLEED_BYTES
+        per_output_pixel = OUTPUT_FLOAT_BYTES + OUTPUT_SAMPLE_COPIES * info.channels * info.itemsize
+        steps, previous, in_size, count = [], 0, (h, w), self.args.steps
+        for k in range(1, count + 1):
+            step_size = size if k == count else (round(h * (size[0] / h) ** (k / count)),
+                                                 round(w * (size[1] / w) ** (k / count)))
+            fixed = held + previous + per_output_pixel * step_size[0] * step_size[1]
+            try:
+                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=self.args.tile,
+                                          min_tile=AUTO_MIN_TILE)
+            except MemoryError:
+                raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
+                                  f'{self.budget / gib:.2f} GiB (the model, input and output alone need '
+                                  f'{fixed / gib:.2f} GiB); raise --max-memory or lower the scale') from None
+            whole = tile >= max(in_size)
+            if not whole and 2 * self.args.tile_overlap > tile:
+                raise ValueError(f'--tile-overlap {self.args.tile_overlap} needs LR tiles of at least '
+                                 f'{2 * self.args.tile_overlap} pixels, but --max-memory {self.budget / gib:.2f} GiB '
+                                 f'leaves room for {tile} with this image; lower --tile-overlap or raise --max-memory')
+            steps.append(Step(step_size, tile, chunk, whole))
+            previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
+        return steps
+
+    def __call__(self, picture, steps, progress=None):
+        """Picture upscaled by `steps` (from `plan`) to steps[-1].size, with the same channels, dtype and ICC
+        profile. ValueError if the network's output is not finite: nothing to write."""
         pixels = picture.pixels
         peak = np.iinfo(pixels.dtype).max
-        colour = pixels[..., :3 if pixels.shape[2] >= 3 else 1].astype(np.float32) / peak
-        image = torch.from_numpy(colour).to(self.device).permute(2, 0, 1)[None]
-        image = image.expand(-1, 3, -1, -1) if picture.is_gray else image
-        h, w = pixels.shape[:2]
-        steps = self.args.steps
-        self.plans = []
-        for k in range(1, steps + 1):
-            step_size = size if k == steps else (round(h * (size[0] / h) ** (k / steps)),
-                                                 round(w * (size[1] / w) ** (k / steps)))
-            tile, chunk = self.plan(step_size, image.shape[-1] * image.shape[-2] if k > 1 else 0)
-            whole = tile >= max(image.shape[-2:])
-            self.plans.append(f'{"whole image" if whole else f"tile {tile}"}, chunk {chunk}')
+        colour = bleed_colour(pixels[..., :-1], pixels[..., -1]) if picture.has_alpha else pixels
+        neutral = picture.is_gray or (np.array_equal(colour[..., 0], colour[..., 1])
+                                      and np.array_equal(colour[..., 1], colour[..., 2]))
+        if neutral:
+            colour = colour[..., :1]
+        image = torch.empty((1, colour.shape[2], *colour.shape[:2]))  # converted on the CPU (uint16 too)
+        image[0].copy_(torch.from_numpy(colour).permute(2, 0, 1))
+        del colour
+        image = image.to(self.device).div_(peak).expand(-1, 3, -1, -1)
+        for step in steps:
             with torch.autocast(self.device.type, self.dtype) if self.dtype else nullcontext():
-                image = super_resolve(self.net, image, size=step_size, chunk=chunk, tile=tile,
+                image = super_resolve(self.net, image, size=step.size, chunk=step.chunk, tile=step.tile,
                                       tile_overlap=self.args.tile_overlap, progress=progress)
-        if picture.is_gray:
-            image = image.mean(1, keepdim=True)
-        out = image[0].permute(1, 2, 0).mul_(peak).round_().cpu().numpy().astype(pixels.dtype)
+        if not torch.isfinite(image).all():
+            raise ValueError('the network produced NaN or infinite values, so nothing was written '
+                             '(a broken checkpoint, or an overflow in --fp16)')
+        colour = (image[0].mean(0, keepdim=True) if neutral else image[0]).mul_(peak).round_()
         del image
+        out = np.empty((*steps[-1].size, pixels.shape[2]), pixels.dtype)
+        out[..., :pixels.shape[2] - picture.has_alpha] = colour.permute(1, 2, 0).cpu().numpy()  # neutral: broadcast
+        del colour
         if picture.has_alpha:
-            out = np.concatenate([out, resize_alpha(pixels[..., -1], size)[..., None]], -1)
+            out[..., -1] = resize_alpha(pixels[..., -1], steps[-1].size)
         return image_io.Picture(out, picture.icc_profile)
 
 
+def bleed_colour(colour, alpha):
+    """A copy of colour [h, w, C] in which every fully transparent pixel (alpha == 0) has the colour of the
+    nearest visible one (alpha > 0; OpenCV's Euclidean distance transform); zeros if nothing is visible."""
+    hidden = alpha == 0
+    if not hidden.any():
+        return colour
+    if hidden.all():
+        return np.zeros_like(colour)
+    # Each pixel gets the label of its nearest zero (visible) pixel; labels number those 1, 2, ... in raster order.
+    _, labels = cv2.distanceTransformWithLabels(hidden.view(np.uint8), cv2.DIST_L2, 3,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    filled = colour.copy()
+    filled[hidden] = colour[~hidden][labels[hidden] - 1]
+    return filled
+
+
 def resize_alpha(alpha, size):
-    """Alpha [h, w] (uint8/uint16) resampled bicubically to size (H, W), clipped to its range."""
-    if alpha.min() == alpha.max():
-        return np.full(size, alpha.flat[0], alpha.dtype)
-    resized = cv2.resize(alpha.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.round(resized), 0, np.iinfo(alpha.dtype).max).astype(alpha.dtype)
+    """Alpha [h, w] (uint8/uint16) resampled bicubically (OpenCV) to size (H, W), rounded and clipped to its range."""
+    return cv2.resize(np.ascontiguousarray(alpha), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
 
 
 def process(job, upscaler, args, bar_position, prefix=''):
-    """Upscale one job's file: 'done' or 'skipped'; raises (ImageReadError, ValueError, ...) on failure."""
+    """Upscale one job's file: 'done' or 'skipped'; raises (ImageReadError, ValueError, ...) on failure.
+
+    Sizes and memory are checked from the file's header before it is decoded."""
     if job.problem:
         raise ValueError(job.problem)
     if args.skip_existing and job.dst.exists():
         return 'skipped'
     start = time.perf_counter()
-    picture = image_io.read_image(job.src)
-    h, w = picture.pixels.shape[:2]
+    info = image_io.probe_image(job.src)
+    h, w = info.height, info.width
     size = target_size((h, w), args)
     if size[0] < h or size[1] < w:
         raise ValueError(f'is {w}x{h}, larger than the requested {size[1]}x{size[0]}; CiaoSR only upscales')
+    steps = upscaler.plan(info, size)
+    picture = image_io.read_image(job.src)
+    if picture.pixels.shape[:2] != (h, w):
+        raise ValueError('the file changed while it was being read')
     bar = None
     if size[0] * size[1] >= LONG_IMAGE_PIXELS:
         bar = tqdm(desc=job.src.name, unit='px', unit_scale=True, leave=False, position=bar_position, total=1)
@@ -322,26 +424,39 @@ def process(job, upscaler, args, bar_position, prefix=''):
         bar.update(done - bar.n)
 
     try:
-        result = upscaler(picture, size, progress if bar else None)
+        result = upscaler(picture, steps, progress if bar else None)
     finally:
         if bar:
             bar.close()
+    del picture
     job.dst.parent.mkdir(parents=True, exist_ok=True)
     image_io.write_atomic(job.dst, image_io.encode_image(result, job.dst.suffix[1:]))
-    tqdm.write(f'{prefix}{job.src} -> {job.dst}: {w}x{h} -> {size[1]}x{size[0]} ({"; ".join(upscaler.plans)}) '
+    tqdm.write(f'{prefix}{job.src} -> {job.dst}: {w}x{h} -> {size[1]}x{size[0]} ({"; ".join(map(str, steps))}) '
                f'in {time.perf_counter() - start:.1f} s')
     return 'done'
 
 
 def run(args):
-    """Process this rank's share of the inputs; returns the exit status (0: every file succeeded)."""
+    """Process this rank's share of the inputs; returns the exit status (0: every file succeeded).
+
+    Before any work: the inputs are listed (UsageError if there are none), the output folder is created and
+    checked for writing (UsageError), and rank 0 removes the temporary files that a killed run left there."""
+    started = time.time()
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     if not 0 <= rank < world:
         raise UsageError(f'RANK={rank} is not in [0, WORLD_SIZE={world})')
     root, outdir = Path(args.input), Path(args.output)
-    files = find_images(root, args.recursive, outdir)
+    files, earlier = find_images(root, args.recursive, outdir, args.suffix)
     if not files:
         raise UsageError(f'no images ({", ".join(image_io.IMAGE_SUFFIXES)}) found in {root}')
+    prepare_output(outdir)
+    prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
+    if rank == 0:
+        if earlier:
+            tqdm.write(f'{prefix}not taken as inputs: {len(earlier)} earlier output(s) of this tool in {outdir}')
+        removed = image_io.remove_partial_files(outdir, args.recursive, older_than=started)
+        if removed:
+            tqdm.write(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
     device = pick_device(args.device, int(os.environ.get('LOCAL_RANK', 0)))
     dtype = pick_precision(args, device)
     try:
@@ -353,7 +468,6 @@ def run(args):
                            else parse_bytes(CPU_MEMORY))
     upscaler = Upscaler(net, device, dtype, args.max_memory, args)
     jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)[rank::world]
-    prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
 
     counts = {'done': 0, 'skipped': 0, 'failed': 0}
     start = time.perf_counter()

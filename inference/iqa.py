@@ -22,15 +22,18 @@ class MetricSpec:
     param_file: str | None  # pyiqa parameter file, looked up in params_dir (pyiqa's cache by default)
     backbone: str | None  # torchvision weights, always read from torch.hub.get_dir()/checkpoints
     variant: str
+    min_side: int = 1  # smallest image side (px) the metric is defined for; smaller images get no value
 
 
 METRICS = {
     'niqe': MetricSpec('niqe_modelparameters.mat', None,
                        "pyiqa 'niqe': Y channel of YIQ (pyiqa's default colour space, rounded to 0-255), "
-                       'pristine model of the original NIQE release'),
+                       'pristine model of the original NIQE release', min_side=96),  # one 96 x 96 block
     'brisque': MetricSpec('brisque_svm_weights.pth', None,
-                          "pyiqa 'brisque': Y channel, LIVE BRISQUE SVR model (774 support vectors)"),
-    'piqe': MetricSpec(None, None, "pyiqa 'piqe': Y channel"),
+                          "pyiqa 'brisque': Y channel, LIVE BRISQUE SVR model (774 support vectors)",
+                          min_side=7),  # its 7 x 7 Gaussian window (pyiqa raises IndexError below)
+    # PIQE: one 16 x 16 block; pyiqa mirror-pads smaller images, so below 16 px it would score its own padding.
+    'piqe': MetricSpec(None, None, "pyiqa 'piqe': Y channel", min_side=16),
     'lpips': MetricSpec('LPIPS_v0.1_alex-df73285e.pth', 'alexnet-owt-7be5be79.pth',
                         "pyiqa 'lpips': AlexNet (torchvision ImageNet weights), LPIPS v0.1 linear layers"),
 }

@@ -1,13 +1,18 @@
 """No-reference quality report in the layout of the paper's Table 9: NIQE, BRISQUE, PIQE of real upscaled photos.
 
-    python inference/quality_report.py --inputs DIR --scales 8 16 [--model PATH ...] [--bicubic] --out DIR
+    python inference/quality_report.py --inputs DIR --scales 4 8 16 [--bicubic] [--model NAME|PATH ...]
+        [--outputs NAME SCALE DIR ...] --out DIR
 
-Every image (centre-cropped to at most --max-input-side LR pixels per side) is upscaled by each model
-(LR tiles of --tile pixels) and by PIL bicubic; outputs are rounded to 8 bits, as if saved, then scored.
+Every image (centre-cropped to at most --max-input-side LR pixels per side) is upscaled by each method and
+rounded to 8 bits, as if saved, then scored. Methods: PIL bicubic; our models by shipped name ('default',
+'real-l1', 'real') or CiaoSR/LIIF checkpoint (LR tiles of --tile pixels); any fixed-scale network spandrel
+loads (Real-ESRGAN, SwinIR, HAT, ...: run at its native scale and resized with Lanczos, as Real-ESRGAN's
+--outscale does); folders of another tool's outputs, matched to the inputs by file stem and scored as they are.
 Writes into --out: table.md and table.csv (methods x (scale, metric) means, lower is better),
 results.json (settings, {method, scale, metric, mean, n_images} records, per-image values), per_image.csv,
-and sheets/<image>.png (per scale: the input with the crop marked, then bicubic and each model on the
-central crop at 1:1 output pixels). Metrics whose parameters are missing are reported as unavailable.
+and sheets/<image>.png (per scale: the input with the crop marked, then bicubic and each method on the
+central crop at 1:1 output pixels). A value that cannot be computed is null with the reason, never NaN;
+unreadable, hidden and too small input files are skipped and named.
 """
 import argparse
 import csv
@@ -15,7 +20,9 @@ import json
 import math
 import sys
 import time
-from functools import partial
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,58 +32,69 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the plugin is used from the checkout
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve  # noqa: E402
-from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS  # noqa: E402
+from ciaosr_arch.checkpoint import SHIPPED_MODELS, read_checkpoint, resolve_weights  # noqa: E402
 from ciaosr_arch.data.resize import resize_pil  # noqa: E402
 from ciaosr_arch.evaluation import parse_scale, scale_label, to_uint8  # noqa: E402
 from ciaosr_arch.inference import output_size  # noqa: E402
 from inference import image_io  # noqa: E402
 from inference.iqa import METRICS, create_metric  # noqa: E402
+from inference.other_upscalers import TILE_PAD, FixedScaleUpscaler, MissingOutput, OutputsFolder, UpscalerError  # noqa: E402
 
 NR_METRICS = ('niqe', 'brisque', 'piqe')
 BICUBIC = 'bicubic'
 BICUBIC_NOTE = 'PIL Image.resize(BICUBIC) (a = -0.5) of the 8-bit input to the same output size'
+MIN_INPUT_SIDE = 8  # smaller inputs (icons, strips) are skipped: not photos; at x2 still one PIQE block
 CELL = 192  # contact-sheet cell side: crops are shown at 1:1 output pixels (integer zoom when smaller)
 GAP, LABEL_H = 4, 16
 METRIC_ERRORS = (RuntimeError, ValueError, AssertionError)  # per-image failures (e.g. NIQE's SVD), not bugs
 
 
-def list_images(inputs):
-    """Image files of a folder, sorted by name, or the one file given."""
-    path = Path(inputs)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f'--inputs: no such file or folder: {path}')
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in image_io.IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f'--inputs: no images ({", ".join(image_io.IMAGE_SUFFIXES)}) in {path}')
-    return files
-
-
-def central_crop(img, side):
-    """Central at most side x side window of an [H, W, ...] array."""
-    top, left = max(0, (img.shape[0] - side) // 2), max(0, (img.shape[1] - side) // 2)
-    return img[top:top + side, left:left + side]
-
-
 def load_rgb(path):
-    """uint8 [h, w, 3] RGB array of an image file, upright: gray copied to RGB, alpha dropped, 16 bits rounded."""
+    """uint8 [h, w, 3] RGB array of an image file, upright: gray copied to RGB, alpha dropped, 16 bits rounded.
+
+    ImageReadError (one line) if the file is not a readable image.
+    """
     pixels = image_io.read_image(path).pixels
     if pixels.dtype == np.uint16:
         pixels = np.round(pixels / 257).astype(np.uint8)
     return pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
 
 
+@dataclass
+class Input:
+    """One scored input: its file, the file's (H, W), the scored window (top, left, h, w) and its uint8 pixels."""
+    path: Path
+    size: tuple
+    box: tuple
+    pixels: np.ndarray
+
+    def out_size(self, scale):
+        """(H, W) of every method's output for the scored window at `scale`: round(h * scale), round(w * scale)."""
+        return output_size(self.pixels.shape[:2], scale)
+
+
+def central_box(size, side):
+    """(top, left, h, w) of the central window of at most side x side pixels of an (H, W) image (0: all of it)."""
+    height, width = (min(side, s) if side else s for s in size)
+    return (size[0] - height) // 2, (size[1] - width) // 2, height, width
+
+
 def load_inputs(paths, max_side):
-    """[(path, [H, W] of the file, uint8 [h, w, 3] input centre-cropped to max_side (0: whole))]."""
-    inputs = []
+    """([Input], [{'name', 'reason'}]): the images to score, and the files skipped (unreadable, too small)."""
+    inputs, skipped = [], []
     for path in paths:
         try:
             full = load_rgb(path)
         except image_io.ImageReadError as err:
-            raise image_io.ImageReadError(f'{path}: {err}') from None
-        inputs.append((path, list(full.shape[:2]), central_crop(full, max_side) if max_side else full))
-    return inputs
+            skipped.append({'name': path.name, 'reason': str(err)})
+            continue
+        if min(full.shape[:2]) < MIN_INPUT_SIDE:
+            skipped.append({'name': path.name, 'reason': f'too small ({full.shape[1]}x{full.shape[0]}; '
+                                                         f'at least {MIN_INPUT_SIDE} px per side are needed)'})
+            continue
+        top, left, height, width = box = central_box(full.shape[:2], max_side)
+        inputs.append(Input(path, full.shape[:2], box, full[top:top + height, left:left + width]))
+    return inputs, skipped
 
 
 def to_tensor(img):
@@ -89,12 +107,19 @@ def upscale_model(net, img, size, tile, tile_overlap, device):
     return to_uint8(super_resolve(net, to_tensor(img).to(device), size=size, tile=tile, tile_overlap=tile_overlap))
 
 
-def score(metric, img, device='cpu'):
-    """(value, None) of a pyiqa no-reference metric for a uint8 [H, W, 3] image, or (None, why it failed)."""
+def score(name, metric, img, device='cpu'):
+    """(value, None) of pyiqa no-reference metric `name` for a uint8 [H, W, 3] image, or (None, why not).
+
+    No value for images below the metric's smallest size (`METRICS[name].min_side`), when pyiqa fails on the
+    image (METRIC_ERRORS, e.g. NIQE's SVD on a flat image) or returns a non-finite number.
+    """
+    min_side = METRICS[name].min_side
+    if min(img.shape[:2]) < min_side:
+        return None, f'smaller than the {min_side} px per side {name.upper()} needs'
     try:
         value = metric(to_tensor(img).to(device)).item()
     except METRIC_ERRORS as err:
-        return None, f'{type(err).__name__}: {err}'
+        return None, f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
     return (value, None) if math.isfinite(value) else (None, f'not a finite number ({value})')
 
 
@@ -105,25 +130,97 @@ def non_negative_int(text):
     return value
 
 
-def model_paths(args):
-    """{method name: checkpoint path (None: the shipped weights, also --model default)} from --model and --name
-    (default: file stems)."""
-    paths = [None if p == 'default' else p for p in args.model or ['default']]
-    names = args.name or [Path(p or DEFAULT_WEIGHTS).stem for p in paths]
-    if len(names) != len(paths):
-        raise ValueError(f'--name was given {len(names)} times for {len(paths)} models')
+@dataclass
+class Method:
+    """A row of the report: upscale(Input, scale) -> uint8 [H, W, 3] (MissingOutput: none for this image)."""
+    name: str
+    description: str
+    upscale: Callable
+
+
+def bicubic_method():
+    return Method(BICUBIC, BICUBIC_NOTE, lambda item, scale: resize_pil(item.pixels, item.out_size(scale)))
+
+
+def is_implicit_checkpoint(path):
+    """Whether a file holds CiaoSR/LIIF weights (imnet / imnet_q keys), as far as `read_checkpoint` can read it."""
+    try:
+        state, _ = read_checkpoint(path)
+    except ValueError:  # CheckpointError (e.g. a pickle weights_only refuses, which spandrel's restricted unpickler
+        return False  # may read), or JSONDecodeError of other projects' non-JSON 'arch' metadata
+    return any(key.startswith(('imnet.', 'imnet_q.')) for key in state)
+
+
+def model_method(name, spec, args, device):
+    """Method of a --model: a shipped name or CiaoSR/LIIF checkpoint (through `load_model`), else a fixed-scale
+    network file spandrel loads (`FixedScaleUpscaler`). CheckpointError / UpscalerError (one line) otherwise."""
+    path = resolve_weights(spec)
+    if not path.is_file():
+        raise CheckpointError(f'--model {spec}: no such file, nor a shipped model ({", ".join(SHIPPED_MODELS)})')
+    if is_implicit_checkpoint(path):
+        net = load_model(path, device=device)
+        tiling = f'LR tiles of {args.tile} px (overlap {args.tile_overlap})' if args.tile else 'whole images'
+        return Method(name, f'{net.arch["type"]} ({net.arch["encoder"]}) from {path}, {tiling}',
+                      lambda item, scale: upscale_model(net, item.pixels, item.out_size(scale), args.tile,
+                                                        args.tile_overlap, device))
+    upscaler = FixedScaleUpscaler(path, device, args.tile, args.tile_pad)
+    return Method(name, upscaler.describe(), lambda item, scale: upscaler(item.pixels, item.out_size(scale)))
+
+
+def outputs_method(name, folders, inputs):
+    """Method of --outputs NAME SCALE DIR (one folder per scale): the files as they are, cropped like the inputs.
+
+    The files are checked against the inputs ([Input]) at once: UpscalerError (one line) for a folder that
+    matches no input, an unreadable file or one of the wrong size.
+    """
+    outputs = OutputsFolder(name, folders)
+    outputs.check({item.path.stem: item.size for item in inputs})
+    return Method(name, outputs.describe(),
+                  lambda item, scale: outputs.output(item.path.stem, item.size, item.box, item.out_size(scale),
+                                                     scale, load_rgb))
+
+
+def method_names(args):
+    """Names of the --model methods: --name, else the shipped name or the file stem."""
+    specs = args.model or ['default']
+    names = args.name or [spec if spec in SHIPPED_MODELS else Path(spec).stem for spec in specs]
+    if len(names) != len(specs):
+        raise ValueError(f'--name was given {len(names)} times for {len(specs)} models')
+    return dict(zip(names, specs))
+
+
+def outputs_folders(args):
+    """{name: {scale: folder}} of the --outputs NAME SCALE DIR triples; ValueError (one line) for a bad one."""
+    folders = {}
+    for name, scale_text, folder in args.outputs or []:
+        try:
+            scale = parse_scale(scale_text)
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(f'--outputs {name} {scale_text} {folder}: {err}') from None
+        if scale not in args.scales:
+            raise ValueError(f'--outputs {name} {scale_text} {folder}: {scale_label(scale)} is not one of --scales '
+                             f'({", ".join(scale_label(s) for s in args.scales)})')
+        if scale in folders.setdefault(name, {}):
+            raise ValueError(f'--outputs {name}: two folders for {scale_label(scale)}')
+        folders[name][scale] = folder
+    return folders
+
+
+def load_methods(args, device, inputs):
+    """[Method]: bicubic first, then each --model, then each --outputs name (checked before any model loads).
+
+    One-line errors (CheckpointError, UpscalerError, ValueError) for a model or folder that cannot be used,
+    method names that are not unique, or --outputs with inputs ([Input]) that share a file stem.
+    """
+    models, folders = method_names(args), outputs_folders(args)
+    names = [*models, *folders]
     if len(set(names)) != len(names) or BICUBIC in names:
         raise ValueError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')
-    return dict(zip(names, paths))
-
-
-def load_methods(models, args, device):
-    """{name: upscale(img, size)}: bicubic first, then each model of {name: checkpoint path}."""
-    methods = {BICUBIC: resize_pil}
-    for name, path in models.items():
-        net = load_model(path, device=device)
-        methods[name] = partial(upscale_model, net, tile=args.tile, tile_overlap=args.tile_overlap, device=device)
-    return methods
+    shared = [stem for stem, n in Counter(item.path.stem for item in inputs).items() if n > 1]
+    if folders and shared:
+        raise UpscalerError(f'--outputs: inputs share a file stem, so outputs cannot be matched: {", ".join(shared)}')
+    outside = [outputs_method(name, scales, inputs) for name, scales in folders.items()]
+    return [bicubic_method()] + [model_method(name, spec, args, device) for name, spec in models.items()] + outside
 
 
 def metric_info(name, metric, params_dir):
@@ -141,7 +238,8 @@ def metric_info(name, metric, params_dir):
 def contact_sheet(img, rows):
     """Contact sheet: one row per scale: the input with the crop marked, then each method's central crop.
 
-    img: the uint8 [h, w, 3] input; rows: [(scale, {method: uint8 [H, W, 3] output})], same methods per row.
+    img: the uint8 [h, w, 3] input; rows: [(scale, {method: uint8 [H, W, 3] output or None (left blank)})], the
+    same methods per row, the first one always present.
     """
     names = list(rows[0][1])
     sheet = Image.new('RGB', ((1 + len(names)) * (CELL + GAP) + GAP, LABEL_H + len(rows) * (CELL + GAP) + GAP),
@@ -155,7 +253,7 @@ def contact_sheet(img, rows):
                                         Image.NEAREST if thumb_zoom >= 1 else Image.LANCZOS)
     for row, (scale, outputs) in enumerate(rows):
         y = LABEL_H + row * (CELL + GAP)
-        out_h, out_w = next(iter(outputs.values())).shape[:2]
+        out_h, out_w = outputs[names[0]].shape[:2]
         crop_h, crop_w = min(CELL, out_h), min(CELL, out_w)
         top, left = (out_h - crop_h) // 2, (out_w - crop_w) // 2
         marked = thumb.copy()  # crop window in thumbnail pixels: output -> LR -> thumbnail
@@ -165,13 +263,21 @@ def contact_sheet(img, rows):
         draw.text((GAP + 2, y + 2), scale_label(scale), fill=(255, 255, 0))
         zoom = max(1, CELL // max(crop_h, crop_w))
         for col, name in enumerate(names, start=1):
+            if outputs[name] is None:
+                draw.text((GAP + col * (CELL + GAP) + 2, y + 2), 'no output', fill=(255, 255, 255))
+                continue
             crop = Image.fromarray(outputs[name][top:top + crop_h, left:left + crop_w])
-            sheet.paste(crop.resize((crop_w * zoom, crop_h * zoom), Image.NEAREST), (GAP + col * (CELL + GAP), y))
+            sheet.paste(crop.resize((crop.width * zoom, crop.height * zoom), Image.NEAREST),
+                        (GAP + col * (CELL + GAP), y))
     return sheet
 
 
 def summarize(per_image, methods, scales, metrics):
-    """{method, scale, metric, mean, n_images} records; unavailable metrics get mean None and the reason."""
+    """{method, scale, metric, mean, n_images} records; mean None when no image has a value.
+
+    Unavailable metrics carry 'unavailable' (the reason); cells where some or all images have no value carry
+    'failed': each distinct reason with its image count.
+    """
     records = []
     for method in methods:
         for scale in scales:
@@ -180,10 +286,14 @@ def summarize(per_image, methods, scales, metrics):
                 if isinstance(metric, str):
                     records.append({**record, 'mean': None, 'n_images': 0, 'unavailable': metric})
                     continue
-                values = [r['value'] for r in per_image
-                          if (r['method'], r['scale'], r['metric']) == (method, scale, name) and r['value'] is not None]
-                records.append({**record, 'mean': sum(values) / len(values) if values else None,
-                                'n_images': len(values)})
+                rows = [r for r in per_image if (r['method'], r['scale'], r['metric']) == (method, scale, name)]
+                values = [r['value'] for r in rows if r['value'] is not None]
+                record.update(mean=sum(values) / len(values) if values else None, n_images=len(values))
+                errors = Counter(r['error'] for r in rows if r['value'] is None)
+                if errors:
+                    record['failed'] = '; '.join(f'{reason} ({n} image{"s" * (n > 1)})'
+                                                 for reason, n in errors.items())
+                records.append(record)
     return records
 
 
@@ -195,7 +305,7 @@ def table_rows(records, methods, scales, metrics, n_images):
         if 'unavailable' in record:
             return 'unavailable'
         if record['n_images'] == 0:
-            return 'failed'
+            return 'n/a'
         text = f'{record["mean"]:.4f}'
         return text if record['n_images'] == n_images else f'{text} (n={record["n_images"]})'
 
@@ -204,22 +314,27 @@ def table_rows(records, methods, scales, metrics, n_images):
     return header, rows
 
 
-def markdown(header, rows, settings):
-    """The report as Markdown: settings, the table, and how each metric was computed (or why not)."""
+def markdown(header, rows, settings, records):
+    """The report as Markdown: settings, the table, why values are missing, how each metric was computed."""
     lines = ['# No-reference quality report', '',
              f'Inputs: `{settings["inputs"]}`, {len(settings["images"])} images; '
              f'scales {", ".join(scale_label(s) for s in settings["scales"])}. Lower is better for every metric.', '']
+    if settings['skipped']:
+        lines += ['Skipped: ' + '; '.join(f'{s["name"]}: {s["reason"]}' for s in settings['skipped']) + '.', '']
     cropped = [i['name'] for i in settings['images'] if i['scored_size_hw'] != i['size_hw']]
     if settings['max_input_side']:
         lines.append(f'Inputs larger than {settings["max_input_side"]} px per side are centre-cropped to it '
                      f'before upscaling (`--max-input-side`): {len(cropped)} of {len(settings["images"])} images'
                      + (f' ({", ".join(cropped)}).' if cropped else '.'))
-    lines += [f'Models: {", ".join(f"`{n}` ({p})" for n, p in settings["models"].items())}, run in LR tiles of '
-              f'{settings["tile"] or "(none: whole image)"} px (overlap {settings["tile_overlap"]}).',
-              f'Bicubic: {BICUBIC_NOTE}. All outputs are rounded to 8 bits before scoring. '
-              'Cells: mean over images; (n=k) when a metric failed on some images (see per_image.csv).', '',
+    lines += ['', 'Methods:', '', *[f'- `{name}`: {text}' for name, text in settings['methods'].items()],
+              '', 'All outputs are rounded to 8 bits before scoring. Cells: mean over images; (n=k) when some '
+              'images have no value, n/a when none has (reasons below and in per_image.csv).', '',
               '| ' + ' | '.join(header) + ' |', '|' + '---|' + '---:|' * (len(header) - 1)]
     lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+    failed = [r for r in records if 'failed' in r]
+    if failed:
+        lines += ['', '## Missing values', '']
+        lines += [f'- {r["method"]} {scale_label(r["scale"])} {r["metric"].upper()}: {r["failed"]}' for r in failed]
     lines += ['', '## Metrics', '']
     for name, info in settings['metrics'].items():
         if 'unavailable' in info:
@@ -241,9 +356,14 @@ def parse_args(argv):
     parser.add_argument('--inputs', required=True, help='folder of real LR images (or one image)')
     parser.add_argument('--scales', type=parse_scale, nargs='+', default=[8, 16], help='upscaling factors')
     parser.add_argument('--model', action='append',
-                        help="CiaoSR/LIIF checkpoint or 'default' (the shipped weights); repeatable; "
-                             "default: 'default'")
-    parser.add_argument('--name', action='append', help='method name per --model (default: the file stem)')
+                        help=f"a shipped model ({', '.join(SHIPPED_MODELS)}), a CiaoSR/LIIF checkpoint, or any "
+                             'fixed-scale network file spandrel loads (.pth/.safetensors: Real-ESRGAN, SwinIR, '
+                             "HAT, ...); repeatable; default: 'default'")
+    parser.add_argument('--name', action='append',
+                        help='method name per --model (default: the shipped name or the file stem)')
+    parser.add_argument('--outputs', nargs=3, action='append', metavar=('NAME', 'SCALE', 'DIR'),
+                        help="another tool's outputs at SCALE (one of --scales) in DIR, matched to the inputs by "
+                             'file stem and scored as they are; repeat with the same NAME for other scales')
     parser.add_argument('--bicubic', action='store_true', help='add the bicubic baseline to the tables')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--metrics', nargs='+', choices=NR_METRICS, default=list(NR_METRICS))
@@ -253,7 +373,9 @@ def parse_args(argv):
                         help='centre-crop inputs to at most N LR px per side (0: whole images); default 128')
     parser.add_argument('--tile', type=non_negative_int, default=128,
                         help='LR tile side for the models (0: whole image)')
-    parser.add_argument('--tile-overlap', type=non_negative_int, default=32)
+    parser.add_argument('--tile-overlap', type=non_negative_int, default=32, help='CiaoSR/LIIF tile overlap')
+    parser.add_argument('--tile-pad', type=non_negative_int, default=TILE_PAD,
+                        help="context px around each tile of spandrel models (Real-ESRGAN's --tile_pad)")
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     return parser.parse_args(argv)
 
@@ -263,53 +385,68 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
     try:
-        inputs = load_inputs(list_images(args.inputs), args.max_input_side)
-        models = model_paths(args)
-        methods = load_methods(models, args, device)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:  # ValueError includes ImageReadError
+        root = Path(args.inputs)
+        paths = [root] if root.is_file() else image_io.list_images(root)
+        if not paths:
+            raise FileNotFoundError(f'--inputs: no images ({", ".join(image_io.IMAGE_SUFFIXES)}) in {root}')
+        inputs, skipped = load_inputs(paths, args.max_input_side)
+        for entry in skipped:
+            print(f'skipped {entry["name"]}: {entry["reason"]}')
+        if not inputs:
+            raise FileNotFoundError(f'--inputs: no usable image in {root}')
+        methods = load_methods(args, device, inputs)
+    except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError) as err:  # and UpscalerError
         sys.exit(f'error: {err}')
     metrics = {name: create_metric(name, args.iqa_weights, device) for name in args.metrics}
     for name, metric in metrics.items():
         if isinstance(metric, str):
             print(f'{name}: unavailable: {metric}')
     available = {name: metric for name, metric in metrics.items() if not isinstance(metric, str)}
-    scored = [name for name in methods if args.bicubic or name != BICUBIC]
+    scored = [m.name for m in methods if args.bicubic or m.name != BICUBIC]
     out = Path(args.out)
     (out / 'sheets').mkdir(parents=True, exist_ok=True)
 
     per_image, image_info = [], []
-    for index, (path, size, img) in enumerate(inputs, start=1):
+    for index, item in enumerate(inputs, start=1):
         start = time.time()
-        image_info.append({'name': path.name, 'size_hw': size, 'scored_size_hw': list(img.shape[:2])})
+        image_info.append({'name': item.path.name, 'size_hw': list(item.size),
+                           'scored_size_hw': list(item.pixels.shape[:2])})
         rows = []
         for scale in args.scales:
-            out_size = output_size(img.shape[:2], scale)
-            outputs = {name: upscale(img, out_size) for name, upscale in methods.items()}
+            outputs, missing = {}, {}
+            for method in methods:
+                try:
+                    outputs[method.name] = method.upscale(item, scale)
+                except MissingOutput as err:
+                    outputs[method.name], missing[method.name] = None, str(err)
             for method in scored:
                 for name, metric in available.items():
-                    value, error = score(metric, outputs[method], device)
-                    per_image.append({'image': path.name, 'method': method, 'scale': scale, 'metric': name,
+                    if outputs[method] is None:
+                        value, error = None, missing[method]
+                    else:
+                        value, error = score(name, metric, outputs[method], device)
+                    per_image.append({'image': item.path.name, 'method': method, 'scale': scale, 'metric': name,
                                       'value': value, **({'error': error} if error else {})})
             rows.append((scale, outputs))
-        contact_sheet(img, rows).save(out / 'sheets' / f'{path.stem}.png', optimize=True)
-        print(f'[{index}/{len(inputs)}] {path.name} {size[1]}x{size[0]} -> {img.shape[1]}x{img.shape[0]}: '
-              f'{time.time() - start:.1f} s', flush=True)
+        contact_sheet(item.pixels, rows).save(out / 'sheets' / f'{item.path.stem}.png', optimize=True)
+        height, width = item.size
+        print(f'[{index}/{len(inputs)}] {item.path.name} {width}x{height} -> '
+              f'{item.pixels.shape[1]}x{item.pixels.shape[0]}: {time.time() - start:.1f} s', flush=True)
 
     settings = {
-        'inputs': str(args.inputs), 'images': image_info, 'scales': args.scales,
+        'inputs': str(args.inputs), 'images': image_info, 'skipped': skipped, 'scales': args.scales,
         'max_input_side': args.max_input_side, 'tile': args.tile, 'tile_overlap': args.tile_overlap,
-        'bicubic': BICUBIC_NOTE,
-        'models': {name: str(path or DEFAULT_WEIGHTS) for name, path in models.items()},
+        'tile_pad': args.tile_pad, 'methods': {m.name: m.description for m in methods},
         'metrics': {name: metric_info(name, metric, args.iqa_weights) for name, metric in metrics.items()},
     }
     records = summarize(per_image, scored, args.scales, metrics)
     header, rows = table_rows(records, scored, args.scales, metrics, len(inputs))
-    (out / 'table.md').write_text(markdown(header, rows, settings))
+    (out / 'table.md').write_text(markdown(header, rows, settings, records))
     write_csv(out / 'table.csv', header, rows)
     write_csv(out / 'per_image.csv', ['image', 'method', 'scale', 'metric', 'value', 'error'],
               [[r['image'], r['method'], r['scale'], r['metric'], r['value'], r.get('error', '')] for r in per_image])
     results = {**settings, 'records': records, 'per_image': per_image}
-    (out / 'results.json').write_text(json.dumps(results, indent=1))
+    (out / 'results.json').write_text(json.dumps(results, indent=1, allow_nan=False))
     print(f'wrote {out / "table.md"}, table.csv, results.json, per_image.csv, sheets/')
     return results
 

@@ -1,4 +1,5 @@
-"""No-reference quality report (issue 6): offline pyiqa metrics, pyiqa's calibration values, the report's outputs."""
+"""No-reference quality report (issues 6, 10, 11): offline pyiqa metrics, pyiqa's calibration values, the report's
+outputs, other upscalers (spandrel networks, other tools' output folders), missing values and skipped files."""
 import csv
 import json
 import pickle
@@ -6,14 +7,17 @@ import shutil
 from pathlib import Path
 from urllib.error import URLError
 
+import cv2
 import numpy as np
 import pyiqa
 import pytest
 import torch
+from basicsr.archs.rrdbnet_arch import RRDBNet
 from PIL import Image
 from pyiqa.utils import download_util
 
-from inference import quality_report
+from ciaosr_arch.evaluation import to_uint8
+from inference import other_upscalers, quality_report
 from inference.iqa import create_metric
 
 # pyiqa's calibration images (shipped in its wheel) and its published scores for them.
@@ -47,7 +51,8 @@ def no_download(monkeypatch):
 @pytest.mark.parametrize('name', ['piqe', 'niqe', 'brisque'])
 def test_metrics_reproduce_pyiqa_calibration(name, iqa_weights, no_download):
     metric = create_metric(name, iqa_weights)
-    values = [quality_report.score(metric, quality_report.load_rgb(CALIBRATION_DIR / f)) for f in CALIBRATION_IMAGES]
+    values = [quality_report.score(name, metric, quality_report.load_rgb(CALIBRATION_DIR / f))
+              for f in CALIBRATION_IMAGES]
     assert [error for _, error in values] == [None] * len(CALIBRATION_IMAGES)
     assert [value for value, _ in values] == pytest.approx(PUBLISHED[name], rel=5e-4, abs=TOLERANCE[name])
 
@@ -157,24 +162,254 @@ def test_report_on_three_small_images(tmp_path, shared_data, tiny_model, iqa_wei
         np.testing.assert_array_equal(np.asarray(sheet.convert('RGB'))[label:label + side, x:x + side], bicubic)
 
 
-@pytest.mark.parametrize('broken_image, extra, message', [
-    (False, ['--model', 'missing.pth'], 'checkpoint not found: missing.pth'),
-    (False, ['--model', 'a.pth', '--model', 'b.pth', '--name', 'a'], '--name was given 1 times for 2 models'),
-    (True, [], 'broken.png: not a readable image'),
+def save_rrdbnet(path):
+    """A tiny BasicSR RRDBNet x4 (8 features, 1 block, spandrel's fixed 32 growth channels), seeded, saved as
+    Real-ESRGAN releases are ({'params_ema': state_dict}); returns the network."""
+    torch.manual_seed(1)
+    net = RRDBNet(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=1)
+    torch.save({'params_ema': net.state_dict()}, path)
+    return net.eval()
+
+
+def run_rrdbnet(net, img):
+    """uint8 [4h, 4w, 3] output of a BasicSR RRDBNet for a uint8 [h, w, 3] image, whole, fp32."""
+    with torch.no_grad():
+        return to_uint8(net(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255))
+
+
+def test_fixed_scale_model_runs_once_and_resizes_with_lanczos(tmp_path):
+    net = save_rrdbnet(tmp_path / 'tiny_rrdb.pth')
+    upscaler = other_upscalers.FixedScaleUpscaler(tmp_path / 'tiny_rrdb.pth')
+    assert (upscaler.architecture, upscaler.scale) == ('ESRGAN', 4)
+    img = (np.random.default_rng(0).random((13, 10, 3)) * 255).astype(np.uint8)
+    native = upscaler.native(img)
+    assert native.shape == (52, 40, 3)
+    assert np.abs(native.astype(int) - run_rrdbnet(net, img)).max() <= 1  # the same network (float op order aside)
+    for size in ((26, 20), (52, 40), (104, 80), (32, 25)):  # x2 and x2.5 below its x4, x8 above
+        out = upscaler(img, size)
+        assert out.shape == (*size, 3)
+        if size == (52, 40):
+            np.testing.assert_array_equal(out, native)
+            continue
+        np.testing.assert_array_equal(out, cv2.resize(native, size[::-1], interpolation=cv2.INTER_LANCZOS4))
+        assert not np.array_equal(out, cv2.resize(native, size[::-1], interpolation=cv2.INTER_CUBIC))
+    assert upscaler.runs == 1
+    upscaler(img.copy(), (52, 40))  # another array: the network runs again
+    assert upscaler.runs == 2
+
+
+def test_tiles_with_enough_context_match_the_whole_image(tmp_path):
+    save_rrdbnet(tmp_path / 'tiny_rrdb.pth')
+    model = other_upscalers.load_spandrel(tmp_path / 'tiny_rrdb.pth')
+    lr = torch.rand(1, 3, 21, 13, generator=torch.Generator().manual_seed(0))
+    whole = model(lr)
+    # 17 LR convolutions plus 4 at x2/x4: a receptive-field radius of about 18 LR px, so 24 px of context suffice.
+    torch.testing.assert_close(other_upscalers.run_tiled(model, lr, 4, tile=8, tile_pad=24), whole, atol=1e-5, rtol=0)
+    assert (other_upscalers.run_tiled(model, lr, 4, tile=8, tile_pad=0) - whole).abs().max() > 1e-3
+
+
+def test_real_esrgan_x4plus_loads_through_spandrel(shared_data):
+    path = shared_data.parent / 'models' / 'RealESRGAN_x4plus.safetensors'
+    if not path.is_file():
+        pytest.skip(f'{path} is missing')
+    assert not quality_report.is_implicit_checkpoint(path)  # its 'arch' metadata is not ours (not even JSON)
+    upscaler = other_upscalers.FixedScaleUpscaler(path)
+    assert (upscaler.architecture, upscaler.scale, upscaler.model.tags) == ('ESRGAN', 4, ['64nf', '23nb'])
+    assert next(upscaler.model.model.parameters()).dtype == torch.float32  # fp16 in the file, fp32 here
+    assert upscaler(np.zeros((4, 5, 3), np.uint8), (40, 50)).shape == (40, 50, 3)
+
+
+def piqe_value(img):
+    return pyiqa.create_metric('piqe', device='cpu')(torch.from_numpy(img.copy()).permute(2, 0, 1)[None] / 255).item()
+
+
+def values(results, method, scale, metric='piqe'):
+    """{image: (value, error)} of one report cell."""
+    return {r['image']: (r['value'], r.get('error')) for r in results['per_image']
+            if (r['method'], r['scale'], r['metric']) == (method, scale, metric)}
+
+
+def test_report_with_a_spandrel_model_below_and_above_its_scale(tmp_path, shared_data, monkeypatch):
+    net = save_rrdbnet(tmp_path / 'tiny_rrdb.pth')
+    passes = []
+    run_tiled = other_upscalers.run_tiled
+    monkeypatch.setattr(other_upscalers, 'run_tiled', lambda *args: passes.append(args[1].shape) or run_tiled(*args))
+    inputs = tmp_path / 'inputs'
+    inputs.mkdir()
+    for name in REPORT_IMAGES[:2]:
+        shutil.copy(shared_data / 'RealSRSet' / name, inputs)
+    results = quality_report.main([
+        '--inputs', str(inputs), '--scales', '2', '4', '8', '--model', str(tmp_path / 'tiny_rrdb.pth'),
+        '--out', str(tmp_path / 'out'), '--metrics', 'piqe', '--max-input-side', str(LR_SIDE), '--tile', '16',
+        '--tile-pad', '24', '--device', 'cpu'])
+    assert passes == [(1, 3, LR_SIDE, LR_SIDE)] * 2  # one network pass per image for the three scales
+    assert 'ESRGAN x4 via spandrel' in results['methods']['tiny_rrdb']
+    cell, gap, label = quality_report.CELL, quality_report.GAP, quality_report.LABEL_H
+    for name in REPORT_IMAGES[:2]:
+        img = np.asarray(Image.open(shared_data / 'RealSRSet' / name).convert('RGB'))
+        top, left = (img.shape[0] - LR_SIDE) // 2, (img.shape[1] - LR_SIDE) // 2
+        native = run_rrdbnet(net, img[top:top + LR_SIDE, left:left + LR_SIDE])
+        sheet = np.asarray(Image.open(tmp_path / 'out' / 'sheets' / f'{Path(name).stem}.png').convert('RGB'))
+        for row, scale in enumerate((2, 4, 8)):  # x4 as it is; x2 and x8 by OpenCV Lanczos4 to round(24 * scale)
+            side = LR_SIDE * scale
+            expected = cv2.resize(native, (side, side), interpolation=cv2.INTER_LANCZOS4) if scale != 4 else native
+            # The sheet shows each whole output (at most 192 px) at an integer zoom: read the model's cell back.
+            y, x, zoom = label + row * (cell + gap), gap + 2 * (cell + gap), max(1, cell // side)
+            shown = sheet[y:y + side * zoom:zoom, x:x + side * zoom:zoom].astype(int)
+            # The outputs of a random tiny net are smooth: other filters differ by 1 in 1.5-12 % of the samples, so
+            # a rare rounding flip (tiled vs whole, spandrel's vs BasicSR's op order) is allowed, not more.
+            assert shown.shape == (side, side, 3) and np.abs(shown - expected).max() <= 1
+            assert (shown != expected).mean() < 0.002
+            if scale != 4:  # not another filter (on these smooth x2 outputs cubic gives the same pixels: area there)
+                other = cv2.resize(native, (side, side), interpolation=cv2.INTER_AREA if scale < 4 else cv2.INTER_CUBIC)
+                assert (shown != other).mean() > 0.01
+            value, error = values(results, 'tiny_rrdb', scale)[name]
+            assert error is None and value == pytest.approx(piqe_value(expected), abs=0.05)
+
+
+def make_image(path, size, seed=0):
+    Image.fromarray((np.random.default_rng(seed).random((*size, 3)) * 255).astype(np.uint8)).save(path)
+
+
+def test_report_with_an_outputs_folder_missing_values_and_skipped_files(tmp_path, shared_data, iqa_weights,
+                                                                        no_download):
+    save_rrdbnet(tmp_path / 'tiny.pth')  # the fastest model to run
+    inputs, other = tmp_path / 'inputs', tmp_path / 'other_x4'
+    inputs.mkdir()
+    other.mkdir()
+    for name in ('chip.png', 'Lincoln.png'):
+        shutil.copy(shared_data / 'RealSRSet' / name, inputs)
+    (inputs / 'broken.png').write_bytes(b'not a PNG')
+    make_image(inputs / 'tiny.png', (3, 3))
+    for hidden in ('._chip.png', '.DS_Store', '._other.png'):  # macOS metadata files, not images
+        (inputs / hidden).write_bytes(b'\0\5\26\7 AppleDouble')
+        (other / hidden).write_bytes(b'\0\5\26\7 AppleDouble')
+    chip = np.asarray(Image.open(inputs / 'chip.png').convert('RGB'))
+    chip_x4 = np.asarray(Image.fromarray(chip).resize((480, 480), Image.LANCZOS))
+    Image.fromarray(chip_x4).save(other / 'chip.png')  # no output for Lincoln.png
+    side = 20  # x4: 80 px, below NIQE's 96-px block: no NIQE value at x4
+    results = quality_report.main([
+        '--inputs', str(inputs), '--scales', '4', '8', '--model', str(tmp_path / 'tiny.pth'), '--bicubic',
+        '--outputs', 'other', '4', str(other), '--out', str(tmp_path / 'out'), '--metrics', 'piqe', 'niqe',
+        '--iqa-weights', str(iqa_weights),
+        '--max-input-side', str(side), '--device', 'cpu'])
+    out = tmp_path / 'out'
+
+    # Skipped: the unreadable and the too small file, named; hidden files are not inputs at all.
+    assert [(s['name'], s['reason'].split(' (')[0]) for s in results['skipped']] == [
+        ('broken.png', 'not a readable image'), ('tiny.png', 'too small')]
+    assert [i['name'] for i in results['images']] == ['Lincoln.png', 'chip.png']
+
+    # The outside output is scored as it is, on the window that matches the report's crop (chip: 120 px, top 50).
+    top = (120 - side) // 2
+    window = chip_x4[4 * top:4 * (top + side), 4 * top:4 * (top + side)]
+    assert values(results, 'other', 4)['chip.png'] == (pytest.approx(piqe_value(window), abs=1e-6), None)
+    folder_reason = f'no file named Lincoln.* in {other}'
+    assert values(results, 'other', 4)['Lincoln.png'] == (None, folder_reason)
+    assert values(results, 'other', 8) == {name: (None, 'no --outputs folder for x8')
+                                           for name in ('Lincoln.png', 'chip.png')}
+
+    # Missing values are null with the reason: in the records, results.json (no NaN), per_image.csv, table.md.
+    records = {(r['method'], r['scale'], r['metric']): r for r in results['records']}
+    assert records['other', 4, 'piqe']['n_images'] == 1 and folder_reason in records['other', 4, 'piqe']['failed']
+    assert records['other', 8, 'piqe']['mean'] is None and records['other', 8, 'piqe']['n_images'] == 0
+    for method in ('bicubic', 'tiny', 'other'):
+        assert records[method, 4, 'niqe']['mean'] is None
+        assert 'smaller than the 96 px per side NIQE needs' in records[method, 4, 'niqe']['failed']
+        assert records[method, 8, 'niqe']['mean'] is not None or method == 'other'
+
+    def no_constants(name):
+        raise AssertionError(f'{name} in results.json')
+    assert json.loads((out / 'results.json').read_text(), parse_constant=no_constants) == results
+    with open(out / 'per_image.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert {'image': 'Lincoln.png', 'method': 'other', 'scale': '4', 'metric': 'piqe', 'value': '',
+            'error': folder_reason} in rows
+    with open(out / 'table.csv', newline='') as f:
+        table = {row[0]: row[1:] for row in csv.reader(f)}
+    assert table['other'][0].endswith(' (n=1)') and table['other'][1:] == ['n/a'] * 3  # x4 PIQE, NIQE, x8 ...
+    markdown = (out / 'table.md').read_text()
+    assert f'- other x4 PIQE: {folder_reason} (1 image)' in markdown
+    assert '- other x8 NIQE: no --outputs folder for x8 (2 images)' in markdown
+    assert 'Skipped: broken.png: not a readable image' in markdown and 'tiny.png: too small (3x3' in markdown
+    assert 'outputs of another tool, scored as they are (no resampling): x4 from' in markdown
+
+
+def test_score_gives_reasons_instead_of_numbers():
+    img = np.zeros((20, 30, 3), np.uint8)
+
+    def fails(x):
+        raise RuntimeError('linalg.svd: failed to converge\nmore detail')
+    assert quality_report.score('niqe', None, img) == (None, 'smaller than the 96 px per side NIQE needs')
+    assert quality_report.score('piqe', lambda x: torch.tensor(float('nan')), img) == (
+        None, 'not a finite number (nan)')
+    assert quality_report.score('piqe', fails, img) == (None, 'RuntimeError: linalg.svd: failed to converge')
+
+
+def write_junk(path):
+    path.write_bytes(b'not a model')
+    return path
+
+
+def write_foreign(path):
+    torch.save({'encoder.weight': torch.zeros(2, 2)}, path)
+    return path
+
+
+def write_output(size):
+    def write(path):
+        path.mkdir()
+        make_image(path / 'chip.jpg', size)
+        return path
+    return write
+
+
+def write_unusable_inputs(path):
+    path.mkdir()
+    (path / 'broken.png').write_bytes(b'not a PNG')
+    make_image(path / 'tiny.png', (2, 300))
+    return path
+
+
+@pytest.mark.parametrize('make, extra, message', [
+    (None, ['--model', 'missing.pth'], '--model missing.pth: no such file, nor a shipped model (default, '),
+    (None, ['--model', 'a.pth', '--model', 'b.pth', '--name', 'a'], '--name was given 1 times for 2 models'),
+    (('junk.pth', write_junk), ['--model', '{}'],
+     'junk.pth: neither a CiaoSR/LIIF checkpoint nor a model file spandrel can read (UnpicklingError: '),
+    (('foreign.pth', write_foreign), ['--model', '{}'],
+     'foreign.pth: neither a CiaoSR/LIIF checkpoint nor an architecture spandrel knows'),
+    (None, ['--outputs', 'x', '3', 'somewhere'], '--outputs x 3 somewhere: x3 is not one of --scales (x8, x16)'),
+    (None, ['--outputs', 'x', '8', 'nowhere'], '--outputs x 8 nowhere: not a folder: nowhere'),
+    (('x8', write_output((960, 958))), ['--outputs', 'x', '8', '{}'],
+     'chip.jpg is 958x960, but x8 of the 120x120 input is 960x960'),
+    (('unusable', write_unusable_inputs), ['--inputs', '{}'], 'no usable image in'),
 ])
-def test_cli_errors_are_clear(broken_image, extra, message, tmp_path, shared_data):
+def test_cli_errors_are_clear(make, extra, message, tmp_path, shared_data):
     inputs = tmp_path / 'inputs'
     inputs.mkdir()
     shutil.copy(shared_data / 'RealSRSet' / 'chip.png', inputs)
-    if broken_image:
-        (inputs / 'broken.png').write_bytes(b'not a PNG')
+    if make:
+        made = str(make[1](tmp_path / make[0]))
+        extra = [arg.format(made) for arg in extra]
     with pytest.raises(SystemExit) as exit_info:
         quality_report.main(['--inputs', str(inputs), '--out', str(tmp_path / 'out'), *extra])
-    assert message in str(exit_info.value)
+    assert message in str(exit_info.value) and '\n' not in str(exit_info.value)
 
 
-def test_default_model_is_the_shipped_weights():
-    args = quality_report.parse_args(['--inputs', 'in', '--out', 'out', '--model', 'default', '--model', 'x/real.pth'])
-    assert quality_report.model_paths(args) == {'ciaosr_edsr_baseline': None, 'real': 'x/real.pth'}
-    assert quality_report.model_paths(quality_report.parse_args(['--inputs', 'in', '--out', 'out'])) == {
-        'ciaosr_edsr_baseline': None}
+def test_outputs_within_one_pixel_are_accepted(tmp_path):
+    for stem, size in (('a', (25, 20)), ('b', (27, 20)), ('c', (28, 20)), ('d', (29, 20))):
+        make_image(tmp_path / f'{stem}.png', size)
+    folder = other_upscalers.OutputsFolder('x', {2.5: tmp_path})
+    # x2.5 of 10 x 8 is 25 x 20 (exact); of 11 x 8, 27.5 x 20: floor (b) and ceil (c) are both accepted.
+    folder.check({'a': (10, 8), 'b': (11, 8), 'c': (11, 8)})
+    with pytest.raises(other_upscalers.UpscalerError, match=r'd.png is 20x29, but x2.5 of the 8x11 input is 20x27.5'):
+        folder.check({'d': (11, 8)})
+
+
+def test_method_names_are_shipped_names_or_file_stems():
+    args = quality_report.parse_args(['--inputs', 'in', '--out', 'out', '--model', 'default', '--model', 'real-l1',
+                                      '--model', 'x/RealESRGAN_x4plus.pth'])
+    assert quality_report.method_names(args) == {
+        'default': 'default', 'real-l1': 'real-l1', 'RealESRGAN_x4plus': 'x/RealESRGAN_x4plus.pth'}
+    assert quality_report.method_names(quality_report.parse_args(['--inputs', 'in', '--out', 'out'])) == {
+        'default': 'default'}

@@ -58,6 +58,13 @@ class CiaoSR(ImplicitSRNet):
         self.cs_attn = CrossScaleAttention(channels, multi_scale) if non_local_attn else None
         self.attach_encoder(enc)
 
+    @property
+    def min_input_side(self):
+        """2 pixels at least: the neighbour step divides by (side - 1) and the neighbours of a query must
+        differ; the cross-scale attention reflect-pads to a multiple of its factor s, which needs side > s / 2."""
+        factors = self.cs_attn.scales if self.cs_attn is not None else ()
+        return max(super().min_input_side, 2, *(s // 2 + 1 for s in factors))
+
     def encode(self, lr, out_size=None):
         """Per-image work, done once: encoder, unfold, non-local attention, first-layer products, and
         (when the output will have >= PAIR_TABLE_MIN_RATIO queries per LR pixel) the key/query pair table."""

@@ -90,6 +90,8 @@ class SwinIREncoder(SwinIR):
                 module.reset_parameters()
         self.window_size = window_size
         self.out_channels = embed_dim
+        # Reflect padding to the window needs fewer padded than real pixels: side > window / 2.
+        self.min_input_side = window_size // 2 + 1
 
     def forward(self, x):
         h, w = x.shape[-2:]

@@ -92,6 +92,11 @@ class ImplicitSRNet(nn.Module):
         self.register_state_dict_post_hook(_flatten_encoder_keys)
         self.register_load_state_dict_pre_hook(_nest_encoder_keys)
 
+    @property
+    def min_input_side(self):
+        """Smallest LR height and width (pixels) that `encode` accepts; `super_resolve` pads smaller images."""
+        return getattr(self.encoder, 'min_input_side', 1)
+
     def forward(self, lr, coord, cell):
         """lr [B, 3, h, w] in [0, 1]; coord, cell [B, Q, 2] (row, col) -> RGB [B, Q, 3]."""
         return self.decode(self.encode(lr), coord, cell)

@@ -1,0 +1,489 @@
+"""Issue 11, the images: every image file and folder people have is handled right or refused in one line, never
+silently and never over the memory budget (CLI, image_io, benchmark, engine). Most inputs come from the shared
+test-case generators, run into tmp folders."""
+import json
+import math
+import os
+import runpy
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from ciaosr_arch import LIIF, CiaoSR, load_model, super_resolve
+from ciaosr_arch.checkpoint import save_safetensors
+from inference import benchmark, image_io
+from inference import inference_ciaosr as cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = os.path.join(os.path.dirname(ROOT), 'shared', 'cases')
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+
+
+def make_case(name, folder, monkeypatch):
+    """The inputs of the shared test case NAME, written by its make.py into folder/in; returns that folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(folder)
+    runpy.run_path(os.path.join(CASES, name, 'make.py'))
+    monkeypatch.chdir(ROOT)
+    return folder / 'in'
+
+
+def run_cli(*argv, model=None):
+    """Exit status of the CLI run in this process (a generous --max-memory unless one is given)."""
+    extra = [] if '--max-memory' in argv else ['--max-memory', '64GB']
+    return cli.main([str(a) for a in argv] + extra + (['--model', str(model)] if model else []))
+
+
+def failures(err):
+    return [line for line in err.splitlines() if 'FAILED' in line]
+
+
+def strict_json(text):
+    """json.loads that rejects NaN and Infinity, which are not JSON."""
+    def refuse(constant):
+        raise ValueError(f'{constant} is not valid JSON')
+    return json.loads(text, parse_constant=refuse)
+
+
+# 1. Transparency
+
+def test_colour_under_transparent_pixels_does_not_show(tmp_path, tiny_model, monkeypatch, capsys):
+    """alpha_halo: black or white under alpha 0 gives the same visible result, and edge pixels keep the disc's
+    colour (before: dark fringes of about (4, 1, 0) where alpha < 64)."""
+    src = make_case('alpha_halo', tmp_path / 'case', monkeypatch)
+    assert run_cli('-i', src, '-o', tmp_path / 'out', '-s', 2.5, model=tiny_model) == 0
+    for edge in ('hard', 'soft'):
+        black, white = (np.asarray(Image.open(tmp_path / 'out' / f'{edge}_{under}_out.png')).astype(float)
+                        for under in ('black', 'white'))
+        assert black.shape == (120, 120, 4)
+        visible = [image[..., :3] * image[..., 3:] / 255 for image in (black, white)]
+        assert np.abs(visible[0] - visible[1]).max() <= 1
+        fringe = (black[..., 3] > 0) & (black[..., 3] < 64)
+        assert fringe.sum() > 50
+        centre = black[60, 60, :3]
+        assert np.abs(black[fringe][:, :3] - centre).max() <= 2, 'edge pixels must keep the colour of the disc'
+
+
+def test_bleed_colour_takes_the_nearest_visible_pixel():
+    colour = np.zeros((3, 5, 3), np.uint8)
+    colour[1, 0], colour[1, 4] = (200, 10, 10), (10, 10, 200)
+    alpha = np.zeros((3, 5), np.uint8)
+    alpha[1, 0], alpha[1, 4] = 255, 1
+    filled = cli.bleed_colour(colour, alpha)
+    np.testing.assert_array_equal(filled[:, :2], np.broadcast_to([200, 10, 10], (3, 2, 3)))
+    np.testing.assert_array_equal(filled[:, 3:], np.broadcast_to([10, 10, 200], (3, 2, 3)))
+    assert filled[1, 2].tolist() in ([200, 10, 10], [10, 10, 200])  # equally near to both
+    assert colour[0, 0].tolist() == [0, 0, 0]  # a copy
+    assert cli.bleed_colour(colour, np.ones_like(alpha)) is colour
+    np.testing.assert_array_equal(cli.bleed_colour(colour + 7, np.zeros_like(alpha)), 0)
+
+
+# 2. Any size >= 1 pixel
+
+def tiny_nets():
+    torch.manual_seed(0)
+    mlp = {'decoder_hidden': [16], 'key_hidden': [16], 'value_hidden': [16]}
+    return {'ciaosr': CiaoSR(encoder_opt={'num_feat': 8, 'num_block': 1}, **mlp),
+            'ciaosr_x4_attention': CiaoSR(encoder_opt={'num_feat': 8, 'num_block': 1}, multi_scale=[4], **mlp),
+            'liif': LIIF(encoder_opt={'num_feat': 8, 'num_block': 1}, hidden=[16]),
+            'swinir': CiaoSR(encoder='swinir', encoder_opt={'embed_dim': 12, 'depths': [1], 'num_heads': [2]}, **mlp)}
+
+
+def test_any_size_upscales_at_any_scale():
+    """1x1, 1xN, Nx1 and 2x2..3x3 images at integer and odd scales, whole and tiled, with every encoder."""
+    expected_min_side = {'ciaosr': 2, 'ciaosr_x4_attention': 3, 'liif': 1, 'swinir': 5}
+    for name, net in tiny_nets().items():
+        net.eval()
+        assert net.min_input_side == expected_min_side[name]
+        for h, w in ((1, 1), (1, 9), (9, 1), (2, 2), (3, 3), (2, 40)):
+            lr = torch.rand(1, 3, h, w)
+            for scale in (1.5, 3, 7.3):
+                out = super_resolve(net, lr, scale)
+                assert out.shape == (1, 3, max(1, round(h * scale)), max(1, round(w * scale)))
+                assert torch.isfinite(out).all()
+            tiled = super_resolve(net, lr, 2, tile=8, tile_overlap=2)
+            assert tiled.shape == (1, 3, 2 * h, 2 * w) and torch.isfinite(tiled).all()
+
+
+def test_small_images_are_padded_and_decoded_on_their_own_area():
+    """A 1-row image gives exactly the top half of the same row repeated twice at twice the output height:
+    replicate padding, with the output pixel centres placed on the image itself."""
+    net = tiny_nets()['ciaosr'].eval()
+    lr = torch.rand(1, 3, 1, 9)
+    one_row = super_resolve(net, lr, size=(3, 22))
+    two_rows = super_resolve(net, lr.expand(-1, -1, 2, -1), size=(6, 22))
+    torch.testing.assert_close(one_row, two_rows[..., :3, :], atol=1e-6, rtol=0)
+    dot = torch.rand(1, 3, 1, 1)
+    torch.testing.assert_close(super_resolve(net, dot, size=(3, 5)),
+                               super_resolve(net, dot.expand(-1, -1, 2, 2), size=(6, 10))[..., :3, :5],
+                               atol=1e-6, rtol=0)
+
+
+def test_tiny_images_through_the_cli(tmp_path, tiny_model, monkeypatch, capsys):
+    src = make_case('tiny_images', tmp_path / 'case', monkeypatch)
+    assert run_cli('-i', src, '-o', tmp_path / 'out', '-s', 3.3, model=tiny_model) == 0
+    assert '5 done, 0 skipped, 0 failed' in capsys.readouterr().out
+    sizes = {p.name: Image.open(p).size for p in (tmp_path / 'out').iterdir()}
+    assert sizes == {'w1_h1_out.png': (3, 3), 'w9_h1_out.png': (30, 3), 'w2_h2_out.png': (7, 7),
+                     'w3_h3_out.png': (10, 10), 'w300_h2_out.png': (990, 7)}
+    assert run_cli('-i', src / 'w1_h1.png', '-o', tmp_path / 'steps', '--size', '5x2', '--steps', 2,
+                   model=tiny_model) == 0
+
+
+def test_too_large_tile_overlap_gets_its_own_message(tmp_path, tiny_model, capsys):
+    """The automatic tile for 64 GB is about 490 LR pixels: an overlap of 300 cannot fit in it (refused from the
+    header, before decoding); the same overlap on an image that runs whole is no problem."""
+    Image.fromarray(np.zeros((4, 2000, 3), np.uint8)).save(tmp_path / 'long.png')
+    assert run_cli('-i', tmp_path / 'long.png', '-o', tmp_path / 'out', '-s', 2, '--tile-overlap', 300,
+                   model=tiny_model) == 1
+    err = capsys.readouterr().err
+    assert '--tile-overlap 300 needs LR tiles of at least 600 pixels' in failures(err)[0]
+    assert 'does not fit' not in err
+    Image.fromarray(np.zeros((4, 20, 3), np.uint8)).save(tmp_path / 'short.png')
+    assert run_cli('-i', tmp_path / 'short.png', '-o', tmp_path / 'out', '-s', 2, '--tile-overlap', 300,
+                   model=tiny_model) == 0
+
+
+def test_benchmark_refuses_tiles_below_the_minimum(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--tile', '4'])
+    assert '--tile must be 0 (whole images) or at least 8' in capsys.readouterr().err
+
+
+# 3. Gray stored as RGB
+
+def test_gray_stored_as_rgb_comes_out_neutral(tmp_path, tiny_model, monkeypatch):
+    """gray_as_rgb: R = G = B in, R = G = B out (before: up to 36 levels of channel spread)."""
+    src = make_case('gray_as_rgb', tmp_path / 'case', monkeypatch)
+    rgb = np.asarray(Image.open(src / 'gray_as_rgb.jpg'))
+    assert rgb.shape == (48, 48, 3) and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    assert run_cli('-i', src, '-o', tmp_path / 'png', '-s', 2, '--ext', 'png', model=tiny_model) == 0
+    out = np.asarray(Image.open(tmp_path / 'png' / 'gray_as_rgb_out.png')).astype(int)
+    assert out.shape == (96, 96, 3) and (out.max(-1) == out.min(-1)).all() and out.std() > 20
+    assert np.asarray(Image.open(tmp_path / 'png' / 'gray_L_out.png')).shape == (96, 96)
+    assert run_cli('-i', src / 'gray_as_rgb.jpg', '-o', tmp_path / 'jpg', '-s', 2, model=tiny_model) == 0
+    jpeg = np.asarray(Image.open(tmp_path / 'jpg' / 'gray_as_rgb_out.jpg')).astype(int)
+    assert jpeg.shape == (96, 96, 3) and (jpeg.max(-1) - jpeg.min(-1)).max() <= 1
+    colour = rgb.copy()
+    colour[0, 0, 0] ^= 1  # one level off anywhere: a colour image, upscaled as colour
+    Image.fromarray(colour).save(tmp_path / 'colour.png')
+    assert run_cli('-i', tmp_path / 'colour.png', '-o', tmp_path / 'colour', '-s', 2, model=tiny_model) == 0
+    out = np.asarray(Image.open(tmp_path / 'colour' / 'colour_out.png')).astype(int)
+    assert (out.max(-1) - out.min(-1)).max() > 1
+
+
+# 4. Animations
+
+def test_animations_and_multi_page_files_are_refused_in_one_line(tmp_path, tiny_model, monkeypatch, capsys):
+    src = make_case('animated', tmp_path / 'case', monkeypatch)
+    frames = [Image.new('RGB', (16, 16), (40 * k, 0, 0)) for k in range(3)]
+    frames[0].save(src / 'anim.webp', save_all=True, append_images=frames[1:], duration=80, loop=0, lossless=True)
+    frames[0].save(src / 'pages.tif', save_all=True, append_images=frames[1:2])
+    frames[0].save(src / 'still.gif')
+    assert run_cli('-i', src, '-o', tmp_path / 'out', '-s', 2, model=tiny_model) == 1
+    captured = capsys.readouterr()
+    assert '1 done, 0 skipped, 4 failed' in captured.out
+    lines = sorted(failures(captured.err))
+    assert len(lines) == 4 and 'Traceback' not in captured.err
+    assert lines[0].endswith('anim.gif: animated GIF (4 frames): animations are not supported; extract the frames '
+                             'first')
+    assert lines[1].endswith('anim.webp: animated WEBP (3 frames): animations are not supported; extract the frames '
+                             'first')
+    assert lines[2].endswith('anim_apng.png: animated PNG (4 frames): animations are not supported; extract the '
+                             'frames first')
+    assert lines[3].endswith('pages.tif: multi-page TIFF (2 pages): only single images are supported; split the '
+                             'pages first')
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['still_out.png']
+    with pytest.raises(image_io.ImageReadError, match='animated GIF'):
+        image_io.read_image(src / 'anim.gif')
+
+
+# 5. Bit depth, profiles, floating point
+
+def test_benchmark_reads_16bit_images_through_image_io(tmp_path, shared_data):
+    """A 16-bit gray PNG was read as all 255 (PSNR inf); now it is the image, rounded to 8 bits."""
+    gray8 = np.asarray(Image.open(shared_data / 'Set14' / 'bridge.png'))[:96, :96]
+    gray16 = (gray8.astype(np.uint32) * 257 + 100).clip(max=65535).astype(np.uint16)  # rounds back to gray8
+    folder = tmp_path / 'data' / 'Deep'
+    folder.mkdir(parents=True)
+    Image.fromarray(gray16).save(folder / 'gray16.png')
+    cv2.imwrite(str(folder / 'rgb16.png'), np.dstack([gray16, gray16 // 2, gray16 // 3])[..., ::-1])
+    np.testing.assert_array_equal(benchmark.load_hr(folder / 'gray16.png'), gray8)
+    rgb = benchmark.load_hr(folder / 'rgb16.png')
+    assert rgb.shape == (96, 96, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], gray8)
+    records = benchmark.main(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Deep',
+                              '--scales', '2'])
+    assert records[0]['n_images'] == 2 and 20 < records[0]['psnr'] < 60
+
+
+def test_icc_profile_of_a_16bit_tiff_is_kept(tmp_path, tiny_model):
+    deep = (np.random.default_rng(1).random((12, 16, 3)) * 65535).astype(np.uint16)
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'in' / 'deep.tif').write_bytes(image_io.encode_image(image_io.Picture(deep, SRGB), 'tif'))
+    assert Image.open(tmp_path / 'in' / 'deep.tif').info['icc_profile'] == SRGB  # PIL reads what we wrote
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'in' / 'deep.tif'), cv2.IMREAD_UNCHANGED)[..., ::-1], deep)
+    assert run_cli('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-s', 2, model=tiny_model) == 0
+    out = image_io.read_image(tmp_path / 'out' / 'deep_out.tif')
+    assert out.pixels.dtype == np.uint16 and out.pixels.shape == (24, 32, 3) and out.icc_profile == SRGB
+
+
+def test_floating_point_tiffs_are_refused_saying_so(tmp_path, tiny_model, capsys):
+    (tmp_path / 'in').mkdir()
+    cv2.imwrite(str(tmp_path / 'in' / 'rgb_float.tif'), np.random.default_rng(0).random((6, 7, 3), np.float32))
+    Image.fromarray(np.random.default_rng(0).random((6, 7), np.float32)).save(tmp_path / 'in' / 'gray_float.tif')
+    for name in ('rgb_float.tif', 'gray_float.tif'):
+        with pytest.raises(image_io.ImageReadError, match='32-bit floating-point TIFF: not supported'):
+            image_io.probe_image(tmp_path / 'in' / name)
+    assert run_cli('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-s', 2, model=tiny_model) == 1
+    lines = failures(capsys.readouterr().err)
+    assert len(lines) == 2 and all('floating-point TIFF: not supported; convert it to 16-bit' in f for f in lines)
+
+
+# 6. Memory from the header
+
+MEASURED_CLI = textwrap.dedent('''
+    import resource, subprocess, sys
+    result = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+    print(result.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    print(result.stderr)
+''')
+
+
+def test_header_bomb_is_refused_within_the_budget(tmp_path, tiny_model, monkeypatch):
+    """header_bomb: a 200-byte PNG that declares 9400x9400 is refused from its header; the whole CLI process stays
+    under --max-memory 1GB (before: 3.1 GB, decoding and converting it before checking anything)."""
+    src = make_case('header_bomb', tmp_path / 'case', monkeypatch)
+    info = image_io.probe_image(src / 'declares_9400x9400.png')
+    assert (info.width, info.height, info.channels, info.itemsize) == (9400, 9400, 3, 1)
+    assert info.decode_bytes > 9400 * 9400 * 3
+    script = os.path.join(ROOT, 'inference', 'inference_ciaosr.py')
+    command = [sys.executable, '-c', MEASURED_CLI, sys.executable, script, '-i', str(src), '-o', str(tmp_path / 'out'),
+               '-s', '4', '--max-memory', '1GB', '--model', str(tiny_model)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    status, peak = map(int, result.stdout.splitlines()[0].split())
+    assert status == 1
+    assert 'declares_9400x9400.png: 9400x9400: decoding it does not fit in --max-memory 1.00 GiB' in result.stdout
+    assert peak < 2 ** 30, f'peak RSS {peak / 2 ** 30:.2f} GiB'
+    assert list((tmp_path / 'out').iterdir()) == []
+
+
+MEASURED_READ = textwrap.dedent('''
+    import sys, threading, time
+    sys.path.insert(0, sys.argv[1])
+    from inference import image_io
+
+    def resident():
+        with open('/proc/self/statm') as statm:
+            return int(statm.read().split()[1]) * 4096
+
+    info = image_io.probe_image(sys.argv[2])
+    before, peak, done = resident(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.0002)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    picture = image_io.read_image(sys.argv[2])
+    done.set()
+    sampler.join()
+    print(peak[0] - before, info.decode_bytes, picture.pixels.nbytes == info.pixel_bytes)
+''')
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/statm'), reason='samples the resident set from /proc')
+@pytest.mark.parametrize('kind', ['rgb.png', 'palette.png', 'rgba.png', 'rgb16.png', 'gray.jpg', 'rotated.jpg'])
+def test_decoding_stays_within_the_header_estimate(tmp_path, kind):
+    """`ImageInfo.decode_bytes` (from the header) bounds the memory `read_image` takes: the resident set sampled
+    while it decodes a 2000x3000 image, in a fresh process each."""
+    h, w = 2000, 3000
+    yy, xx = np.mgrid[:h, :w]
+    rgb = np.dstack([xx % 251, yy % 241, (xx + yy) % 239]).astype(np.uint8)
+    path = tmp_path / kind
+    if kind == 'rgb16.png':
+        cv2.imwrite(str(path), rgb.astype(np.uint16) * 257)
+    elif kind == 'rotated.jpg':
+        image = Image.fromarray(rgb)
+        exif = image.getexif()
+        exif[image_io.ORIENTATION_TAG] = 6
+        image.save(path, exif=exif)
+    else:
+        image = Image.fromarray(rgb[..., 0] if kind == 'gray.jpg' else rgb)
+        {'palette.png': lambda im: im.convert('P'), 'rgba.png': lambda im: im.convert('RGBA')}.get(
+            kind, lambda im: im)(image).save(path)
+    result = subprocess.run([sys.executable, '-c', MEASURED_READ, ROOT, str(path)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    used, estimate, sizes_agree = result.stdout.split()
+    assert sizes_agree == 'True', result.stderr
+    assert int(used) <= int(estimate), f'{kind}: read_image took {int(used) / 2 ** 20:.0f} MiB, ' \
+                                       f'estimated {int(estimate) / 2 ** 20:.0f} MiB'
+
+
+# 7. Finite output only
+
+@pytest.fixture
+def overflowing_model(tiny_model, tmp_path):
+    """The tiny model with its decoder's weights times 1e30: finite weights (the loader accepts them) whose
+    outputs overflow to +-inf."""
+    net = load_model(tiny_model)
+    with torch.no_grad():
+        for layer in net.imnet_q.layers[::2]:
+            layer.weight.mul_(1e30)
+    path = tmp_path / 'overflow.safetensors'
+    save_safetensors(net, path, net.arch)
+    return path
+
+
+def test_non_finite_output_is_never_written(tmp_path, tiny_model, overflowing_model, capsys, monkeypatch):
+    """Outputs that overflow (clamping would have made them 0 or 1) and NaN weights: the file fails, nothing is
+    written."""
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / 'a.png')
+    lr = torch.rand(1, 3, 8, 8)
+    assert torch.isnan(super_resolve(load_model(overflowing_model), lr, 2)).any()
+    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 2, model=overflowing_model) == 1
+
+    def nan_weights(*args, **kwargs):  # the loader refuses NaN weights in a file, so they are set after loading
+        net = load_model(tiny_model)
+        with torch.no_grad():
+            net.imnet_q.layers[0].weight[0, 0] = math.nan
+        return net
+    monkeypatch.setattr(cli, 'load_model', nan_weights)
+    assert torch.isnan(super_resolve(nan_weights(), lr, 2)).all()
+    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 2) == 1
+    lines = failures(capsys.readouterr().err)
+    assert len(lines) == 2 and all('the network produced NaN or infinite values, so nothing was written' in line
+                                   for line in lines)
+    assert list((tmp_path / 'out').iterdir()) == []
+
+
+def test_benchmark_metrics_that_cannot_be_computed_are_null(tmp_path, shared_data, overflowing_model):
+    """Non-finite model output, and PSNR infinite on a flat image: null with the reason, and the JSON stays valid."""
+    folder = tmp_path / 'data' / 'Mixed'
+    folder.mkdir(parents=True)
+    Image.open(shared_data / 'Set5' / 'baby.png').crop((100, 100, 160, 148)).save(folder / 'baby.png')
+    records = benchmark.main(['--model', str(overflowing_model), '--name', 'Broken', '--data-root',
+                              str(tmp_path / 'data'), '--datasets', 'Mixed', '--scales', '2',
+                              '--json', str(tmp_path / 'a.json'), '--markdown', str(tmp_path / 'a.md')])
+    bicubic, broken = records
+    assert 20 < bicubic['psnr'] < 60 and 'psnr_unavailable' not in bicubic
+    assert broken['psnr'] is None and broken['ssim'] is None
+    assert broken['psnr_unavailable'] == 'the model output is not finite for baby.png'
+    assert strict_json((tmp_path / 'a.json').read_text()) == records
+    assert 'PSNR unavailable (Broken Mixed x2): the model output is not finite for baby.png' in (
+        tmp_path / 'a.md').read_text()
+
+    Image.fromarray(np.full((40, 40), 77, np.uint8)).save(folder / 'flat.png')
+    records = benchmark.main(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Mixed',
+                              '--scales', '2', '--json', str(tmp_path / 'b.json')])
+    assert records[0]['psnr'] is None and records[0]['psnr_unavailable'] == 'SR equals HR (infinite PSNR) for flat.png'
+    assert records[0]['ssim'] is not None and records[0]['n_images'] == 2
+    assert strict_json((tmp_path / 'b.json').read_text()) == records
+
+
+# 8. Folders
+
+def test_output_folder_problems_stop_before_any_work(tmp_path, tiny_model, capsys, monkeypatch):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
+    (tmp_path / 'taken').write_text('a file, not a folder')
+
+    def no_work(*args, **kwargs):
+        raise AssertionError('the model was loaded although the output folder is unusable')
+    monkeypatch.setattr(cli, 'load_model', no_work)
+    taken, inside = tmp_path / 'taken', tmp_path / 'taken' / 'sub'
+    for out, message in ((taken, f'the output folder {taken} exists and is not a folder'),
+                         (inside, f'cannot write to the output folder {inside}')):
+        assert run_cli('-i', tmp_path / 'a.png', '-o', out, '-s', 2, model=tiny_model) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f'error: {message}')
+
+
+@pytest.mark.skipif(os.name != 'posix' or os.geteuid() == 0, reason='permissions do not bind root')
+def test_unwritable_output_folder_is_refused(tmp_path, tiny_model, capsys):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
+    (tmp_path / 'locked').mkdir(mode=0o555)
+    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'locked', '-s', 2, model=tiny_model) == 2
+    assert f'cannot write to the output folder {tmp_path / "locked"}' in capsys.readouterr().err
+
+
+def test_output_into_the_input_folder_twice_skips_everything(tmp_path, tiny_model, capsys):
+    (tmp_path / 'sub').mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / 'sub' / 'b.jpg')
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / 'keep_out.bmp')  # not a format we write: an input
+    argv = ('-i', tmp_path, '-o', tmp_path, '-s', 2, '--recursive', '--skip-existing')
+    assert run_cli(*argv, model=tiny_model) == 0
+    assert '3 done, 0 skipped, 0 failed' in capsys.readouterr().out
+    assert run_cli(*argv, model=tiny_model) == 0
+    out = capsys.readouterr().out
+    assert '0 done, 3 skipped, 0 failed' in out and 'not taken as inputs: 3 earlier output(s)' in out
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*.*')) == [
+        'a.png', 'a_out.png', 'keep_out.bmp', 'keep_out_out.png', 'sub/b.jpg', 'sub/b_out.jpg']
+
+
+def test_leftover_partial_files_are_removed_and_hidden_files_skipped(tmp_path, tiny_model, capsys):
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    (src / '.hidden').mkdir(parents=True)
+    out.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / 'a.png')
+    (src / '._a.png').write_bytes(b'\0\5\26\7 AppleDouble resource fork')
+    (src / '.DS_Store').write_bytes(b'\0\0\0\1Bud1')
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / '.hidden' / 'b.png')
+    leftover = out / f'.a_out.png.{"0" * 7}1.part'
+    leftover.write_bytes(b'half an image')
+    os.utime(leftover, (1e9, 1e9))
+    not_ours = out / '.notes.part'
+    not_ours.write_text('a hidden file of someone else')
+    assert run_cli('-i', src, '-o', out, '-s', 2, '--recursive', model=tiny_model) == 0
+    captured = capsys.readouterr()
+    assert '1 done, 0 skipped, 0 failed' in captured.out and 'FAILED' not in captured.err
+    assert f'removed 1 temporary file(s) left in {out} by an interrupted run' in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ['.notes.part', 'a_out.png']
+
+
+def test_list_images_is_the_one_lister(tmp_path):
+    for name in ('b.PNG', 'a.jpg', 'sub/c.tif', 'sub/.d.png', '.e/f.png', '._g.jpg', 'notes.txt', 'h.webp.part'):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b'x')
+    (tmp_path / 'folder.png').mkdir()
+    assert image_io.list_images(tmp_path) == [tmp_path / 'a.jpg', tmp_path / 'b.PNG']
+    assert image_io.list_images(tmp_path, recursive=True) == [tmp_path / 'a.jpg', tmp_path / 'b.PNG',
+                                                               tmp_path / 'sub' / 'c.tif']
+    with pytest.raises(FileNotFoundError):
+        image_io.list_images(tmp_path / 'missing')
+    with pytest.raises(NotADirectoryError):
+        image_io.list_images(tmp_path / 'a.jpg')
+
+
+def test_benchmark_names_and_skips_unreadable_and_too_small_images(tmp_path, shared_data, capsys):
+    folder = tmp_path / 'data' / 'Odd'
+    folder.mkdir(parents=True)
+    crop = Image.open(shared_data / 'Set5' / 'bird.png').crop((0, 0, 64, 52))
+    crop.save(folder / 'bird.png')
+    (folder / '._bird.png').write_bytes(b'\0\5\26\7 AppleDouble')  # hidden: not listed at all
+    full = (folder / 'bird.png').read_bytes()
+    (folder / 'cut.png').write_bytes(full[:len(full) // 2])  # header fine, pixels missing
+    (folder / 'empty.png').write_bytes(b'')
+    Image.fromarray(np.zeros((1, 3, 3), np.uint8)).save(folder / 'tiny.png')
+    crop.crop((0, 0, 30, 30)).save(folder / 'small.png')  # fine at x2, too small at x8
+    records = benchmark.main(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Odd',
+                              '--scales', '2', '8', '--json', str(tmp_path / 'odd.json'),
+                              '--markdown', str(tmp_path / 'odd.md')])
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    assert [(r['scale'], r['n_images']) for r in records] == [(2, 2), (8, 1)]
+    assert all(r['psnr'] is not None and r['ssim'] is not None for r in records)
+    report = (tmp_path / 'odd.md').read_text()
+    for line in (f'{folder / "empty.png"}: empty file', f'{folder / "cut.png"}: damaged or truncated image',
+                 f'{folder / "tiny.png"} at x2: 3x1 has an empty LR at x2',
+                 f'{folder / "small.png"} at x8: 30x30 leaves 8 pixels per side after the 8-pixel shave'):
+        assert f'left out: {line}' in err and f'Left out: {line}' in report
+    assert strict_json((tmp_path / 'odd.json').read_text()) == records
