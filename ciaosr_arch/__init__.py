@@ -6,6 +6,6 @@ from . import compat, data, models  # noqa: F401  (compat first: it must run bef
 from .archs import LIIF, CiaoSR
 from .archs.coords import make_cell, make_coord
 from .checkpoint import CheckpointError, load_model
-from .inference import super_resolve
+from .engine import super_resolve
 
 __all__ = ['CiaoSR', 'LIIF', 'CheckpointError', 'load_model', 'make_cell', 'make_coord', 'super_resolve']

@@ -28,7 +28,7 @@ from .archs import LIIF, CiaoSR
 from .archs.encoders import ENCODERS
 
 ARCHS = {'CiaoSR': CiaoSR, 'LIIF': LIIF}
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / 'weights'
+WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'  # package data
 DEFAULT_WEIGHTS = WEIGHTS_DIR / 'ciaosr_edsr_baseline.safetensors'
 SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
     'default': DEFAULT_WEIGHTS.name,  # bicubic degradation, scales 1-4

@@ -106,23 +106,3 @@ def make_basicsr_trainer_device_agnostic():
     basicsr.train.load_resume_state = load_resume_state
     basicsr.utils.options.init_dist = init_dist
 
-
-def run_pipeline(pipeline, root_path):
-    """Run a basicsr pipeline (`basicsr.train.train_pipeline`, `basicsr.test.test_pipeline`) from `root_path`.
-
-    A checkpoint that cannot be used (CheckpointError: pretrained weights, resume states) or a NaN/Inf loss
-    (TrainingDiverged) ends the process with one line `error: ...` and exit status 1, written through the
-    run's logger (console and log file) once that exists, else to stderr; no traceback.
-    """
-    from basicsr.utils.logger import get_root_logger, initialized_logger
-
-    from .checkpoint import CheckpointError
-    from .models.ciaosr_model import TrainingDiverged
-
-    try:
-        pipeline(root_path)
-    except (CheckpointError, TrainingDiverged) as err:
-        if 'basicsr' in initialized_logger:
-            get_root_logger().error(str(err))
-            sys.exit(1)
-        sys.exit(f'error: {err}')

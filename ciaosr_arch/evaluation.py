@@ -11,7 +11,6 @@
   (Y only `if size(im, 3) == 3`) and what the published bicubic Set14 numbers need: taking the Y channel of the
   copied gray image instead scales its differences by 219/255 (+1.3 dB on bridge, +0.09 dB on the Set14 mean).
 """
-import argparse
 import math
 
 import numpy as np
@@ -19,17 +18,21 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
 
-from .data.arbitrary_scale_dataset import downsample as make_lr
-from .data.resize import resize_matlab
+from .resize import downsample as make_lr
+from .resize import resize_matlab
 
 LUMA_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 219  # BT.601 R, G, B weights: Y rescaled to [0, 255]
 
 
-def parse_scale(text):
-    """A command-line scale: a finite number > 0, as int when whole (so records and labels read 'x4', not 'x4.0')."""
-    scale = float(text)
+def as_scale(text):
+    """A scale from text or a number: a finite number > 0, as int when whole (so records and labels read 'x4', not
+    'x4.0'). ValueError otherwise."""
+    try:
+        scale = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f'a scale must be a finite number > 0, got {text!r}') from None
     if not (math.isfinite(scale) and scale > 0):
-        raise argparse.ArgumentTypeError(f'a scale must be a finite number > 0, got {text}')
+        raise ValueError(f'a scale must be a finite number > 0, got {text}')
     return int(scale) if scale.is_integer() else scale
 
 

@@ -1,16 +1,11 @@
-"""Evaluate with BasicSR's test pipeline: python ciaosr_arch/test.py -opt options/NAME.yml
-Unusable weights (`path.pretrain_network_g`) stop it with one `error: ...` line and exit status 1."""
+"""python ciaosr_arch/test.py -opt options/NAME.yml: BasicSR's test pipeline with this project's registrations,
+the same as the console script `ciaosr-test` (ciaosr/train.py)."""
 import sys
-from os import path as osp
+from pathlib import Path
 
-ROOT = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
-sys.path[0] = ROOT  # the repo root, not ciaosr_arch/ (whose module names would shadow others)
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not this folder (its module names shadow)
 
-import ciaosr_arch  # noqa: E402,F401  (registers archs, datasets, models)
-import realsr  # noqa: E402,F401  (registers the real-world degradation model and dataset)
-from ciaosr_arch.compat import make_basicsr_trainer_device_agnostic, run_pipeline  # noqa: E402
+from ciaosr.train import test  # noqa: E402
 
 if __name__ == '__main__':
-    make_basicsr_trainer_device_agnostic()
-    from basicsr.test import test_pipeline
-    run_pipeline(test_pipeline, ROOT)
+    test()

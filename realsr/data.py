@@ -12,7 +12,7 @@ from .degradations import KERNEL_DEFAULTS, blur_kernel, final_sinc_kernel
 
 @DATASET_REGISTRY.register()
 class RealWorldSRDataset(ArbitraryScaleSRDataset):
-    """HR images -> random `gt_size` crops in [0, 1] plus the kernels of Real-ESRGAN's degradations (spec 4.2).
+    """HR images -> random `gt_size` crops in [0, 1] plus the kernels of Real-ESRGAN's degradations (official recipe).
 
     Reading (dataroot_gt / gt_folders, io_backend, cache_images) is ArbitraryScaleSRDataset's. Images
     smaller than the crop are reflect-padded first, as Real-ESRGAN does. Real-ESRGAN's own dataset is

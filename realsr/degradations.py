@@ -1,4 +1,4 @@
-"""Real-world training pairs for arbitrary-scale SR (spec 4.2): Real-ESRGAN's second-order degradations
+"""Real-world training pairs for arbitrary-scale SR: Real-ESRGAN's second-order degradations
 with the final resize to GT/s for a continuous scale s, then an LR crop and the GT window it predicts.
 
 Kernels are drawn per sample in the dataset (`blur_kernel`, `final_sinc_kernel`, NumPy/Python RNGs);
@@ -26,7 +26,7 @@ KERNEL_SIZES = list(range(7, 22, 2))
 KERNEL_PAD_TO = 21
 BLUR_TYPES = ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso']
 
-# Dataset-side kernel options; Real-ESRGAN's names, suffix '2' = second degradation (spec 4.2 steps 3, 7, 10).
+# Dataset-side kernel options; Real-ESRGAN's names, suffix '2' = the second degradation.
 KERNEL_DEFAULTS = {
     'kernel_list': BLUR_TYPES, 'kernel_prob': [0.45, 0.25, 0.12, 0.03, 0.12, 0.03], 'sinc_prob': 0.1,
     'blur_sigma': [0.2, 3], 'betag_range': [0.5, 4], 'betap_range': [1, 2],
@@ -35,7 +35,7 @@ KERNEL_DEFAULTS = {
     'final_sinc_prob': 0.8,
 }
 
-# Model-side options (spec 4.2 steps 4-10, 12, 14): Real-ESRGAN's names, plus the final scale range,
+# Model-side options (resize, noise, JPEG, final resize, crop, queries): Real-ESRGAN's names, the final scale range,
 # the LR crop side and the side of the GT window whose pixels are the queries.
 SYNTHESIS_DEFAULTS = {
     'resize_prob': [0.2, 0.7, 0.1], 'resize_range': [0.15, 1.5], 'gaussian_noise_prob': 0.5,
@@ -137,14 +137,14 @@ def paired_window_crop(lq, gt_images, lq_size, window):
 
 class ContiguousDiffJPEG(DiffJPEG):
     """BasicSR's DiffJPEG with a contiguous output: its NHWC-strided result survives CPU reflect padding
-    and then breaks the `.view` in `filter2D` (environment notes, section 2)."""
+    and then breaks the `.view` in `filter2D` (RuntimeError: view size is not compatible, seen on CPU)."""
 
     def forward(self, x, quality):
         return super().forward(x, quality=quality).contiguous()
 
 
 class RealPairSynthesis(nn.Module):
-    """Training pairs from GT crops on their device (spec 4.2); `.to(device)` moves the JPEG/USM helpers.
+    """Training pairs from GT crops on their device; `.to(device)` moves the JPEG/USM helpers.
 
     Per batch: unsharp-masked GT (the LR starts from it and is the L1/perceptual target); blur, random
     resize, noise, JPEG; blur (prob.), random resize to (GT / s) x factor, noise; then, in random order,

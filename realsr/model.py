@@ -1,4 +1,4 @@
-"""Two-stage real-world training of CiaoSR (spec 4.2) on pairs synthesised on the model's device."""
+"""Two-stage real-world training of CiaoSR (official real-world configs) on pairs synthesised on the model's device."""
 from collections import OrderedDict
 
 import torch
@@ -6,15 +6,11 @@ from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from ciaosr_arch.archs.implicit_base import channels_last
 from ciaosr_arch.models import CiaoSRModel
 
 from .degradations import RealPairSynthesis
 from .perceptual import build_perceptual_loss
-
-
-def as_queries(img):
-    """Image [B, 3, q, q] -> its pixels row-major [B, q * q, 3] (the layout of predictions and targets)."""
-    return img.flatten(2).transpose(1, 2)
 
 
 def as_image(rgb, side):
@@ -28,7 +24,7 @@ class RealCiaoSRNetModel(CiaoSRModel):
 
     `feed_data` turns a RealWorldSRDataset batch (GT crops + kernels) into an LR crop and the
     `query_window`^2 GT pixels it should predict, by `RealPairSynthesis` on the model's device
-    (options `degradation:`, defaults = spec 4.2). Batches without kernels (validation) go to CiaoSRModel.
+    (options `degradation:`; defaults: the official recipe). Batches without kernels (validation) go to CiaoSRModel.
     Training, EMA, bf16 autocast and validation are CiaoSRModel's.
     """
 
@@ -44,7 +40,7 @@ class RealCiaoSRNetModel(CiaoSRModel):
         pair = self.synthesis(*(data[key].to(self.device) for key in ('gt', 'kernel1', 'kernel2', 'sinc_kernel')))
         self.lq, self.coord, self.cell = pair['lq'], pair['coord'], pair['cell']
         self.gt_window, self.gt_usm_window = pair['gt'], pair['gt_usm']
-        self.gt = as_queries(self.gt_usm_window)  # the pixel-loss target
+        self.gt = channels_last(self.gt_usm_window)  # the pixel-loss target, [B, q * q, 3] as the predictions
 
 
 @MODEL_REGISTRY.register()

@@ -9,8 +9,8 @@ import torch
 from basicsr.metrics import calculate_psnr
 from PIL import Image
 
+from ciaosr import benchmark
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, lr_size, psnr_ssim, shave, to_rgb, to_uint8
-from inference import benchmark
 
 # Bicubic (Y, shave = scale) as published in the EDSR/RCAN/LIIF tables: (PSNR, SSIM) for x2, x3, x4.
 PUBLISHED_BICUBIC = {
@@ -105,7 +105,7 @@ def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_mod
         '--json', str(out['out.json']), '--markdown', str(out['out.md']), '--plot', str(out['out.png'])])
 
     assert json.loads(out['out.json'].read_text()) == records
-    assert [(r['method'], r['scale']) for r in records] == [(m, s) for m in ('Bicubic', 'Tiny') for s in (2, 2.5, 6)]
+    assert [(r['method'], r['scale']) for r in records] == [(m, s) for m in ('bicubic', 'Tiny') for s in (2, 2.5, 6)]
     for record in records:
         assert record['dataset'] == 'Set14' and record['n_images'] == 2
         assert 0 < record['psnr'] < 60 and 0 < record['ssim'] <= 1
@@ -122,7 +122,7 @@ def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_mod
 
     report = out['out.md'].read_text()
     assert '| Method | Set14 x2 | Set14 x2.5 | Set14 x6* |' in report
-    assert '\n| Bicubic | ' in report and '\n| Tiny | ' in report and 'LPIPS unavailable' in report
+    assert '\n| bicubic | ' in report and '\n| Tiny | ' in report and 'LPIPS unavailable' in report
     assert Image.open(out['out.png']).format == 'PNG'
 
 

@@ -1,4 +1,4 @@
-"""Issue 11 (checkpoints): every weights file is loaded right or refused with one CheckpointError naming the
+"""Checkpoints: every weights file is loaded right or refused with one CheckpointError naming the
 file and the tensor or option at fault; no file makes us allocate more than its own tensors; convert fails in
 one line; files are written atomically."""
 import json
@@ -13,9 +13,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ciaosr.convert import main as convert
 from ciaosr_arch import CheckpointError, CiaoSR, load_model
 from ciaosr_arch.checkpoint import atomic_file, read_checkpoint
-from ciaosr_arch.convert import main as convert
 
 ROOT = Path(__file__).resolve().parent.parent
 TENSOR = 'imnet_q.layers.0.weight'  # the tensor the bad-value cases spoil
@@ -234,13 +234,13 @@ def test_convert_failures_are_one_line(tiny_model, nan_checkpoint, tmp_path, mon
 
     def unwritable(*args, **kwargs):
         raise PermissionError(13, 'Permission denied')
-    monkeypatch.setattr('ciaosr_arch.convert.save_safetensors', unwritable)
+    monkeypatch.setattr('ciaosr.convert.save_safetensors', unwritable)
     with pytest.raises(SystemExit, match=r'^error: cannot write .*out.safetensors: Permission denied$'):
         convert([good, str(tmp_path / 'out.safetensors')])
 
 
 def test_convert_cli_prints_one_line_and_no_traceback(nan_checkpoint, tmp_path, capsys):
-    argv = [sys.executable, '-m', 'ciaosr_arch.convert', str(nan_checkpoint), str(tmp_path / 'out.safetensors')]
+    argv = [sys.executable, '-m', 'ciaosr.convert', str(nan_checkpoint), str(tmp_path / 'out.safetensors')]
     result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300,
                             env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert result.returncode == 1 and result.stderr.count('\n') == 1, result.stderr

@@ -1,4 +1,4 @@
-"""Issue 2: the CiaoSR network reproduces the official generator and loads its checkpoints."""
+"""The CiaoSR network reproduces the official generator and loads its checkpoints."""
 import io
 import pickle
 import zipfile

@@ -1,4 +1,4 @@
-"""Issue 6 (pipeline): real-world degradations and the two-stage CiaoSR training of realsr/."""
+"""Real-world degradations and the two-stage CiaoSR training of realsr/."""
 import importlib.resources
 import os
 import re

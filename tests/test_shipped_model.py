@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
+from ciaosr import upscale as inference_ciaosr
 from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim, to_uint8
-from inference import inference_ciaosr
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,10 +1,9 @@
-"""Issue 3: arbitrary-scale data, the BasicSR model, and the train entry (CPU, resume, 2-process DDP).
-Issue 11 (training half): corrupt and too-small training images, unusable pretrained weights, atomic saves,
+"""Arbitrary-scale data, the BasicSR model, and the train entry (CPU, resume, 2-process DDP).
+Also: corrupt and too-small training images, unusable pretrained weights, atomic saves,
 auto-resume past truncated states, non-finite losses."""
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -54,18 +53,17 @@ def train_options(name, val_folder, **train):
 
 @pytest.fixture
 def experiment(tmp_path):
-    """A unique experiment name with two small HR validation crops; its experiments/ folder is removed after."""
+    """A unique experiment name with two small HR validation crops, and the run's working directory (tmp)."""
     val = tmp_path / 'val'
     val.mkdir()
     for name in ('baby', 'bird'):
         cv2.imwrite(str(val / f'{name}.png'), cv2.imread(str(SHARED / 'data/Set5' / f'{name}.png'))[:42, :46])
-    name = f'test_{uuid.uuid4().hex[:8]}'
-    yield name, val, tmp_path
-    shutil.rmtree(ROOT / 'experiments' / name, ignore_errors=True)
+    return f'test_{uuid.uuid4().hex[:8]}', val, tmp_path
 
 
 def run_train(options, tmp_path, *extra, launcher=None, status=0):
-    """Run ciaosr_arch/train.py on `options`; (the run's log file text or '' if none, stdout + stderr)."""
+    """Run ciaosr_arch/train.py on `options` in tmp_path (experiments/ goes there); (the run's log file text or ''
+    if none, stdout + stderr)."""
     path = tmp_path / f'{options["name"]}.yml'
     path.write_text(yaml.safe_dump(options))
     entry = [str(ROOT / 'ciaosr_arch' / 'train.py'), '-opt', str(path), *extra]
@@ -73,7 +71,7 @@ def run_train(options, tmp_path, *extra, launcher=None, status=0):
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
-    logs = sorted((ROOT / 'experiments' / options['name']).glob('train_*.log'))
+    logs = sorted((tmp_path / 'experiments' / options['name']).glob('train_*.log'))
     return (logs[-1].read_text() if logs else ''), result.stdout + result.stderr
 
 
@@ -123,7 +121,7 @@ def test_train_validate_and_resume_on_cpu(experiment):
     assert 'iter:       2' in log and 'Validation crops_x2' in log and 'Validation crops_x3.5' in log
     psnr = {float(line.split('psnr:')[1].split()[0]) for line in log.splitlines() if '# psnr:' in line}
     assert len(psnr) == 2 and all(math.isfinite(p) and p > 15 for p in psnr)  # one per validation scale
-    states = ROOT / 'experiments' / name / 'training_states'
+    states = tmp_path / 'experiments' / name / 'training_states'
     assert (states / '2.state').exists()
 
     # A run killed while saving iteration 3 (with BasicSR's non-atomic saves) left a truncated state.
@@ -133,8 +131,8 @@ def test_train_validate_and_resume_on_cpu(experiment):
     assert f'auto_resume: skipping {states / "3.state"}: not a readable training state' in output
     assert 'Resuming training from epoch: 0, iter: 2.' in log
     assert 'iter:       3' in log and 'iter:       4' in log and 'iter:       1,' not in log
-    assert (ROOT / 'experiments' / name / 'models' / 'net_g_4.pth').exists()
-    assert not list((ROOT / 'experiments' / name).rglob('*.part'))  # saves leave no temporary files
+    assert (tmp_path / 'experiments' / name / 'models' / 'net_g_4.pth').exists()
+    assert not list((tmp_path / 'experiments' / name).rglob('*.part'))  # saves leave no temporary files
 
 
 def test_two_process_ddp_on_cpu(experiment):

@@ -14,15 +14,13 @@ import itertools
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .coords import pixel_centres, sample_bilinear, sample_nearest_index, shift_coord
+from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels, sample_bilinear, sample_nearest_index
 from .cross_scale_attention import CrossScaleAttention
 from .encoders import build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
 
 PAIR_TABLE_MIN_RATIO = 4  # output pixels per LR pixel from which the key/query pair table pays off
 PAIR_TABLE_BAND_PIXELS = 4096  # LR pixels per band of the pair table's construction (bounds its temporaries)
-NEIGHBOUR_OFFSETS = {1: [(0, 0)], 2: list(itertools.product((-1, 1), repeat=2)),
-                     3: list(itertools.product((-1, 0, 1), repeat=2))}
 
 
 @ARCH_REGISTRY.register()
@@ -139,15 +137,8 @@ class CiaoSR(ImplicitSRNet):
         Returns flat indices [B, Q, N] and extras [B, Q, N, 4].
         """
         size = coord.new_tensor([h, w])
-        step = (1 - cell[:, 0]) / (size - 1)  # [B, 2]
-        cell_lr = cell * size
-        index, extra = [], []
-        for offset in self.offsets:
-            idx = sample_nearest_index(shift_coord(coord, offset, step), h, w)
-            rel = (coord - pixel_centres(idx, h, w)) * size
-            index.append(idx)
-            extra.append(torch.cat([rel, cell_lr], -1))
-        return torch.stack(index, 2), torch.stack(extra, 2)
+        index, rel = neighbour_pixels(coord, self.offsets, (1 - cell[:, 0]) / (size - 1), h, w)
+        return index, torch.cat([rel, (cell * size).unsqueeze(2).expand_as(rel)], -1)
 
 
 def displacement_code(query_index, index, width):

@@ -5,10 +5,14 @@ centres sit at -1 + (2k + 1) / n, and every coordinate tensor has its last dimen
 (row, col). Only `grid_sample` wants (x, y), so the flip happens in `sample_nearest_index` and
 `sample_bilinear` and nowhere else.
 """
+import itertools
+
 import torch
 import torch.nn.functional as F
 
 EPS_SHIFT = 1e-6  # nudge of shifted neighbour coordinates, and the clamp margin at the border
+NEIGHBOUR_OFFSETS = {1: [(0, 0)], 2: list(itertools.product((-1, 1), repeat=2)),
+                     3: list(itertools.product((-1, 0, 1), repeat=2))}  # local_size -> (row, col) offsets
 
 
 def axis_centres(n, device=None):
@@ -64,6 +68,22 @@ def shift_coord(coord, offset, shift):
         if step != 0:
             moved[..., axis] += (step * shift[:, axis] + EPS_SHIFT)[:, None]
     return moved.clamp_(-1 + EPS_SHIFT, 1 - EPS_SHIFT)
+
+
+def neighbour_pixels(coord, offsets, shift, height, width):
+    """The LR pixels each query reads and the query's position relative to their centres (the heads' shared loop).
+
+    coord [B, Q, 2]; offsets: (row, col) steps in {-1, 0, 1} (`NEIGHBOUR_OFFSETS`); shift [B, 2]: one step in
+    [-1, 1] units (CiaoSR: (1 - cell) / (size - 1); LIIF: 1 / size). Returns flat indices [B, Q, N] of the pixels
+    nearest to each shifted query and rel [B, Q, N, 2] = query - pixel centre, in LR pixels.
+    """
+    size = coord.new_tensor([height, width])
+    index, rel = [], []
+    for offset in offsets:
+        nearest = sample_nearest_index(shift_coord(coord, offset, shift), height, width)
+        index.append(nearest)
+        rel.append((coord - pixel_centres(nearest, height, width)) * size)
+    return torch.stack(index, 2), torch.stack(rel, 2)
 
 
 def sample_bilinear(image, coord):

@@ -1,4 +1,4 @@
-"""CiaoSR's non-local branch: cross-scale attention over the LR feature map (spec section 3.4)."""
+"""CiaoSR's non-local branch: cross-scale attention over the LR feature map (as the official CiaoSR code)."""
 import torch
 import torch.nn.functional as F
 from torch import nn

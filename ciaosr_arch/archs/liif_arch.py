@@ -8,8 +8,7 @@ Each of the 4 LR latent codes around a query predicts RGB with one MLP from
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from .ciaosr_arch import NEIGHBOUR_OFFSETS
-from .coords import pixel_centres, sample_nearest_index, shift_coord
+from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels
 from .encoders import build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
 
@@ -45,15 +44,10 @@ class LIIF(ImplicitSRNet):
     def decode(self, bank, coord, cell):
         h, w = bank['size']
         size = coord.new_tensor([h, w])
-        step = 1 / size.expand(coord.shape[0], 2)  # half an LR pixel in [-1, 1] units, per image
-        preds, areas = [], []
-        for offset in self.offsets:
-            index = sample_nearest_index(shift_coord(coord, offset, step), h, w)
-            rel = (coord - pixel_centres(index, h, w)) * size
-            extra = torch.cat([rel, cell * size], -1) if self.cell_decode else rel
-            preds.append(self.imnet.head(self.imnet.hidden(gather_pixels(bank['code_proj'], index), extra)))
-            areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
-        # Each code is weighted by the area of the sub-rectangle diagonally opposite to it.
-        weights = torch.stack(areas[::-1], -1)
-        rgb = (torch.stack(preds, -1) * (weights / weights.sum(-1, keepdim=True)).unsqueeze(-2)).sum(-1)
+        index, rel = neighbour_pixels(coord, self.offsets, 1 / size.expand(coord.shape[0], 2), h, w)  # [B, Q, N, .]
+        extra = torch.cat([rel, (cell * size).unsqueeze(2).expand_as(rel)], -1) if self.cell_decode else rel
+        preds = self.imnet.head(self.imnet.hidden(gather_pixels(bank['code_proj'], index), extra))  # [B, Q, N, 3]
+        # Each code is weighted by the area of the sub-rectangle diagonally opposite to it (offsets reversed).
+        weights = ((rel[..., 0] * rel[..., 1]).abs() + 1e-9).flip(-1)
+        rgb = (preds * (weights / weights.sum(-1, keepdim=True)).unsqueeze(-1)).sum(-2)
         return rgb + self.rgb_mean.view(1, 1, 3)

@@ -1,4 +1,4 @@
-"""Training data for arbitrary-scale SR: random scale per sample, LR made on the fly (spec 4.1)."""
+"""Training data for arbitrary-scale SR: random scale per sample, LR made on the fly."""
 import io
 import random
 
@@ -14,16 +14,7 @@ from torch.utils import data
 
 from ..archs.coords import make_coord
 from ..checkpoint import listing
-from .resize import resize_matlab, resize_pil
-
-
-def downsample(img, size, method):
-    """uint8 HxWx3 -> uint8 LR of `size` by 'pil' (official training) or 'matlab' bicubic."""
-    if method == 'pil':
-        return resize_pil(img, size)
-    if method == 'matlab':
-        return np.clip(np.round(resize_matlab(img, size)), 0, 255).astype(np.uint8)
-    raise ValueError(f"downsample must be 'pil' or 'matlab', got {method!r}")
+from ..resize import downsample
 
 
 def sample_queries(gt, n_query):

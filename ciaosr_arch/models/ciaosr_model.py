@@ -13,7 +13,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import atomic_file, check_values, match_state, read_checkpoint, without_non_local
-from ..inference import super_resolve
+from ..engine import super_resolve
 
 
 class TrainingDiverged(RuntimeError):

@@ -56,12 +56,17 @@ def _unsafe_reason(path):
     return None
 
 
+class MetricUnavailable(RuntimeError):
+    """A metric that cannot be computed here (parameters missing, unreadable or not downloadable); says why."""
+
+
 def create_metric(name, params_dir=None, device='cpu'):
-    """pyiqa metric `name` (callable on [N, 3, H, W] RGB in [0, 1]), or a string saying why it is unavailable.
+    """pyiqa metric `name` (callable on [N, 3, H, W] RGB in [0, 1]); MetricUnavailable saying why it cannot be had.
 
     params_dir: folder holding the metric's parameter file (`METRICS[name].param_file`); a missing or
     unreadable file makes the metric unavailable, and nothing is downloaded. None: pyiqa's own behaviour
     (its cache, downloading what is missing); a failed download makes the metric unavailable.
+    ValueError for an unknown name.
     Torchvision backbones (LPIPS) are always looked up in `torch.hub.get_dir()/checkpoints`.
     """
     if name not in METRICS:
@@ -76,10 +81,10 @@ def create_metric(name, params_dir=None, device='cpu'):
         required.append(Path(torch.hub.get_dir()) / 'checkpoints' / spec.backbone)
     missing = [str(path) for path in required if not path.is_file()]
     if missing:
-        return f'parameter file missing: {", ".join(missing)}'
+        raise MetricUnavailable(f'parameter file missing: {", ".join(missing)}')
     unsafe = [reason for path in required if (reason := _unsafe_reason(path))]
     if unsafe:
-        return '; '.join(unsafe)
+        raise MetricUnavailable('; '.join(unsafe))
 
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
@@ -87,6 +92,6 @@ def create_metric(name, params_dir=None, device='cpu'):
         return pyiqa.create_metric(name, device=device, **options)
     except Exception as err:  # failed download, unreadable .mat, wrong keys: the metric cannot be used
         where = ', '.join(map(str, required)) if params_dir is not None else "pyiqa's cache or its download"
-        return f'cannot load its parameters from {where}: {_describe(err)}'
+        raise MetricUnavailable(f'cannot load its parameters from {where}: {_describe(err)}') from None
     finally:
         socket.setdefaulttimeout(previous_timeout)

@@ -31,3 +31,12 @@ def resize_matlab(img, size):
     rows = matlab_resize_matrix(img.shape[0], size[0])
     cols = matlab_resize_matrix(img.shape[1], size[1])
     return np.einsum('oh,hw...,pw->op...', rows, img.astype(np.float64), cols, optimize=True)
+
+
+def downsample(img, size, method):
+    """uint8 HxWx3 -> uint8 LR of `size` by 'pil' (official training) or 'matlab' bicubic."""
+    if method == 'pil':
+        return resize_pil(img, size)
+    if method == 'matlab':
+        return np.clip(np.round(resize_matlab(img, size)), 0, 255).astype(np.uint8)
+    raise ValueError(f"downsample must be 'pil' or 'matlab', got {method!r}")

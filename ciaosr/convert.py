@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import CheckpointError, load_model
-from .checkpoint import save_safetensors
+from ciaosr_arch import CheckpointError, load_model
+from ciaosr_arch.checkpoint import save_safetensors
 
 RESERVED_METADATA = ('arch', 'format')  # written by save_safetensors itself
 

@@ -15,7 +15,8 @@ import spandrel
 import torch
 
 from ciaosr_arch.evaluation import scale_label, to_uint8
-from inference import image_io
+
+from . import image_io
 
 TILE_PAD = 10  # context pixels around each tile: the default of Real-ESRGAN's --tile_pad
 

@@ -1,4 +1,4 @@
-"""Issue 11, the images: every image file and folder people have is handled right or refused in one line, never
+"""Image files and folders across the tools: each is handled right or refused in one line, never
 silently and never over the memory budget (CLI, image_io, benchmark, engine). Most inputs come from the shared
 test-case generators, run into tmp folders."""
 import json
@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
+from ciaosr import benchmark, image_io
+from ciaosr import upscale as cli
 from ciaosr_arch import LIIF, CiaoSR, load_model, super_resolve
 from ciaosr_arch.checkpoint import save_safetensors
-from inference import benchmark, image_io
-from inference import inference_ciaosr as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = os.path.join(os.path.dirname(ROOT), 'shared', 'cases')
@@ -278,7 +278,7 @@ def test_header_bomb_is_refused_within_the_budget(tmp_path, tiny_model, monkeypa
 MEASURED_READ = textwrap.dedent('''
     import sys, threading, time
     sys.path.insert(0, sys.argv[1])
-    from inference import image_io
+    from ciaosr import image_io
 
     def resident():
         with open('/proc/self/statm') as statm:

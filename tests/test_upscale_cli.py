@@ -1,4 +1,4 @@
-"""Issue 4: the batch-upscaling CLI (inference/inference_ciaosr.py), its image I/O and LR-space tiling."""
+"""The batch-upscaling CLI (ciaosr/upscale.py), its image I/O and LR-space tiling."""
 import io
 import math
 import os
@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image, ImageCms, ImageOps
 
+from ciaosr import image_io
+from ciaosr import upscale as cli
+from ciaosr.cli import cpu_has_bf16
 from ciaosr_arch import CiaoSR, load_model, super_resolve
-from ciaosr_arch import inference as tiling
-from inference import image_io
-from inference import inference_ciaosr as cli
+from ciaosr_arch import engine as tiling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
@@ -302,7 +303,7 @@ def test_bf16_autocast_on_cpu(tmp_path, tiny_model, photo, capsys):
     Image.fromarray(photo[:16, :16]).save(tmp_path / 'a.png')
     status = run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'bf16', '-s', 3, '--bf16', '--device', 'cpu',
                      model=tiny_model)
-    if not cli._cpu_has_bf16():
+    if not cpu_has_bf16():
         assert status == 2 and 'no native bfloat16 support' in capsys.readouterr().err
         return
     assert status == 0 and run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'fp32', '-s', 3, model=tiny_model) == 0

@@ -1,0 +1,6 @@
+"""The tools over the `ciaosr_arch` and `realsr` libraries: upscaling CLI, web app, benchmarks, reports, training.
+
+Each module with a `main(argv=None)` is a console script (see pyproject.toml): `upscale` (ciaosr-upscale),
+`train` (ciaosr-train, ciaosr-test), `benchmark`, `benchmark_speed`, `quality_report`, `convert`, `app`.
+`cli` holds what the command lines share; `image_io` reads and writes the images people have.
+"""

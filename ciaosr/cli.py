@@ -1,0 +1,94 @@
+"""What the command lines share: scale arguments, model names (--model / --name), device and precision.
+
+The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
+precisions the same way through these helpers.
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+from ciaosr_arch.checkpoint import SHIPPED_MODELS
+from ciaosr_arch.evaluation import as_scale
+
+BICUBIC = 'bicubic'  # the baseline's name in every table
+
+
+class UsageError(Exception):
+    """A bad option or setup found before any work: one line, exit status 2."""
+
+
+def scale_arg(text):
+    """argparse type of a scale: `ciaosr_arch.evaluation.as_scale` with its message as the parser's error."""
+    try:
+        return as_scale(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_model_options(parser, extra=''):
+    """--model (repeatable: a shipped name, a checkpoint path`extra`) and --name (one per --model)."""
+    parser.add_argument('--model', action='append',
+                        help=f'a shipped model ({", ".join(SHIPPED_MODELS)}) or a checkpoint path{extra}; '
+                             "repeatable; default: 'default'")
+    parser.add_argument('--name', action='append', help='method name per --model (default: the shipped name or the '
+                                                        'file stem)')
+
+
+def model_specs(args):
+    """{method name: --model value} in order ('bicubic' left out: it is the baseline, always present).
+
+    Names come from --name, else the shipped name or the file stem. ValueError (one line) when --name is not
+    given once per model, or names repeat or take the baseline's name.
+    """
+    specs = [spec for spec in args.model or ['default'] if spec != BICUBIC]
+    names = args.name or [spec if spec in SHIPPED_MODELS else Path(spec).stem for spec in specs]
+    if len(names) != len(specs):
+        raise ValueError(f'--name was given {len(names)} times for {len(specs)} models ({BICUBIC} needs no name)')
+    if len(set(names)) != len(names) or BICUBIC in names:
+        raise ValueError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')
+    return dict(zip(names, specs))
+
+
+def add_device_options(parser):
+    """--device auto|cpu|cuda and the autocast precision --fp16 / --bf16 (mutually exclusive)."""
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument('--fp16', action='store_true', help='float16 autocast (CUDA only)')
+    precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (CUDA, or CPUs with native bf16)')
+
+
+def pick_device(choice, local_rank=0):
+    """torch.device for 'auto' | 'cpu' | 'cuda'; with CUDA, GPU number `local_rank`. UsageError if unavailable."""
+    if choice == 'auto':
+        choice = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if choice == 'cpu':
+        return torch.device('cpu')
+    if not torch.cuda.is_available():
+        raise UsageError('--device cuda: no CUDA device is available')
+    if local_rank >= torch.cuda.device_count():
+        raise UsageError(f'local rank {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible)')
+    torch.cuda.set_device(local_rank)
+    return torch.device('cuda', local_rank)
+
+
+def pick_precision(args, device):
+    """Autocast dtype of args.fp16 / args.bf16 on `device` (None: float32); UsageError where it cannot run."""
+    if args.fp16:
+        if device.type != 'cuda':
+            raise UsageError('--fp16 needs a CUDA device; on CPU use --bf16')
+        return torch.float16
+    if args.bf16:
+        native = torch.cuda.is_bf16_supported() if device.type == 'cuda' else cpu_has_bf16()
+        if not native:
+            raise UsageError('--bf16: this device has no native bfloat16 support; run in float32')
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_bf16():
+    """Whether this CPU runs bfloat16 natively (AVX-512 BF16 or AMX, as oneDNN reports it)."""
+    try:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
