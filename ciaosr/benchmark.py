@@ -39,17 +39,7 @@ from ciaosr_arch.evaluation import (
     to_uint8,
 )
 
-from . import image_io
-from .cli import (
-    BICUBIC,
-    UsageError,
-    add_device_options,
-    add_model_options,
-    model_specs,
-    pick_device,
-    pick_precision,
-    scale_arg,
-)
+from . import cli, image_io
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
@@ -104,9 +94,9 @@ def upscale_model(net, lr, size, device, dtype=None, **tiling):
 def load_methods(args, device, dtype=None):
     """{name: upscale(lr, size)}: bicubic first, then each --model (`cli.model_specs`: shipped names or
     checkpoint paths), autocast to `dtype` (None: float32)."""
-    methods = {BICUBIC: bicubic_upsample}
+    methods = {cli.BICUBIC: bicubic_upsample}
     tiling = {'tile': args.tile, 'tile_overlap': args.tile_overlap, 'blend': args.blend, 'dtype': dtype}
-    for name, spec in model_specs(args).items():
+    for name, spec in cli.model_specs(args).items():
         methods[name] = partial(upscale_model, load_model(spec, device=device), device=device, **tiling)
     return methods
 
@@ -273,12 +263,12 @@ def plot(records, methods, datasets, scales, path):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_model_options(parser, ' (the bicubic row is always included)')
+    cli.add_model_options(parser, ' (the bicubic row is always included)')
     parser.add_argument('--data-root', default='../shared/data',
                         help='folder with one sub-folder of HR images per dataset (default: ../shared/data, '
                              'relative to the working directory)')
     parser.add_argument('--datasets', nargs='+', default=list(DATASETS))
-    parser.add_argument('--scales', type=scale_arg, nargs='+', default=[2, 3, 4, 6, 8, 12])
+    parser.add_argument('--scales', type=cli.scale_arg, nargs='+', default=[2, 3, 4, 6, 8, 12])
     parser.add_argument('--limit', type=int, help='only the first N images (sorted by name) of each dataset')
     parser.add_argument('--rgb-shave6', action='store_true', help='DIV2K protocol: RGB, shave ceil(scale) + 6')
     parser.add_argument('--downsample', choices=('matlab', 'pil'), default='matlab', help='how LR is made from HR')
@@ -294,7 +284,7 @@ def parse_args(argv):
     parser.add_argument('--json', help='write the records here')
     parser.add_argument('--markdown', help='write the tables here')
     parser.add_argument('--plot', help='write the PSNR-vs-scale plot (PNG) here')
-    add_device_options(parser)  # --bf16: faster on CPUs with bf16 instructions; PSNR within about 0.01 dB on Set5
+    cli.add_device_options(parser)  # --bf16: faster on CPUs with bf16 instructions; PSNR within about 0.01 dB on Set5
     args = parser.parse_args(argv)
     if args.tile != 0 and args.tile < MIN_TILE:
         parser.error(f'--tile must be 0 (whole images) or at least {MIN_TILE} LR pixels, got {args.tile}')
@@ -307,11 +297,11 @@ def main(argv=None):
     """Run the benchmark; returns the records."""
     args = parse_args(argv)
     try:
-        device = pick_device(args.device)
-        dtype = pick_precision(args, device)
+        device = cli.pick_device(args.device)
+        dtype = cli.pick_precision(args, device)
         images = {d: dataset_images(args.data_root, d, args.limit) for d in args.datasets}
         methods = load_methods(args, device, dtype)
-    except (CheckpointError, FileNotFoundError, ValueError, UsageError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError, cli.UsageError) as err:
         sys.exit(f'error: {err}')
     lpips = unavailable = None
     if args.lpips:  # nothing is downloaded: parameters come from --iqa-weights or pyiqa's cache

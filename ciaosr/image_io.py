@@ -10,7 +10,6 @@ encoded in memory, written to a hidden temporary file beside the target, then re
 import io
 import os
 import re
-import secrets
 import struct
 import warnings
 import zlib
@@ -20,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
+
+from ciaosr_arch.checkpoint import atomic_file
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif')
 FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF'}  # we write
@@ -345,23 +346,11 @@ def _tiff_with_icc(tiff, icc):
 
 
 def write_atomic(path, data):
-    """Write bytes to `path` all at once: a hidden temporary file in the same folder, fsync, rename.
-
-    An interruption leaves either the old file or the complete new one, never a truncated image; the
-    temporary file is removed on any exception (a SIGKILL can leave a `.NAME.*.part` file behind, which
-    `remove_partial_files` clears).
-    """
-    path = Path(path)
-    temporary = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.part')
-    try:
-        with open(temporary, 'xb') as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write bytes to `path` all at once (`ciaosr_arch.checkpoint.atomic_file`: a hidden temporary file in the
+    same folder, fsync, rename). An interruption leaves either the old file or the complete new one, never a
+    truncated image (a SIGKILL can leave a `.NAME.*.part` file behind, which `remove_partial_files` clears)."""
+    with atomic_file(path) as file:
+        file.write(data)
 
 
 def remove_partial_files(folder, recursive=False, older_than=None):
