@@ -293,7 +293,7 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
+def run(argv=None):
     """Run the benchmark; returns the records."""
     args = parse_args(argv)
     try:
@@ -338,6 +338,12 @@ def main(argv=None):
     if args.plot:
         plot(records, list(methods), args.datasets, scales, args.plot)
     return records
+
+
+
+def main(argv=None):
+    """The console script: `run` with the command line; exit status 0 (errors exit earlier with a message)."""
+    run(argv)
 
 
 if __name__ == '__main__':

@@ -381,7 +381,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def run(argv=None):
     """Run the report; returns the results.json content."""
     args = parse_args(argv)
     try:
@@ -454,6 +454,12 @@ def main(argv=None):
     (out / 'results.json').write_text(json.dumps(results, indent=1, allow_nan=False))
     print(f'wrote {out / "table.md"}, table.csv, results.json, per_image.csv, sheets/')
     return results
+
+
+
+def main(argv=None):
+    """The console script: `run` with the command line; exit status 0 (errors exit earlier with a message)."""
+    run(argv)
 
 
 if __name__ == '__main__':

@@ -98,7 +98,7 @@ def small_data_root(shared_data, tmp_path):
 
 def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_model):
     out = {name: tmp_path / name for name in ('out.json', 'out.md', 'out.png')}
-    records = benchmark.main([
+    records = benchmark.run([
         '--model', 'bicubic', '--model', str(tiny_model), '--name', 'Tiny',
         '--data-root', str(small_data_root), '--datasets', 'Set14', '--scales', '6', '2', '2.5',
         '--tile', '24', '--tile-overlap', '8', '--lpips', '--iqa-weights', str(tmp_path),
@@ -129,11 +129,11 @@ def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_mod
 def test_default_model_without_shipped_weights_fails_clearly(small_data_root, tmp_path, monkeypatch):
     monkeypatch.setattr('ciaosr_arch.checkpoint.DEFAULT_WEIGHTS', tmp_path / 'missing.safetensors')
     with pytest.raises(SystemExit, match='default weights are missing'):
-        benchmark.main(['--model', 'default', '--data-root', str(small_data_root), '--datasets', 'Set14'])
+        benchmark.run(['--model', 'default', '--data-root', str(small_data_root), '--datasets', 'Set14'])
 
 
 def test_bicubic_row_reproduces_published_psnr(shared_data, tmp_path):
-    records = benchmark.main(['--model', 'bicubic', '--data-root', str(shared_data), '--datasets', *PUBLISHED_BICUBIC,
+    records = benchmark.run(['--model', 'bicubic', '--data-root', str(shared_data), '--datasets', *PUBLISHED_BICUBIC,
                               '--scales', '2', '3', '4', '--json', str(tmp_path / 'bicubic.json')])
     measured = {(r['dataset'], r['scale']): (r['psnr'], r['ssim']) for r in records}
     for dataset, published in PUBLISHED_BICUBIC.items():

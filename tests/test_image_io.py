@@ -218,7 +218,7 @@ def test_benchmark_reads_16bit_images_through_image_io(tmp_path, shared_data):
     rgb = benchmark.load_hr(folder / 'rgb16.png')
     assert rgb.shape == (96, 96, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb[..., 0], gray8)
-    records = benchmark.main(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Deep',
+    records = benchmark.run(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Deep',
                               '--scales', '2'])
     assert records[0]['n_images'] == 2 and 20 < records[0]['psnr'] < 60
 
@@ -370,7 +370,7 @@ def test_benchmark_metrics_that_cannot_be_computed_are_null(tmp_path, shared_dat
     folder = tmp_path / 'data' / 'Mixed'
     folder.mkdir(parents=True)
     Image.open(shared_data / 'Set5' / 'baby.png').crop((100, 100, 160, 148)).save(folder / 'baby.png')
-    records = benchmark.main(['--model', str(overflowing_model), '--name', 'Broken', '--data-root',
+    records = benchmark.run(['--model', str(overflowing_model), '--name', 'Broken', '--data-root',
                               str(tmp_path / 'data'), '--datasets', 'Mixed', '--scales', '2',
                               '--json', str(tmp_path / 'a.json'), '--markdown', str(tmp_path / 'a.md')])
     bicubic, broken = records
@@ -382,7 +382,7 @@ def test_benchmark_metrics_that_cannot_be_computed_are_null(tmp_path, shared_dat
         tmp_path / 'a.md').read_text()
 
     Image.fromarray(np.full((40, 40), 77, np.uint8)).save(folder / 'flat.png')
-    records = benchmark.main(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Mixed',
+    records = benchmark.run(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Mixed',
                               '--scales', '2', '--json', str(tmp_path / 'b.json')])
     assert records[0]['psnr'] is None and records[0]['psnr_unavailable'] == 'SR equals HR (infinite PSNR) for flat.png'
     assert records[0]['ssim'] is not None and records[0]['n_images'] == 2
@@ -474,7 +474,7 @@ def test_benchmark_names_and_skips_unreadable_and_too_small_images(tmp_path, sha
     (folder / 'empty.png').write_bytes(b'')
     Image.fromarray(np.zeros((1, 3, 3), np.uint8)).save(folder / 'tiny.png')
     crop.crop((0, 0, 30, 30)).save(folder / 'small.png')  # fine at x2, too small at x8
-    records = benchmark.main(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Odd',
+    records = benchmark.run(['--model', 'bicubic', '--data-root', str(tmp_path / 'data'), '--datasets', 'Odd',
                               '--scales', '2', '8', '--json', str(tmp_path / 'odd.json'),
                               '--markdown', str(tmp_path / 'odd.md')])
     err = capsys.readouterr().err

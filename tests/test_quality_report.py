@@ -97,7 +97,7 @@ def run_report(tmp_path, shared_data, tiny_model, weights_dir, *extra):
     inputs.mkdir()
     for name in REPORT_IMAGES:
         shutil.copy(shared_data / 'RealSRSet' / name, inputs)
-    return quality_report.main([
+    return quality_report.run([
         '--inputs', str(inputs), '--scales', str(SCALE), '--model', str(tiny_model), '--out', str(tmp_path / 'out'),
         '--iqa-weights', str(weights_dir), '--max-input-side', str(LR_SIDE), '--tile', '16', '--tile-overlap', '4',
         '--device', 'cpu', *extra])
@@ -241,7 +241,7 @@ def test_report_with_a_spandrel_model_below_and_above_its_scale(tmp_path, shared
     inputs.mkdir()
     for name in REPORT_IMAGES[:2]:
         shutil.copy(shared_data / 'RealSRSet' / name, inputs)
-    results = quality_report.main([
+    results = quality_report.run([
         '--inputs', str(inputs), '--scales', '2', '4', '8', '--model', str(tmp_path / 'tiny_rrdb.pth'),
         '--out', str(tmp_path / 'out'), '--metrics', 'piqe', '--max-input-side', str(LR_SIDE), '--tile', '16',
         '--tile-pad', '24', '--device', 'cpu'])
@@ -291,7 +291,7 @@ def test_report_with_an_outputs_folder_missing_values_and_skipped_files(tmp_path
     chip_x4 = np.asarray(Image.fromarray(chip).resize((480, 480), Image.LANCZOS))
     Image.fromarray(chip_x4).save(other / 'chip.png')  # no output for Lincoln.png
     side = 20  # x4: 80 px, below NIQE's 96-px block: no NIQE value at x4
-    results = quality_report.main([
+    results = quality_report.run([
         '--inputs', str(inputs), '--scales', '4', '8', '--model', str(tmp_path / 'tiny.pth'), '--bicubic',
         '--outputs', 'other', '4', str(other), '--out', str(tmp_path / 'out'), '--metrics', 'piqe', 'niqe',
         '--iqa-weights', str(iqa_weights),
@@ -395,7 +395,7 @@ def test_cli_errors_are_clear(make, extra, message, tmp_path, shared_data):
         made = str(make[1](tmp_path / make[0]))
         extra = [arg.format(made) for arg in extra]
     with pytest.raises(SystemExit) as exit_info:
-        quality_report.main(['--inputs', str(inputs), '--out', str(tmp_path / 'out'), *extra])
+        quality_report.run(['--inputs', str(inputs), '--out', str(tmp_path / 'out'), *extra])
     assert message in str(exit_info.value) and '\n' not in str(exit_info.value)
 
 
