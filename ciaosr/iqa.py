@@ -9,7 +9,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyiqa
 import torch
 
 DOWNLOAD_TIMEOUT_S = 30  # per socket operation; an unreachable host fails instead of hanging
@@ -86,6 +85,10 @@ def create_metric(name, params_dir=None, device='cpu'):
     if unsafe:
         raise MetricUnavailable('; '.join(unsafe))
 
+    try:
+        import pyiqa  # heavy to import, and an extra
+    except ModuleNotFoundError:
+        raise MetricUnavailable('pyiqa is not installed: pip install "ciaosr[report]"') from None
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import spandrel
 import torch
 
 from ciaosr_arch.evaluation import scale_label, to_uint8
@@ -73,6 +72,11 @@ def load_spandrel(path, device='cpu'):
     if not path.is_file():
         raise UpscalerError(f'model file not found: {path}')
     try:
+        import spandrel  # an extra
+    except ModuleNotFoundError:
+        raise UpscalerError(f'{path}: not a CiaoSR/LIIF checkpoint, and other networks need spandrel: '
+                            'pip install "ciaosr[report]"') from None
+    try:
         descriptor = spandrel.ModelLoader().load_from_file(path)
     except spandrel.UnsupportedModelError:
         raise UpscalerError(f'{path}: neither a CiaoSR/LIIF checkpoint nor an architecture spandrel knows') from None
@@ -111,7 +115,7 @@ class FixedScaleUpscaler:
         """uint8 [h * scale, w * scale, 3] network output for a uint8 [h, w, 3] image (cached for the last one)."""
         if self._last is None or self._last[0] is not img:
             lr = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device, torch.float32)
-            tile = 0 if self.model.tiling == spandrel.ModelTiling.INTERNAL else self.tile
+            tile = 0 if self.model.tiling.name == 'INTERNAL' else self.tile  # spandrel.ModelTiling
             self._last = (img, to_uint8(run_tiled(self.model, lr / 255, self.scale, tile, self.tile_pad)))
             self.runs += 1
         return self._last[1]

