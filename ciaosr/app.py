@@ -41,6 +41,7 @@ import torch
 
 from ciaosr_arch import CheckpointError, load_model
 from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
+from ciaosr_arch.runtime import use_runtime
 
 from . import image_io, upscale
 from .cli import UsageError, pick_device, pick_precision
@@ -128,13 +129,16 @@ class Engine:
         return upscale.CPU_MEMORY
 
     def network(self, spec):
-        """The network of a model spec, loaded once (only the last one used is kept)."""
+        """The network of a model spec, loaded once (only the last one used is kept), on the CLI's default runtime
+        (`--runtime auto`: OpenVINO on the CPU where it is installed)."""
         if self._net[0] != spec:
             self._net = (None, None)
             try:
-                self._net = (spec, load_model(spec, device=self.device))
+                net = load_model(spec, device=self.device)
             except CheckpointError as err:
                 raise UsageError(str(err)) from None
+            use_runtime(net, 'auto')
+            self._net = (spec, net)
         return self._net[1]
 
     def settings(self, options):

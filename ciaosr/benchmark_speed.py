@@ -1,21 +1,32 @@
-"""Speed and memory of whole-image CiaoSR inference on this machine, against an official-style path.
+"""Speed and memory of whole-image CiaoSR inference on this machine: official-style reference, PyTorch,
+OpenVINO, and Real-ESRGAN x4plus (what people run instead) on the same input.
 
     ciaosr-benchmark-speed [--sizes 48 96] [--scales 4 8] [--threads N] [--weights PATH]
+                           [--realesrgan RealESRGAN_x4plus.safetensors] [--photos DIR]
 
-For EDSR-baseline CiaoSR it times, per (LR size, scale), in a fresh subprocess each:
+For EDSR-baseline CiaoSR, per (LR size, scale), the paths are timed in one fresh process, interleaved
+(a, b, c, ... then again, --repeat rounds; the best of each), so that a machine whose load changes slows all
+paths alike and their ratios hold:
   (a) reference: the official code's evaluation order: 30000-query chunks that each recompute the
       unfold and the cross-scale attention (as the official code computes it: a conv2d of the features
       with one filter per down-scaled position and a conv_transpose2d, image by image), one MLP pass
       per neighbour on concatenated inputs, fp32;
-  (b) ours, fp32: `super_resolve` (features once per image, first MLP layers per LR pixel,
+  (b) ours, fp32: `super_resolve` in PyTorch (features once per image, first MLP layers per LR pixel,
       neighbours batched, small chunks);
-  (c) ours, bf16 autocast.
-Reported: seconds (best of --repeat), peak memory (growth of peak RSS over the loaded-model baseline,
-taken in a second run of each path with glibc's mmap threshold fixed at 128 KB, so that RSS follows the
-live memory: under glibc's default, moving threshold the same run's peak RSS varies by up to 40%), ratios to (a),
-max |b - a| and PSNR(c, b). Weights: random (cost does not depend on them) unless --weights.
+  (c) ours, bf16 autocast, PyTorch;
+  (d) ours, fp32, decode on OpenVINO (`ciaosr_arch.runtime`; skipped when it is not installed);
+  (e) ours, bf16 autocast, decode on OpenVINO in bf16;
+  (r) Real-ESRGAN x4plus (--realesrgan, loaded by spandrel), fp32, whole image, at scale 4 only.
+The runtime paths are run once before the rounds (conversion and compilation are reported apart, as
+"one-time s"). Reported: seconds, peak memory (growth of peak RSS over the loaded-model baseline, taken in a
+second, separate run of each path with glibc's mmap threshold fixed at 128 KB, so that RSS follows the live
+memory: under glibc's default, moving threshold the same run's peak RSS varies by up to 40%), ratios to (a) and
+to (r), max |b - a| and |d - a|, PSNR(c, b) and PSNR(e, b). Weights: random (cost does not depend on them)
+unless --weights. With --photos, the precision of the opt-in paths on real photos: the shipped default model on
+centre crops of the first --photo-count images, PSNR of (c) and (e) against (b) and max |d - b|.
 """
 import argparse
+import copy
 import json
 import os
 import resource
@@ -24,11 +35,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
+from ciaosr_arch.runtime import openvino_version, use_runtime
+
+from . import image_io
 
 OFFICIAL_CHUNK = 30000
 LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}  # glibc: big blocks back to the OS when freed
@@ -100,35 +115,92 @@ def official_style(net, lr, scale):
     return rgb.clamp(0, 1).transpose(1, 2).reshape(b, 3, out_h, out_w)
 
 
+NAMES = {'a': '(a) official-style, fp32', 'b': '(b) ours, fp32', 'c': '(c) ours, bf16',
+         'd': '(d) ours, fp32, OpenVINO', 'e': '(e) ours, bf16, OpenVINO', 'r': '(r) Real-ESRGAN x4plus, fp32'}
+
+
+def _ours(runtime, bf16):
+    """Path function: `super_resolve` on the model copy for `runtime` (LR tiles of side `tile` with the CLI's
+    overlap of 32 pixels, or whole for 0), under bf16 autocast if `bf16`."""
+    def run(nets, lr, scale, tile=0):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+            return super_resolve(nets[runtime], lr, scale, tile=tile, tile_overlap=min(32, tile // 4 or 32))
+    return run
+
+
 PATHS = {
-    'a_reference_fp32': official_style,
-    'b_ours_fp32': lambda net, lr, s: super_resolve(net, lr, s),
-    'c_ours_bf16': lambda net, lr, s: _bf16(net, lr, s),
+    'a': lambda nets, lr, scale, tile=0: official_style(nets['torch'], lr, scale),
+    'b': _ours('torch', False),
+    'c': _ours('torch', True),
+    'd': _ours('openvino', False),
+    'e': _ours('openvino', True),
+    'r': lambda nets, lr, scale, tile=0: nets['realesrgan'](lr).clamp(0, 1),
 }
 
 
-def _bf16(net, lr, scale):
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        return super_resolve(net, lr, scale)
+def paths_for(scale, realesrgan, wanted='abcder'):
+    """The path keys of `wanted` that run at `scale`: OpenVINO's where it is installed, Real-ESRGAN's (x4) at
+    scale 4 with its weights."""
+    keys = ['a', 'b', 'c']
+    if openvino_version() is not None:
+        keys += ['d', 'e']
+    if realesrgan and scale == 4:
+        keys.append('r')
+    return [key for key in keys if key in wanted]
+
+
+def build_nets(weights, realesrgan, keys):
+    """{'torch': CiaoSR (random weights, seed 0, or `weights`), 'openvino': a copy decoding on OpenVINO,
+    'realesrgan': the spandrel model}, only those that `keys` use."""
+    torch.manual_seed(0)
+    net = load_model(weights) if weights else CiaoSR().eval()
+    nets = {'torch': net}
+    if {'d', 'e'} & set(keys):
+        nets['openvino'] = copy.deepcopy(net)
+        use_runtime(nets['openvino'], 'openvino')
+    if 'r' in keys:
+        from .other_upscalers import load_spandrel
+        nets['realesrgan'] = load_spandrel(realesrgan)
+    return nets
+
+
+def bench_input(size):
+    """The LR input of every path: smooth random content (bicubic of a quarter-size noise), [1, 3, size, size]."""
+    torch.manual_seed(0)
+    return F.interpolate(torch.rand(1, 3, size // 4, size // 4), size=(size, size), mode='bicubic').clamp(0, 1)
 
 
 def _peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(path, size, scale, repeat, weights, out_file):
-    """Child process: time one path; save its output for the accuracy columns."""
-    torch.manual_seed(0)
-    net = load_model(weights) if weights else CiaoSR().eval()
-    lr = F.interpolate(torch.rand(1, 3, size // 4, size // 4), size=(size, size), mode='bicubic').clamp(0, 1)
-    baseline = _peak_rss_bytes()
-    times = []
+@torch.no_grad()
+def time_paths(keys, size, scale, repeat, weights, realesrgan, out_dir, tile=0):
+    """Child process: the paths `keys` timed in `repeat` interleaved rounds; outputs saved for the accuracy
+    columns. Prints {key: {'seconds': best, 'one_time': seconds of the untimed first run, or null}} as JSON."""
+    nets, lr = build_nets(weights, realesrgan, keys), bench_input(size)
+    result = {key: {'seconds': float('inf'), 'one_time': None} for key in keys}
+    for key in keys:
+        if key in 'de':  # conversion (or reading the cached graph) and compilation happen in the first call
+            start = time.perf_counter()
+            PATHS[key](nets, lr, scale, tile)
+            result[key]['one_time'] = time.perf_counter() - start
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = PATHS[path](net, lr, scale)
-        times.append(time.perf_counter() - start)
-    torch.save(out, out_file)
-    print(json.dumps({'seconds': min(times), 'peak_mb': (_peak_rss_bytes() - baseline) / 2 ** 20}))
+        for key in keys:
+            start = time.perf_counter()
+            out = PATHS[key](nets, lr, scale, tile)
+            result[key]['seconds'] = min(result[key]['seconds'], time.perf_counter() - start)
+            torch.save(out.float(), out_dir / f'{key}.pt')
+    print(json.dumps(result))
+
+
+@torch.no_grad()
+def peak_memory(key, size, scale, weights, realesrgan, tile=0):
+    """Child process: peak RSS growth (MB) of one run of path `key` over its loaded-model baseline, as JSON."""
+    nets, lr = build_nets(weights, realesrgan, [key]), bench_input(size)
+    baseline = _peak_rss_bytes()
+    PATHS[key](nets, lr, scale, tile)
+    print(json.dumps({'peak_mb': (_peak_rss_bytes() - baseline) / 2 ** 20}))
 
 
 def _run_child(cmd, env=None):
@@ -137,50 +209,133 @@ def _run_child(cmd, env=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main():
+def psnr(a, b):
+    """PSNR (dB) of a against b, both in [0, 1]."""
+    mse = ((a.float() - b.float()) ** 2).mean().item()
+    return 10 * np.log10(1 / max(mse, 1e-20))
+
+
+@torch.no_grad()
+def photo_precision(folder, count, size, scales):
+    """Rows {'photo', 'scale', 'c', 'd', 'e'} on the first `count` images of `folder` (centre crops of size x size,
+    RGB), shipped default model: PSNR (dB) of (c) and (e) against (b), max |d - b|; (d)/(e) without OpenVINO: None."""
+    keys = paths_for(4, None)[1:]
+    nets = build_nets('default', None, keys)
+    rows = []
+    for path in image_io.list_images(folder)[:count]:
+        pixels = image_io.read_image(path).pixels
+        pixels = (np.repeat(pixels[..., :1], 3, 2) if pixels.shape[2] < 3 else pixels[..., :3])
+        top, left = max(0, (pixels.shape[0] - size) // 2), max(0, (pixels.shape[1] - size) // 2)
+        crop = pixels[top:top + size, left:left + size]
+        lr = torch.from_numpy(crop.astype(np.float32) / np.iinfo(crop.dtype).max).permute(2, 0, 1)[None]
+        for scale in scales:
+            out = {key: PATHS[key](nets, lr, scale) for key in keys}
+            rows.append({'photo': path.name, 'scale': scale, 'c': psnr(out['c'], out['b']),
+                         'd': (out['d'] - out['b']).abs().max().item() if 'd' in out else None,
+                         'e': psnr(out['e'], out['b']) if 'e' in out else None})
+    return rows
+
+
+def accuracy_notes(out):
+    """{key: note} for the outputs `out` ({key: [1, 3, H, W]}) that have what they are compared with: the fp32 paths
+    (b), (d) as max |difference| to (a) (else (d) to (b)), the bf16 paths (c), (e) as PSNR against (b)."""
+    notes = {}
+    for key, exact in (('b', 'a'), ('d', 'a'), ('d', 'b')):
+        if key in out and exact in out and key not in notes:
+            notes[key] = f'max abs diff to ({exact}) {(out[key] - out[exact]).abs().max().item():.1e}'
+    for key in 'ce':
+        if key in out and 'b' in out:
+            notes[key] = f'PSNR vs (b) {psnr(out[key], out["b"]):.1f} dB'
+    return notes
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[48, 96])
     parser.add_argument('--scales', type=float, nargs='+', default=[4, 8])
-    parser.add_argument('--repeat', type=int, default=2)
-    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--repeat', type=int, default=2, help='interleaved timing rounds (default 2)')
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
+                        help='threads of PyTorch and OpenVINO (default: PyTorch\'s, one per physical core)')
     parser.add_argument('--weights', help='checkpoint to use instead of random weights')
+    parser.add_argument('--paths', default='abcder',
+                        help='the paths to time, by letter (default abcder; (a) recomputes the cross-scale attention '
+                             'per 30000-query chunk: leave it out above ~128 LR px). Speed ratios need (a), (b) or (r)')
+    parser.add_argument('--tile', type=int, default=0,
+                        help='LR tiles of this side for (b)-(e), overlapping by min(32, side / 4) as the CLI\'s '
+                             '--tile (default 0: whole images)')
+    parser.add_argument('--realesrgan', help='Real-ESRGAN x4plus weights (.pth or .safetensors) for row (r)')
+    parser.add_argument('--photos', type=Path, help='folder of photos for the precision check of (c), (d), (e)')
+    parser.add_argument('--photo-count', type=int, default=6, help='photos taken from --photos (default 6)')
+    parser.add_argument('--photo-size', type=int, default=96, help='side of their centre crops (default 96)')
+    parser.add_argument('--photo-scales', type=float, nargs='+', default=[4], help='scales of the photo check')
+    parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     parser.add_argument('--json', type=Path, help='also write the results here')
     parser.add_argument('--_child', nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args._child:
-        path, size, scale, out_file = args._child
-        return measure(path, int(size), float(scale), args.repeat, args.weights, out_file)
+        keys, size, scale, target = args._child
+        if keys.startswith('memory:'):
+            return peak_memory(keys[len('memory:'):], int(size), float(scale), args.weights, args.realesrgan,
+                               args.tile)
+        return time_paths(keys.split(','), int(size), float(scale), args.repeat, args.weights, args.realesrgan,
+                          Path(target), args.tile)
 
     rows, tmp = [], Path(os.environ.get('TMPDIR', '/tmp')) / f'ciaosr_speed_{os.getpid()}'
     tmp.mkdir(exist_ok=True)
-    print(f'torch {torch.__version__}, {args.threads} threads, weights: {args.weights or "random"}')
-    print('| LR | scale | path | seconds | peak MB | speed-up vs (a) | memory vs (a) | accuracy |')
-    print('|---|---|---|---|---|---|---|---|')
+    tiles = f'LR tiles of {args.tile}' if args.tile else 'whole images'
+    print(f'torch {torch.__version__}, OpenVINO {openvino_version() or "not installed"}, {args.threads} threads, '
+          f'weights: {args.weights or "random"}, (b)-(e): {tiles}')
+    print('| LR | scale | path | seconds | one-time s | peak MB | speed vs (a) | time / (r) | memory vs (a) '
+          '| accuracy |')
+    print('|---|---|---|---:|---:|---:|---:|---:|---:|---|')
     for size in args.sizes:
         for scale in args.scales:
-            result = {}
-            for path in PATHS:
-                out_file = tmp / f'{path}.pt'
-                cmd = [sys.executable, '-m', 'ciaosr.benchmark_speed', '--threads', str(args.threads), '--_child', path,
-                       str(size), str(scale), str(out_file)] + (['--weights', args.weights] if args.weights else [])
-                result[path] = {'seconds': _run_child(cmd + ['--repeat', str(args.repeat)])['seconds'],
-                                'peak_mb': _run_child(cmd + ['--repeat', '1'], LIVE_MEMORY_ENV)['peak_mb'],
-                                'output': torch.load(out_file, weights_only=True)}
-            ref, fp32, bf16 = (result[p] for p in PATHS)
-            ref['accuracy'] = ''
-            fp32['accuracy'] = f'max abs diff to (a) {(fp32["output"] - ref["output"]).abs().max().item():.1e}'
-            mse = ((bf16['output'] - fp32['output']) ** 2).mean().item()
-            bf16['accuracy'] = f'PSNR vs (b) {10 * torch.log10(torch.tensor(1 / max(mse, 1e-20))).item():.1f} dB'
-            for path, r in result.items():
-                row = {'lr': size, 'scale': scale, 'path': path, 'seconds': r['seconds'], 'peak_mb': r['peak_mb'],
-                       'speedup': ref['seconds'] / r['seconds'], 'memory_ratio': r['peak_mb'] / ref['peak_mb'],
-                       'accuracy': r['accuracy']}
+            keys = paths_for(scale, args.realesrgan, args.paths)
+            cmd = [sys.executable, '-m', 'ciaosr.benchmark_speed', '--threads', str(args.threads),
+                   '--tile', str(args.tile)] + (
+                ['--weights', args.weights] if args.weights else []) + (
+                ['--realesrgan', args.realesrgan] if args.realesrgan else [])
+            result = _run_child(cmd + ['--repeat', str(args.repeat), '--_child', ','.join(keys), str(size),
+                                       str(scale), str(tmp)])
+            out = {key: torch.load(tmp / f'{key}.pt', weights_only=True) for key in keys}
+            for key in keys:
+                result[key]['peak_mb'] = None if args.no_memory else _run_child(
+                    cmd + ['--_child', f'memory:{key}', str(size), str(scale), str(tmp)], LIVE_MEMORY_ENV)['peak_mb']
+            accuracy = accuracy_notes(out)
+            ref, other = result.get('a'), result.get('r')
+            for key in keys:
+                r = result[key]
+                row = {'lr': size, 'scale': scale, 'path': NAMES[key], 'seconds': r['seconds'],
+                       'one_time_seconds': r['one_time'], 'peak_mb': r['peak_mb'],
+                       'speedup': ref['seconds'] / r['seconds'] if ref else None,
+                       'time_vs_realesrgan': r['seconds'] / other['seconds'] if other else None,
+                       'memory_ratio': r['peak_mb'] / ref['peak_mb'] if ref and r['peak_mb'] is not None else None,
+                       'accuracy': accuracy.get(key, '-')}
                 rows.append(row)
-                print(f"| {size}² | ×{scale:g} | {path} | {r['seconds']:.2f} | {r['peak_mb']:.0f} | "
-                      f"{row['speedup']:.2f}× | {row['memory_ratio']:.2f} | {r['accuracy']} |", flush=True)
+                print(f"| {size}² | ×{scale:g} | {row['path']} | {r['seconds']:.2f} | {_fmt(r['one_time'], '.1f')} | "
+                      f"{_fmt(r['peak_mb'], '.0f')} | {_fmt(row['speedup'], '.2f', '×')} | "
+                      f"{_fmt(row['time_vs_realesrgan'], '.2f', '×')} | {_fmt(row['memory_ratio'], '.2f')} | "
+                      f"{row['accuracy']} |", flush=True)
+    if args.photos:
+        print(f'\nPrecision on photos: shipped default model, {args.photo_size}² centre crops of {args.photos}')
+        print('| photo | scale | PSNR (c) vs (b) | max abs (d) - (b) | PSNR (e) vs (b) |')
+        print('|---|---|---:|---:|---:|')
+        photo_rows = photo_precision(args.photos, args.photo_count, args.photo_size, args.photo_scales)
+        for r in photo_rows:
+            print(f"| {r['photo']} | ×{r['scale']:g} | {r['c']:.1f} dB | {_fmt(r['d'], '.1e')} | "
+                  f"{_fmt(r['e'], '.1f')} dB |", flush=True)
+        print(f"| lowest | | {min(r['c'] for r in photo_rows):.1f} dB | "
+              f"{_fmt(max((r['d'] for r in photo_rows if r['d'] is not None), default=None), '.1e')} | "
+              f"{_fmt(min((r['e'] for r in photo_rows if r['e'] is not None), default=None), '.1f')} dB |")
+        rows.append({'photos': photo_rows})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def _fmt(value, spec, unit=''):
+    """value formatted with `spec` and followed by `unit`, or '-' for None."""
+    return '-' if value is None else format(value, spec) + unit
 
 
 if __name__ == '__main__':

@@ -3,14 +3,14 @@
     ciaosr-upscale -i INPUT -o OUTDIR -s 8
     torchrun --nproc_per_node=N inference/inference_ciaosr.py -i INPUT -o OUTDIR --size 3840x2160
 
-Large images are cut into LR tiles that overlap; each tile is encoded once and decodes exactly the
-output pixels assigned to it, and neighbouring tiles cross-fade with a raised-cosine window, so there
-are no seams (`ciaosr_arch.inference.super_resolve`). The tile side comes from --max-memory: the
-cross-scale attention is quadratic in the tile area (a (t^2/4) x t^2 score map), which is what tiling
-bounds. Each file is checked from its header first (size, output size and memory plan against --max-memory,
-before any pixel is decoded), then read, upscaled and written on its own: one that fails gets one line and
-the batch goes on; outputs appear atomically and never hold NaN. Under torchrun every rank takes every
-WORLD_SIZE-th file.
+Large images are cut into LR tiles that overlap; each tile is encoded once and decodes exactly the output
+pixels assigned to it, and neighbouring tiles cross-fade with a raised-cosine window, so there are no seams
+(`ciaosr_arch.engine.super_resolve`). The tile side is the largest that fits --max-memory, at most 192 on a
+CPU: the cross-scale attention's work is quadratic in the tile area (a (t^2/4) x t^2 score map, made a band at
+a time), which is what tiling bounds. Each file is checked from its header first (size, output size and memory
+plan against --max-memory, before any pixel is decoded), then read, upscaled and written on its own: one that
+fails gets one line and the batch goes on; outputs appear atomically and never hold NaN. Under torchrun every
+rank takes every WORLD_SIZE-th file.
 """
 import argparse
 import math
@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ciaosr_arch import CheckpointError, load_model, super_resolve
 from ciaosr_arch.checkpoint import SHIPPED_MODELS
 from ciaosr_arch.engine import MIN_TILE, memory_plan, output_size
+from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
 from .cli import UsageError, add_device_options, pick_device, pick_precision
@@ -67,10 +68,19 @@ def build_parser():
                         help=f'a shipped model ({", ".join(SHIPPED_MODELS)}; default: default) or a checkpoint: '
                              'official mmediting .pth, BasicSR .pth or .safetensors')
     add_device_options(parser)
+    parser.add_argument('--runtime', default='auto', choices=RUNTIMES,
+                        help='what runs the matrix products (decode, and the fp32 encode) on the CPU: openvino '
+                             '(the same result up to float rounding; with --bf16 in bf16; needs `pip install '
+                             'openvino`), torch, or auto (default: openvino when installed and the device is the '
+                             'CPU, else torch)')
+    parser.add_argument('--threads', type=int,
+                        help='CPU threads of PyTorch and OpenVINO (default: PyTorch\'s, which is OMP_NUM_THREADS '
+                             'if set (torchrun sets 1 per rank), else one per physical core)')
     parser.add_argument('--tile', type=int, default=0,
                         help=f'LR tile side in pixels, 0 or at least {MIN_TILE}; 0 (default) = the largest that '
-                             'fits --max-memory (the cross-scale attention needs about t^4 bytes for a t x t '
-                             'tile): about 170 for the default 2.5GB on CPU; images no larger than the tile run whole')
+                             'fits --max-memory (about 20 KB per LR pixel), at most 192 on CPU and 512 on GPU (the '
+                             'cross-scale attention\'s work per pixel grows with the tile area); images no larger '
+                             'than the tile run whole')
     parser.add_argument('--tile-overlap', type=int,
                         help='LR pixels shared by neighbouring tiles, at most half the tile '
                              '(default 32, or a quarter of a --tile under 128)')
@@ -107,6 +117,8 @@ def parse_args(argv=None):
             parser.error(f'--{name} must be a positive number of pixels')
     if args.steps < 1:
         parser.error(f'--steps must be at least 1, got {args.steps}')
+    if args.threads is not None and args.threads < 1:
+        parser.error(f'--threads must be at least 1, got {args.threads}')
     if args.tile != 0 and args.tile < MIN_TILE:
         parser.error(f'--tile must be 0 (automatic) or at least {MIN_TILE} LR pixels, got {args.tile}')
     if args.tile_overlap is None:
@@ -423,6 +435,15 @@ def run(args):
         net = load_model(args.model, device=device)
     except CheckpointError as err:
         raise UsageError(str(err)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        runtime = use_runtime(net, args.runtime)
+    except RuntimeError as err:
+        raise UsageError(str(err)) from None
+    if device.type == 'cpu':
+        tqdm.write(f'{prefix}CPU: {torch.get_num_threads()} thread(s), decode on {runtime} in '
+                   f'{"bf16" if dtype else "fp32"}')
     if args.max_memory is None:
         args.max_memory = (torch.cuda.get_device_properties(device).total_memory * 3 // 4 if device.type == 'cuda'
                            else parse_bytes(CPU_MEMORY))

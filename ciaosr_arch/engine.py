@@ -21,13 +21,19 @@ from .archs.coords import axis_centres
 # the memory), large on GPUs to amortise kernel launches (16384: ~700 MB of fp32 activations for EDSR-baseline).
 PREFERRED_CHUNK = {'cpu': 1024, 'cuda': 16384}
 
-# Peak memory of one tile for the full EDSR-baseline CiaoSR, CPU, fp32: measured peak RSS of `encode` over the
-# model's own is 0.88 t^4 + 13,400 t^2 + 84 MB (t = 64, 128, 160; 147 / 516 / 958 MB); the constants round that up.
-# See `memory_plan`.
+# Peak memory of encoding one t x t tile for the full EDSR-baseline CiaoSR, CPU, fp32: growth of peak RSS over the
+# model's own (glibc mmap threshold 128 KB), t = 64 / 128 / 192 / 256: 83 / 261 / 516 / 903 MB in PyTorch, i.e.
+# 14,000 t^2 + 28 MB (the cross-scale attention scores ATTENTION_BAND query positions at a time, so it is linear in
+# the tile area); 349 / 1,203 MB at t = 128 / 256 with the OpenVINO runtime (`ciaosr_arch.runtime`), 18,300 t^2;
+# bf16 autocast 135 / 453 MB. The constants round that up. See `memory_plan`.
 TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several threads), whatever the tile
-ATTENTION_BYTES = 1.0  # x t^4: the cross-scale score map (t^2/4 x t^2 floats), softmax done in place
-ATTENTION_PIXEL_BYTES = 14_000  # x t^2: the features and the bank around it
+ATTENTION_PIXEL_BYTES = 19_000  # x t^2: the features, the bank around them and a band of attention scores
 BANK_PIXEL_BYTES = 20_000  # x t^2: building the bank (key/query pair table), the other peak of encode
+# Largest automatic tile side: the cross-scale attention's work per LR pixel grows with the tile area (scores and
+# paste-back: about 650 t^2 multiply-adds per pixel), so once memory no longer limits the tile, speed does. On a CPU
+# 192 (24 M per pixel, half the x4 decode's 42 M) keeps the attention's context close to the old memory-bound default;
+# on GPUs 512.
+SPEED_TILE = {'cpu': 192, 'cuda': 512}
 QUERY_BYTES = 45_000  # per query decoded at once (64 channels, 256-wide MLPs)
 # Smallest LR tile side the command-line tools accept. `super_resolve` works with any tile (none is smaller than
 # the network's `min_input_side`), but a tile under 8 pixels is mostly border for the encoder's 3x3 convolutions
@@ -54,34 +60,41 @@ def preferred_chunk(device):
     return PREFERRED_CHUNK.get(torch.device(device).type, PREFERRED_CHUNK['cuda'])
 
 
+def decode_chunk(net, device):
+    """Queries per decode call for `net` on `device`: its inference runtime's `chunk` when one is attached
+    (`ciaosr_arch.runtime`), else `preferred_chunk(device)`."""
+    runtime = getattr(net, 'runtime', None)
+    return runtime.chunk if runtime is not None else preferred_chunk(device)
+
+
 def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
-    """(tile, chunk): the largest LR tile side (or the given `tile`) and the query chunk whose peak memory
-    fits in `work_bytes`.
+    """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most the
+    device's SPEED_TILE) and the query chunk whose peak memory fits in `work_bytes`.
 
     Encoding a t x t tile peaks at TILE_OVERHEAD_BYTES + the larger of the cross-scale attention
-    (ATTENTION_BYTES * t^4 + ATTENTION_PIXEL_BYTES * t^2: quadratic in the tile area, absent without the
-    attention) and building the bank (BANK_PIXEL_BYTES * t^2). Decoding holds the overhead, the bank
-    (about half of BANK_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
-    1024 queries to the device's `preferred_chunk`). Per-pixel terms scale with the encoder's width
+    (ATTENTION_PIXEL_BYTES * t^2) and building the bank (BANK_PIXEL_BYTES * t^2). Decoding holds the overhead,
+    the bank (about half of BANK_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
+    1024 queries to `decode_chunk`; an attached inference runtime's `query_bytes` instead: it holds only a
+    block of queries' activations at a time). Per-pixel terms scale with the encoder's width
     relative to 64 (approximate for RDN/SwinIR). MemoryError if the largest tile is below `min_tile`.
     `half` (fp16/bf16 autocast) halves the chunk's share only: autocast keeps enough of the encode in fp32
-    that halving the tile terms overshot the budget by 24% (256 x 256 at x16, bf16: 2.79 GB for 2.5 GB).
+    that halving the tile terms overshot the budget.
     """
     shrink = 2 if half else 1
     width = net.encoder.out_channels / 64
-    quartic = ATTENTION_BYTES if getattr(net, 'cs_attn', None) is not None else 0
-    quadratic = ATTENTION_PIXEL_BYTES * width
+    device = next(net.parameters()).device
+    attention = ATTENTION_PIXEL_BYTES if getattr(net, 'cs_attn', None) is not None else 0
     bank = BANK_PIXEL_BYTES * width
     room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
     if not tile:
-        area = room / bank
-        if quartic:  # largest area u with quartic * u^2 + quadratic * u <= room
-            area = min(area, (math.sqrt(quadratic ** 2 + 4 * quartic * room) - quadratic) / (2 * quartic))
-        tile = math.isqrt(int(area))
+        tile = math.isqrt(int(room / (max(attention, BANK_PIXEL_BYTES) * width)))
         if tile < min_tile:
             raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {min_tile}-pixel tile')
-    chunk = int((room - bank / 2 * tile ** 2) / (QUERY_BYTES * width / shrink))
-    return tile, max(1024, min(preferred_chunk(next(net.parameters()).device), chunk))
+        tile = min(tile, SPEED_TILE.get(device.type, SPEED_TILE['cuda']))
+    runtime = getattr(net, 'runtime', None)
+    per_query = runtime.query_bytes if runtime is not None else QUERY_BYTES * width / shrink
+    chunk = int((room - bank / 2 * tile ** 2) / per_query)
+    return tile, max(1024, min(decode_chunk(net, device), chunk))
 
 
 def _decode_grid(net, bank, rows, cols, cells, chunk, on_chunk):
@@ -151,7 +164,7 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
     network got wrong (NaN, or infinite from an overflow) comes out as NaN, never as a plausible 0 or 1.
 
     H, W = round(h * scale), round(w * scale), or `size` = (H, W). `chunk`: queries per decode call
-    (default: `preferred_chunk` of lr's device; results do not depend on it). `tile` > 0: LR tile side
+    (default: `decode_chunk` of the net on lr's device; results do not depend on it). `tile` > 0: LR tile side
     with `tile_overlap` LR pixels of overlap, blended with `blend` = 'smooth' (tiles of min(tile, h) x
     min(tile, w), see `axis_tiles`) or 'uniform' (official: square tiles of min(tile, h, w), averaged).
     Any size works, down to 1 x 1: an image smaller than `net.min_input_side` is replicate-padded around its
@@ -160,7 +173,7 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
     """
     h, w = lr.shape[-2:]
     out_h, out_w = output_size((h, w), scale, size)
-    chunk = chunk or preferred_chunk(lr.device)
+    chunk = chunk or decode_chunk(net, lr.device)
     rows, cols = axis_centres(out_h, lr.device), axis_centres(out_w, lr.device)
     if blend not in ('smooth', 'uniform'):
         raise ValueError(f"blend must be 'smooth' or 'uniform', got {blend!r}")

@@ -14,6 +14,14 @@ from ciaosr_arch.checkpoint import save_safetensors  # noqa: E402
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def graph_cache(tmp_path_factory):
+    """The OpenVINO graphs that tests convert go to a temporary folder, not the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('CIAOSR_CACHE_DIR', str(tmp_path_factory.mktemp('cache')))
+        yield
+
+
 @pytest.fixture(scope='session')
 def golden():
     """Outputs of the official CiaoSR (EDSR-baseline) generator for fixed weights."""

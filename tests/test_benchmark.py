@@ -141,3 +141,27 @@ def test_bicubic_row_reproduces_published_psnr(shared_data, tmp_path):
             got_psnr, got_ssim = measured[dataset, scale]
             assert got_psnr == pytest.approx(psnr, abs=0.03), f'{dataset} x{scale}: PSNR {got_psnr:.3f} != {psnr}'
             assert got_ssim == pytest.approx(ssim, abs=0.002), f'{dataset} x{scale}: SSIM {got_ssim:.4f} != {ssim}'
+
+
+def test_speed_benchmark_rows_and_accuracy(tmp_path, capsys):
+    """ciaosr-benchmark-speed on a tiny input: one row per path, the exact paths equal the official-style (a), the
+    bf16 ones are compared with (b) in PSNR; ratios to (a) only where (a) ran."""
+    from ciaosr import benchmark_speed
+    from ciaosr_arch.runtime import openvino_version
+
+    out = tmp_path / 'speed.json'
+    benchmark_speed.main(['--sizes', '12', '--scales', '2', '--repeat', '1', '--no-memory', '--threads', '1',
+                          '--json', str(out)])
+    rows = json.loads(out.read_text())
+    expected = ['a', 'b', 'c'] + (['d', 'e'] if openvino_version() else [])
+    assert [row['path'][1] for row in rows] == expected
+    by_path = {row['path'][1]: row for row in rows}
+    assert float(by_path['b']['accuracy'].rsplit(' ', 1)[1]) <= 1e-5
+    assert by_path['c']['accuracy'].startswith('PSNR vs (b)') and by_path['a']['speedup'] == 1
+    if openvino_version():
+        assert float(by_path['d']['accuracy'].rsplit(' ', 1)[1]) <= 1e-5 and by_path['d']['one_time_seconds'] > 0
+    benchmark_speed.main(['--sizes', '12', '--scales', '2', '--repeat', '1', '--no-memory', '--threads', '1',
+                          '--paths', 'bc', '--json', str(out)])
+    rows = json.loads(out.read_text())
+    assert [row['path'][1] for row in rows] == ['b', 'c'] and rows[0]['speedup'] is None
+    assert 'PSNR vs (b)' in rows[1]['accuracy'] and '| - |' in capsys.readouterr().out

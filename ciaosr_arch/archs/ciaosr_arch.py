@@ -37,6 +37,8 @@ class CiaoSR(ImplicitSRNet):
         decoder_hidden, key_hidden, value_hidden: hidden widths of imnet_q, imnet_k, imnet_v.
     """
 
+    runtime = None  # an object with `attend` and `pair_rows` like these, used instead (`ciaosr_arch.runtime`)
+
     def __init__(self, encoder='edsr_baseline', encoder_opt=None, local_size=2, feat_unfold=True,
                  non_local_attn=True, multi_scale=(2,), softmax_scale=1.0, decoder_hidden=(256,) * 4,
                  key_hidden=(256,) * 4, value_hidden=(256,) * 4):
@@ -103,30 +105,51 @@ class CiaoSR(ImplicitSRNet):
                 products = grid.new_zeros(b, r1 - r0, w, dim)  # u_p * u_{p+d}; zero where p + d is outside
                 torch.mul(grid[:, y0:y1, x0:x1], grid[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx],
                           out=products[:, y0 - r0:y1 - r0, x0:x1])
-                pair_key[:, r0:r1, :, d] = products @ out_layer.weight
-                pair_bias[:, r0:r1, :, d] = products @ out_layer.bias
+                pair_key[:, r0:r1, :, d], pair_bias[:, r0:r1, :, d] = (self.runtime or self).pair_rows(products)
         return pair_key.view(b, h * w * 9, -1), pair_bias.view(b, -1)
 
+    def pair_rows(self, products):
+        """Rows of the pair table for products u_p * u_{p+d} [..., K]: (products @ W [..., H], products @ b [...]),
+        with W, b the key net's output layer."""
+        out_layer = self.imnet_k.layers[-1]
+        return products @ out_layer.weight, products @ out_layer.bias
+
     def decode(self, bank, coord, cell):
-        """RGB [B, Q, 3] at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]."""
+        """RGB [B, Q, 3] at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]: `attend` at the queries'
+        `query_layout`, in PyTorch or on the inference runtime attached as `self.runtime` (`ciaosr_arch.runtime`)."""
+        return (self.runtime or self).attend(bank, *self.query_layout(bank, coord, cell))
+
+    def query_layout(self, bank, coord, cell):
+        """Where each query reads the bank: index work only, no feature arithmetic.
+
+        Returns the neighbours' flat LR indices [B, Q, N], the extra MLP inputs [B, Q, N, 4] (`neighbours`),
+        the rows that score them (with a pair table: rows p*9 + d of it, [B, Q, N]; else the query's own
+        LR pixel, [B, Q]) and the bilinear residual [B, Q, 3] (mean-subtracted RGB).
+        """
         h, w = bank['size']
         query_index = sample_nearest_index(coord, h, w)  # [B, Q]
         index, extra = self.neighbours(coord, cell, h, w)  # [B, Q, N], [B, Q, N, 4]
+        score_index = query_index
+        if 'pair_key' in bank:
+            score_index = query_index.unsqueeze(-1) * 9 + displacement_code(query_index, index, w)
+        return index, extra, score_index, sample_bilinear(bank['lr'], coord)
 
+    def attend(self, bank, index, extra, score_index, residual):
+        """RGB [B, Q, 3] from the bank's per-pixel tables at a `query_layout`: key and value nets, the softmax
+        attention over the N neighbours, the decoder, plus the residual and the mean (the per-query arithmetic)."""
         key_hidden = self.imnet_k.hidden(gather_pixels(bank['key_proj'], index), extra)
         if 'pair_key' in bank:
-            slot = query_index.unsqueeze(-1) * 9 + displacement_code(query_index, index, w)
-            logits = torch.linalg.vecdot(gather_pixels(bank['pair_key'], slot), key_hidden)
-            logits = logits + gather_pixels(bank['pair_bias'], slot)
+            logits = (gather_pixels(bank['pair_key'], score_index) * key_hidden).sum(-1)
+            logits = logits + gather_pixels(bank['pair_bias'], score_index)
         else:
             keys = gather_pixels(bank['unfolded'], index) * self.imnet_k.head(key_hidden)
-            logits = (keys * gather_pixels(bank['unfolded'], query_index).unsqueeze(2)).sum(-1)
+            logits = (keys * gather_pixels(bank['unfolded'], score_index).unsqueeze(2)).sum(-1)
         weights = (logits / self.softmax_scale).softmax(-1)  # [B, Q, N]
 
         value_gate = self.imnet_v.head(self.imnet_v.hidden(gather_pixels(bank['value_proj'], index), extra))
         values = value_gate.mul_(gather_pixels(bank['values'], index))  # [B, Q, N, D], in the gate's buffer
         attended = (weights.unsqueeze(-2) @ values).squeeze(-2)  # softmax-weighted sum over the N neighbours
-        rgb = self.imnet_q(attended) + sample_bilinear(bank['lr'], coord)
+        rgb = self.imnet_q(attended) + residual
         return rgb + self.rgb_mean.view(1, 1, 3)
 
     def neighbours(self, coord, cell, h, w):

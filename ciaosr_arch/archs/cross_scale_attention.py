@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTION_GROUP = 16  # channels pasted back per matrix product: [hw, 16 * 9s^2] floats at a time, not [hw, C * 9s^2]
+ATTENTION_BAND = 4096  # query positions scored at once: the score map is held [L, ~4096] at a time, not [L, h*w]
 
 
 def _conv1x1_prelu(in_channels, out_channels):
@@ -17,8 +17,11 @@ class CrossScaleAttention(nn.Module):
 
     The internal factor s (`scales`, default (2,)) is fixed and independent of the SR scale.
     Outputs of all factors are concatenated: [B, C, h, w] -> [B, C * len(scales), h, w].
-    Time and memory are quadratic in h * w (score map [h*w / s^2, h*w]): tile large images.
+    Time is quadratic in h * w (scores [h*w / s^2, h*w]): tile large images. The scores are made and used one
+    band of ATTENTION_BAND query positions at a time, so memory grows with h * w (times L = h*w / s^2) only.
     """
+
+    runtime = None  # an object with a `paste` like this module's, used instead (`ciaosr_arch.runtime.use_runtime`)
 
     def __init__(self, channels=64, scales=(2,), reduction=2, softmax_scale=10.0):
         super().__init__()
@@ -43,8 +46,8 @@ class CrossScaleAttention(nn.Module):
         """Cross-scale attention with factor s: [B, C, h, w] -> [B, C, h, w].
 
         The official code correlates with a conv2d and reconstructs with a conv_transpose2d per image;
-        the same sums are done here as two batched matrix products and a fold (col2im), which is
-        several times faster on CPU.
+        the same sums are done here as two batched matrix products and a fold (col2im) per band of query rows
+        (`paste`), which is several times faster on CPU.
         """
         b, _, h, w = feat.shape
         feat = F.pad(feat, (0, -w % s, 0, -h % s), mode='reflect')
@@ -54,21 +57,31 @@ class CrossScaleAttention(nn.Module):
 
         # One 3x3 matching filter per down-scaled position (L of them), L2-normalised over channels and window.
         filters = F.unfold(keys, 3, padding=1)  # [B, C/2 * 9, L]
-        filters = filters / filters.norm(dim=1, keepdim=True).clamp_min(self.escape_NaN)
+        filters = (filters / filters.norm(dim=1, keepdim=True).clamp_min(self.escape_NaN)).transpose(1, 2)
         queries = F.unfold(self.conv_match_1(feat), 3, padding=1)  # [B, C/2 * 9, hp * wp]
-        # Scores [B, L, hp*wp]: laid out as the paste-back product below reads them (no transposed copy).
-        weights = (filters.transpose(1, 2) @ queries).mul_(self.softmax_scale)  # the big one
+        # The (3s x 3s) full-resolution patch that each down-scaled position stands for: [B, C * 9s^2, L].
+        patches = F.unfold(values, 3 * s, stride=s, padding=s)
+        # Pasted back with the attention weights at stride s (a transposed convolution) into [B, C, s*hp, s*wp],
+        # one band of query rows at a time: the columns of rows [top, bottom) fold into output rows
+        # s * (top - 1) to s * (bottom + 1), added into a buffer with s rows of margin above and below.
+        rows = max(1, ATTENTION_BAND // wp)
+        out = values.new_zeros(b, values.shape[1], s * (hp + 2), s * wp)
+        for top in range(0, hp, rows):
+            bottom = min(hp, top + rows)
+            columns = (self.runtime or self).paste(filters, queries[..., top * wp:bottom * wp], patches)
+            out[..., s * top:s * (bottom + 2), :] += F.fold(
+                columns, (s * (bottom - top + 2), s * wp), 3 * s, stride=s, padding=(0, s))
+        out = getattr(self, self.down_name(s))(out[..., s:-s, :]) / 6
+        return out[..., :h, :w]
+
+    def paste(self, filters, queries, patches):
+        """Pasted columns [B, C * 9s^2, P] of P query positions: the softmax over the L down-scaled positions of
+        the queries' scores (3x3-unfolded matching features queries [B, C/2 * 9, P] against filters
+        [B, L, C/2 * 9], times softmax_scale), as weights of the patches [B, C * 9s^2, L]."""
+        weights = (filters @ queries).mul_(self.softmax_scale)  # [B, L, P]: laid out as the product below reads it
         if weights.requires_grad:  # training: autograd needs softmax's output untouched
             weights = weights.softmax(1)
         else:  # inference: softmax over the L down-scaled positions in place, no second copy of the scores
             weights = weights.sub_(weights.amax(1, keepdim=True)).exp_()
             weights = weights.div_(weights.sum(1, keepdim=True))
-        # The (3s x 3s) full-resolution patch that each down-scaled position stands for, pasted back with
-        # those weights at stride s (a transposed convolution): [B, C, s*hp, s*wp]. Channel groups of
-        # ATTENTION_GROUP keep the pasted columns (as large as the score map for all C) small.
-        patches = F.unfold(values, 3 * s, stride=s, padding=s).view(b, values.shape[1], -1, weights.shape[1])
-        out = torch.cat([F.fold(group.flatten(1, 2) @ weights, (s * hp, s * wp), 3 * s, stride=s,
-                                padding=s)  # columns [B, group * 9s^2, hp*wp] made in the layout fold reads
-                         for group in patches.split(ATTENTION_GROUP, 1)], 1)
-        out = getattr(self, self.down_name(s))(out) / 6
-        return out[..., :h, :w]
+        return patches @ weights

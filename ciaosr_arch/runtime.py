@@ -1,0 +1,255 @@
+"""CiaoSR's matrix arithmetic on an inference runtime for CPUs: OpenVINO, an optional install.
+
+PyTorch's float32 matrix products go through MKL, which runs the AVX-512 CPUs of other vendors at a fraction
+of their speed; OpenVINO's own kernels do not. Measured on a 2-core AMD EPYC (AVX-512 BF16, no AMX) under
+load, 2 threads, the decode of 1024 queries of a 170 x 170 tile at x4: PyTorch fp32 69 ms, OpenVINO fp32 24 ms,
+OpenVINO bf16 15 ms (ONNX Runtime fp32, and torch.compile with freezing in fp32 and bf16, were slower than
+OpenVINO on the same shapes).
+
+`use_runtime(net)` attaches an `OpenVINORuntime` to a CiaoSR (`net.runtime`, `net.cs_attn.runtime`), which then
+does, with the same signatures and results, what these methods do in PyTorch:
+  - `CiaoSR.attend`: the per-query decode (table gathers, key/value/decoder MLPs, softmax), ~2.6 M
+    multiply-adds per query for EDSR-baseline, the bulk of the work at scales >= 2;
+  - `CiaoSR.pair_rows`: the pair table's product with the key net's output layer (encode, fp32);
+  - `CrossScaleAttention.paste`: the cross-scale attention's scores, softmax and paste-back products (encode,
+    fp32).
+Index work, convolutions and folds stay in PyTorch, and so does the encode in bf16 (oneDNN's bf16 products
+are fast; OpenVINO's measured slower there: 96 x 96 encode 0.92 s in PyTorch, 1.26 s with them on OpenVINO,
+against 2.41 s and 1.84 s in fp32). Each graph is converted from the PyTorch method itself (by
+tracing, so there is one definition of the math) once per model, saved as OpenVINO IR under `cache_root()`
+(`~/.cache/ciaosr/openvino/` by default: converting takes seconds, reading back milliseconds), and compiled
+once per input shape, dtype and precision, kept for the process (the COMPILED_KEPT most recent). Precision
+follows the caller: fp32 (equal to PyTorch up to float rounding, max abs ~1e-7 on [0, 1] RGB), or bf16 under
+`torch.autocast('cpu', torch.bfloat16)` (OpenVINO's bf16 inference precision, reading bf16 tensors as they are).
+"""
+import hashlib
+import inspect
+import os
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+RUNTIMES = ('auto', 'torch', 'openvino')
+QUERY_BLOCK = 1024  # queries per compiled decode call (a cache-sized block; larger blocks measured no faster)
+# Queries per `attend` call, in blocks of QUERY_BLOCK: each call hands the CPU from PyTorch's threads to OpenVINO's and
+# back, which costs time. Measured, x16 decode of a 192 x 192 tile's bank, bf16, 2 threads: 86 k queries/s with
+# calls of 1024 queries, 146 k with 16384.
+CALL_QUERIES = 16384
+CALL_QUERY_BYTES = 1024  # memory per query of an `attend` call: its index tensors (the activations are per block)
+COMPILED_KEPT = 8  # compiled models kept per runtime, most recently used first: images of many sizes pile up
+CACHE_ENV = 'CIAOSR_CACHE_DIR'  # overrides the cache folder
+# Tables of the bank that `attend` reads, per kind of bank (pair table or not); 'unfolded' is a view of 'values'.
+TABLES = {'pair': ('key_proj', 'value_proj', 'values', 'pair_key', 'pair_bias'),
+          'plain': ('key_proj', 'value_proj', 'values')}
+
+
+def openvino_version():
+    """The installed OpenVINO's version string, or None when it is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
+
+
+def cache_root():
+    """Folder of this package's caches: $CIAOSR_CACHE_DIR, else $XDG_CACHE_HOME/ciaosr, else ~/.cache/ciaosr."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'ciaosr'
+
+
+def use_runtime(net, runtime='auto', threads=None):
+    """Choose what runs `net`'s matrix arithmetic and return the choice ('torch' or 'openvino').
+
+    runtime: 'torch' (PyTorch, the reference), 'openvino', or 'auto' (OpenVINO where it applies: installed,
+    a CiaoSR whose parameters are on the CPU; PyTorch otherwise). threads: OpenVINO's threads (default:
+    torch.get_num_threads()). ValueError for an unknown runtime, RuntimeError when 'openvino' does not apply
+    (with the reason). Nothing is converted or compiled until the model runs; each call attaches a new runtime
+    (call it again after changing the weights: graphs hold the weights of their first run).
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
+    problem = None
+    if runtime != 'torch':
+        if not hasattr(net, 'pair_rows'):
+            problem = f'{type(net).__name__} has no OpenVINO path (CiaoSR has)'
+        elif next(net.parameters()).device.type != 'cpu':
+            problem = f'OpenVINO runs on the CPU; the model is on {next(net.parameters()).device}'
+        elif openvino_version() is None:
+            problem = 'OpenVINO is not installed (pip install openvino==2026.4.1)'
+    if problem and runtime == 'openvino':
+        raise RuntimeError(f'runtime openvino: {problem}')
+    chosen = 'torch' if runtime == 'torch' or problem else 'openvino'
+    attached = OpenVINORuntime(net, threads) if chosen == 'openvino' else None
+    net.runtime = attached
+    if getattr(net, 'cs_attn', None) is not None:
+        net.cs_attn.runtime = attached
+    return chosen
+
+
+def _precision():
+    """OpenVINO's inference precision for the caller: 'bf16' under a CPU bfloat16 autocast, else 'f32'."""
+    return 'bf16' if torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16 else 'f32'
+
+
+class _Method(nn.Module):
+    """`function` of tensors (positional inputs and outputs) that uses the module `owner`, the form OpenVINO's
+    converter traces: `owner` is registered, so that its weights are traced as parameters."""
+
+    def __init__(self, owner, function):
+        super().__init__()
+        self.owner, self.function = owner, function
+
+    def forward(self, *tensors):
+        return self.function(*tensors)
+
+
+class OpenVINORuntime:
+    """`attend`, `pair_rows` and `paste` of one CiaoSR on OpenVINO (see the module's docstring).
+
+    Inputs are handed to OpenVINO without copies (float32 or bfloat16, contiguous); outputs come back as new
+    float32 tensors. `attend` runs fixed blocks of `block` queries (the last one padded), so that its compiled
+    shapes do not change with the number of queries; the encode's graphs are compiled per shape. `cache`: folder
+    of the converted graphs (default: cache_root()/openvino). The graphs hold the weights the model had when it
+    first ran.
+    """
+
+    chunk = CALL_QUERIES  # queries per decode call (`ciaosr_arch.engine.decode_chunk`)
+    query_bytes = CALL_QUERY_BYTES  # memory per query of a decode call (`ciaosr_arch.engine.memory_plan`)
+
+    def __init__(self, net, threads=None, block=QUERY_BLOCK, cache=None):
+        import openvino as ov
+
+        self.ov, self.net, self.block = ov, net, block
+        self.threads = threads or torch.get_num_threads()
+        self.cache = Path(cache) if cache is not None else cache_root() / 'openvino'
+        self.core = ov.Core()
+        self.models, self.compiled, self.fingerprint = {}, OrderedDict(), None
+
+    def attend(self, bank, index, extra, score_index, residual):
+        """`CiaoSR.attend` -> RGB [B, Q, 3] float32."""
+        kind = 'pair' if 'pair_key' in bank else 'plain'
+        tables = [bank[name].contiguous() for name in TABLES[kind]]  # alive until the end: OpenVINO borrows them
+        layout = [index, extra, score_index, residual]
+        batch, queries = index.shape[:2]
+        shapes = [t.shape for t in tables] + [(t.shape[0], self.block, *t.shape[2:]) for t in layout]
+        request = self._request(f'attend-{kind}', self._attend_method(kind), tables + layout, shapes)
+        for i, table in enumerate(tables):
+            request.set_input_tensor(i, self._tensor(table))
+        out = torch.empty(batch, queries, 3)
+        for start in range(0, queries, self.block):
+            count = min(self.block, queries - start)
+            pieces = [part[:, start:start + count] for part in layout]
+            if count < self.block:  # pad the last block with copies of its first query (valid rows; dropped)
+                pieces = [torch.cat([p, p[:, :1].expand(-1, self.block - count, *p.shape[2:])], 1) for p in pieces]
+            pieces = [p.contiguous() for p in pieces]  # alive until infer returns
+            for i, piece in enumerate(pieces, len(tables)):
+                request.set_input_tensor(i, self._tensor(piece))
+            request.infer()
+            out[:, start:start + count] = torch.from_numpy(request.get_output_tensor(0).data[:, :count])
+        return out
+
+    def pair_rows(self, products):
+        """`CiaoSR.pair_rows`: products [..., K] -> ([..., H], [...]); in PyTorch under bf16 autocast."""
+        if _precision() == 'bf16':
+            return self.net.pair_rows(products)
+        return self._run('pair_rows', self.net.pair_rows, [products.contiguous()])
+
+    def paste(self, filters, queries, patches):
+        """`CrossScaleAttention.paste` -> [B, C * 9s^2, P]; in PyTorch under bf16 autocast."""
+        if _precision() == 'bf16':
+            return self.net.cs_attn.paste(filters, queries, patches)
+        return self._run('paste', self.net.cs_attn.paste, [t.contiguous() for t in (filters, queries, patches)])[0]
+
+    def _run(self, name, method, inputs):
+        """Outputs (new float32 tensors) of graph `name` (traced from `method`) on inputs compiled at their shapes."""
+        request = self._request(name, method, inputs, [t.shape for t in inputs])
+        for i, tensor in enumerate(inputs):
+            request.set_input_tensor(i, self._tensor(tensor))
+        request.infer()
+        return [torch.from_numpy(tensor.data.copy()) for tensor in request.output_tensors]
+
+    def _attend_method(self, kind):
+        """`net.attend` with the bank's tables of `kind` as leading positional inputs."""
+        def attend(*tensors):
+            bank = dict(zip(TABLES[kind], tensors))
+            bank['unfolded'] = bank['values'][..., :self.net.imnet_k.layers[-1].out_features]
+            return self.net.attend(bank, *tensors[len(TABLES[kind]):])
+        return attend
+
+    def _tensor(self, tensor):
+        """An OpenVINO tensor over the memory of a contiguous CPU tensor (bfloat16 through its 16-bit pattern)."""
+        if tensor.dtype == torch.bfloat16:
+            bits = tensor.view(torch.int16).numpy()
+            return self.ov.Tensor(bits, list(bits.shape), self.ov.Type.bf16)
+        return self.ov.Tensor(np.ascontiguousarray(tensor.numpy()), shared_memory=True)
+
+    def _request(self, name, method, inputs, shapes):
+        """An infer request of graph `name` compiled for these input shapes and dtypes, in the caller's precision
+        (`_precision`); compiled on first use."""
+        precision = _precision()
+        key = (name, tuple(tuple(s) for s in shapes), tuple(t.dtype for t in inputs), precision)
+        if key not in self.compiled:
+            from openvino.preprocess import PrePostProcessor
+
+            model = self._model(name, method, inputs).clone()
+            model.reshape({i: list(shape) for i, shape in enumerate(shapes)})
+            steps = PrePostProcessor(model)
+            for i, tensor in enumerate(inputs):
+                if tensor.dtype == torch.bfloat16:
+                    steps.input(i).tensor().set_element_type(self.ov.Type.bf16)
+            compiled = self.core.compile_model(steps.build(), 'CPU', {
+                'INFERENCE_PRECISION_HINT': precision, 'INFERENCE_NUM_THREADS': self.threads,
+                'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1})
+            self.compiled[key] = compiled.create_infer_request()
+            if len(self.compiled) > COMPILED_KEPT:
+                self.compiled.popitem(last=False)
+        self.compiled.move_to_end(key)
+        return self.compiled[key]
+
+    def _model(self, name, method, inputs):
+        """The converted graph `name` with dynamic shapes: read from the disk cache, or traced from `method` with
+        float32 copies of `inputs` as examples and saved there (fp32 weights, written to a temporary name and
+        renamed, so concurrent processes never read half a file; a warning if it cannot be written)."""
+        if name in self.models:
+            return self.models[name]
+        path = self.cache / f'{name}-{self._fingerprint()}.xml'
+        if path.exists():
+            model = self.core.read_model(path)
+        else:
+            examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
+            with warnings.catch_warnings(), torch.autocast('cpu', enabled=False):
+                warnings.simplefilter('ignore')  # the tracer's notes on Python ints in shapes
+                model = self.ov.convert_model(_Method(self.net, method).eval(), example_input=examples)
+            partial = path.with_name(f'.{path.stem}.{os.getpid()}.xml')
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.ov.save_model(model, partial, compress_to_fp16=False)
+                partial.with_suffix('.bin').replace(path.with_suffix('.bin'))
+                partial.replace(path)
+            except (OSError, RuntimeError) as err:  # a read-only or full disk: this process converts again
+                warnings.warn(f'cannot cache the OpenVINO graph in {self.cache}: {err}', stacklevel=2)
+        self.models[name] = model
+        return model
+
+    def _fingerprint(self):
+        """Hex digest of everything the graphs depend on: the arch code, the weights and options of the model,
+        the torch and OpenVINO versions (computed once)."""
+        if self.fingerprint is None:
+            from .archs import ciaosr_arch, cross_scale_attention, implicit_base
+
+            digest = hashlib.sha256()
+            options = (self.net.softmax_scale, getattr(self.net.cs_attn, 'softmax_scale', None))
+            for part in (torch.__version__, self.ov.__version__, repr(options), *(
+                    inspect.getsource(m) for m in (ciaosr_arch, cross_scale_attention, implicit_base))):
+                digest.update(part.encode())
+            for key, tensor in self.net.state_dict().items():
+                digest.update(f'{key}{tuple(tensor.shape)}'.encode())
+                digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+            self.fingerprint = digest.hexdigest()[:20]
+        return self.fingerprint

@@ -1,0 +1,150 @@
+"""The OpenVINO runtime (ciaosr_arch.runtime): the same result as PyTorch, its caches, and the choice of runtime.
+
+Tests that run OpenVINO are skipped where it is not installed (CI runs with and without it); the choice of
+runtime is tested either way.
+"""
+import pytest
+import torch
+
+from ciaosr import upscale
+from ciaosr_arch import load_model, super_resolve
+from ciaosr_arch.archs.coords import axis_centres
+from ciaosr_arch.engine import _decode_grid
+from ciaosr_arch.runtime import OpenVINORuntime, openvino_version, use_runtime
+
+needs_openvino = pytest.mark.skipif(openvino_version() is None,
+                                    reason='OpenVINO is not installed (pip install openvino==2026.4.1)')
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh graph cache folder for the test (CIAOSR_CACHE_DIR)."""
+    monkeypatch.setenv('CIAOSR_CACHE_DIR', str(tmp_path / 'cache'))
+    return tmp_path / 'cache' / 'openvino'
+
+
+def lr_image(h=13, w=17):
+    torch.manual_seed(1)
+    return torch.rand(1, 3, h, w)
+
+
+@needs_openvino
+@pytest.mark.parametrize('scale,tile', [(4, 0), (1.5, 0), (3.3, 9)])  # with/without pair table; tiled
+def test_openvino_fp32_equals_pytorch(tiny_model, cache, scale, tile):
+    net = load_model(tiny_model)
+    lr = lr_image()
+    with torch.no_grad():
+        reference = super_resolve(net, lr, scale, tile=tile, tile_overlap=4)
+        assert use_runtime(net, 'openvino') == 'openvino'
+        out = super_resolve(net, lr, scale, tile=tile, tile_overlap=4)
+    assert (out - reference).abs().max() <= 1e-5
+
+
+@needs_openvino
+def test_blocks_padding_and_batch(tiny_model, cache):
+    """Any number of queries: whole blocks, a padded last block, a batch of two images."""
+    net = load_model(tiny_model)
+    lr = torch.cat([lr_image(), lr_image().flip(-1)])
+    rows, cols = axis_centres(40), axis_centres(45)
+    cells = lr.new_tensor([2 / 40, 2 / 45]).expand(2, 2)
+    with torch.no_grad():
+        bank = net.encode(lr, (40, 45))
+        reference = _decode_grid(net, bank, rows, cols, cells, 1800, lambda n: None)
+        net.runtime = OpenVINORuntime(net, block=256)
+        out = _decode_grid(net, bank, rows, cols, cells, 1800, lambda n: None)  # 7 blocks + 8 queries per chunk
+    assert (out - reference).abs().max() <= 1e-5
+
+
+@needs_openvino
+def test_graph_cache_is_reused(tiny_model, cache, monkeypatch):
+    """The converted graphs are saved once; a new process (here: a new runtime) reads them instead of converting."""
+    net = load_model(tiny_model)
+    lr = lr_image()
+    with torch.no_grad():
+        use_runtime(net, 'openvino')
+        first = super_resolve(net, lr, 4)
+        saved = sorted(p.name for p in cache.iterdir())
+        assert [name.rsplit('-', 1)[0] for name in saved[::2]] == ['attend-pair', 'pair_rows', 'paste']
+        assert all(name.endswith(('.bin', '.xml')) for name in saved) and len(saved) == 6  # no temporary left
+
+        import openvino
+        monkeypatch.setattr(openvino, 'convert_model', lambda *a, **k: pytest.fail('converted again'))
+        net.runtime = OpenVINORuntime(net)
+        assert torch.equal(super_resolve(net, lr, 4), first)
+        other = load_model(tiny_model)  # different weights: a graph of their own
+        with torch.no_grad():
+            for p in other.imnet_q.parameters():
+                p.mul_(2)
+        other.runtime = OpenVINORuntime(other)
+        with pytest.raises(pytest.fail.Exception, match='converted again'):
+            super_resolve(other, lr, 4)
+
+
+@needs_openvino
+def test_openvino_bf16_close_to_fp32(tiny_model, cache):
+    """bf16 (autocast) on OpenVINO: PSNR >= 45 dB against fp32."""
+    net = load_model(tiny_model)
+    lr = lr_image()
+    with torch.no_grad():
+        reference = super_resolve(net, lr, 4)
+        use_runtime(net, 'openvino')
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = super_resolve(net, lr, 4)
+    mse = ((out - reference) ** 2).mean()
+    assert 10 * torch.log10(1 / mse) >= 45
+
+
+def test_choice_of_runtime(tiny_model, monkeypatch):
+    net = load_model(tiny_model)
+    assert use_runtime(net, 'torch') == 'torch' and net.runtime is None
+    with pytest.raises(ValueError, match='runtime must be one of'):
+        use_runtime(net, 'onnx')
+    monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
+    assert use_runtime(net, 'auto') == 'torch' and net.runtime is None
+    with pytest.raises(RuntimeError, match='OpenVINO is not installed'):
+        use_runtime(net, 'openvino')
+
+
+def test_cli_runtime_options(tiny_model, tmp_path, monkeypatch, capsys):
+    """--runtime openvino where it is not available: one line, exit 2; --threads sets PyTorch's threads."""
+    src = tmp_path / 'in.png'
+    from PIL import Image
+    Image.new('RGB', (6, 5), (200, 100, 50)).save(src)
+    monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
+    threads = torch.get_num_threads()
+    try:
+        code = upscale.main(['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
+                             '--runtime', 'openvino'])
+        assert code == 2 and 'OpenVINO is not installed' in capsys.readouterr().err
+        code = upscale.main(['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
+                             '--threads', '1'])
+        assert code == 0 and 'CPU: 1 thread(s), decode on torch in fp32' in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_attention_bands_equal_one_band(monkeypatch):
+    """The cross-scale attention scored in bands of query rows (what `paste` gets) = all rows at once."""
+    from ciaosr_arch.archs import cross_scale_attention
+    torch.manual_seed(0)
+    attention = cross_scale_attention.CrossScaleAttention(8)
+    feat = torch.randn(2, 8, 19, 23, requires_grad=True)
+    whole = attention(feat)
+    (grad_whole,) = torch.autograd.grad(whole.square().sum(), feat)
+    monkeypatch.setattr(cross_scale_attention, 'ATTENTION_BAND', 50)  # 2 rows of the 20 x 24 padded map per band
+    banded = attention(feat)
+    (grad_banded,) = torch.autograd.grad(banded.square().sum(), feat)
+    assert (banded - whole).abs().max() <= 1e-6 and (grad_banded - grad_whole).abs().max() <= 1e-5
+
+
+@needs_openvino
+def test_runtime_decodes_in_long_calls(tiny_model, cache):
+    """With the runtime attached the engine decodes CALL_QUERIES queries per call (it holds only a block's
+    activations), within the memory plan."""
+    from ciaosr_arch.engine import decode_chunk, memory_plan, preferred_chunk
+    from ciaosr_arch.runtime import CALL_QUERIES
+
+    net = load_model(tiny_model)
+    assert decode_chunk(net, 'cpu') == preferred_chunk('cpu') < CALL_QUERIES
+    use_runtime(net, 'openvino')
+    assert decode_chunk(net, 'cpu') == CALL_QUERIES and memory_plan(net, 2 ** 30)[1] == CALL_QUERIES
