@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
+from ciaosr_arch.engine import default_overlap
 from ciaosr_arch.runtime import openvino_version, use_runtime
 
 from . import image_io
@@ -124,7 +125,7 @@ def _ours(runtime, bf16):
     overlap of 32 pixels, or whole for 0), under bf16 autocast if `bf16`."""
     def run(nets, lr, scale, tile=0):
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-            return super_resolve(nets[runtime], lr, scale, tile=tile, tile_overlap=min(32, tile // 4 or 32))
+            return super_resolve(nets[runtime], lr, scale, tile=tile, tile_overlap=default_overlap(tile))
     return run
 
 
@@ -261,8 +262,8 @@ def main(argv=None):
                         help='the paths to time, by letter (default abcder; (a) recomputes the cross-scale attention '
                              'per 30000-query chunk: leave it out above ~128 LR px). Speed ratios need (a), (b) or (r)')
     parser.add_argument('--tile', type=int, default=0,
-                        help='LR tiles of this side for (b)-(e), overlapping by min(32, side / 4) as the CLI\'s '
-                             '--tile (default 0: whole images)')
+                        help='LR tiles of this side for (b)-(e), overlapping by a quarter of the side, at most 32, as '
+                             'the CLI does (default 0: whole images)')
     parser.add_argument('--realesrgan', help='Real-ESRGAN x4plus weights (.pth or .safetensors) for row (r)')
     parser.add_argument('--photos', type=Path, help='folder of photos for the precision check of (c), (d), (e)')
     parser.add_argument('--photo-count', type=int, default=6, help='photos taken from --photos (default 6)')

@@ -5,7 +5,7 @@
 
 Large images are cut into LR tiles that overlap; each tile is encoded once and decodes exactly the output
 pixels assigned to it, and neighbouring tiles cross-fade with a raised-cosine window, so there are no seams
-(`ciaosr_arch.engine.super_resolve`). The tile side is the largest that fits --max-memory, at most 192 on a
+(`ciaosr_arch.engine.super_resolve`). The tile side is the largest that fits --max-memory, at most 64 on a
 CPU: the cross-scale attention's work is quadratic in the tile area (a (t^2/4) x t^2 score map, made a band at
 a time), which is what tiling bounds. Each file is checked from its header first (size, output size and memory
 plan against --max-memory, before any pixel is decoded), then read, upscaled and written on its own: one that
@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve
 from ciaosr_arch.checkpoint import SHIPPED_MODELS
-from ciaosr_arch.engine import MIN_TILE, memory_plan, output_size
+from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_size
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
@@ -78,12 +78,12 @@ def build_parser():
                              'if set (torchrun sets 1 per rank), else one per physical core)')
     parser.add_argument('--tile', type=int, default=0,
                         help=f'LR tile side in pixels, 0 or at least {MIN_TILE}; 0 (default) = the largest that '
-                             'fits --max-memory (about 20 KB per LR pixel), at most 192 on CPU and 512 on GPU (the '
+                             'fits --max-memory (about 20 KB per LR pixel), at most 64 on CPU and 512 on GPU (the '
                              'cross-scale attention\'s work per pixel grows with the tile area); images no larger '
                              'than the tile run whole')
     parser.add_argument('--tile-overlap', type=int,
                         help='LR pixels shared by neighbouring tiles, at most half the tile '
-                             '(default 32, or a quarter of a --tile under 128)')
+                             '(default: a quarter of the tile, at most 32)')
     parser.add_argument('--max-memory', help=f'memory for the whole run, e.g. 4GB or 512MB (default: {CPU_MEMORY} '
                                              'on CPU, 3/4 of the GPU on CUDA)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg', 'webp'],
@@ -121,9 +121,7 @@ def parse_args(argv=None):
         parser.error(f'--threads must be at least 1, got {args.threads}')
     if args.tile != 0 and args.tile < MIN_TILE:
         parser.error(f'--tile must be 0 (automatic) or at least {MIN_TILE} LR pixels, got {args.tile}')
-    if args.tile_overlap is None:
-        args.tile_overlap = min(32, args.tile // 4) if args.tile else 32
-    if args.tile_overlap < 0 or (args.tile and 2 * args.tile_overlap > args.tile):
+    if args.tile_overlap is not None and (args.tile_overlap < 0 or (args.tile and 2 * args.tile_overlap > args.tile)):
         parser.error(f'--tile-overlap must be between 0 and half the tile (at most {args.tile // 2} for --tile '
                      f'{args.tile}), got {args.tile_overlap}' if args.tile else
                      f'--tile-overlap must be >= 0, got {args.tile_overlap}')
@@ -248,14 +246,16 @@ def resident_bytes(device):
 
 @dataclass
 class Step:
-    """One upscaling step: output size (H, W), LR tile side and query chunk; `whole`: the input fits one tile."""
+    """One upscaling step: output size (H, W), LR tile side, tile overlap and query chunk; `whole`: the input fits
+    one tile."""
     size: tuple
     tile: int
+    overlap: int
     chunk: int
     whole: bool
 
     def __str__(self):
-        return f'{"whole image" if self.whole else f"tile {self.tile}"}, chunk {self.chunk}'
+        return f'{"whole image" if self.whole else f"tile {self.tile}, overlap {self.overlap}"}, chunk {self.chunk}'
 
 
 class Upscaler:
@@ -308,11 +308,14 @@ class Upscaler:
                                   f'{self.budget / gib:.2f} GiB (the model, input and output alone need '
                                   f'{fixed / gib:.2f} GiB); raise --max-memory or lower the scale') from None
             whole = tile >= max(in_size)
-            if not whole and 2 * self.args.tile_overlap > tile:
-                raise ValueError(f'--tile-overlap {self.args.tile_overlap} needs LR tiles of at least '
-                                 f'{2 * self.args.tile_overlap} pixels, but --max-memory {self.budget / gib:.2f} GiB '
-                                 f'leaves room for {tile} with this image; lower --tile-overlap or raise --max-memory')
-            steps.append(Step(step_size, tile, chunk, whole))
+            overlap = self.args.tile_overlap
+            if overlap is None:
+                overlap = default_overlap(tile)
+            elif not whole and 2 * overlap > tile:
+                raise ValueError(f'--tile-overlap {overlap} needs LR tiles of at least {2 * overlap} pixels, but '
+                                 f'--max-memory {self.budget / gib:.2f} GiB leaves room for {tile} with this image; '
+                                 f'lower --tile-overlap or raise --max-memory')
+            steps.append(Step(step_size, tile, overlap, chunk, whole))
             previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
         return steps
 
@@ -333,7 +336,7 @@ class Upscaler:
         for step in steps:
             with torch.autocast(self.device.type, self.dtype) if self.dtype else nullcontext():
                 image = super_resolve(self.net, image, size=step.size, chunk=step.chunk, tile=step.tile,
-                                      tile_overlap=self.args.tile_overlap, progress=progress)
+                                      tile_overlap=step.overlap, progress=progress)
         if not torch.isfinite(image).all():
             raise ValueError('the network produced NaN or infinite values, so nothing was written '
                              '(a broken checkpoint, or an overflow in --fp16)')

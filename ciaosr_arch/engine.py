@@ -30,10 +30,12 @@ TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several thr
 ATTENTION_PIXEL_BYTES = 19_000  # x t^2: the features, the bank around them and a band of attention scores
 BANK_PIXEL_BYTES = 20_000  # x t^2: building the bank (key/query pair table), the other peak of encode
 # Largest automatic tile side: the cross-scale attention's work per LR pixel grows with the tile area (scores and
-# paste-back: about 650 t^2 multiply-adds per pixel), so once memory no longer limits the tile, speed does. On a CPU
-# 192 (24 M per pixel, half the x4 decode's 42 M) keeps the attention's context close to the old memory-bound default;
-# on GPUs 512.
-SPEED_TILE = {'cpu': 192, 'cuda': 512}
+# paste-back: about 650 t^2 multiply-adds per pixel; the x4 decode is 42 M), so once memory no longer limits the
+# tile, speed does. Measured on this project's 2-core CPU, 256 x 256 photo at x4, bf16, OpenVINO decode: tiles of
+# 64 / 96 / 128 / 192 took 11.0 / 13.9 / 16.0 / 21.2 s, while Urban100 x4 (first 4 images) scored 22.775 / 22.772 /
+# 22.765 / 22.766 dB against 22.769 dB for whole images: no loss in PSNR. GPUs: 512, where the memory plan used to
+# land with ~60 GB.
+SPEED_TILE = {'cpu': 64, 'cuda': 512}
 QUERY_BYTES = 45_000  # per query decoded at once (64 channels, 256-wide MLPs)
 # Smallest LR tile side the command-line tools accept. `super_resolve` works with any tile (none is smaller than
 # the network's `min_input_side`), but a tile under 8 pixels is mostly border for the encoder's 3x3 convolutions
@@ -58,6 +60,13 @@ def output_size(in_size, scale=None, size=None):
 def preferred_chunk(device):
     """Queries per decode call for a device (torch.device or its name): PREFERRED_CHUNK by device type."""
     return PREFERRED_CHUNK.get(torch.device(device).type, PREFERRED_CHUNK['cuda'])
+
+
+def default_overlap(tile):
+    """The overlap (LR pixels) of tiles of side `tile` that the tools use unless told: a quarter of the tile, at
+    most 32 (measured: Urban100 x4, first 4 images, bf16, PSNR of tiles 64/16 and 96/24 within 0.01 dB of whole
+    images, see README)."""
+    return min(32, tile // 4)
 
 
 def decode_chunk(net, device):

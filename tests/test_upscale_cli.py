@@ -156,11 +156,12 @@ def test_memory_plan_follows_the_budget():
     def encode_peak(t):  # the measured model of tiling.memory_plan's docstring, fp32
         return tiling.TILE_OVERHEAD_BYTES + max(tiling.ATTENTION_PIXEL_BYTES, tiling.BANK_PIXEL_BYTES) * t ** 2
     net = CiaoSR()
-    small, large = tiling.memory_plan(net, 2 ** 29), tiling.memory_plan(net, 4 * 2 ** 30)
-    assert 80 <= small[0] < large[0] and small[1] == large[1] == tiling.preferred_chunk('cpu')
-    assert encode_peak(small[0]) <= 2 ** 29 < encode_peak(small[0] + 1)  # the largest tile that fits
+    budget = 360 * 2 ** 20
+    small, large = tiling.memory_plan(net, budget, min_tile=32), tiling.memory_plan(net, 4 * 2 ** 30)
+    assert 32 <= small[0] < large[0] and small[1] == large[1] == tiling.preferred_chunk('cpu')
+    assert encode_peak(small[0]) <= budget < encode_peak(small[0] + 1)  # the largest tile that fits
     assert large[0] == tiling.SPEED_TILE['cpu']  # once memory allows more, speed caps the tile
-    assert tiling.memory_plan(net, 2 ** 29, half=True) == small  # CPU chunks are cache-sized anyway
+    assert tiling.memory_plan(net, budget, half=True, min_tile=32) == small  # CPU chunks are cache-sized anyway
     assert tiling.memory_plan(net, 2 ** 30, tile=64)[0] == 64
     with pytest.raises(MemoryError):
         tiling.memory_plan(net, 2 ** 20)
