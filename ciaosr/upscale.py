@@ -70,9 +70,9 @@ def build_parser():
     add_device_options(parser)
     parser.add_argument('--runtime', default='auto', choices=RUNTIMES,
                         help='what runs the matrix products (decode, and the fp32 encode) on the CPU: openvino '
-                             '(the same result up to float rounding; with --bf16 in bf16; needs `pip install '
-                             'openvino`), torch, or auto (default: openvino when installed and the device is the '
-                             'CPU, else torch)')
+                             '(the same result up to float rounding; with --bf16 in bf16; needs the `runtime` '
+                             'extra: pip install "ciaosr[runtime]"), torch, or auto (default: openvino when '
+                             'installed and the device is the CPU, else torch)')
     parser.add_argument('--threads', type=int,
                         help='CPU threads of PyTorch and OpenVINO (default: PyTorch\'s, which is OMP_NUM_THREADS '
                              'if set (torchrun sets 1 per rank), else one per physical core)')

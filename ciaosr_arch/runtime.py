@@ -81,7 +81,7 @@ def use_runtime(net, runtime='auto', threads=None):
         elif next(net.parameters()).device.type != 'cpu':
             problem = f'OpenVINO runs on the CPU; the model is on {next(net.parameters()).device}'
         elif openvino_version() is None:
-            problem = 'OpenVINO is not installed (pip install openvino==2026.4.1)'
+            problem = 'OpenVINO is not installed (pip install "ciaosr[runtime]", or openvino==2026.4.1)'
     if problem and runtime == 'openvino':
         raise RuntimeError(f'runtime openvino: {problem}')
     chosen = 'torch' if runtime == 'torch' or problem else 'openvino'
