@@ -27,8 +27,7 @@ PREFERRED_CHUNK = {'cpu': 1024, 'cuda': 16384}
 # the tile area); 349 / 1,203 MB at t = 128 / 256 with the OpenVINO runtime (`ciaosr_arch.runtime`), 18,300 t^2;
 # bf16 autocast 135 / 453 MB. The constants round that up. See `memory_plan`.
 TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several threads), whatever the tile
-ATTENTION_PIXEL_BYTES = 19_000  # x t^2: the features, the bank around them and a band of attention scores
-BANK_PIXEL_BYTES = 20_000  # x t^2: building the bank (key/query pair table), the other peak of encode
+ENCODE_PIXEL_BYTES = 20_000  # x t^2: features, a band of attention scores, building the bank (pair table)
 # Largest automatic tile side: the cross-scale attention's work per LR pixel grows with the tile area (scores and
 # paste-back: about 650 t^2 multiply-adds per pixel; the x4 decode is 42 M), so once memory no longer limits the
 # tile, speed does. Measured on this project's 2-core CPU, 256 x 256 photo at x4, bf16, OpenVINO decode: tiles of
@@ -80,9 +79,9 @@ def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
     """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most the
     device's SPEED_TILE) and the query chunk whose peak memory fits in `work_bytes`.
 
-    Encoding a t x t tile peaks at TILE_OVERHEAD_BYTES + the larger of the cross-scale attention
-    (ATTENTION_PIXEL_BYTES * t^2) and building the bank (BANK_PIXEL_BYTES * t^2). Decoding holds the overhead,
-    the bank (about half of BANK_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
+    Encoding a t x t tile peaks at TILE_OVERHEAD_BYTES + ENCODE_PIXEL_BYTES * t^2 (the cross-scale attention is
+    scored in bands, so nothing grows faster than the tile area). Decoding holds the overhead, the bank (about
+    half of ENCODE_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
     1024 queries to `decode_chunk`; an attached inference runtime's `query_bytes` instead: it holds only a
     block of queries' activations at a time). Per-pixel terms scale with the encoder's width
     relative to 64 (approximate for RDN/SwinIR). MemoryError if the largest tile is below `min_tile`.
@@ -92,17 +91,16 @@ def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
     shrink = 2 if half else 1
     width = net.encoder.out_channels / 64
     device = next(net.parameters()).device
-    attention = ATTENTION_PIXEL_BYTES if getattr(net, 'cs_attn', None) is not None else 0
-    bank = BANK_PIXEL_BYTES * width
+    encode = ENCODE_PIXEL_BYTES * width
     room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
     if not tile:
-        tile = math.isqrt(int(room / (max(attention, BANK_PIXEL_BYTES) * width)))
+        tile = math.isqrt(int(room / encode))
         if tile < min_tile:
             raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {min_tile}-pixel tile')
         tile = min(tile, SPEED_TILE.get(device.type, SPEED_TILE['cuda']))
     runtime = getattr(net, 'runtime', None)
     per_query = runtime.query_bytes if runtime is not None else QUERY_BYTES * width / shrink
-    chunk = int((room - bank / 2 * tile ** 2) / per_query)
+    chunk = int((room - encode / 2 * tile ** 2) / per_query)
     return tile, max(1024, min(decode_chunk(net, device), chunk))
 
 

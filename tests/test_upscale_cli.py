@@ -154,7 +154,7 @@ def test_smooth_tiles_blend_to_one_and_stay_off_tile_edges(length, side, overlap
 
 def test_memory_plan_follows_the_budget():
     def encode_peak(t):  # the measured model of tiling.memory_plan's docstring, fp32
-        return tiling.TILE_OVERHEAD_BYTES + max(tiling.ATTENTION_PIXEL_BYTES, tiling.BANK_PIXEL_BYTES) * t ** 2
+        return tiling.TILE_OVERHEAD_BYTES + tiling.ENCODE_PIXEL_BYTES * t ** 2
     net = CiaoSR()
     budget = 360 * 2 ** 20
     small, large = tiling.memory_plan(net, budget, min_tile=32), tiling.memory_plan(net, 4 * 2 ** 30)
