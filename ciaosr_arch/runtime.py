@@ -25,6 +25,7 @@ follows the caller: fp32 (equal to PyTorch up to float rounding, max abs ~1e-7 o
 import hashlib
 import inspect
 import os
+import sys
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -47,13 +48,24 @@ TABLES = {'pair': ('key_proj', 'value_proj', 'values', 'pair_key', 'pair_bias'),
           'plain': ('key_proj', 'value_proj', 'values')}
 
 
+def import_openvino():
+    """The `openvino` module, imported without its usage reports. OpenVINO sends an event to Google Analytics when
+    it is imported and at each model conversion (package openvino-telemetry, on unless the user opted out); this
+    project never contacts the network, so unless openvino or openvino-telemetry is already imported, the import
+    is made with openvino-telemetry hidden from the process (`sys.modules` entry None), which OpenVINO treats as
+    not installed (it falls back to its own no-op stand-in). ImportError when OpenVINO is not installed."""
+    if 'openvino' not in sys.modules:
+        sys.modules.setdefault('openvino_telemetry', None)
+    import openvino
+    return openvino
+
+
 def openvino_version():
     """The installed OpenVINO's version string, or None when it is not installed."""
     try:
-        import openvino
+        return import_openvino().__version__
     except ImportError:
         return None
-    return openvino.__version__
 
 
 def cache_root():
@@ -123,12 +135,10 @@ class OpenVINORuntime:
     query_bytes = CALL_QUERY_BYTES  # memory per query of a decode call (`ciaosr_arch.engine.memory_plan`)
 
     def __init__(self, net, threads=None, block=QUERY_BLOCK, cache=None):
-        import openvino as ov
-
-        self.ov, self.net, self.block = ov, net, block
+        self.ov, self.net, self.block = import_openvino(), net, block
         self.threads = threads or torch.get_num_threads()
         self.cache = Path(cache) if cache is not None else cache_root() / 'openvino'
-        self.core = ov.Core()
+        self.core = self.ov.Core()
         self.models, self.compiled, self.fingerprint = {}, OrderedDict(), None
 
     def attend(self, bank, index, extra, score_index, residual):

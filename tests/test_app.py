@@ -150,6 +150,8 @@ def test_browser_upload_scale_compare_download(tmp_path, tiny_model, capsys):
                 download.value.save_as(saved / download.value.suggested_filename)
             images = page.locator('#slider img, #detail img')
             sync_api.expect(images).to_have_count(4)
+            page.wait_for_function('() => [...document.querySelectorAll("#slider img, #detail img")]'
+                                   '.every(i => i.complete && i.naturalWidth > 0)', timeout=15_000)  # decoded
             sizes = images.evaluate_all('all => all.map(i => [i.naturalWidth, i.naturalHeight])')
             page.screenshot(path=str(tmp_path / 'app.png'), full_page=True)
             text = log.input_value()

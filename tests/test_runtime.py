@@ -10,7 +10,7 @@ from ciaosr import upscale
 from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.archs.coords import axis_centres
 from ciaosr_arch.engine import _decode_grid
-from ciaosr_arch.runtime import OpenVINORuntime, openvino_version, use_runtime
+from ciaosr_arch.runtime import OpenVINORuntime, import_openvino, openvino_version, use_runtime
 
 needs_openvino = pytest.mark.skipif(openvino_version() is None,
                                     reason='OpenVINO is not installed (pip install openvino==2026.4.1)')
@@ -67,8 +67,7 @@ def test_graph_cache_is_reused(tiny_model, cache, monkeypatch):
         assert [name.rsplit('-', 1)[0] for name in saved[::2]] == ['attend-pair', 'pair_rows', 'paste']
         assert all(name.endswith(('.bin', '.xml')) for name in saved) and len(saved) == 6  # no temporary left
 
-        import openvino
-        monkeypatch.setattr(openvino, 'convert_model', lambda *a, **k: pytest.fail('converted again'))
+        monkeypatch.setattr(import_openvino(), 'convert_model', lambda *a, **k: pytest.fail('converted again'))
         net.runtime = OpenVINORuntime(net)
         assert torch.equal(super_resolve(net, lr, 4), first)
         other = load_model(tiny_model)  # different weights: a graph of their own
@@ -148,3 +147,31 @@ def test_runtime_decodes_in_long_calls(tiny_model, cache):
     assert decode_chunk(net, 'cpu') == preferred_chunk('cpu') < CALL_QUERIES
     use_runtime(net, 'openvino')
     assert decode_chunk(net, 'cpu') == CALL_QUERIES and memory_plan(net, 2 ** 30)[1] == CALL_QUERIES
+
+
+@needs_openvino
+def test_conversion_never_contacts_the_network(tiny_model, cache, monkeypatch):
+    """OpenVINO reports its import and each conversion to Google Analytics through any proxy; here a proxy that
+    nothing may connect to stays untouched while a fresh process imports it and converts the graphs."""
+    import select
+    import socket
+    import subprocess
+    import sys
+
+    trap = socket.socket()
+    trap.bind(('127.0.0.1', 0))
+    trap.listen()
+    proxy = f'http://127.0.0.1:{trap.getsockname()[1]}'
+    for name in ('HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'):
+        monkeypatch.setenv(name, proxy)
+    for name in ('CI', 'TF_BUILD', 'JENKINS_URL', 'NO_PROXY', 'no_proxy'):  # telemetry stays off in CI jobs
+        monkeypatch.delenv(name, raising=False)
+    code = ('import torch; from ciaosr_arch import load_model, super_resolve; '
+            'from ciaosr_arch.runtime import use_runtime; '
+            f'net = load_model({str(tiny_model)!r}); use_runtime(net, "openvino"); '
+            'super_resolve(net, torch.rand(1, 3, 9, 9), 4)')
+    subprocess.run([sys.executable, '-c', code], check=True, timeout=300)
+    try:
+        assert select.select([trap], [], [], 2)[0] == [], 'converting the graphs tried to reach the network'
+    finally:
+        trap.close()
