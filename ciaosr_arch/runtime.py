@@ -28,6 +28,7 @@ import os
 import sys
 import warnings
 from collections import OrderedDict
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -225,13 +226,19 @@ class OpenVINORuntime:
     def _model(self, name, method, inputs):
         """The converted graph `name` with dynamic shapes: read from the disk cache, or traced from `method` with
         float32 copies of `inputs` as examples and saved there (fp32 weights, written to a temporary name and
-        renamed, so concurrent processes never read half a file; a warning if it cannot be written)."""
+        renamed, so concurrent processes never read half a file; a warning if it cannot be written, and one if a
+        cached graph cannot be read, which is then converted again and replaced)."""
         if name in self.models:
             return self.models[name]
         path = self.cache / f'{name}-{self._fingerprint()}.xml'
+        model = None
         if path.exists():
-            model = self.core.read_model(path)
-        else:
+            try:
+                model = self.core.read_model(path)
+            except RuntimeError as err:  # damaged (a disk error, a copy cut short): convert again
+                warnings.warn(f'cannot read the cached OpenVINO graph {path}, converting it again: '
+                              f'{str(err).strip().splitlines()[0]}', stacklevel=2)
+        if model is None:
             examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
             with warnings.catch_warnings(), torch.autocast('cpu', enabled=False):
                 warnings.simplefilter('ignore')  # the tracer's notes on Python ints in shapes
@@ -243,6 +250,9 @@ class OpenVINORuntime:
                 partial.with_suffix('.bin').replace(path.with_suffix('.bin'))
                 partial.replace(path)
             except (OSError, RuntimeError) as err:  # a read-only or full disk: this process converts again
+                for leftover in (partial, partial.with_suffix('.bin')):
+                    with suppress(OSError):
+                        leftover.unlink()
                 warnings.warn(f'cannot cache the OpenVINO graph in {self.cache}: {err}', stacklevel=2)
         self.models[name] = model
         return model

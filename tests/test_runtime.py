@@ -3,6 +3,8 @@
 Tests that run OpenVINO are skipped where it is not installed (CI runs with and without it); the choice of
 runtime is tested either way.
 """
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -175,3 +177,40 @@ def test_conversion_never_contacts_the_network(tiny_model, cache, monkeypatch):
         assert select.select([trap], [], [], 2)[0] == [], 'converting the graphs tried to reach the network'
     finally:
         trap.close()
+
+
+@needs_openvino
+def test_damaged_or_unwritable_cache(tiny_model, cache, tmp_path, monkeypatch):
+    """A cached graph that cannot be read is converted again and replaced (a warning); a cache that cannot be
+    written (not a folder, a full disk) costs a conversion per process (a warning), leaves no partial files, and
+    the result is the same."""
+    net = load_model(tiny_model)
+    lr = lr_image()
+    with torch.no_grad():
+        reference = super_resolve(net, lr, 4)
+        use_runtime(net, 'openvino')
+        first = super_resolve(net, lr, 4)
+        graph = sorted(cache.glob('attend-pair-*.xml'))[0]
+        graph.write_text('<net>cut short')
+        use_runtime(net, 'openvino')
+        with pytest.warns(UserWarning, match='cannot read the cached OpenVINO graph'):
+            assert torch.equal(super_resolve(net, lr, 4), first)
+        assert graph.read_text().startswith('<?xml')  # replaced
+
+        blocked = tmp_path / 'not-a-folder'
+        blocked.write_text('a file where the cache folder would be')
+        monkeypatch.setenv('CIAOSR_CACHE_DIR', str(blocked))
+        use_runtime(net, 'openvino')
+        with pytest.warns(UserWarning, match='cannot cache the OpenVINO graph'):
+            out = super_resolve(net, lr, 4)
+    assert (out - reference).abs().max() <= 1e-5 and blocked.read_text().startswith('a file')
+
+    def disk_full(model, path, **kwargs):  # writes part of the graph, then the disk is full
+        Path(path).write_text('<?xml')
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setenv('CIAOSR_CACHE_DIR', str(tmp_path / 'full'))
+    monkeypatch.setattr(import_openvino(), 'save_model', disk_full)
+    use_runtime(net, 'openvino')
+    with torch.no_grad(), pytest.warns(UserWarning, match='No space left on device'):
+        assert torch.equal(super_resolve(net, lr, 4), out)
+    assert list((tmp_path / 'full' / 'openvino').iterdir()) == []  # no partial file left
