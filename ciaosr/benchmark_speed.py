@@ -122,7 +122,7 @@ NAMES = {'a': '(a) official-style, fp32', 'b': '(b) ours, fp32', 'c': '(c) ours,
 
 def _ours(runtime, bf16):
     """Path function: `super_resolve` on the model copy for `runtime` (LR tiles of side `tile` with the CLI's
-    overlap of 32 pixels, or whole for 0), under bf16 autocast if `bf16`."""
+    overlap, `default_overlap(tile)`, or whole for 0), under bf16 autocast if `bf16`."""
     def run(nets, lr, scale, tile=0):
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
             return super_resolve(nets[runtime], lr, scale, tile=tile, tile_overlap=default_overlap(tile))
@@ -273,6 +273,13 @@ def main(argv=None):
     parser.add_argument('--json', type=Path, help='also write the results here')
     parser.add_argument('--_child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not args._child:
+        if set(args.paths) - set(PATHS):
+            parser.error(f'--paths takes letters of {"".join(PATHS)}, got {args.paths!r}')
+        for scale in args.scales:
+            if not paths_for(scale, args.realesrgan, args.paths):
+                parser.error(f'none of --paths {args.paths} runs at scale {scale:g} here ((d), (e): OpenVINO '
+                             f'installed; (r): scale 4 and --realesrgan)')
     torch.set_num_threads(args.threads)
     if args._child:
         keys, size, scale, target = args._child

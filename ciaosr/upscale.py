@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve
 from ciaosr_arch.checkpoint import SHIPPED_MODELS
-from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_size
+from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_size, speed_tile
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
@@ -312,9 +312,10 @@ class Upscaler:
             if overlap is None:
                 overlap = default_overlap(tile)
             elif not whole and 2 * overlap > tile:
-                raise ValueError(f'--tile-overlap {overlap} needs LR tiles of at least {2 * overlap} pixels, but '
-                                 f'--max-memory {self.budget / gib:.2f} GiB leaves room for {tile} with this image; '
-                                 f'lower --tile-overlap or raise --max-memory')
+                raise ValueError(f'--tile-overlap {overlap} needs LR tiles of at least {2 * overlap} pixels, but the '
+                                 f'automatic tile is {tile} here (the largest that --max-memory '
+                                 f'{self.budget / gib:.2f} GiB allows, at most {speed_tile(self.device)} on '
+                                 f'{self.device.type.upper()}); lower --tile-overlap, or give --tile')
             steps.append(Step(step_size, tile, overlap, chunk, whole))
             previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
         return steps

@@ -61,6 +61,11 @@ def preferred_chunk(device):
     return PREFERRED_CHUNK.get(torch.device(device).type, PREFERRED_CHUNK['cuda'])
 
 
+def speed_tile(device):
+    """Largest automatic tile side on a device (torch.device or its name): SPEED_TILE by device type."""
+    return SPEED_TILE.get(torch.device(device).type, SPEED_TILE['cuda'])
+
+
 def default_overlap(tile):
     """The overlap (LR pixels) of tiles of side `tile` that the tools use unless told: a quarter of the tile, at
     most 32 (measured: Urban100 x4, first 4 images, bf16, PSNR of tiles 64/16 and 96/24 within 0.01 dB of whole
@@ -97,7 +102,7 @@ def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
         tile = math.isqrt(int(room / encode))
         if tile < min_tile:
             raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {min_tile}-pixel tile')
-        tile = min(tile, SPEED_TILE.get(device.type, SPEED_TILE['cuda']))
+        tile = min(tile, speed_tile(device))
     runtime = getattr(net, 'runtime', None)
     per_query = runtime.query_bytes if runtime is not None else QUERY_BYTES * width / shrink
     chunk = int((room - encode / 2 * tile ** 2) / per_query)

@@ -165,3 +165,6 @@ def test_speed_benchmark_rows_and_accuracy(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [row['path'][1] for row in rows] == ['b', 'c'] and rows[0]['speedup'] is None
     assert 'PSNR vs (b)' in rows[1]['accuracy'] and '| - |' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        benchmark_speed.main(['--paths', 'bx'])
+    assert "--paths takes letters of abcder, got 'bx'" in capsys.readouterr().err

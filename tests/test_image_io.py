@@ -137,13 +137,14 @@ def test_tiny_images_through_the_cli(tmp_path, tiny_model, monkeypatch, capsys):
 
 
 def test_too_large_tile_overlap_gets_its_own_message(tmp_path, tiny_model, capsys):
-    """The automatic tile for 64 GB is about 490 LR pixels: an overlap of 300 cannot fit in it (refused from the
-    header, before decoding); the same overlap on an image that runs whole is no problem."""
+    """The automatic tile on a CPU is at most 64 LR pixels: an overlap of 300 cannot fit in it (refused from the
+    header, before decoding, naming the cap); the same overlap on an image that runs whole is no problem."""
     Image.fromarray(np.zeros((4, 2000, 3), np.uint8)).save(tmp_path / 'long.png')
     assert run_cli('-i', tmp_path / 'long.png', '-o', tmp_path / 'out', '-s', 2, '--tile-overlap', 300,
                    model=tiny_model) == 1
     err = capsys.readouterr().err
-    assert '--tile-overlap 300 needs LR tiles of at least 600 pixels' in failures(err)[0]
+    assert '--tile-overlap 300 needs LR tiles of at least 600 pixels, but the automatic tile is 64 here' in err
+    assert 'at most 64 on CPU); lower --tile-overlap, or give --tile' in failures(err)[0]
     assert 'does not fit' not in err
     Image.fromarray(np.zeros((4, 20, 3), np.uint8)).save(tmp_path / 'short.png')
     assert run_cli('-i', tmp_path / 'short.png', '-o', tmp_path / 'out', '-s', 2, '--tile-overlap', 300,

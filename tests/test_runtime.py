@@ -175,8 +175,44 @@ def test_conversion_never_contacts_the_network(tiny_model, cache, monkeypatch):
     subprocess.run([sys.executable, '-c', code], check=True, timeout=300)
     try:
         assert select.select([trap], [], [], 2)[0] == [], 'converting the graphs tried to reach the network'
+        subprocess.run([sys.executable, '-c', 'import openvino'], check=True, timeout=300)  # the control
+        if select.select([trap], [], [], 10)[0] == []:
+            pytest.skip('OpenVINO\'s telemetry is off on this machine (opted out): the trap cannot tell')
     finally:
         trap.close()
+
+
+@needs_openvino
+def test_openvino_attention_in_bands(tiny_model, cache, monkeypatch):
+    """The fp32 attention's paste on OpenVINO, band by band with a shorter last band, = PyTorch."""
+    from ciaosr_arch.archs import cross_scale_attention
+    monkeypatch.setattr(cross_scale_attention, 'ATTENTION_BAND', 60)  # 14 x 18 padded map: bands of 3, 3, 3, 3, 2 rows
+    net = load_model(tiny_model)
+    lr = lr_image()
+    with torch.no_grad():
+        reference = super_resolve(net, lr, 4)
+        use_runtime(net, 'openvino')
+        out = super_resolve(net, lr, 4)
+    assert (out - reference).abs().max() <= 1e-5
+
+
+@needs_openvino
+def test_non_finite_bank_is_decoded_in_pytorch(tiny_model, cache):
+    """OpenVINO's ReLU maps NaN to 0; a bank with NaN goes to PyTorch, so the NaN reaches the output (and the CLI
+    refuses to write it) instead of becoming plausible pixels."""
+    from ciaosr_arch import make_cell, make_coord
+
+    net = load_model(tiny_model)
+    use_runtime(net, 'openvino')
+    coord = make_coord((52, 68))[None]
+    cell = make_cell((52, 68), coord.shape[1])
+    with torch.no_grad():
+        bank = net.encode(lr_image(), (52, 68))
+        assert torch.isfinite(net.decode(bank, coord, cell)).all()
+        broken = dict(bank, values=bank['values'].clone())
+        broken['values'][0, 5, 0] = float('nan')
+        assert torch.isnan(net.decode(broken, coord, cell)).any()
+        assert torch.isfinite(net.decode(bank, coord, cell)).all()
 
 
 @needs_openvino
