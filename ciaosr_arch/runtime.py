@@ -142,14 +142,14 @@ class OpenVINORuntime:
         self.cache = Path(cache) if cache is not None else cache_root() / 'openvino'
         self.core = self.ov.Core()
         self.models, self.compiled, self.fingerprint = {}, OrderedDict(), None
-        self.checked = ([], True)  # (weak references to the last bank's tables, whether they are all finite)
+        self.checked = (None, True)  # (weak reference to the last bank's `values`, whether it is finite)
 
     def attend(self, bank, index, extra, score_index, residual):
-        """`CiaoSR.attend` -> RGB [B, Q, 3] float32. A bank with NaN or infinite values goes to PyTorch instead:
-        OpenVINO's ReLU maps NaN to 0, which would turn a broken encode into plausible output."""
+        """`CiaoSR.attend` -> RGB [B, Q, 3] float32. A bank whose features hold NaN or infinite values goes to
+        PyTorch instead: OpenVINO's ReLU maps NaN to 0, which would turn a broken encode into plausible output."""
         kind = 'pair' if 'pair_key' in bank else 'plain'
         tables = [bank[name].contiguous() for name in TABLES[kind]]  # alive until the end: OpenVINO borrows them
-        if not self._finite(tables):
+        if not self._finite(bank['values']):
             return self.net.attend(bank, index, extra, score_index, residual).float()
         layout = [index, extra, score_index, residual]
         batch, queries = index.shape[:2]
@@ -171,13 +171,15 @@ class OpenVINORuntime:
             out[:, start:start + count] = torch.from_numpy(request.get_output_tensor(0).data[:, :count])
         return out
 
-    def _finite(self, tables):
-        """Whether every table of a bank is finite, checked once per bank (the last bank's tables are remembered
-        by weak references, so a freed bank is never taken for a new one)."""
-        refs, finite = self.checked
-        if len(refs) != len(tables) or any(ref() is not table for ref, table in zip(refs, tables)):
-            finite = all(bool(torch.isfinite(table).all()) for table in tables)
-            self.checked = ([weakref.ref(table) for table in tables], finite)
+    def _finite(self, values):
+        """Whether a bank's feature table `values` (its other tables are linear in it) is finite, checked once per
+        bank by its fp32 sum, which NaN and infinities reach (the last bank's table is remembered by a weak
+        reference, so a freed bank is never taken for a new one). Measured for a 64 x 64 tile: 0.3 ms, where an
+        element-wise check of every table takes ~15 ms."""
+        ref, finite = self.checked
+        if ref is None or ref() is not values:
+            finite = bool(torch.isfinite(torch.sum(values, dtype=torch.float32)))
+            self.checked = (weakref.ref(values), finite)
         return finite
 
     def pair_rows(self, products):
