@@ -340,7 +340,6 @@ def run(argv=None):
     return records
 
 
-
 def main(argv=None):
     """The console script: `run` with the command line; exit status 0 (errors exit earlier with a message)."""
     run(argv)

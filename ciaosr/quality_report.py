@@ -456,7 +456,6 @@ def run(argv=None):
     return results
 
 
-
 def main(argv=None):
     """The console script: `run` with the command line; exit status 0 (errors exit earlier with a message)."""
     run(argv)

@@ -147,10 +147,10 @@ class OpenVINORuntime:
     def attend(self, bank, index, extra, score_index, residual):
         """`CiaoSR.attend` -> RGB [B, Q, 3] float32. A bank whose features hold NaN or infinite values goes to
         PyTorch instead: OpenVINO's ReLU maps NaN to 0, which would turn a broken encode into plausible output."""
-        kind = 'pair' if 'pair_key' in bank else 'plain'
-        tables = [bank[name].contiguous() for name in TABLES[kind]]  # alive until the end: OpenVINO borrows them
         if not self._finite(bank['values']):
             return self.net.attend(bank, index, extra, score_index, residual).float()
+        kind = 'pair' if 'pair_key' in bank else 'plain'
+        tables = [bank[name].contiguous() for name in TABLES[kind]]  # alive until the end: OpenVINO borrows them
         layout = [index, extra, score_index, residual]
         batch, queries = index.shape[:2]
         shapes = [t.shape for t in tables] + [(t.shape[0], self.block, *t.shape[2:]) for t in layout]
@@ -206,7 +206,7 @@ class OpenVINORuntime:
         """`net.attend` with the bank's tables of `kind` as leading positional inputs."""
         def attend(*tensors):
             bank = dict(zip(TABLES[kind], tensors))
-            bank['unfolded'] = bank['values'][..., :self.net.imnet_k.layers[-1].out_features]
+            bank['unfolded'] = self.net.unfolded(bank['values'])
             return self.net.attend(bank, *tensors[len(TABLES[kind]):])
         return attend
 

@@ -30,15 +30,21 @@ def lr_image(h=13, w=17):
     return torch.rand(1, 3, h, w)
 
 
+def pytorch_then_openvino(model, scale=4, bf16=False, **tiling):
+    """(the net, now on OpenVINO; its PyTorch fp32 output; its OpenVINO output, under bf16 autocast if `bf16`) for
+    the checkpoint `model` on lr_image() at `scale`, with super_resolve's `tiling` keywords."""
+    net, lr = load_model(model), lr_image()
+    with torch.no_grad():
+        reference = super_resolve(net, lr, scale, **tiling)
+        assert use_runtime(net, 'openvino') == 'openvino'
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+            return net, reference, super_resolve(net, lr, scale, **tiling)
+
+
 @needs_openvino
 @pytest.mark.parametrize('scale,tile', [(4, 0), (1.5, 0), (3.3, 9)])  # with/without pair table; tiled
 def test_openvino_fp32_equals_pytorch(tiny_model, cache, scale, tile):
-    net = load_model(tiny_model)
-    lr = lr_image()
-    with torch.no_grad():
-        reference = super_resolve(net, lr, scale, tile=tile, tile_overlap=4)
-        assert use_runtime(net, 'openvino') == 'openvino'
-        out = super_resolve(net, lr, scale, tile=tile, tile_overlap=4)
+    _, reference, out = pytorch_then_openvino(tiny_model, scale, tile=tile, tile_overlap=4)
     assert (out - reference).abs().max() <= 1e-5
 
 
@@ -84,13 +90,7 @@ def test_graph_cache_is_reused(tiny_model, cache, monkeypatch):
 @needs_openvino
 def test_openvino_bf16_close_to_fp32(tiny_model, cache):
     """bf16 (autocast) on OpenVINO: PSNR >= 45 dB against fp32."""
-    net = load_model(tiny_model)
-    lr = lr_image()
-    with torch.no_grad():
-        reference = super_resolve(net, lr, 4)
-        use_runtime(net, 'openvino')
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            out = super_resolve(net, lr, 4)
+    _, reference, out = pytorch_then_openvino(tiny_model, bf16=True)
     mse = ((out - reference) ** 2).mean()
     assert 10 * torch.log10(1 / mse) >= 45
 
@@ -187,12 +187,7 @@ def test_openvino_attention_in_bands(tiny_model, cache, monkeypatch):
     """The fp32 attention's paste on OpenVINO, band by band with a shorter last band, = PyTorch."""
     from ciaosr_arch.archs import cross_scale_attention
     monkeypatch.setattr(cross_scale_attention, 'ATTENTION_BAND', 60)  # 14 x 18 padded map: bands of 3, 3, 3, 3, 2 rows
-    net = load_model(tiny_model)
-    lr = lr_image()
-    with torch.no_grad():
-        reference = super_resolve(net, lr, 4)
-        use_runtime(net, 'openvino')
-        out = super_resolve(net, lr, 4)
+    _, reference, out = pytorch_then_openvino(tiny_model)
     assert (out - reference).abs().max() <= 1e-5
 
 
@@ -220,12 +215,9 @@ def test_damaged_or_unwritable_cache(tiny_model, cache, tmp_path, monkeypatch):
     """A cached graph that cannot be read is converted again and replaced (a warning); a cache that cannot be
     written (not a folder, a full disk) costs a conversion per process (a warning), leaves no partial files, and
     the result is the same."""
-    net = load_model(tiny_model)
+    net, reference, first = pytorch_then_openvino(tiny_model)
     lr = lr_image()
     with torch.no_grad():
-        reference = super_resolve(net, lr, 4)
-        use_runtime(net, 'openvino')
-        first = super_resolve(net, lr, 4)
         graph = sorted(cache.glob('attend-pair-*.xml'))[0]
         graph.write_text('<net>cut short')
         use_runtime(net, 'openvino')

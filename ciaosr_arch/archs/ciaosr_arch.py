@@ -75,12 +75,17 @@ class CiaoSR(ImplicitSRNet):
         if self.cs_attn is not None:
             values = torch.cat([values, self.cs_attn(feat)], 1)
         values = channels_last(values).contiguous()  # [B, hw, D]: one row per LR pixel, gathered by index
-        unfolded = values[..., :self.imnet_k.layers[-1].out_features]  # its first 9C (or C) channels
+        unfolded = self.unfolded(values)
         bank = {'lr': lr, 'size': (h, w), 'unfolded': unfolded, 'values': values,
                 'key_proj': self.imnet_k.project(unfolded), 'value_proj': self.imnet_v.project(values)}
         if out_size is not None and out_size[0] * out_size[1] >= PAIR_TABLE_MIN_RATIO * h * w:
             bank['pair_key'], bank['pair_bias'] = self.pair_table(unfolded, h, w)
         return bank
+
+    def unfolded(self, values):
+        """The unfolded features u [..., 9C] (or [..., C]) of a bank's `values` [..., D]: a view of their first
+        channels (the rest are the cross-scale attention's)."""
+        return values[..., :self.imnet_k.layers[-1].out_features]
 
     def pair_table(self, unfolded, h, w):
         """Query-key products folded into the key net's output layer, per LR pixel p and displacement d.
