@@ -16,14 +16,15 @@ paths alike and their ratios hold:
   (c) ours, bf16 autocast, PyTorch;
   (d) ours, fp32, decode on OpenVINO (`ciaosr_arch.runtime`; skipped when it is not installed);
   (e) ours, bf16 autocast, decode on OpenVINO in bf16;
+  (f) ours, int8: (e) with the key and value nets of the decode in int8 on OpenVINO (`--int8` of the CLI);
   (r) Real-ESRGAN x4plus (--realesrgan, loaded by spandrel), fp32, whole image, at scale 4 only.
 The runtime paths are run once before the rounds (conversion and compilation are reported apart, as
 "one-time s"). Reported: seconds, peak memory (growth of peak RSS over the loaded-model baseline, taken in a
 second, separate run of each path with glibc's mmap threshold fixed at 128 KB, so that RSS follows the live
 memory: under glibc's default, moving threshold the same run's peak RSS varies by up to 40%), ratios to (a) and
-to (r), max |b - a| and |d - a|, PSNR(c, b) and PSNR(e, b). Weights: random (cost does not depend on them)
+to (r), max |b - a| and |d - a|, PSNR(c, b), PSNR(e, b) and PSNR(f, b). Weights: random (cost does not depend on them)
 unless --weights. With --photos, the precision of the opt-in paths on real photos: the shipped default model on
-centre crops of the first --photo-count images, PSNR of (c) and (e) against (b) and max |d - b|.
+centre crops of the first --photo-count images, PSNR of (c), (e) and (f) against (b) and max |d - b|.
 """
 import argparse
 import copy
@@ -117,7 +118,8 @@ def official_style(net, lr, scale):
 
 
 NAMES = {'a': '(a) official-style, fp32', 'b': '(b) ours, fp32', 'c': '(c) ours, bf16',
-         'd': '(d) ours, fp32, OpenVINO', 'e': '(e) ours, bf16, OpenVINO', 'r': '(r) Real-ESRGAN x4plus, fp32'}
+         'd': '(d) ours, fp32, OpenVINO', 'e': '(e) ours, bf16, OpenVINO', 'f': '(f) ours, int8, OpenVINO',
+         'r': '(r) Real-ESRGAN x4plus, fp32'}
 
 
 def _ours(runtime, bf16):
@@ -135,30 +137,34 @@ PATHS = {
     'c': _ours('torch', True),
     'd': _ours('openvino', False),
     'e': _ours('openvino', True),
+    'f': _ours('int8', True),
     'r': lambda nets, lr, scale, tile=0: nets['realesrgan'](lr).clamp(0, 1),
 }
 
 
-def paths_for(scale, realesrgan, wanted='abcder'):
+def paths_for(scale, realesrgan, wanted='abcdefr'):
     """The path keys of `wanted` that run at `scale`: OpenVINO's where it is installed, Real-ESRGAN's (x4) at
     scale 4 with its weights."""
     keys = ['a', 'b', 'c']
     if openvino_version() is not None:
-        keys += ['d', 'e']
+        keys += ['d', 'e', 'f']
     if realesrgan and scale == 4:
         keys.append('r')
     return [key for key in keys if key in wanted]
 
 
 def build_nets(weights, realesrgan, keys):
-    """{'torch': CiaoSR (random weights, seed 0, or `weights`), 'openvino': a copy decoding on OpenVINO,
-    'realesrgan': the spandrel model}, only those that `keys` use."""
+    """{'torch': CiaoSR (random weights, seed 0, or `weights`), 'openvino': a copy decoding on OpenVINO, 'int8': a
+    copy with OpenVINO's int8 decode, 'realesrgan': the spandrel model}, only those that `keys` use."""
     torch.manual_seed(0)
     net = load_model(weights) if weights else CiaoSR().eval()
     nets = {'torch': net}
     if {'d', 'e'} & set(keys):
         nets['openvino'] = copy.deepcopy(net)
         use_runtime(nets['openvino'], 'openvino')
+    if 'f' in keys:
+        nets['int8'] = copy.deepcopy(net)
+        use_runtime(nets['int8'], 'openvino', int8=True)
     if 'r' in keys:
         from .other_upscalers import load_spandrel
         nets['realesrgan'] = load_spandrel(realesrgan)
@@ -182,7 +188,7 @@ def time_paths(keys, size, scale, repeat, weights, realesrgan, out_dir, tile=0):
     nets, lr = build_nets(weights, realesrgan, keys), bench_input(size)
     result = {key: {'seconds': float('inf'), 'one_time': None} for key in keys}
     for key in keys:
-        if key in 'de':  # conversion (or reading the cached graph) and compilation happen in the first call
+        if key in 'def':  # conversion (or reading the cached graph) and compilation happen in the first call
             start = time.perf_counter()
             PATHS[key](nets, lr, scale, tile)
             result[key]['one_time'] = time.perf_counter() - start
@@ -218,8 +224,9 @@ def psnr(a, b):
 
 @torch.no_grad()
 def photo_precision(folder, count, size, scales):
-    """Rows {'photo', 'scale', 'c', 'd', 'e'} on the first `count` images of `folder` (centre crops of size x size,
-    RGB), shipped default model: PSNR (dB) of (c) and (e) against (b), max |d - b|; (d)/(e) without OpenVINO: None."""
+    """Rows {'photo', 'scale', 'c', 'd', 'e', 'f'} on the first `count` images of `folder` (centre crops of size x
+    size, RGB), shipped default model: PSNR (dB) of (c), (e), (f) against (b), max |d - b|; (d)-(f) without OpenVINO:
+    None."""
     keys = paths_for(4, None)[1:]
     nets = build_nets('default', None, keys)
     rows = []
@@ -233,18 +240,20 @@ def photo_precision(folder, count, size, scales):
             out = {key: PATHS[key](nets, lr, scale) for key in keys}
             rows.append({'photo': path.name, 'scale': scale, 'c': psnr(out['c'], out['b']),
                          'd': (out['d'] - out['b']).abs().max().item() if 'd' in out else None,
-                         'e': psnr(out['e'], out['b']) if 'e' in out else None})
+                         'e': psnr(out['e'], out['b']) if 'e' in out else None,
+                         'f': psnr(out['f'], out['b']) if 'f' in out else None})
     return rows
 
 
 def accuracy_notes(out):
     """{key: note} for the outputs `out` ({key: [1, 3, H, W]}) that have what they are compared with: the fp32 paths
-    (b), (d) as max |difference| to (a) (else (d) to (b)), the bf16 paths (c), (e) as PSNR against (b)."""
+    (b), (d) as max |difference| to (a) (else (d) to (b)), the bf16 and int8 paths (c), (e), (f) as PSNR against
+    (b)."""
     notes = {}
     for key, exact in (('b', 'a'), ('d', 'a'), ('d', 'b')):
         if key in out and exact in out and key not in notes:
             notes[key] = f'max abs diff to ({exact}) {(out[key] - out[exact]).abs().max().item():.1e}'
-    for key in 'ce':
+    for key in 'cef':
         if key in out and 'b' in out:
             notes[key] = f'PSNR vs (b) {psnr(out[key], out["b"]):.1f} dB'
     return notes
@@ -258,14 +267,14 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
                         help='threads of PyTorch and OpenVINO (default: PyTorch\'s, one per physical core)')
     parser.add_argument('--weights', help='checkpoint to use instead of random weights')
-    parser.add_argument('--paths', default='abcder',
-                        help='the paths to time, by letter (default abcder; (a) recomputes the cross-scale attention '
+    parser.add_argument('--paths', default='abcdefr',
+                        help='the paths to time, by letter (default abcdefr; (a) recomputes the cross-scale attention '
                              'per 30000-query chunk: leave it out above ~128 LR px). Speed ratios need (a), (b) or (r)')
     parser.add_argument('--tile', type=int, default=0,
-                        help='LR tiles of this side for (b)-(e), overlapping by a quarter of the side, at most 32, as '
+                        help='LR tiles of this side for (b)-(f), overlapping by a quarter of the side, at most 32, as '
                              'the CLI does (default 0: whole images)')
     parser.add_argument('--realesrgan', help='Real-ESRGAN x4plus weights (.pth or .safetensors) for row (r)')
-    parser.add_argument('--photos', type=Path, help='folder of photos for the precision check of (c), (d), (e)')
+    parser.add_argument('--photos', type=Path, help='folder of photos for the precision check of (c)-(f)')
     parser.add_argument('--photo-count', type=int, default=6, help='photos taken from --photos (default 6)')
     parser.add_argument('--photo-size', type=int, default=96, help='side of their centre crops (default 96)')
     parser.add_argument('--photo-scales', type=float, nargs='+', default=[4], help='scales of the photo check')
@@ -278,7 +287,7 @@ def main(argv=None):
             parser.error(f'--paths takes letters of {"".join(PATHS)}, got {args.paths!r}')
         for scale in args.scales:
             if not paths_for(scale, args.realesrgan, args.paths):
-                parser.error(f'none of --paths {args.paths} runs at scale {scale:g} here ((d), (e): OpenVINO '
+                parser.error(f'none of --paths {args.paths} runs at scale {scale:g} here ((d)-(f): OpenVINO '
                              f'installed; (r): scale 4 and --realesrgan)')
     torch.set_num_threads(args.threads)
     if args._child:
@@ -293,7 +302,7 @@ def main(argv=None):
     tmp.mkdir(exist_ok=True)
     tiles = f'LR tiles of {args.tile}' if args.tile else 'whole images'
     print(f'torch {torch.__version__}, OpenVINO {openvino_version() or "not installed"}, {args.threads} threads, '
-          f'weights: {args.weights or "random"}, (b)-(e): {tiles}')
+          f'weights: {args.weights or "random"}, (b)-(f): {tiles}')
     print('| LR | scale | path | seconds | one-time s | peak MB | speed vs (a) | time / (r) | memory vs (a) '
           '| accuracy |')
     print('|---|---|---|---:|---:|---:|---:|---:|---:|---|')
@@ -327,15 +336,16 @@ def main(argv=None):
                       f"{row['accuracy']} |", flush=True)
     if args.photos:
         print(f'\nPrecision on photos: shipped default model, {args.photo_size}² centre crops of {args.photos}')
-        print('| photo | scale | PSNR (c) vs (b) | max abs (d) - (b) | PSNR (e) vs (b) |')
-        print('|---|---|---:|---:|---:|')
+        print('| photo | scale | PSNR (c) vs (b) | max abs (d) - (b) | PSNR (e) vs (b) | PSNR (f) vs (b) |')
+        print('|---|---|---:|---:|---:|---:|')
         photo_rows = photo_precision(args.photos, args.photo_count, args.photo_size, args.photo_scales)
         for r in photo_rows:
             print(f"| {r['photo']} | ×{r['scale']:g} | {r['c']:.1f} dB | {_fmt(r['d'], '.1e')} | "
-                  f"{_fmt(r['e'], '.1f')} dB |", flush=True)
+                  f"{_fmt(r['e'], '.1f')} dB | {_fmt(r['f'], '.1f')} dB |", flush=True)
         print(f"| lowest | | {min(r['c'] for r in photo_rows):.1f} dB | "
               f"{_fmt(max((r['d'] for r in photo_rows if r['d'] is not None), default=None), '.1e')} | "
-              f"{_fmt(min((r['e'] for r in photo_rows if r['e'] is not None), default=None), '.1f')} dB |")
+              f"{_fmt(min((r['e'] for r in photo_rows if r['e'] is not None), default=None), '.1f')} dB | "
+              f"{_fmt(min((r['f'] for r in photo_rows if r['f'] is not None), default=None), '.1f')} dB |")
         rows.append({'photos': photo_rows})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -50,12 +50,18 @@ def model_specs(args):
     return dict(zip(names, specs))
 
 
-def add_device_options(parser):
-    """--device auto|cpu|cuda and the autocast precision --fp16 / --bf16 (mutually exclusive)."""
+def add_device_options(parser, int8=False):
+    """--device auto|cpu|cuda and the autocast precision --fp16 / --bf16 (mutually exclusive); with `int8`, also
+    --int8 (the OpenVINO int8 decode, `ciaosr_arch.runtime`)."""
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument('--fp16', action='store_true', help='float16 autocast (CUDA only)')
     precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (CUDA, or CPUs with native bf16)')
+    if int8:
+        precision.add_argument('--int8', action='store_true',
+                               help='fastest on CPU: the decode\'s key and value nets in int8 on OpenVINO, the rest in '
+                                    'bf16 where the CPU has it (else fp32); PSNR against fp32 63-71 dB on photos '
+                                    '(README: Performance)')
 
 
 def pick_device(choice, local_rank=0):
@@ -73,7 +79,8 @@ def pick_device(choice, local_rank=0):
 
 
 def pick_precision(args, device):
-    """Autocast dtype of args.fp16 / args.bf16 on `device` (None: float32); UsageError where it cannot run."""
+    """Autocast dtype of args.fp16 / args.bf16 / args.int8 on `device` (None: float32; int8: bfloat16 where the CPU
+    has it natively, else None); UsageError where it cannot run."""
     if args.fp16:
         if device.type != 'cuda':
             raise UsageError('--fp16 needs a CUDA device; on CPU use --bf16')
@@ -83,6 +90,10 @@ def pick_precision(args, device):
         if not native:
             raise UsageError('--bf16: this device has no native bfloat16 support; run in float32')
         return torch.bfloat16
+    if getattr(args, 'int8', False):
+        if device.type != 'cpu':
+            raise UsageError('--int8 runs on the CPU (OpenVINO); on CUDA use --fp16 or --bf16')
+        return torch.bfloat16 if cpu_has_bf16() else None
     return None
 
 

@@ -67,7 +67,7 @@ def build_parser():
     parser.add_argument('--model', default='default',
                         help=f'a shipped model ({", ".join(SHIPPED_MODELS)}; default: default) or a checkpoint: '
                              'official mmediting .pth, BasicSR .pth or .safetensors')
-    add_device_options(parser)
+    add_device_options(parser, int8=True)
     parser.add_argument('--runtime', default='auto', choices=RUNTIMES,
                         help='what runs the matrix products (decode, and the fp32 encode) on the CPU: openvino '
                              '(the same result up to float rounding; with --bf16 in bf16; needs the `runtime` '
@@ -442,12 +442,12 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        runtime = use_runtime(net, args.runtime)
+        runtime = use_runtime(net, args.runtime, int8=args.int8)
     except RuntimeError as err:
         raise UsageError(str(err)) from None
     if device.type == 'cpu':
         tqdm.write(f'{prefix}CPU: {torch.get_num_threads()} thread(s), decode on {runtime} in '
-                   f'{"bf16" if dtype else "fp32"}')
+                   f'{"int8 + " if args.int8 else ""}{"bf16" if dtype else "fp32"}')
     if args.max_memory is None:
         args.max_memory = (torch.cuda.get_device_properties(device).total_memory * 3 // 4 if device.type == 'cuda'
                            else parse_bytes(CPU_MEMORY))

@@ -11,6 +11,7 @@ from the edge of a tile); 'uniform' is the official test-time tiling (whole tile
 matches its results for integer scales). `memory_plan` picks the tile and chunk for a memory budget.
 """
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -110,15 +111,18 @@ def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
 
 
 def _decode_grid(net, bank, rows, cols, cells, chunk, on_chunk):
-    """Decode the grid rows x cols (coordinates [n], [m]) in chunks -> [B, 3, n, m]; on_chunk(queries) after each."""
+    """Decode the grid rows x cols (coordinates [n], [m]) in chunks -> [B, 3, n, m]; on_chunk(queries) after each.
+    With an inference runtime attached, within its `decoding()` context (`ciaosr_arch.runtime`)."""
     batch, n, m = cells.shape[0], rows.numel(), cols.numel()
     out = cells.new_empty(batch, 3, n * m)
-    for start in range(0, n * m, chunk):
-        flat = torch.arange(start, min(start + chunk, n * m), device=rows.device)
-        coord = torch.stack([rows[flat // m], cols[flat % m]], -1).expand(batch, -1, -1)
-        rgb = net.decode(bank, coord, cells[:, None, :].expand(-1, flat.numel(), -1))
-        out[:, :, start:start + flat.numel()] = rgb.transpose(1, 2).float()
-        on_chunk(flat.numel())
+    runtime = getattr(net, 'runtime', None)
+    with runtime.decoding() if runtime is not None else nullcontext():
+        for start in range(0, n * m, chunk):
+            flat = torch.arange(start, min(start + chunk, n * m), device=rows.device)
+            coord = torch.stack([rows[flat // m], cols[flat % m]], -1).expand(batch, -1, -1)
+            rgb = net.decode(bank, coord, cells[:, None, :].expand(-1, flat.numel(), -1))
+            out[:, :, start:start + flat.numel()] = rgb.transpose(1, 2).float()
+            on_chunk(flat.numel())
     return out.view(batch, 3, n, m)
 
 

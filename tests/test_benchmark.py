@@ -153,13 +153,14 @@ def test_speed_benchmark_rows_and_accuracy(tmp_path, capsys):
     benchmark_speed.main(['--sizes', '12', '--scales', '2', '--repeat', '1', '--no-memory', '--threads', '1',
                           '--json', str(out)])
     rows = json.loads(out.read_text())
-    expected = ['a', 'b', 'c'] + (['d', 'e'] if openvino_version() else [])
+    expected = ['a', 'b', 'c'] + (['d', 'e', 'f'] if openvino_version() else [])
     assert [row['path'][1] for row in rows] == expected
     by_path = {row['path'][1]: row for row in rows}
     assert float(by_path['b']['accuracy'].rsplit(' ', 1)[1]) <= 1e-5
     assert by_path['c']['accuracy'].startswith('PSNR vs (b)') and by_path['a']['speedup'] == 1
     if openvino_version():
         assert float(by_path['d']['accuracy'].rsplit(' ', 1)[1]) <= 1e-5 and by_path['d']['one_time_seconds'] > 0
+        assert by_path['f']['accuracy'].startswith('PSNR vs (b)') and by_path['f']['one_time_seconds'] > 0
     benchmark_speed.main(['--sizes', '12', '--scales', '2', '--repeat', '1', '--no-memory', '--threads', '1',
                           '--paths', 'bc', '--json', str(out)])
     rows = json.loads(out.read_text())
@@ -167,4 +168,4 @@ def test_speed_benchmark_rows_and_accuracy(tmp_path, capsys):
     assert 'PSNR vs (b)' in rows[1]['accuracy'] and '| - |' in capsys.readouterr().out
     with pytest.raises(SystemExit):
         benchmark_speed.main(['--paths', 'bx'])
-    assert "--paths takes letters of abcder, got 'bx'" in capsys.readouterr().err
+    assert "--paths takes letters of abcdefr, got 'bx'" in capsys.readouterr().err

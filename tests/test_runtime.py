@@ -12,7 +12,14 @@ from ciaosr import upscale
 from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.archs.coords import axis_centres
 from ciaosr_arch.engine import _decode_grid
-from ciaosr_arch.runtime import OpenVINORuntime, import_openvino, openvino_version, use_runtime
+from ciaosr_arch.runtime import (
+    OpenVINORuntime,
+    calibrate,
+    import_openvino,
+    int8_layers,
+    openvino_version,
+    use_runtime,
+)
 
 needs_openvino = pytest.mark.skipif(openvino_version() is None,
                                     reason='OpenVINO is not installed (pip install openvino==2026.4.1)')
@@ -93,6 +100,83 @@ def test_openvino_bf16_close_to_fp32(tiny_model, cache):
     _, reference, out = pytorch_then_openvino(tiny_model, bf16=True)
     mse = ((out - reference) ** 2).mean()
     assert 10 * torch.log10(1 / mse) >= 45
+
+
+# Run in a fresh process: converting the full-size model's graphs leaves the test process some 400 MB larger, which
+# the CLI tests that follow would count against their memory budget.
+INT8_PHOTO_CHECK = """
+import json, sys, torch
+from ciaosr.image_io import read_image
+from ciaosr_arch import load_model, super_resolve
+from ciaosr_arch.runtime import int8_layers, use_runtime
+scale = float(sys.argv[1])
+pixels = read_image(sys.argv[2]).pixels[:32, :32, :3]
+lr = torch.from_numpy(pixels.astype('float32') / 255).permute(2, 0, 1)[None].contiguous()
+net = load_model('default')
+with torch.no_grad():
+    reference = super_resolve(net, lr, scale)
+    use_runtime(net, 'openvino', int8=True)
+    out = super_resolve(net, lr, scale)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out_bf16 = super_resolve(net, lr, scale)
+    request = next(reversed(net.runtime.compiled.values()))
+    ops = [op.get_rt_info() for op in request.get_compiled_model().get_runtime_model().get_ordered_ops()]
+    restored = all('forward' not in vars(layer) for layer in int8_layers(net))
+    net.runtime = net.cs_attn.runtime = None
+    print(json.dumps({
+        'psnr': [float(10 * torch.log10(1 / (o - reference).square().mean())) for o in (out, out_bf16)],
+        'u8_products': sum(op['layerType'].astype(str).startswith('FullyConnected')
+                           and op['runtimePrecision'].astype(str) == 'u8' for op in ops),
+        'restored': restored and torch.equal(super_resolve(net, lr, scale), reference)}))
+"""
+
+
+@needs_openvino
+@pytest.mark.parametrize('scale,products', [(4, 7), (1.5, 8)])  # with the pair table; without (+ the key net's head)
+def test_int8_decode_on_a_photo(cache, scale, products):
+    """The opt-in int8 decode, shipped default model, a 32 x 32 crop of a demo photo (not among the calibration
+    crops): its products run in uint8 x int8 on OpenVINO (the key and value nets after their first layer; the key
+    net's output layer is in the pair table at x4), PSNR >= 45 dB against PyTorch fp32 (also under bf16 autocast, as
+    the CLI runs it), and the PyTorch model is left as it was (the fake-quantized forward is gone)."""
+    import json
+    import subprocess
+    import sys
+
+    photo = Path(__file__).parents[1] / 'inputs' / 'building_crop128.png'
+    done = subprocess.run([sys.executable, '-c', INT8_PHOTO_CHECK, str(scale), str(photo)], check=True,
+                          capture_output=True, text=True, timeout=600)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result['u8_products'] == products and result['restored']
+    assert min(result['psnr']) >= 45, result['psnr']
+
+
+def test_int8_calibration(tiny_model, tmp_path):
+    """Calibration: the largest input of every int8 layer, positive and the same on every run; a folder without
+    images is refused (a layer that never ran would have no range)."""
+    net = load_model(tiny_model)
+    tops = calibrate(net)
+    assert len(tops) == len(int8_layers(net)) == 2 and min(tops) > 0 and tops == calibrate(net)  # 1 hidden layer
+    with pytest.raises(ValueError, match='did not run every int8 layer'):
+        calibrate(net, tmp_path)
+
+
+def test_int8_needs_openvino(tiny_model, tmp_path, monkeypatch, capsys):
+    """int8 where OpenVINO does not run it (--runtime torch, or not installed): one clear error, exit 2 in the CLI."""
+    net = load_model(tiny_model)
+    with pytest.raises(RuntimeError, match='int8 runs on OpenVINO only: the runtime is torch'):
+        use_runtime(net, 'torch', int8=True)
+    src = tmp_path / 'in.png'
+    from PIL import Image
+    Image.new('RGB', (6, 5), (200, 100, 50)).save(src)
+    args = ['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model), '--int8']
+    assert upscale.main(args + ['--runtime', 'torch']) == 2
+    assert 'int8 runs on OpenVINO only' in capsys.readouterr().err
+    monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
+    assert upscale.main(args) == 2 and 'OpenVINO is not installed' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        upscale.main(args + ['--bf16'])  # one precision at a time
+    assert 'not allowed with argument' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
 
 
 def test_choice_of_runtime(tiny_model, monkeypatch):
