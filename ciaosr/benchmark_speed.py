@@ -16,7 +16,8 @@ paths alike and their ratios hold:
   (c) ours, bf16 autocast, PyTorch;
   (d) ours, fp32, decode on OpenVINO (`ciaosr_arch.runtime`; skipped when it is not installed);
   (e) ours, bf16 autocast, decode on OpenVINO in bf16;
-  (f) ours, int8: (e) with the key and value nets of the decode in int8 on OpenVINO (`--int8` of the CLI);
+  (f) ours, int8: (e) with the key and value nets of the decode in int8 on OpenVINO (the CLI's `--int8` on a CPU
+      with bf16; without bf16 the CLI runs the rest in fp32);
   (r) Real-ESRGAN x4plus (--realesrgan, loaded by spandrel), fp32, whole image, at scale 4 only.
 The runtime paths are run once before the rounds (conversion and compilation are reported apart, as
 "one-time s"). Reported: seconds, peak memory (growth of peak RSS over the loaded-model baseline, taken in a

@@ -60,7 +60,7 @@ def add_device_options(parser, int8=False):
     if int8:
         precision.add_argument('--int8', action='store_true',
                                help='fastest on CPU: the decode\'s key and value nets in int8 on OpenVINO, the rest in '
-                                    'bf16 where the CPU has it (else fp32); PSNR against fp32 63-71 dB on photos '
+                                    'bf16 where the CPU has it (else fp32); PSNR against fp32 62.9-71 dB on photos '
                                     '(README: Performance)')
 
 
@@ -92,7 +92,7 @@ def pick_precision(args, device):
         return torch.bfloat16
     if getattr(args, 'int8', False):
         if device.type != 'cpu':
-            raise UsageError('--int8 runs on the CPU (OpenVINO); on CUDA use --fp16 or --bf16')
+            raise UsageError('--int8 runs on the CPU (OpenVINO): add --device cpu, or on CUDA use --fp16 or --bf16')
         return torch.bfloat16 if cpu_has_bf16() else None
     return None
 

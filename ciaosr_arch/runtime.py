@@ -116,6 +116,8 @@ def use_runtime(net, runtime='auto', threads=None, int8=False):
             problem = 'OpenVINO is not installed (pip install "ciaosr[runtime]", or openvino==2026.4.1)'
     if int8 and (runtime == 'torch' or problem):
         raise RuntimeError(f'int8 runs on OpenVINO only: {problem or "the runtime is torch"}')
+    if int8 and not any(CALIBRATION_DIR.glob('*.png')):
+        raise RuntimeError(f'int8: no calibration crops in {CALIBRATION_DIR} (a damaged install: reinstall ciaosr)')
     if problem and runtime == 'openvino':
         raise RuntimeError(f'runtime openvino: {problem}')
     chosen = 'torch' if runtime == 'torch' or problem else 'openvino'
@@ -127,27 +129,32 @@ def use_runtime(net, runtime='auto', threads=None, int8=False):
 
 
 def int8_layers(net):
-    """The linear layers of `net` (a CiaoSR) that the int8 decode quantizes: those after the first of INT8_NETS."""
+    """The linear layers of `net` (a CiaoSR) that the int8 decode quantizes: each of INT8_NETS but its first layer."""
     return [layer for name in INT8_NETS for layer in getattr(net, name).layers[2::2]]
 
 
 @torch.no_grad()
-def calibrate(net, folder=CALIBRATION_DIR, scales=CALIBRATION_SCALES, queries=CALIBRATION_QUERIES):
+def calibrate(net, folder=None, scales=CALIBRATION_SCALES, queries=CALIBRATION_QUERIES):
     """Largest input value of each of `int8_layers(net)` over PyTorch's fp32 decode of the RGB photo crops
-    (*.png) in `folder` at each of `scales`, `queries` output pixels spread evenly over each output -> [float].
-    Their inputs follow a ReLU, so [0, largest] is their whole range. ValueError if a layer never ran."""
+    (*.png) in `folder` (default CALIBRATION_DIR) at each of `scales`, `queries` output pixels spread evenly over
+    each output -> [float]. Their inputs follow a ReLU, so [0, largest] is their whole range. ValueError if a crop
+    cannot be read or a layer never ran (no crops; or no scale < 2, where the key net's output layer runs)."""
+    folder = Path(folder or CALIBRATION_DIR)
     layers, tops = int8_layers(net), {}
     hooks = [layer.register_forward_pre_hook(
         lambda module, args, i=i: tops.__setitem__(i, max(tops.get(i, 0.0), float(args[0].max())))
     ) for i, layer in enumerate(layers)]
-    attached = net.runtime, net.cs_attn.runtime if net.cs_attn is not None else None
+    attached = (net.runtime, net.cs_attn.runtime if net.cs_attn is not None else None)
     net.runtime = None
     if net.cs_attn is not None:
         net.cs_attn.runtime = None
     try:
         with torch.autocast('cpu', enabled=False):
-            for path in sorted(Path(folder).glob('*.png')):
-                pixels = np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
+            for path in sorted(folder.glob('*.png')):
+                pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if pixels is None:
+                    raise ValueError(f'cannot read the calibration crop {path}')
+                pixels = np.ascontiguousarray(pixels[..., ::-1])
                 lr = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)[None]
                 for scale in scales:
                     size = (round(lr.shape[-2] * scale), round(lr.shape[-1] * scale))
@@ -163,7 +170,7 @@ def calibrate(net, folder=CALIBRATION_DIR, scales=CALIBRATION_SCALES, queries=CA
         for hook in hooks:
             hook.remove()
     if len(tops) < len(layers):
-        raise ValueError(f'calibration in {folder} did not run every int8 layer (no images?)')
+        raise ValueError(f'calibration in {folder} did not run every int8 layer (no crops, or no scale < 2?)')
     return [tops[i] for i in range(len(layers))]
 
 
@@ -171,22 +178,37 @@ def calibrate(net, folder=CALIBRATION_DIR, scales=CALIBRATION_SCALES, queries=CA
 def fake_quantized(layers, tops):
     """Within the block, each nn.Linear of `layers` computes on its input quantized to uint8 over [0, top] and on its
     weights quantized to int8 (symmetric, per output channel), with torch's fake-quantize ops, which OpenVINO's
-    converter turns into FakeQuantize nodes and its CPU plugin into uint8 x int8 products (VNNI)."""
-    for layer, top in zip(layers, tops):
-        step = max(top, 1e-6) / 255
-        weight_step = layer.weight.detach().abs().amax(1).clamp_min(1e-12) / 127
-        zero = torch.zeros(weight_step.shape, dtype=torch.int32)
+    converter turns into FakeQuantize nodes and its CPU plugin into uint8 x int8 products (VNNI). Each layer's
+    own forward comes back when the block ends, however it ends."""
+    before = [vars(layer).get('forward') for layer in layers]
+    try:
+        for layer, top in zip(layers, tops):
+            step = max(top, 1e-6) / 255
+            weight_step = layer.weight.detach().abs().amax(1).clamp_min(1e-12) / 127
+            zero = torch.zeros(weight_step.shape, dtype=torch.int32)
 
-        def forward(x, layer=layer, step=step, weight_step=weight_step, zero=zero):
-            x = torch.fake_quantize_per_tensor_affine(x, step, 0, 0, 255)
-            weight = torch.fake_quantize_per_channel_affine(layer.weight, weight_step, zero, 0, -127, 127)
-            return F.linear(x, weight, layer.bias)
-        layer.forward = forward
+            def forward(x, layer=layer, step=step, weight_step=weight_step, zero=zero):
+                x = torch.fake_quantize_per_tensor_affine(x, step, 0, 0, 255)
+                weight = torch.fake_quantize_per_channel_affine(layer.weight, weight_step, zero, 0, -127, 127)
+                return F.linear(x, weight, layer.bias)
+            layer.forward = forward
+        yield
+    finally:
+        for layer, forward in zip(layers, before):
+            vars(layer).pop('forward', None)
+            if forward is not None:
+                layer.forward = forward
+
+
+@contextmanager
+def torch_threads(count):
+    """PyTorch's thread count set to `count` within the block, and back to what it was when the block ends."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.forward
+        torch.set_num_threads(threads)
 
 
 def _precision():
@@ -224,7 +246,7 @@ class OpenVINORuntime:
         self.threads = threads or torch.get_num_threads()
         self.cache = Path(cache) if cache is not None else cache_root() / 'openvino'
         self.core = self.ov.Core()
-        self.models, self.compiled, self.fingerprint = {}, OrderedDict(), None
+        self.models, self.compiled, self.fingerprint, self.ranges = {}, OrderedDict(), None, None
         self.checked = (None, True)  # (weak reference to the last bank's `values`, whether it is finite)
 
     def attend(self, bank, index, extra, score_index, residual):
@@ -260,13 +282,10 @@ class OpenVINORuntime:
         """PyTorch on one thread within the block (`ciaosr_arch.engine` decodes in it): the index work between decode
         calls is light, and after each of its parallel regions PyTorch's idle OpenMP threads spin-wait, taking the
         cores from OpenVINO's. Measured, x16 decode of a 64 x 64 tile, int8, 2 threads: 84 ms per 16384 queries with
-        PyTorch on 2 threads, 71 ms on one (73 ms with OMP_WAIT_POLICY=PASSIVE instead)."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        PyTorch on 2 threads, 71 ms on one (73 ms with OMP_WAIT_POLICY=PASSIVE instead). A first conversion within
+        the block (and the int8 calibration) runs on the runtime's `threads`."""
+        with torch_threads(1):
             yield
-        finally:
-            torch.set_num_threads(threads)
 
     def _finite(self, values):
         """Whether a bank's feature table `values` (its other tables are linear in it) is finite, checked once per
@@ -354,11 +373,14 @@ class OpenVINORuntime:
                               f'{str(err).strip().splitlines()[0]}', stacklevel=2)
         if model is None:
             examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
-            quantized = (fake_quantized(int8_layers(self.net), calibrate(self.net)) if name.endswith('-int8')
-                         else nullcontext())
-            with warnings.catch_warnings(), torch.autocast('cpu', enabled=False), quantized:
-                warnings.simplefilter('ignore')  # the tracer's notes on Python ints in shapes
-                model = self.ov.convert_model(_Method(self.net, method).eval(), example_input=examples)
+            with torch_threads(self.threads):  # also within `decoding()`
+                if name.endswith('-int8') and self.ranges is None:
+                    self.ranges = calibrate(self.net)  # once per runtime, for both kinds of decode graph
+                quantized = fake_quantized(int8_layers(self.net), self.ranges) if name.endswith('-int8') \
+                    else nullcontext()
+                with warnings.catch_warnings(), torch.autocast('cpu', enabled=False), quantized:
+                    warnings.simplefilter('ignore')  # the tracer's notes on Python ints in shapes
+                    model = self.ov.convert_model(_Method(self.net, method).eval(), example_input=examples)
             partial = path.with_name(f'.{path.stem}.{os.getpid()}.xml')
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,16 +396,19 @@ class OpenVINORuntime:
         return model
 
     def _fingerprint(self):
-        """Hex digest of everything the graphs depend on: the arch code, the weights and options of the model,
-        the torch and OpenVINO versions (computed once)."""
+        """Hex digest of everything the graphs depend on: the arch code (with the encoders and coordinates, which
+        the int8 calibration runs), the weights and options of the model, the torch, BasicSR and OpenVINO versions,
+        the calibration crops (computed once)."""
         if self.fingerprint is None:
-            from .archs import ciaosr_arch, cross_scale_attention, implicit_base
+            import basicsr
+
+            from .archs import ciaosr_arch, coords, cross_scale_attention, encoders, implicit_base
 
             digest = hashlib.sha256()
             options = (self.net.softmax_scale, getattr(self.net.cs_attn, 'softmax_scale', None))
-            for part in (torch.__version__, self.ov.__version__, repr(options), *(
-                    inspect.getsource(m) for m in (ciaosr_arch, cross_scale_attention, implicit_base,
-                                                   sys.modules[__name__]))):
+            for part in (torch.__version__, basicsr.__version__, self.ov.__version__, repr(options), *(
+                    inspect.getsource(m) for m in (ciaosr_arch, coords, cross_scale_attention, encoders,
+                                                   implicit_base, sys.modules[__name__]))):
                 digest.update(part.encode())
             for path in sorted(CALIBRATION_DIR.glob('*.png')):  # the int8 graphs' calibration
                 digest.update(path.read_bytes())

@@ -15,6 +15,7 @@ from ciaosr_arch.engine import _decode_grid
 from ciaosr_arch.runtime import (
     OpenVINORuntime,
     calibrate,
+    fake_quantized,
     import_openvino,
     int8_layers,
     openvino_version,
@@ -160,6 +161,54 @@ def test_int8_calibration(tiny_model, tmp_path):
         calibrate(net, tmp_path)
 
 
+def test_fake_quantized_restores_the_layers(tiny_model):
+    """The fake-quantized forward is in place only within the block, and gone after an error in it."""
+    net = load_model(tiny_model)
+    layers = int8_layers(net)
+    with pytest.raises(RuntimeError, match='conversion failed'):
+        with fake_quantized(layers, [1.0] * len(layers)):
+            assert all('forward' in vars(layer) for layer in layers)
+            raise RuntimeError('conversion failed')
+    assert all('forward' not in vars(layer) for layer in layers)
+
+
+@needs_openvino
+def test_int8_calibrates_once_and_refuses_a_missing_calibration(tiny_model, cache, tmp_path, monkeypatch):
+    """One calibration per runtime for both decode graphs (with and without the pair table), run on the runtime's
+    threads although the decode runs PyTorch on one; no calibration crops: refused before any work."""
+    from ciaosr_arch import runtime
+    net, calls = load_model(tiny_model), []
+
+    def counted(model):
+        calls.append(torch.get_num_threads())
+        return calibrate(model)
+    monkeypatch.setattr(runtime, 'calibrate', counted)
+    use_runtime(net, 'openvino', int8=True, threads=2)
+    with torch.no_grad():
+        super_resolve(net, lr_image(), 1.5)
+        super_resolve(net, lr_image(), 4)
+    assert {'attend-plain-int8', 'attend-pair-int8'} <= set(net.runtime.models) and calls == [2]
+    monkeypatch.setattr(runtime, 'CALIBRATION_DIR', tmp_path)
+    with pytest.raises(RuntimeError, match='no calibration crops'):
+        use_runtime(net, 'openvino', int8=True)
+
+
+@needs_openvino
+def test_decoding_runs_pytorch_on_one_thread_and_restores_it(tiny_model, cache, monkeypatch):
+    """Within the engine's decode on OpenVINO PyTorch has one thread; afterwards, even after an error, its own."""
+    net, seen = load_model(tiny_model), []
+    use_runtime(net, 'openvino')
+    threads = torch.get_num_threads()
+
+    def failing_decode(*args):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError('decode failed')
+    monkeypatch.setattr(net, 'decode', failing_decode)
+    with pytest.raises(RuntimeError, match='decode failed'), torch.no_grad():
+        super_resolve(net, lr_image(), 2)
+    assert seen == [1] and torch.get_num_threads() == threads
+
+
 def test_int8_needs_openvino(tiny_model, tmp_path, monkeypatch, capsys):
     """int8 where OpenVINO does not run it (--runtime torch, or not installed): one clear error, exit 2 in the CLI."""
     net = load_model(tiny_model)
@@ -168,7 +217,8 @@ def test_int8_needs_openvino(tiny_model, tmp_path, monkeypatch, capsys):
     src = tmp_path / 'in.png'
     from PIL import Image
     Image.new('RGB', (6, 5), (200, 100, 50)).save(src)
-    args = ['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model), '--int8']
+    args = ['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model), '--int8',
+            '--device', 'cpu']
     assert upscale.main(args + ['--runtime', 'torch']) == 2
     assert 'int8 runs on OpenVINO only' in capsys.readouterr().err
     monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
@@ -199,7 +249,7 @@ def test_cli_runtime_options(tiny_model, tmp_path, monkeypatch, capsys):
     threads = torch.get_num_threads()
     try:
         code = upscale.main(['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
-                             '--runtime', 'openvino'])
+                             '--runtime', 'openvino', '--device', 'cpu'])
         assert code == 2 and 'OpenVINO is not installed' in capsys.readouterr().err
         code = upscale.main(['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
                              '--threads', '1'])

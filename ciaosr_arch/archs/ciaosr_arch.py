@@ -37,7 +37,8 @@ class CiaoSR(ImplicitSRNet):
         decoder_hidden, key_hidden, value_hidden: hidden widths of imnet_q, imnet_k, imnet_v.
     """
 
-    runtime = None  # an object with `attend` and `pair_rows` like these, used instead (`ciaosr_arch.runtime`)
+    runtime = None  # an object with `attend` and `pair_rows` like these, used instead, and a `decoding()` context
+    # that the engine decodes in (`ciaosr_arch.runtime`)
 
     def __init__(self, encoder='edsr_baseline', encoder_opt=None, local_size=2, feat_unfold=True,
                  non_local_attn=True, multi_scale=(2,), softmax_scale=1.0, decoder_hidden=(256,) * 4,

@@ -43,11 +43,12 @@ class MLP(nn.Module):
         weight = self.layers[0].weight[:, -extra.shape[-1]:]
         x = torch.addmm(projected.reshape(-1, projected.shape[-1]), extra.reshape(-1, extra.shape[-1]), weight.t())
         # Rows stay flat through the layers: OpenVINO fuses the bias into an int8 product only for 2-D inputs.
-        return self.layers[2:-1](x.relu_()).view(*projected.shape[:-1], -1)
+        return self.layers[2:-1](x.relu_()).view(*projected.shape[:-1], self.layers[-1].in_features)
 
     def head(self, hidden):
         """The output layer: [..., H] -> [..., out] (on flat rows, as `hidden`)."""
-        return self.layers[-1](hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], -1)
+        out = self.layers[-1]
+        return out(hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], out.out_features)
 
 
 def unfold3x3(feat):
