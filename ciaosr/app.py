@@ -41,7 +41,7 @@ import torch
 
 from ciaosr_arch import CheckpointError, load_model
 from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
-from ciaosr_arch.runtime import use_runtime
+from ciaosr_arch.runtime import openvino_version, use_runtime
 
 from . import image_io, upscale
 from .cli import UsageError, pick_device, pick_precision
@@ -76,7 +76,7 @@ def build_parser():
 @dataclass
 class Options:
     """What the page asks for: target ('scale', 'width', 'height' or 'long side') and its value, model
-    (a shipped name or a checkpoint path), precision ('fp32', 'bf16' or 'fp16') and memory ('2.5GB')."""
+    (a shipped name or a checkpoint path), precision ('fp32', 'bf16', 'fp16' or 'int8') and memory ('2.5GB')."""
     target: str
     value: float
     model: str
@@ -109,15 +109,18 @@ class Engine:
         for path in extra_models:
             self.models[str(Path(path).resolve())] = str(path)
         self.default_model = str(Path(extra_models[0]).resolve()) if extra_models else 'default'
-        self._net = (None, None)  # (spec, network) of the last model used
+        self._net = (None, None)  # ((spec, int8), network) of the last model used
 
     def precisions(self):
-        """Autocast precisions this device supports, as offered on the page (fp32 first)."""
+        """Precisions this device supports, as offered on the page (fp32 first): the autocast ones, and the CLI's
+        int8 decode on a CPU where OpenVINO is installed."""
         offered = ['fp32']
-        for name in ('bf16', 'fp16'):
+        for name in ('bf16', 'fp16', 'int8'):
             try:
-                pick_precision(argparse.Namespace(bf16=name == 'bf16', fp16=name == 'fp16'), self.device)
-                offered.append(name)
+                pick_precision(argparse.Namespace(**{flag: flag == name for flag in ('bf16', 'fp16', 'int8')}),
+                               self.device)
+                if name != 'int8' or openvino_version() is not None:
+                    offered.append(name)
             except UsageError:
                 pass
         return offered
@@ -128,17 +131,17 @@ class Engine:
             return f'{torch.cuda.get_device_properties(self.device).total_memory * 3 / 4 / 2 ** 30:.1f}GB'
         return upscale.CPU_MEMORY
 
-    def network(self, spec):
+    def network(self, spec, int8=False):
         """The network of a model spec, loaded once (only the last one used is kept), on the CLI's default runtime
-        (`--runtime auto`: OpenVINO on the CPU where it is installed)."""
-        if self._net[0] != spec:
+        (`--runtime auto`: OpenVINO on the CPU where it is installed), with its int8 decode if `int8`."""
+        if self._net[0] != (spec, int8):
             self._net = (None, None)
             try:
                 net = load_model(spec, device=self.device)
-            except CheckpointError as err:
+                use_runtime(net, 'auto', int8=int8)
+            except (CheckpointError, RuntimeError) as err:  # RuntimeError: int8 where OpenVINO does not run
                 raise UsageError(str(err)) from None
-            use_runtime(net, 'auto')
-            self._net = (spec, net)
+            self._net = ((spec, int8), net)
         return self._net[1]
 
     def settings(self, options):
@@ -159,7 +162,7 @@ class Engine:
         except ValueError as err:
             raise UsageError(str(err)) from None
         argv = ['-i', str(self.output), '-o', str(self.output), '--max-memory', str(budget)]
-        args = upscale.parse_args(argv + ({'bf16': ['--bf16'], 'fp16': ['--fp16']}.get(options.precision, [])))
+        args = upscale.parse_args(argv + ([] if options.precision == 'fp32' else [f'--{options.precision}']))
         args.scale = value if options.target == 'scale' else None
         return args
 
@@ -183,7 +186,8 @@ class Engine:
         """
         args = self.settings(options)
         dtype = pick_precision(args, self.device)
-        upscaler = ReportingUpscaler(self.network(options.model), self.device, dtype, args.max_memory, args)
+        upscaler = ReportingUpscaler(self.network(options.model, args.int8), self.device, dtype, args.max_memory,
+                                     args)
         outcome = Outcome(folder=self.new_folder())
         jobs = plan(files, outcome.folder, args, options)
         meter = Meter([(job.src.name, out_h * out_w) for job, _, _, (out_h, out_w) in jobs], report)

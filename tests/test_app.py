@@ -87,6 +87,25 @@ def test_engine_reports_progress_and_time_left(tmp_path, tiny_model):
         engine.run(photos, app.Options('scale', 0.5, 'default', 'fp32', '2.5GB'))
 
 
+def test_engine_offers_int8_where_openvino_runs_it(tmp_path, tiny_model, monkeypatch):
+    """On a CPU with OpenVINO the page offers the CLI's int8 decode, and a run with it gives the CLI's files; without
+    OpenVINO it is not offered, and asking for it anyway is refused before any photo is touched."""
+    from ciaosr_arch.runtime import openvino_version
+    photos = make_photos(tmp_path / 'in')[:1]
+    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    options = app.Options('scale', 2, str(tiny_model.resolve()), 'int8', '2.5GB')
+    if openvino_version() is not None:
+        assert engine.precisions()[-1] == 'int8'
+        outcome = engine.run(photos, options)
+        assert outcome.lines[-1].startswith('1 done') and engine.network(options.model, True).runtime.int8
+        assert [Image.open(dst).size for _, _, dst in outcome.outputs] == [(48, 40)]
+    monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
+    monkeypatch.setattr(app, 'openvino_version', lambda: None)
+    assert 'int8' not in engine.precisions()
+    with pytest.raises(cli.UsageError, match='int8 is not supported on this device'):
+        engine.run(photos, options)
+
+
 def test_one_job_at_a_time(tmp_path, monkeypatch):
     """Upscaling runs through Gradio's queue with a concurrency limit of 1; analytics are off."""
     monkeypatch.setenv('GRADIO_TEMP_DIR', str(tmp_path / 'gradio'))  # importing Gradio makes a folder there
