@@ -127,6 +127,20 @@ def test_tiled_output_matches_untiled(golden, photo):
     assert calls[-1][0] == calls[-1][1] > 64 * 64 and len(calls) > 4  # the blend bands are decoded twice
 
 
+def test_blend_bands_are_capped_in_output_pixels(photo, tiny_model):
+    """At x16 a band of overlap / 4 = 2 LR pixels would be 32 output pixels decoded twice per seam; bands are capped
+    at BAND_OUTPUT_PIXELS (16) output pixels, and the tiled output stays close to the untiled one."""
+    from ciaosr_arch.engine import BAND_OUTPUT_PIXELS
+    net = load_model(tiny_model)
+    lr = torch.from_numpy(photo[100:132, 60:92].copy()).permute(2, 0, 1)[None].float() / 255
+    calls = []
+    with torch.no_grad():
+        tiled = super_resolve(net, lr, 16, tile=20, tile_overlap=8, progress=lambda done, total: calls.append(total))
+        whole = super_resolve(net, lr, 16)
+    assert BAND_OUTPUT_PIXELS == 16 and calls[-1] == (512 + 16) ** 2  # two tiles a side: one seam, 16 pixels twice
+    assert 45 <= psnr(tiled, whole) < 80
+
+
 def test_tiled_chunking_changes_nothing(photo, tiny_model):
     net = load_model(tiny_model)
     lr = torch.from_numpy(photo[:30, :44].copy()).permute(2, 0, 1)[None].float() / 255
