@@ -121,11 +121,15 @@ def use_runtime(net, runtime='auto', threads=None, int8=False):
     if problem and runtime == 'openvino':
         raise RuntimeError(f'runtime openvino: {problem}')
     chosen = 'torch' if runtime == 'torch' or problem else 'openvino'
-    attached = OpenVINORuntime(net, threads, int8=int8) if chosen == 'openvino' else None
-    net.runtime = attached
-    if getattr(net, 'cs_attn', None) is not None:
-        net.cs_attn.runtime = attached
+    _attach(net, OpenVINORuntime(net, threads, int8=int8) if chosen == 'openvino' else None)
     return chosen
+
+
+def _attach(net, runtime):
+    """`runtime` (or None: PyTorch) as what runs `net`'s decode and its cross-scale attention's products."""
+    net.runtime = runtime
+    if getattr(net, 'cs_attn', None) is not None:
+        net.cs_attn.runtime = runtime
 
 
 def int8_layers(net):
@@ -144,10 +148,8 @@ def calibrate(net, folder=None, scales=CALIBRATION_SCALES, queries=CALIBRATION_Q
     hooks = [layer.register_forward_pre_hook(
         lambda module, args, i=i: tops.__setitem__(i, max(tops.get(i, 0.0), float(args[0].max())))
     ) for i, layer in enumerate(layers)]
-    attached = (net.runtime, net.cs_attn.runtime if net.cs_attn is not None else None)
-    net.runtime = None
-    if net.cs_attn is not None:
-        net.cs_attn.runtime = None
+    attached = net.runtime
+    _attach(net, None)
     try:
         with torch.autocast('cpu', enabled=False):
             for path in sorted(folder.glob('*.png')):
@@ -164,9 +166,7 @@ def calibrate(net, folder=None, scales=CALIBRATION_SCALES, queries=CALIBRATION_Q
                     for part in coord.split(CALIBRATION_CHUNK, 1):  # chunks of the engine's size on CPUs
                         net.decode(bank, part, make_cell(size, part.shape[1]))
     finally:
-        net.runtime = attached[0]
-        if net.cs_attn is not None:
-            net.cs_attn.runtime = attached[1]
+        _attach(net, attached)
         for hook in hooks:
             hook.remove()
     if len(tops) < len(layers):
@@ -374,10 +374,11 @@ class OpenVINORuntime:
         if model is None:
             examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
             with torch_threads(self.threads):  # also within `decoding()`
-                if name.endswith('-int8') and self.ranges is None:
-                    self.ranges = calibrate(self.net)  # once per runtime, for both kinds of decode graph
-                quantized = fake_quantized(int8_layers(self.net), self.ranges) if name.endswith('-int8') \
-                    else nullcontext()
+                quantized = nullcontext()
+                if name.endswith('-int8'):
+                    if self.ranges is None:  # once per runtime, for both kinds of decode graph
+                        self.ranges = calibrate(self.net)
+                    quantized = fake_quantized(int8_layers(self.net), self.ranges)
                 with warnings.catch_warnings(), torch.autocast('cpu', enabled=False), quantized:
                     warnings.simplefilter('ignore')  # the tracer's notes on Python ints in shapes
                     model = self.ov.convert_model(_Method(self.net, method).eval(), example_input=examples)
