@@ -44,6 +44,7 @@ SYNTHESIS_DEFAULTS = {
     'gaussian_noise_prob2': 0.5, 'noise_range2': [1, 25], 'poisson_scale_range2': [0.05, 2.5],
     'gray_noise_prob2': 0.4, 'jpeg_range2': [5, 50],
     'scale_range': [1, 4], 'lq_size': 64, 'query_window': 64,
+    'bsrgan_prob': 0,  # per batch: BSRGAN's degradation model (realsr.bsrgan) instead of the pipeline above
 }
 
 
@@ -150,6 +151,8 @@ class RealPairSynthesis(nn.Module):
     resize, noise, JPEG; blur (prob.), random resize to (GT / s) x factor, noise; then, in random order,
     JPEG and [resize to GT / s + final sinc]; quantisation to 1/255. s ~ U[scale_range] is one continuous
     scale per batch (one LR size per batch, as Real-ESRGAN's pipeline). Then `paired_window_crop`.
+    With probability `bsrgan_prob` per batch, the LR comes from BSRGAN's degradation model of the sharpened
+    GT instead (`realsr.bsrgan.BSRGANDegradation`, its own kernels); the targets are the same.
     Options: SYNTHESIS_DEFAULTS (overridable).
     """
 
@@ -161,6 +164,8 @@ class RealPairSynthesis(nn.Module):
         self.opt = {**SYNTHESIS_DEFAULTS, **(opt or {})}
         self.jpeger = ContiguousDiffJPEG(differentiable=False)
         self.usm_sharpener = USMSharp()
+        from .bsrgan import BSRGANDegradation  # here: realsr.bsrgan builds on this module
+        self.bsrgan = BSRGANDegradation()
 
     def jpeg(self, img, quality_range):
         quality = img.new_zeros(img.shape[0]).uniform_(*quality_range)
@@ -208,7 +213,13 @@ class RealPairSynthesis(nn.Module):
     def forward(self, gt, kernel1, kernel2, sinc_kernel):
         """A batch from the dataset -> dict: lq [B, 3, p, p]; gt and gt_usm windows [B, 3, q, q];
         coord, cell [B, q * q, 2]; scale s (p = lq_size, q = query_window)."""
-        lq, gt_usm, scale = self.degrade(gt, kernel1, kernel2, sinc_kernel)
+        opt = self.opt
+        if opt['bsrgan_prob'] and np.random.uniform() < opt['bsrgan_prob']:  # no draw at 0: seeded batches as before
+            scale = random.uniform(*opt['scale_range'])
+            gt_usm = self.usm_sharpener(gt)
+            lq = self.bsrgan(gt_usm, scale)
+        else:
+            lq, gt_usm, scale = self.degrade(gt, kernel1, kernel2, sinc_kernel)
         lq, (gt, gt_usm), coord, cell = paired_window_crop(lq, [gt, gt_usm], self.opt['lq_size'],
                                                            self.opt['query_window'])
         return {'lq': lq, 'gt': gt, 'gt_usm': gt_usm, 'coord': coord, 'cell': cell, 'scale': scale}
