@@ -34,7 +34,7 @@ from .degradations import ContiguousDiffJPEG, random_resize
 HALVE_PROB = 0.25  # `scale2_prob` of the public code
 BLUR_KERNEL_SIZES = list(range(7, 26, 2))  # 2 * randint(2, 11) + 3 in the public code
 BLUR_PAD_TO = 25
-MIN_SIGMA = 0.1  # px: the paper's smallest kernel width (a width of 0, allowed by the code's U[0, max), is no Gaussian)
+MIN_SIGMA = 0.1  # px, floor of blur widths: the code's U[0, max) allows 0 (no Gaussian); 0.1: its `downsample` minimum
 DOWN_RESIZE_PROB = 0.75  # `downsample`: random resize, else blur + nearest
 NOISE_LEVELS = [2, 25]  # Gaussian noise sigma in 0-255 units; also the level of the channel-correlated noise
 CORRELATED_NOISE_PROB = 0.2  # the code's noise types: color 0.4, gray 0.4, channel-correlated 0.2
@@ -165,6 +165,8 @@ class BSRGANDegradation(nn.Module):
 
     @torch.no_grad()
     def forward(self, gt, scale):
+        if scale < 1:
+            raise ValueError(f'BSRGAN degradation: scale {scale} < 1 (it only down-scales)')
         size = (max(1, round(gt.shape[-2] / scale)), max(1, round(gt.shape[-1] / scale)))
         out, sf = gt, scale
         if scale >= 2 and np.random.uniform() < HALVE_PROB:

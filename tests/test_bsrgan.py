@@ -19,7 +19,7 @@ from realsr.bsrgan import (
 )
 from realsr.degradations import ContiguousDiffJPEG, RealPairSynthesis
 
-TINY_SYNTHESIS = {'lq_size': 24, 'query_window': 16}
+TINY_SYNTHESIS = {'lq_size': 16, 'query_window': 8}
 
 
 def smooth_images(batch=2, side=64, seed=0):
@@ -49,10 +49,10 @@ def test_shapes_range_and_quantisation(scale, side):
 def test_seed_fixes_the_output_and_leaves_the_generators_alone():
     gt = smooth_images()
     set_random_seed(11)
-    before = random.random(), np.random.uniform(), torch.rand(1)
+    before = random.random(), np.random.uniform(), torch.rand(1).item()
     set_random_seed(11)
     first = bsrgan_degrade(gt, 2.7, seed=5)
-    assert (random.random(), np.random.uniform(), torch.rand(1)) == before
+    assert (random.random(), np.random.uniform(), torch.rand(1).item()) == before
     assert torch.equal(first, bsrgan_degrade(gt, 2.7, seed=5))
     assert not torch.equal(first, bsrgan_degrade(gt, 2.7, seed=6))
     set_random_seed(5)  # the same draws as the global generators seeded by BasicSR
@@ -112,10 +112,10 @@ def test_camera_noise_is_signal_dependent_in_linear_space():
 
 @pytest.fixture
 def batch():
-    """A dataset-like batch: GT [2, 3, 96, 96] and identity kernels."""
+    """A dataset-like batch: GT [2, 3, 64, 64] and identity kernels."""
     pulse = torch.zeros(2, 21, 21)
     pulse[:, 10, 10] = 1
-    return smooth_images(2, side=96), pulse, pulse, pulse
+    return smooth_images(2, side=64), pulse, pulse, pulse
 
 
 def count_calls(synthesis, monkeypatch):
@@ -133,15 +133,15 @@ def count_calls(synthesis, monkeypatch):
     return counts
 
 
-@pytest.mark.parametrize('prob, expected', [(0, {'bsrgan': 0, 'realesrgan': 12}),
-                                            (1, {'bsrgan': 12, 'realesrgan': 0}), (0.5, None)])
+@pytest.mark.parametrize('prob, expected', [(0, {'bsrgan': 0, 'realesrgan': 10}),
+                                            (1, {'bsrgan': 10, 'realesrgan': 0}), (0.5, None)])
 def test_bsrgan_prob_picks_the_pipeline_per_batch(batch, monkeypatch, prob, expected):
     synthesis = RealPairSynthesis({**TINY_SYNTHESIS, 'bsrgan_prob': prob})
     counts = count_calls(synthesis, monkeypatch)
     set_random_seed(0)
-    for _ in range(12):
+    for _ in range(10):
         pair = synthesis(*batch)
-        assert pair['lq'].shape == (2, 3, 24, 24) and pair['gt'].shape == pair['gt_usm'].shape == (2, 3, 16, 16)
+        assert pair['lq'].shape == (2, 3, 16, 16) and pair['gt'].shape == pair['gt_usm'].shape == (2, 3, 8, 8)
         assert 1 <= pair['scale'] <= 4 and torch.equal(pair['lq'], (pair['lq'] * 255).round() / 255)
     if expected:
         assert counts == expected
@@ -158,9 +158,14 @@ def test_bsrgan_batches_degrade_the_sharpened_gt(batch):
     scale = random.uniform(1, 4)
     assert scale == pair['scale']
     expected = BSRGANDegradation()(synthesis.usm_sharpener(batch[0]), scale)
-    assert expected.shape[-1] == round(96 / scale)
-    assert any(torch.equal(pair['lq'][0], expected[0, :, i:i + 24, j:j + 24])
-               for i in range(expected.shape[-2] - 23) for j in range(expected.shape[-1] - 23))
+    assert expected.shape[-1] == round(64 / scale)
+    assert any(torch.equal(pair['lq'][0], expected[0, :, i:i + 16, j:j + 16])
+               for i in range(expected.shape[-2] - 15) for j in range(expected.shape[-1] - 15))
+
+
+def test_scales_below_one_are_refused():
+    with pytest.raises(ValueError, match='scale 0.5 < 1'):
+        bsrgan_degrade(smooth_images(), 0.5)
 
 
 def test_unknown_options_are_refused():
