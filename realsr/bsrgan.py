@@ -14,9 +14,10 @@ Operations, probabilities and ranges are those of the paper and of its authors' 
    (`gaussian_noise`); JPEG with prob. 0.9; processed camera-sensor noise with prob. 0.25 (`camera_noise`).
 3. a final JPEG; quantisation to 1/255.
 
-Blur kernels, noise levels, noise types and JPEG qualities are drawn per sample, the order and the
-resizes per batch. Every draw comes from the global Python/NumPy/torch generators, which BasicSR's
-`set_random_seed` seeds, so a seed fixes the output.
+Per sample: blur kernels, noise levels, color vs gray noise, JPEG qualities, whether the JPEG and the
+camera noise apply. Per batch: the order, the resizes, channel-correlated vs color/gray noise. Every draw
+comes from the global Python/NumPy/torch generators, which BasicSR's `set_random_seed` seeds, so a seed
+fixes the output.
 """
 import contextlib
 import random
