@@ -45,9 +45,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, malformed, or not a CiaoSR/LIIF generator."""
 
 
-def read_checkpoint(path, param_key=None):
+def read_checkpoint(path, param_key=None, arch_metadata=True):
     """Generator state_dict {key: tensor} and arch metadata (dict or None) of a .pth/.safetensors file.
 
+    With `arch_metadata=False` a safetensors file's metadata is not read (None is returned): for weights that only
+    initialise part of a network, such as another project's file whose 'arch' entry is not ours.
     The suffix picks the reader, in any letter case (`.safetensors`, `.SAFETENSORS`; anything else goes
     to torch.load). `param_key` (e.g. 'params_ema') selects that entry of a BasicSR checkpoint when it
     has one. Raises CheckpointError for a missing or unreadable file or metadata 'arch' that is not a
@@ -63,7 +65,7 @@ def read_checkpoint(path, param_key=None):
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from None
-        return state, parse_arch_metadata(meta.get('arch'), path)
+        return state, parse_arch_metadata(meta.get('arch'), path) if arch_metadata else None
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # pickle with code, truncated zip, random bytes: all refused the same way
@@ -144,10 +146,15 @@ def infer_encoder(state):
             'num_heads': [state[f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table'].shape[1]
                           for i in range(n_layers)],
             'mlp_ratio': state['layers.0.residual_group.blocks.0.mlp.fc1.weight'].shape[0] / dim}
+    if 'body.0.rdb1.conv1.weight' in state:
+        return 'rrdb', {'num_feat': state['conv_first.weight'].shape[0],
+                        'num_block': _count(state, r'body\.(\d+)\.rdb1\.conv1\.weight'),
+                        'num_grow_ch': state['body.0.rdb1.conv1.weight'].shape[0]}
     if 'body.0.conv1.weight' in state:
         return 'edsr_baseline', {'num_feat': state['conv_first.weight'].shape[0],
                                  'num_block': _count(state, r'body\.(\d+)\.conv1\.weight')}
-    raise CheckpointError('unknown encoder: expected EDSR (body.*), RDN (sfe1.*) or SwinIR (patch_embed.*) keys')
+    raise CheckpointError('unknown encoder: expected EDSR (body.*), RDN (sfe1.*), SwinIR (patch_embed.*) or RRDB '
+                          '(body.*.rdb1.*) keys')
 
 
 def infer_arch(state):

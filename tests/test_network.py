@@ -98,6 +98,8 @@ def test_state_dict_layout_matches_official(golden):
                                  'layers.2.residual_group.blocks.3.attn.relative_position_bias_table': (225, 6),
                                  'imnet_k.layers.0.weight': (256, 1624), 'imnet_v.layers.8.weight': (1800, 256),
                                  'cs_attn.conv_match_1.0.weight': (90, 180, 1, 1), 'patch_embed.norm.weight': (180,)}),
+    ('rrdb', 18_014_086, 736, {'body.22.rdb3.conv5.weight': (64, 192, 3, 3), 'conv_body.weight': (64, 64, 3, 3),
+                               'imnet_k.layers.0.weight': (256, 580)}),
 ])
 def test_other_encoders_follow_the_spec(encoder, n_params, n_keys, checks):
     net = CiaoSR(encoder=encoder)
@@ -201,3 +203,25 @@ def test_bad_checkpoints_fail_clearly_and_run_nothing(golden, tmp_path, monkeypa
         load_model(other)
     with pytest.raises(CheckpointError, match='not found'):
         load_model(tmp_path / 'nope.pth')
+
+
+def test_rrdb_encoder_is_real_esrgans_trunk(shared_data):
+    """Real-ESRGAN x4plus's weights load into the rrdb encoder (its up-sampler keys left out) and give BasicSR's
+    RRDBNet trunk features: conv_body(body(conv_first(x))) + conv_first(x) on plain RGB."""
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    from safetensors.torch import load_file
+
+    state = load_file(str(shared_data.parent / 'models' / 'RealESRGAN_x4plus.safetensors'))
+    reference = RRDBNet(3, 3).eval()
+    reference.load_state_dict(state)
+    net = CiaoSR(encoder='rrdb', non_local_attn=False).eval()
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert sorted(unexpected) == sorted(k for k in state if k.startswith(('conv_up', 'conv_hr', 'conv_last')))
+    assert all(k.startswith('imnet_') for k in missing)
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        feat = reference.conv_first(lr)
+        trunk = reference.conv_body(reference.body(feat)) + feat
+        assert torch.allclose(net.encoder(lr - MEAN.view(1, 3, 1, 1)), trunk, atol=1e-5)
+    assert infer_arch(net.state_dict())['encoder_opt'] == {'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32}

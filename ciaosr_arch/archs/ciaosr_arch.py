@@ -28,7 +28,7 @@ class CiaoSR(ImplicitSRNet):
     """CiaoSR generator.
 
     Args:
-        encoder: 'edsr_baseline' | 'rdn' | 'swinir'; encoder_opt: its constructor options.
+        encoder: 'edsr_baseline' | 'rdn' | 'swinir' | 'rrdb'; encoder_opt: its constructor options.
         local_size: 2 (2x2 neighbours, official), 3 (3x3) or 1 (nearest only).
         feat_unfold: use 3x3-unfolded features (9C channels) for query/key/value.
         non_local_attn: add the cross-scale attention features to the values.

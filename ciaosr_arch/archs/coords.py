@@ -86,6 +86,30 @@ def neighbour_pixels(coord, offsets, shift, height, width):
     return torch.stack(index, 2), torch.stack(rel, 2)
 
 
+def switch_probes(batch, count, height, width, delta, device=None):
+    """Quadruples of queries straddling the lines where a head's inputs switch from one LR pixel to the next.
+
+    The 2x2 neighbour set of CiaoSR/LIIF switches where a query crosses an LR pixel centre, the nearest pixel (the
+    query feature, and LIIF's single neighbour) where it crosses an LR pixel edge; nothing in the learned
+    attention weights makes the output continuous there. Each probe picks a row or a column line at a random
+    interior centre or edge (at least one pixel from the border) and a random position along it, and places four
+    queries across it at -3, -1, 1 and 3 x `delta` LR pixels. Returns coord [B, count * 4, 2] (quadruples
+    consecutive), in the [-1, 1] frame of an LR image of height x width pixels (both >= 3).
+    """
+    size = torch.tensor([height, width], dtype=torch.float32, device=device)
+    axis = torch.randint(0, 2, (batch, count), device=device)
+    line = 1 + (torch.rand(batch, count, device=device) * (size[axis] - 2)).floor()  # 1 .. size - 2
+    across = line + 0.5 * torch.randint(0, 2, (batch, count), device=device)  # an edge or a centre
+    along = 0.5 + torch.rand(batch, count, device=device) * (size[1 - axis] - 1)
+    steps = torch.tensor([-3.0, -1.0, 1.0, 3.0], device=device) * delta
+    pos = torch.empty(batch, count, 4, 2, device=device)
+    pos.scatter_(-1, axis.view(batch, count, 1, 1).expand(-1, -1, 4, 1),
+                 (across.unsqueeze(-1) + steps).unsqueeze(-1))
+    pos.scatter_(-1, (1 - axis).view(batch, count, 1, 1).expand(-1, -1, 4, 1),
+                 along.view(batch, count, 1, 1).expand(-1, -1, 4, 1))
+    return (pos / size * 2 - 1).view(batch, count * 4, 2)
+
+
 def sample_bilinear(image, coord):
     """Bilinear sample of image [B, C, h, w] at coord [B, Q, 2] (border padding) -> [B, Q, C]."""
     grid = coord.flip(-1).unsqueeze(1)

@@ -1,15 +1,18 @@
-"""Feature encoders of the implicit heads: EDSR-baseline, RDN and SwinIR without up-sampling tails.
+"""Feature encoders of the implicit heads: EDSR-baseline, RDN, SwinIR and RRDB without up-sampling tails.
 
-Parameter names follow the official checkpoints (mmedit EDSR/RDN, BasicSR SwinIR), so an encoder's
-state_dict keys are exactly the ones the official generator stores at its top level.
+Parameter names follow the official checkpoints (mmedit EDSR/RDN, BasicSR SwinIR and RRDBNet), so an
+encoder's state_dict keys are exactly the ones the official generator stores at its top level.
 Each encoder maps an RGB batch [B, 3, h, w] (mean already subtracted) to features [B, C, h, w] and
 exposes C as `out_channels`.
 """
 import torch
 import torch.nn.functional as F
 from basicsr.archs.arch_util import ResidualBlockNoBN, make_layer
+from basicsr.archs.rrdbnet_arch import RRDB
 from basicsr.archs.swinir_arch import SwinIR
 from torch import nn
+
+from .implicit_base import RGB_MEAN
 
 
 class EDSRBaselineEncoder(nn.Module):
@@ -101,11 +104,35 @@ class SwinIREncoder(SwinIR):
         return x[..., :h, :w]
 
 
-ENCODERS = {'edsr_baseline': EDSRBaselineEncoder, 'rdn': RDNEncoder, 'swinir': SwinIREncoder}
+class RRDBEncoder(nn.Module):
+    """ESRGAN's RRDBNet trunk (BasicSR's RRDB blocks) up to `conv_body` plus the first conv's output: features at
+    LR resolution, no up-sampling.
+
+    The trunk of Real-ESRGAN x4plus (`num_feat=64, num_block=23, num_grow_ch=32`, the defaults; BSD-3, Wang et al.
+    2021) already removes real-world blur, noise and JPEG artifacts, so its weights (`RealESRGAN_x4plus.pth`, keys
+    `conv_first.*`, `body.N.rdbK.convM.*`, `conv_body.*`) are the natural start of a real-world CiaoSR. RRDBNet
+    reads plain RGB in [0, 1]: the DIV2K mean that the implicit heads subtract is added back here.
+    """
+
+    def __init__(self, num_feat=64, num_block=23, num_grow_ch=32):
+        super().__init__()
+        self.out_channels = num_feat
+        self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
+        self.body = make_layer(RRDB, num_block, num_feat=num_feat, num_grow_ch=num_grow_ch)
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.register_buffer('rgb_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x):
+        feat = self.conv_first(x + self.rgb_mean)
+        return self.conv_body(self.body(feat)) + feat
+
+
+ENCODERS = {'edsr_baseline': EDSRBaselineEncoder, 'rdn': RDNEncoder, 'swinir': SwinIREncoder,
+            'rrdb': RRDBEncoder}
 
 
 def build_encoder(name, **options):
-    """Encoder by name (`edsr_baseline`, `rdn`, `swinir`) with its constructor options."""
+    """Encoder by name (`edsr_baseline`, `rdn`, `swinir`, `rrdb`) with its constructor options."""
     if name not in ENCODERS:
         raise ValueError(f'unknown encoder {name!r}; choose one of {sorted(ENCODERS)}')
     return ENCODERS[name](**options)

@@ -26,11 +26,19 @@ class CiaoSRModel(SRModel):
 
     Training: `pixel_opt` loss between predicted and true RGB of the sampled queries; optimiser,
     scheduler and EMA (`ema_decay`) exactly as BasicSR's SRModel; optional bf16 autocast
-    (`train.autocast: bf16`). Validation: whole images through `super_resolve` (chunked queries,
-    optional tiling `val.tile`, `val.tile_overlap`, `val.blend: uniform` = official test tiling);
-    a metric with `crop_border: scale` shaves each dataset's own scale. Device-agnostic (CPU/CUDA),
-    also under DistributedDataParallel with gloo on CPU.
+    (`train.autocast: bf16`) and a frozen encoder (`train.freeze_encoder`). Validation: whole images
+    through `super_resolve` (chunked queries, optional tiling `val.tile`, `val.tile_overlap`, `val.blend: uniform` =
+    official test tiling); a metric with `crop_border: scale` shaves each dataset's own scale.
+    Device-agnostic (CPU/CUDA), also under DistributedDataParallel with gloo on CPU.
     """
+
+    def init_training_settings(self):
+        """SRModel's settings; with `train.freeze_encoder: true` the encoder's weights get no gradients and stay as
+        loaded (a pretrained trunk such as Real-ESRGAN's: only the implicit head trains, and the encoder's forward
+        pass records nothing for the backward pass)."""
+        if self.opt['train'].get('freeze_encoder'):
+            self.get_bare_model(self.net_g).encoder.requires_grad_(False)
+        super().init_training_settings()
 
     def model_to_device(self, net):
         net = net.to(self.device)
@@ -48,7 +56,7 @@ class CiaoSRModel(SRModel):
         keys and shapes must match the network (`match_state`; keys only when `strict`) and its weights be
         finite floats (`check_values`); otherwise CheckpointError names the file and the tensors.
         """
-        state, _ = read_checkpoint(load_path, param_key)
+        state, _ = read_checkpoint(load_path, param_key, arch_metadata=False)
         logger = get_root_logger()
         logger.info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}]')
         bare = self.get_bare_model(net)
