@@ -1,6 +1,6 @@
 """Convert a checkpoint (official mmediting .pth, BasicSR .pth) to this project's .safetensors.
 
-    python -m ciaosr_arch.convert official.pth out.safetensors [--meta key=value ...]
+    ciaosr-convert official.pth out.safetensors [--fp16] [--meta key=value ...]
 
 The generator weights are loaded strictly (EMA weights when the file has them) and checked like
 `load_model` does (finite float weights, options within bounds), the arch options are stored in the
@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+import torch
 
 from ciaosr_arch import CheckpointError, load_model
 from ciaosr_arch.checkpoint import save_safetensors
@@ -58,6 +60,7 @@ def main(argv=None):
     parser.add_argument('checkpoint', type=Path)
     parser.add_argument('output', type=Path)
     parser.add_argument('--meta', nargs='*', default=[], metavar='KEY=VALUE', help='extra metadata to record')
+    parser.add_argument('--fp16', action='store_true', help='store the weights in float16 (half the file)')
     args = parser.parse_args(argv)
     try:
         meta = parse_meta(args.meta)
@@ -71,7 +74,8 @@ def main(argv=None):
     except CheckpointError as err:
         sys.exit(f'error: {err}')
     try:
-        save_safetensors(net, args.output, net.arch, {'source': args.checkpoint.name, **meta})
+        save_safetensors(net, args.output, net.arch, {'source': args.checkpoint.name, **meta},
+                         torch.float16 if args.fp16 else None)
     except OSError as err:
         sys.exit(f'error: cannot write {args.output}: {err.strerror or err}')
     n_params = sum(p.numel() for p in net.parameters())

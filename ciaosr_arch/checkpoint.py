@@ -429,10 +429,12 @@ def atomic_file(path):
             os.close(folder)
 
 
-def save_safetensors(net, path, arch, metadata=None):
+def save_safetensors(net, path, arch, metadata=None, dtype=None):
     """Write net's weights with its arch dict (and free-form string metadata) to a .safetensors file, atomically
-    (`atomic_file`). The metadata keys 'format' and 'arch' are this function's; OSError if it cannot write."""
+    (`atomic_file`); `dtype` (e.g. torch.float16: half the file) converts the floating-point tensors, which load
+    back into fp32 networks. The metadata keys 'format' and 'arch' are this function's; OSError if it cannot write."""
     meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'format': 'pt', 'arch': json.dumps(arch)}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().contiguous().cpu()
+               for k, v in net.state_dict().items()}
     with atomic_file(path) as file:
         file.write(safetensors_bytes(tensors, metadata=meta))

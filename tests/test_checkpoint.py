@@ -190,6 +190,16 @@ def test_file_names_match_case_insensitively(tiny_model, tmp_path):
             assert torch.equal(value, expected[key]), (path, key)
 
 
+def test_convert_fp16_halves_the_file_and_loads_into_fp32(tiny_model, tmp_path):
+    full, half = tmp_path / 'full.safetensors', tmp_path / 'half.safetensors'
+    convert([str(tiny_model), str(full)])
+    convert([str(tiny_model), str(half), '--fp16'])
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    reference = load_model(full).state_dict()
+    for key, value in load_model(half).state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, reference[key].half().float()), key
+
+
 def test_atomic_file_leaves_the_old_file_on_failure(tmp_path):
     path = tmp_path / 'net_g_10.pth'
     path.write_bytes(b'complete old file')
