@@ -8,6 +8,8 @@ rounded to 8 bits, as if saved, then scored. Methods: PIL bicubic; our models by
 'real-l1', 'real') or CiaoSR/LIIF checkpoint (LR tiles of --tile pixels); any fixed-scale network spandrel
 loads (Real-ESRGAN, SwinIR, HAT, ...: run at its native scale and resized with Lanczos, as Real-ESRGAN's
 --outscale does); folders of another tool's outputs, matched to the inputs by file stem and scored as they are.
+The LR-grid index (`ciaosr.grid_index`: detail locked to the LR pixel grid, integer scales) is reported with
+the metrics, with each method's mean phase profile.
 Writes into --out: table.md and table.csv (methods x (scale, metric) means, lower is better),
 results.json (settings, {method, scale, metric, mean, n_images} records, per-image values), per_image.csv,
 and sheets/<image>.png (per scale: the input with the crop marked, then bicubic and each method on the
@@ -47,10 +49,15 @@ from .cli import (
     pick_precision,
     scale_arg,
 )
+from .grid_index import GridIndexUndefined, grid_index
 from .iqa import METRICS, MetricUnavailable, create_metric
 from .other_upscalers import TILE_PAD, FixedScaleUpscaler, MissingOutput, OutputsFolder, UpscalerError
 
 NR_METRICS = ('niqe', 'brisque', 'piqe')
+GRID = 'grid'  # the LR-grid index (`ciaosr.grid_index`), a column like the metrics
+GRID_VARIANT = ('LR-grid index (ciaosr.grid_index): largest deviation of the phase profile (mean |step| between '
+                'neighbouring output pixels per phase of the LR grid, BT.601 luma, mean 1) from its two neighbours; '
+                '0 = smooth, s = all detail on LR pixel boundaries; integer scales only')
 BICUBIC_NOTE = 'PIL Image.resize(BICUBIC) (a = -0.5) of the 8-bit input to the same output size'
 MIN_INPUT_SIDE = 8  # smaller inputs (icons, strips) are skipped: not photos; at x2 still one PIQE block
 CELL = 192  # contact-sheet cell side: crops are shown at 1:1 output pixels (integer zoom when smaller)
@@ -133,6 +140,16 @@ def score(name, metric, img, device='cpu'):
     except METRIC_ERRORS as err:
         return None, f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
     return (value, None) if math.isfinite(value) else (None, f'not a finite number ({value})')
+
+
+def grid_score(img, scale):
+    """(index, None, phase profile) of `grid_index` for a uint8 [H, W, 3] output at `scale`, or (None, why not, None)
+    (a non-integer scale, an output too small or flat)."""
+    try:
+        result = grid_index(img, scale)
+    except GridIndexUndefined as err:
+        return None, str(err), None
+    return result.index, None, list(result.profile)
 
 
 def non_negative_int(text):
@@ -232,6 +249,8 @@ def metric_info(name, metric, params_dir):
     """For the report: how a metric is computed and from which parameters, or why it is unavailable."""
     if isinstance(metric, MetricUnavailable):
         return {'unavailable': str(metric)}
+    if name == GRID:
+        return {'variant': GRID_VARIANT, 'parameters': 'none needed'}
     param_file = METRICS[name].param_file
     if param_file is None:
         parameters = 'none needed'
@@ -281,7 +300,8 @@ def summarize(per_image, methods, scales, metrics):
     """{method, scale, metric, mean, n_images} records; mean None when no image has a value.
 
     Unavailable metrics carry 'unavailable' (the reason); cells where some or all images have no value carry
-    'failed': each distinct reason with its image count.
+    'failed': each distinct reason with its image count; the LR-grid index carries 'profile', the mean phase
+    profile over the images with a value.
     """
     records = []
     for method in methods:
@@ -294,6 +314,9 @@ def summarize(per_image, methods, scales, metrics):
                 rows = [r for r in per_image if (r['method'], r['scale'], r['metric']) == (method, scale, name)]
                 values = [r['value'] for r in rows if r['value'] is not None]
                 record.update(mean=sum(values) / len(values) if values else None, n_images=len(values))
+                profiles = [r['profile'] for r in rows if r.get('profile')]
+                if profiles:
+                    record['profile'] = np.mean(profiles, axis=0).tolist()
                 errors = Counter(r['error'] for r in rows if r['value'] is None)
                 if errors:
                     record['failed'] = '; '.join(f'{reason} ({n} image{"s" * (n > 1)})'
@@ -340,6 +363,12 @@ def markdown(header, rows, settings, records):
     if failed:
         lines += ['', '## Missing values', '']
         lines += [f'- {r["method"]} {scale_label(r["scale"])} {r["metric"].upper()}: {r["failed"]}' for r in failed]
+    profiles = [r for r in records if 'profile' in r]
+    if profiles:
+        lines += ['', '## LR-grid phase profiles', '', 'Mean over images; phase 0 is the first output pixel of an '
+                  'LR pixel, so a peak at the last phase is detail on LR pixel boundaries.', '']
+        lines += [f'- {r["method"]} {scale_label(r["scale"])}: ' + ' '.join(f'{v:.2f}' for v in r['profile'])
+                  for r in profiles]
     lines += ['', '## Metrics', '']
     for name, info in settings['metrics'].items():
         if 'unavailable' in info:
@@ -367,7 +396,8 @@ def parse_args(argv):
                              'file stem and scored as they are; repeat with the same NAME for other scales')
     parser.add_argument('--bicubic', action='store_true', help='add the bicubic baseline to the tables')
     parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--metrics', nargs='+', choices=NR_METRICS, default=list(NR_METRICS))
+    parser.add_argument('--metrics', nargs='+', choices=(*NR_METRICS, GRID), default=[*NR_METRICS, GRID],
+                        help=f'default: all ({GRID}: the LR-grid index, with phase profiles)')
     parser.add_argument('--iqa-weights', help='folder with niqe_modelparameters.mat and brisque_svm_weights.pth '
                         "(default: pyiqa's cache, downloading what is missing)")
     parser.add_argument('--max-input-side', type=non_negative_int, default=128,
@@ -401,12 +431,16 @@ def run(argv=None):
         sys.exit(f'error: {err}')
     metrics = {}  # name -> metric, or the MetricUnavailable saying why not
     for name in args.metrics:
+        if name == GRID:
+            metrics[name] = grid_index
+            continue
         try:
             metrics[name] = create_metric(name, args.iqa_weights, device)
         except MetricUnavailable as err:
             metrics[name] = err
             print(f'{name}: unavailable: {err}')
-    available = {name: metric for name, metric in metrics.items() if not isinstance(metric, MetricUnavailable)}
+    available = {name: metric for name, metric in metrics.items()
+                 if name != GRID and not isinstance(metric, MetricUnavailable)}
     scored = [m.name for m in methods if args.bicubic or m.name != BICUBIC]
     out = Path(args.out)
     (out / 'sheets').mkdir(parents=True, exist_ok=True)
@@ -432,6 +466,11 @@ def run(argv=None):
                         value, error = score(name, metric, outputs[method], device)
                     per_image.append({'image': item.path.name, 'method': method, 'scale': scale, 'metric': name,
                                       'value': value, **({'error': error} if error else {})})
+                if GRID in metrics:
+                    value, error, profile = (None, missing[method], None) if outputs[method] is None else grid_score(
+                        outputs[method], scale)
+                    per_image.append({'image': item.path.name, 'method': method, 'scale': scale, 'metric': GRID,
+                                      'value': value, **({'error': error} if error else {'profile': profile})})
             rows.append((scale, outputs))
         contact_sheet(item.pixels, rows).save(out / 'sheets' / f'{item.path.stem}.png', optimize=True)
         height, width = item.size
@@ -448,8 +487,9 @@ def run(argv=None):
     header, rows = table_rows(records, scored, args.scales, metrics, len(inputs))
     (out / 'table.md').write_text(markdown(header, rows, settings, records))
     write_csv(out / 'table.csv', header, rows)
-    write_csv(out / 'per_image.csv', ['image', 'method', 'scale', 'metric', 'value', 'error'],
-              [[r['image'], r['method'], r['scale'], r['metric'], r['value'], r.get('error', '')] for r in per_image])
+    write_csv(out / 'per_image.csv', ['image', 'method', 'scale', 'metric', 'value', 'error', 'profile'],
+              [[r['image'], r['method'], r['scale'], r['metric'], r['value'], r.get('error', ''),
+                ' '.join(f'{v:.4f}' for v in r.get('profile') or ())] for r in per_image])
     results = {**settings, 'records': records, 'per_image': per_image}
     (out / 'results.json').write_text(json.dumps(results, indent=1, allow_nan=False))
     print(f'wrote {out / "table.md"}, table.csv, results.json, per_image.csv, sheets/')

@@ -1,4 +1,4 @@
-"""No-reference quality report: offline pyiqa metrics, pyiqa's calibration values, the report's
+"""No-reference quality report: offline pyiqa metrics, pyiqa's calibration values, the LR-grid index, the report's
 outputs, other upscalers (spandrel networks, other tools' output folders), missing values and skipped files."""
 import csv
 import json
@@ -18,8 +18,10 @@ from pyiqa.utils import download_util
 
 from ciaosr import other_upscalers, quality_report
 from ciaosr.cli import model_specs
+from ciaosr.grid_index import GridIndexUndefined, grid_index
 from ciaosr.iqa import MetricUnavailable, create_metric
-from ciaosr_arch.evaluation import to_uint8
+from ciaosr_arch.evaluation import LUMA_WEIGHTS, to_uint8
+from ciaosr_arch.resize import resize_pil
 
 # pyiqa's calibration images (shipped in its wheel) and its published scores for them.
 CALIBRATION_DIR = Path(pyiqa.__file__).resolve().parent.parent / 'ResultsCalibra' / 'dist_dir'
@@ -163,6 +165,70 @@ def test_report_on_three_small_images(tmp_path, shared_data, tiny_model, iqa_wei
         assert sheet.size == (3 * (cell + gap) + gap, label + cell + 2 * gap)
         x = gap + cell + gap
         np.testing.assert_array_equal(np.asarray(sheet.convert('RGB'))[label:label + side, x:x + side], bicubic)
+
+
+@pytest.fixture(scope='module')
+def photo_lr(shared_data):
+    """A 32 x 32 LR photo: baboon (Set14) reduced by 4 with PIL bicubic."""
+    hr = Image.open(shared_data / 'Set14' / 'baboon.png').convert('RGB').crop((200, 200, 328, 328))
+    return np.asarray(hr.resize((32, 32), Image.BICUBIC))
+
+
+@pytest.mark.parametrize('scale', [4, 8, 16])
+def test_grid_index_staircase_high_bicubic_low_shift_invariant(photo_lr, scale):
+    def staircase(lr):  # nearest-neighbour upscale: every step is on an LR pixel boundary
+        return lr.repeat(scale, axis=0).repeat(scale, axis=1)
+
+    def bicubic(lr):
+        return resize_pil(lr, (lr.shape[0] * scale, lr.shape[1] * scale))
+
+    stairs = grid_index(staircase(photo_lr), scale)
+    assert stairs.index == pytest.approx(scale)  # the largest possible value: all steps at phase s - 1
+    assert stairs.profile == pytest.approx([0] * (scale - 1) + [scale])
+    smooth = grid_index(bicubic(photo_lr), scale)
+    assert smooth.index < 0.4 and np.mean(smooth.profile) == pytest.approx(1)
+    # Shifting the photo by one LR pixel changes neither.
+    assert grid_index(staircase(photo_lr[1:, 1:]), scale).index == pytest.approx(scale)
+    assert grid_index(bicubic(photo_lr[1:, 1:]), scale).index == pytest.approx(smooth.index, abs=0.02)
+    # Phases are counted from the output's first pixel: cropping k output pixels moves the peak by k.
+    shifted = grid_index(staircase(photo_lr)[3:, 3:], scale).profile
+    assert int(np.argmax(shifted)) == (scale - 1 - 3) % scale
+
+
+def test_grid_index_inputs_and_errors(photo_lr):
+    up = resize_pil(photo_lr, (128, 128))
+    expected = grid_index(up, 4)
+    # float tensors in any range, and gray images (the BT.601 luma of the RGB one) give the same profile.
+    assert grid_index(torch.from_numpy(up.astype(np.float32)) / 255, 4).profile == pytest.approx(expected.profile)
+    assert grid_index(up @ LUMA_WEIGHTS, 4).profile == pytest.approx(expected.profile)
+    assert grid_index(up[..., 0], 4).profile != pytest.approx(expected.profile)  # one channel is not the luma
+    for img, scale, message in [(up, 2.5, 'integer scale'), (up, 1, 'integer scale'), (up[:4], 4, 'at least 5 px'),
+                                (np.full((40, 40, 3), 9, np.uint8), 4, 'flat')]:
+        with pytest.raises(GridIndexUndefined, match=message):
+            grid_index(img, scale)
+    with pytest.raises(ValueError, match='shape'):
+        grid_index(up[..., :2], 4)
+
+
+def test_report_grid_index_and_profiles(tmp_path, shared_data, tiny_model, iqa_weights, no_download):
+    results = run_report(tmp_path, shared_data, tiny_model, iqa_weights, '--bicubic', '--metrics', 'piqe', 'grid')
+    out = tmp_path / 'out'
+    grid = {r['method']: r for r in results['records'] if r['metric'] == 'grid'}
+    assert list(grid) == ['bicubic', 'tiny'] and results['metrics']['grid']['parameters'] == 'none needed'
+    per_image = [r for r in results['per_image'] if (r['method'], r['metric']) == ('bicubic', 'grid')]
+    for row in per_image:  # the index of the bicubic output itself (PIL bicubic of the central crop)
+        img = quality_report.load_rgb(shared_data / 'RealSRSet' / row['image'])
+        top, left, h, w = quality_report.central_box(img.shape[:2], LR_SIDE)
+        expected = grid_index(resize_pil(img[top:top + h, left:left + w], (h * SCALE, w * SCALE)), SCALE)
+        assert row['value'] == pytest.approx(expected.index) and row['profile'] == pytest.approx(expected.profile)
+    assert grid['bicubic']['mean'] == pytest.approx(np.mean([r['value'] for r in per_image]))
+    assert grid['bicubic']['profile'] == pytest.approx(np.mean([r['profile'] for r in per_image], axis=0))
+    markdown = (out / 'table.md').read_text()
+    assert '| Method | x8 PIQE | x8 GRID |' in markdown and '## LR-grid phase profiles' in markdown
+    assert '- tiny x8: ' + ' '.join(f'{v:.2f}' for v in grid['tiny']['profile']) in markdown
+    with open(out / 'per_image.csv', newline='') as f:
+        rows = [row for row in csv.DictReader(f) if row['metric'] == 'grid']
+    assert len(rows) == 2 * len(REPORT_IMAGES) and all(len(row['profile'].split()) == SCALE for row in rows)
 
 
 def save_rrdbnet(path):
@@ -327,7 +393,7 @@ def test_report_with_an_outputs_folder_missing_values_and_skipped_files(tmp_path
     with open(out / 'per_image.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert {'image': 'Lincoln.png', 'method': 'other', 'scale': '4', 'metric': 'piqe', 'value': '',
-            'error': folder_reason} in rows
+            'error': folder_reason, 'profile': ''} in rows
     with open(out / 'table.csv', newline='') as f:
         table = {row[0]: row[1:] for row in csv.reader(f)}
     assert table['other'][0].endswith(' (n=1)') and table['other'][1:] == ['n/a'] * 3  # x4 PIQE, NIQE, x8 ...
