@@ -10,7 +10,13 @@ up-sampling of the LR) is always included. Models run through `super_resolve`, b
 tiling (192 px LR tiles, 32 px overlap, uniform averaging), since the non-local attention is quadratic in LR area.
 Images are listed and read by `inference.image_io` (hidden files skipped, 16-bit samples rounded to 8 bits); an image
 that cannot be read, or is too small for a scale, is named and left out; a metric that cannot be computed is null in
-the JSON, with the reason.
+the JSON, with the reason. Every record also carries the LR-grid index and phase profile of the outputs
+(`ciaosr.grid_index`, integer scales).
+
+`--degradation realesrgan` scores real-world upscaling instead: the LR is made from the HR by Real-ESRGAN's
+second-order degradations (`realsr.degradations`, the training pipeline), seeded per image and scale, and the
+outputs are scored against the plain HR. `--model` also takes any fixed-scale network spandrel loads (Real-ESRGAN
+x4plus, ...), run as Real-ESRGAN's `--outscale` does; `--lpips` uses the `lpips` package (AlexNet).
 """
 import argparse
 import itertools
@@ -18,7 +24,10 @@ import json
 import math
 import sys
 import time
+import zlib
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve
+from ciaosr_arch.checkpoint import resolve_weights
 from ciaosr_arch.engine import MIN_TILE
 from ciaosr_arch.evaluation import (
     benchmark_pair,
@@ -38,12 +48,25 @@ from ciaosr_arch.evaluation import (
     to_rgb,
     to_uint8,
 )
+from realsr.degradations import (
+    KERNEL_DEFAULTS,
+    KERNEL_PAD_TO,
+    SYNTHESIS_DEFAULTS,
+    RealPairSynthesis,
+    blur_kernel,
+    final_sinc_kernel,
+)
 
 from . import cli, image_io
+from .grid_index import GridIndexUndefined, grid_index
+from .iqa import LPIPS_FILE, MetricUnavailable, create_lpips
+from .other_upscalers import TILE_PAD, FixedScaleUpscaler
+from .quality_report import is_implicit_checkpoint, to_tensor
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
-METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}')}
+METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}'),
+                  'grid': ('LR-grid index', '{:.3f}')}
 SSIM_WINDOW = 11  # BasicSR's SSIM keeps only the pixels where its 11x11 Gaussian window fits
 
 
@@ -66,11 +89,16 @@ def load_hr(path):
     return pixels[..., 0] if pixels.shape[2] == 1 else pixels
 
 
-def too_small(hr_size, scale, rgb_shave6=False):
-    """Why an HR image of hr_size (H, W) cannot be scored at `scale`, or None: its LR would be empty, or what is
-    left of the cropped HR after the shave has no room for SSIM's window."""
-    if min(lr_size(hr_size, scale)) < 1:
-        return f'{hr_size[1]}x{hr_size[0]} has an empty LR at {scale_label(scale)}'
+def too_small(hr_size, scale, rgb_shave6=False, min_sides=(1, 1)):
+    """Why an HR image of hr_size (H, W) cannot be scored at `scale`, or None: its cropped HR or its LR would be
+    smaller than min_sides (HR, LR) px per side (1: not empty), or what is left of the cropped HR after the shave
+    has no room for SSIM's window."""
+    lr_side = min(lr_size(hr_size, scale))
+    hr_side = min(round(side * scale) for side in lr_size(hr_size, scale))
+    if lr_side < min_sides[1] or hr_side < min_sides[0]:
+        return (f'{hr_size[1]}x{hr_size[0]} has an empty LR at {scale_label(scale)}' if lr_side < 1 else
+                f'{hr_size[1]}x{hr_size[0]} is too small at {scale_label(scale)}: the LR pipeline needs at least '
+                f'{min_sides[0]} HR and {min_sides[1]} LR px per side')
     border = shave(scale, rgb_shave6)
     left = min(round(side * scale) for side in lr_size(hr_size, scale)) - 2 * border
     if left < SSIM_WINDOW:
@@ -91,14 +119,84 @@ def upscale_model(net, lr, size, device, dtype=None, **tiling):
         return super_resolve(net, lr.to(device), size=size, **tiling).float().cpu()
 
 
+def upscale_fixed(upscaler, lr, size):
+    """A `FixedScaleUpscaler`'s output [1, 3, H, W] in [0, 1] (8-bit levels) for lr [1, 3, h, w] at 8-bit levels:
+    the network at its native scale, its 8-bit output resized to `size` with Lanczos4 (Real-ESRGAN's --outscale)."""
+    return to_tensor(upscaler(to_uint8(lr), size))
+
+
 def load_methods(args, device, dtype=None):
-    """{name: upscale(lr, size)}: bicubic first, then each --model (`cli.model_specs`: shipped names or
-    checkpoint paths), autocast to `dtype` (None: float32)."""
+    """{name: upscale(lr, size)}: bicubic first, then each --model (`cli.model_specs`): shipped names and CiaoSR/LIIF
+    checkpoints (autocast to `dtype`, None: float32), or fixed-scale networks spandrel loads (fp32, `--tile` LR
+    tiles with TILE_PAD px of context). CheckpointError / UpscalerError (one line) for a file neither can use."""
     methods = {cli.BICUBIC: bicubic_upsample}
     tiling = {'tile': args.tile, 'tile_overlap': args.tile_overlap, 'blend': args.blend, 'dtype': dtype}
     for name, spec in cli.model_specs(args).items():
-        methods[name] = partial(upscale_model, load_model(spec, device=device), device=device, **tiling)
+        path = resolve_weights(spec)
+        if not path.is_file() or is_implicit_checkpoint(path):  # load_model names what is missing
+            methods[name] = partial(upscale_model, load_model(spec, device=device), device=device, **tiling)
+        else:
+            methods[name] = partial(upscale_fixed, FixedScaleUpscaler(path, device, args.tile, TILE_PAD))
     return methods
+
+
+def degradation_seed(seed, name, scale):
+    """The RNG seed of one image's degradation at one scale: `seed` plus the CRC-32 of 'name xSCALE', mod 2**32, so
+    an image's LR depends only on the seed, its name and the scale (not on the methods or the other images)."""
+    return (seed + zlib.crc32(f'{name} {scale_label(scale)}'.encode())) % 2**32
+
+
+REALESRGAN_MIN_LR = KERNEL_PAD_TO // 2 + 1  # filter2D reflect-pads 21x21 kernels by 10 px: the final LR size
+# (HR, LR) sides: the first resize may shrink the HR by resize_range[0] (0.15) before the second blur
+REALESRGAN_MIN_SIDES = (math.ceil(REALESRGAN_MIN_LR / SYNTHESIS_DEFAULTS['resize_range'][0]), REALESRGAN_MIN_LR)
+
+
+def realesrgan_pair(hr, scale, name, seed=0):
+    """(LR float [1, 3, h, w] in [0, 1] at 8-bit levels, HR uint8 [H', W'(, 3)] cropped) of an HR image degraded by
+    Real-ESRGAN's second-order pipeline, as in training (`realsr.degradations`).
+
+    hr: uint8 [H, W, 3] RGB or [H, W] gray (degraded as RGB, returned single-channel); cropped as
+    `benchmark_pair` (LIIF's rule), so the LR is (h, w) = `lr_size`. Python's `random`, NumPy and torch are
+    seeded with `degradation_seed(seed, name, scale)` (BasicSR's `set_random_seed`) before the kernels
+    (`blur_kernel`, `final_sinc_kernel` with KERNEL_DEFAULTS) and `RealPairSynthesis.degrade` (default options)
+    are drawn, so the same (seed, name, scale) always gives the same LR. The pipeline's
+    unsharp-masked GT is not returned: scores are against the plain HR. ValueError if the cropped HR or the LR
+    would be smaller than REALESRGAN_MIN_SIDES (HR, LR) px per side (the pipeline's filters need them).
+    """
+    from basicsr.utils import set_random_seed  # after ciaosr_arch's basicsr fix
+
+    h, w = lr_size(hr.shape[:2], scale)
+    cropped = hr[:round(h * scale), :round(w * scale)]
+    if min(cropped.shape[:2]) < REALESRGAN_MIN_SIDES[0] or min(h, w) < REALESRGAN_MIN_SIDES[1]:
+        raise ValueError(f'HR image {hr.shape[1]}x{hr.shape[0]} is too small for the Real-ESRGAN pipeline at '
+                         f'{scale_label(scale)}: it needs at least {REALESRGAN_MIN_SIDES[0]} HR (cropped to a '
+                         f'multiple of the scale) and {REALESRGAN_MIN_SIDES[1]} LR px per side')
+    hr = cropped
+    set_random_seed(degradation_seed(seed, name, scale))
+    kernels = (blur_kernel(KERNEL_DEFAULTS), blur_kernel(KERNEL_DEFAULTS, '2'),
+               final_sinc_kernel(KERNEL_DEFAULTS['final_sinc_prob']))
+    lr, _, _ = RealPairSynthesis().degrade(to_tensor(to_rgb(hr)), *(k[None] for k in kernels), scale=scale)
+    return lr, hr
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """How `evaluate` makes LR images: make_pair(hr, scale, name) -> (LR, cropped HR) as `benchmark_pair` (name:
+    'dataset/file name', e.g. to seed it), described in reports by `description`; images whose cropped HR or LR
+    would be smaller than min_sides (HR, LR) px per side are left out."""
+
+    make_pair: Callable
+    description: str
+    min_sides: tuple = (1, 1)
+
+
+# --degradation NAME -> its pipeline (the seed is bound in `run`). To add one (e.g. BSRGAN's), add an entry whose
+# maker has realesrgan_pair's signature and contract.
+DEGRADATIONS = {
+    'realesrgan': Degradation(realesrgan_pair, "Real-ESRGAN's second-order degradations (realsr.degradations, the "
+                                               'training pipeline; kernels and RealPairSynthesis defaults)',
+                              REALESRGAN_MIN_SIDES),
+}
 
 
 def lpips_score(metric, sr, hr, border):
@@ -108,11 +206,29 @@ def lpips_score(metric, sr, hr, border):
     return metric(crop_tensor(sr)[None].float() / 255, crop_tensor(hr)[None].float() / 255).item()
 
 
-def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, downsample='matlab'):
-    """(records, left out): records {method, dataset, scale, psnr, ssim (, lpips), n_images, seconds} with the
-    means over each dataset's images, and a line per image left out.
+def bicubic_pair(hr, scale, name, downsample='matlab'):
+    """`benchmark_pair` with the pair-maker signature of `evaluate` (the name is not used: no randomness)."""
+    return benchmark_pair(hr, scale, downsample)
 
-    images: {dataset: [HR image paths]}; lpips: a pyiqa LPIPS metric or None; seconds: upscaling + scoring time.
+
+def grid_values(sr, scale):
+    """{'grid': LR-grid index, 'grid_profile': phase profile} of a uint8 [H, W, 3] output (`grid_index`), or
+    {'grid': None, 'grid_unavailable': why} (not an integer scale, a flat output)."""
+    try:
+        result = grid_index(sr, scale)
+    except GridIndexUndefined as err:
+        return {'grid': None, 'grid_unavailable': str(err)}
+    return {'grid': result.index, 'grid_profile': result.profile}
+
+
+def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=None, save_lr=None):
+    """(records, left out): records {method, dataset, scale, psnr, ssim (, lpips), grid, grid_profile, n_images,
+    seconds} with the means over each dataset's images, and a line per image left out.
+
+    images: {dataset: [HR image paths]}; lpips: `iqa.create_lpips` or None; seconds: upscaling + scoring time;
+    grid: mean LR-grid index, grid_profile: mean phase profile (`grid_values`; None at non-integer scales).
+    degradation: how LRs are made (a `Degradation`; default: `benchmark_pair` with MATLAB bicubic); save_lr: folder
+    where each LR is written as save_lr/dataset/xSCALE/stem.png.
     Every file's header is checked before any work: a file that cannot be read is left out (so is one that turns
     out damaged when it is decoded), and so is an image too small for a scale (`too_small`), at that scale; each
     is named on stderr. A metric that cannot be computed for an image (the model's output is not finite;
@@ -133,12 +249,13 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, downsample='
             continue
         work[path] = []
         for scale in scales:
-            problem = too_small((info.height, info.width), scale, rgb_shave6)
+            problem = too_small((info.height, info.width), scale, rgb_shave6, degradation.min_sides)
             if problem:
                 leave_out(f'{path} at {scale_label(scale)}: {problem}')
             else:
                 work[path].append(scale)
-    metrics = ('psnr', 'ssim') + (('lpips',) if lpips is not None else ())
+    metrics = ('psnr', 'ssim') + (('lpips',) if lpips is not None else ()) + ('grid',)
+    degradation = degradation or Degradation(bicubic_pair, 'MATLAB bicubic')
     scores, seconds = {}, {}
     progress = tqdm(total=sum(map(len, work.values())), unit='img', desc='benchmark')
     for dataset, paths in images.items():
@@ -151,7 +268,12 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, downsample='
                 progress.update(len(work[path]))
                 continue
             for scale in work[path]:
-                lr, hr = benchmark_pair(img, scale, downsample)
+                lr, hr = degradation.make_pair(img, scale, f'{dataset}/{path.name}')
+                if save_lr:
+                    folder = Path(save_lr) / dataset / scale_label(scale)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    image_io.write_atomic(folder / f'{path.stem}.png',
+                                          image_io.encode_image(image_io.Picture(to_uint8(lr)), 'png'))
                 for method, upscale in methods.items():
                     start = time.perf_counter()
                     sr = upscale(lr, hr.shape[:2])
@@ -160,6 +282,7 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, downsample='
                         values = dict(zip(('psnr', 'ssim'), psnr_ssim(sr, hr, scale, rgb_shave6)))
                         if lpips is not None:
                             values['lpips'] = lpips_score(lpips, sr, hr, shave(scale, rgb_shave6))
+                        values.update(grid_values(sr, scale))
                     else:
                         values = dict.fromkeys(metrics)
                     key = method, dataset, scale
@@ -170,15 +293,18 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, downsample='
     records = []
     for method, dataset, scale in itertools.product(methods, images, scales):
         per_image = scores.get((method, dataset, scale), [])
+        profiles = [v['grid_profile'] for _, v in per_image if v.get('grid') is not None]
         records.append({'method': method, 'dataset': dataset, 'scale': scale,
                         **summarise(per_image, metrics, f'no image of {dataset} can be scored at {scale_label(scale)}'),
+                        'grid_profile': np.mean(profiles, axis=0).tolist() if profiles else None,
                         'n_images': len(per_image), 'seconds': round(seconds.get((method, dataset, scale), 0), 2)})
     return records, left_out
 
 
 def summarise(per_image, metrics, nothing):
     """{metric: mean} of [(image name, {metric: value or None})]; a metric that is None or not finite for some
-    image is None, with the reason under 'METRIC_unavailable' (`nothing` when there are no images)."""
+    image is None, with the reason under 'METRIC_unavailable': the image's own 'METRIC_unavailable' if it has one,
+    `nothing` when there are no images."""
     summary = {}
     for metric in metrics:
         values = [(name, v[metric]) for name, v in per_image]
@@ -190,8 +316,8 @@ def summarise(per_image, metrics, nothing):
         if not values:
             summary[f'{metric}_unavailable'] = nothing
             continue
-        value = dict(values)[failed[0]]
-        why = ('the model output is not finite' if value is None else
+        value, reason = dict(values)[failed[0]], dict(per_image)[failed[0]].get(f'{metric}_unavailable')
+        why = (reason if reason else 'the model output is not finite' if value is None else
                'SR equals HR (infinite PSNR)' if value == math.inf else f'the value is {value}')
         summary[f'{metric}_unavailable'] = f'{why} for {", ".join(failed)}'
     return summary
@@ -220,9 +346,14 @@ def markdown(records, methods, datasets, scales, settings, left_out=()):
              f'Protocol: {settings["protocol"]}.',
              f'In-scale: x{MAX_IN_SCALE} and below (training range); * out-of-scale.',
              f'Models: {settings["tiling"]}.', '']
-    metrics = ['psnr', 'ssim'] + (['lpips'] if any(r.get('lpips') is not None for r in records) else [])
+    metrics = ['psnr', 'ssim'] + (['lpips'] if any(r.get('lpips') is not None for r in records) else []) + ['grid']
     for metric in metrics:
         lines += markdown_table(records, metric, methods, datasets, scales) + ['']
+    lines += ['LR-grid index: the largest deviation of the phase profile from its neighbours (0: smooth, s: all '
+              'detail on LR pixel boundaries; `ciaosr.grid_index`). Mean phase profiles (phase 0 = the first '
+              'output pixel of an LR pixel):', '']
+    lines += [f'- {r["method"]} {r["dataset"]} {scale_label(r["scale"])}: '
+              + ' '.join(f'{v:.2f}' for v in r['grid_profile']) for r in records if r['grid_profile']] + ['']
     unavailable = {}
     for r in records:
         for metric in METRIC_FORMATS:
@@ -271,21 +402,29 @@ def parse_args(argv):
     parser.add_argument('--scales', type=cli.scale_arg, nargs='+', default=[2, 3, 4, 6, 8, 12])
     parser.add_argument('--limit', type=int, help='only the first N images (sorted by name) of each dataset')
     parser.add_argument('--rgb-shave6', action='store_true', help='DIV2K protocol: RGB, shave ceil(scale) + 6')
-    parser.add_argument('--downsample', choices=('matlab', 'pil'), default='matlab', help='how LR is made from HR')
+    parser.add_argument('--downsample', choices=('matlab', 'pil'),
+                        help='how the bicubic protocol makes LR from HR (default: matlab)')
+    parser.add_argument('--degradation', choices=list(DEGRADATIONS),
+                        help='real-world mode: LR made by this degradation pipeline (seeded per image and scale), '
+                             'outputs scored against the plain HR; default: the bicubic protocol')
+    parser.add_argument('--seed', type=int, default=0, help='base seed of --degradation (default 0)')
+    parser.add_argument('--save-lr', metavar='DIR', help='write every LR image to DIR/dataset/xSCALE/NAME.png')
     parser.add_argument('--tile', type=int, default=192,
                         help=f'LR tile side for the models, 0 (whole image) or at least {MIN_TILE}')
     parser.add_argument('--tile-overlap', type=int, default=32)
     parser.add_argument('--blend', choices=('uniform', 'smooth'), default='uniform',
                         help="tile blending: 'uniform' = the official test-time tiling")
     parser.add_argument('--lpips', action='store_true',
-                        help='add LPIPS (AlexNet); needs its weights on disk, else recorded as unavailable')
-    parser.add_argument('--iqa-weights', help="folder with LPIPS_v0.1_alex-df73285e.pth (default: pyiqa's cache); "
-                        'the AlexNet weights are read from torch.hub.get_dir()/checkpoints. Nothing is downloaded')
+                        help='add LPIPS v0.1 (AlexNet) of the lpips package; recorded as unavailable without weights')
+    parser.add_argument('--iqa-weights', help=f'folder with {LPIPS_FILE}, read without downloading anything '
+                        "(default: the lpips package's own weights, AlexNet from torchvision's cache or downloaded)")
     parser.add_argument('--json', help='write the records here')
     parser.add_argument('--markdown', help='write the tables here')
     parser.add_argument('--plot', help='write the PSNR-vs-scale plot (PNG) here')
     cli.add_device_options(parser)  # --bf16: faster on CPUs with bf16 instructions; PSNR within about 0.01 dB on Set5
     args = parser.parse_args(argv)
+    if args.degradation and (args.downsample or args.rgb_shave6):
+        parser.error('--downsample and --rgb-shave6 belong to the bicubic protocol, not to --degradation')
     if args.tile != 0 and args.tile < MIN_TILE:
         parser.error(f'--tile must be 0 (whole images) or at least {MIN_TILE} LR pixels, got {args.tile}')
     if args.tile and not 0 <= args.tile_overlap < args.tile // 2:
@@ -301,25 +440,31 @@ def run(argv=None):
         dtype = cli.pick_precision(args, device)
         images = {d: dataset_images(args.data_root, d, args.limit) for d in args.datasets}
         methods = load_methods(args, device, dtype)
-    except (CheckpointError, FileNotFoundError, ValueError, cli.UsageError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError, cli.UsageError) as err:  # and UpscalerError
         sys.exit(f'error: {err}')
     lpips = unavailable = None
-    if args.lpips:  # nothing is downloaded: parameters come from --iqa-weights or pyiqa's cache
-        from .iqa import MetricUnavailable, create_metric  # pyiqa is heavy to import and only needed here
+    if args.lpips:
         try:
-            lpips = create_metric('lpips', args.iqa_weights or Path(torch.hub.get_dir()) / 'pyiqa', device)
+            lpips = create_lpips(args.iqa_weights, device)
         except MetricUnavailable as err:
             unavailable = str(err)
     if unavailable:
         print(f'LPIPS unavailable: {unavailable}', file=sys.stderr)
     scales = sorted(set(args.scales))
-    records, left_out = evaluate(methods, images, scales, lpips, args.rgb_shave6,
-                                 args.downsample)
+    downsample = args.downsample or 'matlab'
+    if args.degradation:
+        pipeline = DEGRADATIONS[args.degradation]
+        degradation = replace(pipeline, make_pair=partial(pipeline.make_pair, seed=args.seed))
+        protocol = (f'LR by {pipeline.description}, seed {args.seed} per image and scale; scored against the plain '
+                    'HR: Y channel, shave ceil(scale); SR rounded to 8 bits')
+    else:
+        degradation = Degradation(partial(bicubic_pair, downsample=downsample), f'{downsample} bicubic')
+        protocol = (('RGB, shave ceil(scale) + 6 (DIV2K)' if args.rgb_shave6 else 'Y channel, shave ceil(scale)')
+                    + f'; LR by {downsample} bicubic, rounded to 8 bits; SR rounded to 8 bits')
+    records, left_out = evaluate(methods, images, scales, lpips, args.rgb_shave6, degradation, args.save_lr)
     if unavailable:  # recorded with the reason, never a number from missing weights
         records = [{**r, 'lpips': None, 'lpips_unavailable': unavailable} for r in records]
 
-    protocol = (('RGB, shave ceil(scale) + 6 (DIV2K)' if args.rgb_shave6 else 'Y channel, shave ceil(scale)')
-                + f'; LR by {args.downsample} bicubic, rounded to 8 bits; SR rounded to 8 bits')
     tiling = (f'{args.tile} px LR tiles, {args.tile_overlap} px overlap, {args.blend} blending up to x4' if args.tile
               else 'whole images')
     settings = {'data_root': args.data_root, 'protocol': protocol,

@@ -1,11 +1,13 @@
-"""pyiqa metrics that work offline: parameter files from a folder, or a reason why a metric is unavailable.
+"""Image-quality metrics that work offline: parameter files from a folder, or a reason why a metric is unavailable.
 
 pyiqa fetches parameter files into its cache (`torch.hub.get_dir()/pyiqa`) on first use. `create_metric`
 either reads them from a given folder (never downloading) or lets pyiqa use its cache and download with a
 bounded timeout; whatever goes wrong comes back as a reason string, so reports can say
-"unavailable: <reason>" instead of printing a number made without the metric's parameters.
+"unavailable: <reason>" instead of printing a number made without the metric's parameters. `create_lpips` does the
+same for LPIPS-alex of the `lpips` package (the benchmark's full-reference perceptual distance).
 """
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,23 +21,21 @@ class MetricSpec:
     """What a pyiqa metric needs and how reports describe it."""
 
     param_file: str | None  # pyiqa parameter file, looked up in params_dir (pyiqa's cache by default)
-    backbone: str | None  # torchvision weights, always read from torch.hub.get_dir()/checkpoints
     variant: str
     min_side: int = 1  # smallest image side (px) the metric is defined for; smaller images get no value
 
 
 METRICS = {
-    'niqe': MetricSpec('niqe_modelparameters.mat', None,
+    'niqe': MetricSpec('niqe_modelparameters.mat',
                        "pyiqa 'niqe': Y channel of YIQ (pyiqa's default colour space, rounded to 0-255), "
                        'pristine model of the original NIQE release', min_side=96),  # one 96 x 96 block
-    'brisque': MetricSpec('brisque_svm_weights.pth', None,
+    'brisque': MetricSpec('brisque_svm_weights.pth',
                           "pyiqa 'brisque': Y channel, LIVE BRISQUE SVR model (774 support vectors)",
                           min_side=7),  # its 7 x 7 Gaussian window (pyiqa raises IndexError below)
     # PIQE: one 16 x 16 block; pyiqa mirror-pads smaller images, so below 16 px it would score its own padding.
-    'piqe': MetricSpec(None, None, "pyiqa 'piqe': Y channel", min_side=16),
-    'lpips': MetricSpec('LPIPS_v0.1_alex-df73285e.pth', 'alexnet-owt-7be5be79.pth',
-                        "pyiqa 'lpips': AlexNet (torchvision ImageNet weights), LPIPS v0.1 linear layers"),
+    'piqe': MetricSpec(None, "pyiqa 'piqe': Y channel", min_side=16),
 }
+LPIPS_FILE = 'lpips_alex_v0.1.safetensors'  # `lpips` package keys: net.slice1.0.weight, lin0.model.1.weight, ...
 
 
 def _describe(err):
@@ -66,7 +66,6 @@ def create_metric(name, params_dir=None, device='cpu'):
     unreadable file makes the metric unavailable, and nothing is downloaded. None: pyiqa's own behaviour
     (its cache, downloading what is missing); a failed download makes the metric unavailable.
     ValueError for an unknown name.
-    Torchvision backbones (LPIPS) are always looked up in `torch.hub.get_dir()/checkpoints`.
     """
     if name not in METRICS:
         raise ValueError(f'unknown metric {name!r}; known: {", ".join(METRICS)}')
@@ -76,8 +75,6 @@ def create_metric(name, params_dir=None, device='cpu'):
     if spec.param_file and params_dir is not None:
         options['pretrained_model_path'] = str(Path(params_dir) / spec.param_file)
         required.append(Path(params_dir) / spec.param_file)
-    if spec.backbone and params_dir is not None:
-        required.append(Path(torch.hub.get_dir()) / 'checkpoints' / spec.backbone)
     missing = [str(path) for path in required if not path.is_file()]
     if missing:
         raise MetricUnavailable(f'parameter file missing: {", ".join(missing)}')
@@ -98,3 +95,48 @@ def create_metric(name, params_dir=None, device='cpu'):
         raise MetricUnavailable(f'cannot load its parameters from {where}: {_describe(err)}') from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
+
+
+def create_lpips(params_dir=None, device='cpu'):
+    """LPIPS v0.1 with AlexNet (Zhang et al., CVPR 2018) of the `lpips` package: a callable (a, b) -> [N, 1, 1, 1]
+    distances of two [N, 3, H, W] RGB batches in [0, 1] (0: identical; no gradients).
+
+    params_dir: folder holding LPIPS_FILE, the whole network's weights under the `lpips` package's keys (AlexNet
+    trunk and linear layers); nothing is downloaded, and a missing file, or one with other keys, makes the metric
+    unavailable. None: `lpips.LPIPS(net='alex')` as the package builds it (linear layers from its wheel, the
+    AlexNet trunk from torchvision's cache, downloaded if missing). MetricUnavailable saying why it cannot be had
+    (also when the `lpips` package is not installed: extra `report`).
+    """
+    try:
+        import lpips
+        from safetensors.torch import load_file
+    except ModuleNotFoundError:
+        raise MetricUnavailable('the lpips package is not installed: pip install "ciaosr[report]"') from None
+    if params_dir is None:
+        try:
+            net = lpips.LPIPS(net='alex', verbose=False)
+        except Exception as err:  # failed download of the AlexNet trunk
+            raise MetricUnavailable(f"cannot load lpips' AlexNet: {_describe(err)}") from None
+    else:
+        path = Path(params_dir) / LPIPS_FILE
+        if not path.is_file():
+            raise MetricUnavailable(f'parameter file missing: {path}')
+        with warnings.catch_warnings():  # torchvision's notice about lpips' deprecated `pretrained` argument
+            warnings.simplefilter('ignore', UserWarning)
+            net = lpips.LPIPS(net='alex', pnet_rand=True, pretrained=False, verbose=False)
+        try:
+            state = load_file(path)
+            result = net.load_state_dict(state, strict=False)
+        except Exception as err:  # not a safetensors file, tensors of the wrong shape
+            raise MetricUnavailable(f'cannot load {path}: {_describe(err)}') from None
+        # `lins.K` is the ModuleList view of `linK`: loading linK loads it.
+        missing = [key for key in result.missing_keys if not (key.startswith('lins.') and f'lin{key[5:]}' in state)]
+        if missing or result.unexpected_keys:
+            raise MetricUnavailable(f'{path} is not LPIPS-alex of the lpips package: missing keys {missing[:3]}, '
+                                    f'unexpected keys {result.unexpected_keys[:3]}')
+    net = net.to(device).eval()
+
+    @torch.no_grad()
+    def distance(a, b):
+        return net(a.to(device), b.to(device), normalize=True)
+    return distance

@@ -1,7 +1,9 @@
-"""Full-reference benchmark: protocol (LR making, crops, shave, gray images), the CLI's outputs, and the Bicubic row
-reproducing the published bicubic PSNRs."""
+"""Full-reference benchmark: protocol (LR making, crops, shave, gray images), the CLI's outputs, the Bicubic row
+reproducing the published bicubic PSNRs, LPIPS of the lpips package, and the real-world mode (seeded Real-ESRGAN
+degradations)."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from basicsr.metrics import calculate_psnr
 from PIL import Image
 
 from ciaosr import benchmark
+from ciaosr.iqa import LPIPS_FILE, MetricUnavailable, create_lpips
+from ciaosr.quality_report import load_rgb, to_tensor
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, lr_size, psnr_ssim, shave, to_rgb, to_uint8
 
 # Bicubic (Y, shave = scale) as published in the EDSR/RCAN/LIIF tables: (PSNR, SSIM) for x2, x3, x4.
@@ -169,3 +173,108 @@ def test_speed_benchmark_rows_and_accuracy(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark_speed.main(['--paths', 'bx'])
     assert "--paths takes letters of abcdefr, got 'bx'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def iqa_weights(shared_data):
+    return shared_data.parent / 'iqa_weights'
+
+
+def test_lpips_reproduces_pyiqa_calibration(iqa_weights):
+    """The lpips package with the offline weights gives the official LPIPS-alex values of pyiqa's calibration pairs."""
+    pyiqa = pytest.importorskip('pyiqa')
+    calibration = Path(pyiqa.__file__).resolve().parent.parent / 'ResultsCalibra'
+    if not calibration.is_dir():
+        pytest.skip("pyiqa's wheel ships no ResultsCalibra")
+    lpips = create_lpips(iqa_weights)
+    values = [lpips(to_tensor(load_rgb(calibration / 'dist_dir' / name)),
+                    to_tensor(load_rgb(calibration / 'ref_dir' / name))).item()
+              for name in ('I03.bmp', 'I04.bmp', 'I06.bmp', 'I08.bmp', 'I19.bmp')]
+    assert values == pytest.approx([0.7237, 0.2572, 0.05079, 0.05205, 0.4253], abs=1e-4)
+
+
+def test_lpips_without_usable_weights_is_unavailable(tmp_path):
+    from safetensors.torch import save_file
+    with pytest.raises(MetricUnavailable, match=f'parameter file missing: .*{LPIPS_FILE}'):
+        create_lpips(tmp_path)
+    save_file({'lin0.model.1.weight': torch.zeros(1, 64, 1, 1)}, tmp_path / LPIPS_FILE)
+    with pytest.raises(MetricUnavailable, match='not LPIPS-alex of the lpips package: missing keys'):
+        create_lpips(tmp_path)
+
+
+@pytest.fixture
+def real_world_root(shared_data, tmp_path):
+    """A 'Set14' of two 96-px crops (the smallest side the Real-ESRGAN pipeline takes at x8): colour and gray."""
+    folder = tmp_path / 'data' / 'Set14'
+    folder.mkdir(parents=True)
+    for name, box in [('baboon.png', (100, 100, 196, 196)), ('bridge.png', (200, 200, 296, 296))]:
+        Image.open(shared_data / 'Set14' / name).crop(box).save(folder / name)
+    return tmp_path / 'data'
+
+
+def test_realesrgan_degradation_is_seeded_per_image(real_world_root):
+    img = benchmark.load_hr(real_world_root / 'Set14' / 'baboon.png')
+    lr, hr = benchmark.realesrgan_pair(img, 4, 'Set14/baboon.png', seed=0)
+    assert lr.shape == (1, 3, 24, 24) and np.array_equal(hr, img)
+    np.testing.assert_allclose(lr.numpy() * 255, np.round(lr.numpy() * 255), atol=1e-4)  # 8-bit levels
+    torch.manual_seed(123)  # whatever ran before: the same LR
+    assert torch.equal(benchmark.realesrgan_pair(img, 4, 'Set14/baboon.png', seed=0)[0], lr)
+    for other in [benchmark.realesrgan_pair(img, 4, 'Set14/baboon.png', seed=1)[0],
+                  benchmark.realesrgan_pair(img, 4, 'Set14/other.png', seed=0)[0]]:
+        assert not torch.equal(other, lr)
+    gray = benchmark.load_hr(real_world_root / 'Set14' / 'bridge.png')
+    lr, hr = benchmark.realesrgan_pair(gray, 8, 'Set14/bridge.png')
+    assert lr.shape == (1, 3, 12, 12) and hr.shape == (96, 96)
+    with pytest.raises(ValueError, match='needs at least 74 HR'):  # 73 rows, cropped to 72 at x4
+        benchmark.realesrgan_pair(gray[:73], 4, 'Set14/bridge.png')
+    reason = benchmark.too_small((96, 80), 8, min_sides=benchmark.REALESRGAN_MIN_SIDES)  # LR 12 x 10
+    assert 'needs at least 74 HR and 11 LR px' in reason
+
+
+def test_real_world_mode_perfect_method_and_saved_lr(real_world_root, tmp_path, iqa_weights):
+    """A method that returns the HR scores PSNR inf (recorded as null with the reason), SSIM 1, LPIPS 0; every method
+    sees the same seeded LR, which --save-lr writes."""
+    images = {'Set14': benchmark.dataset_images(real_world_root, 'Set14')}
+    pipeline = benchmark.DEGRADATIONS['realesrgan']
+    hr_of = {}  # LR bytes -> HR: the oracle finds its HR only if it gets exactly the LR of a separate call
+    for path in images['Set14']:
+        for scale in (4, 8):
+            lr, hr = benchmark.realesrgan_pair(benchmark.load_hr(path), scale, f'Set14/{path.name}')
+            hr_of[lr.numpy().tobytes()] = to_tensor(to_rgb(hr))
+
+    def oracle(lr, size):
+        return hr_of[lr.numpy().tobytes()]
+
+    records, left_out = benchmark.evaluate({'bicubic': bicubic_upsample, 'oracle': oracle}, images, [4, 8],
+                                           create_lpips(iqa_weights), degradation=pipeline, save_lr=tmp_path / 'lr')
+    assert left_out == []
+    by_key = {(r['method'], r['scale']): r for r in records}
+    for scale in (4, 8):
+        perfect, bicubic = by_key['oracle', scale], by_key['bicubic', scale]
+        assert perfect['psnr'] is None and perfect['psnr_unavailable'].startswith('SR equals HR (infinite PSNR)')
+        assert perfect['ssim'] == pytest.approx(1) and perfect['lpips'] == pytest.approx(0, abs=1e-6)
+        assert 10 < bicubic['psnr'] < 40 and bicubic['ssim'] < 0.9 and bicubic['lpips'] > 0.1
+        assert bicubic['grid'] < 1 and len(bicubic['grid_profile']) == scale and bicubic['n_images'] == 2
+    saved = np.asarray(Image.open(tmp_path / 'lr' / 'Set14' / 'x8' / 'bridge.png'))
+    lr, _ = benchmark.realesrgan_pair(benchmark.load_hr(images['Set14'][1]), 8, 'Set14/bridge.png')
+    np.testing.assert_array_equal(saved, to_uint8(lr))
+
+
+def test_real_world_cli_with_real_esrgan(real_world_root, tmp_path, tiny_model, iqa_weights, shared_data):
+    out = {name: tmp_path / name for name in ('rw.json', 'rw.md')}
+    records = benchmark.run([
+        '--degradation', 'realesrgan', '--model', str(shared_data.parent / 'models' / 'RealESRGAN_x4plus.safetensors'),
+        '--model', str(tiny_model), '--name', 'Real-ESRGAN', '--name', 'Tiny', '--data-root', str(real_world_root),
+        '--datasets', 'Set14', '--limit', '1', '--scales', '4', '8', '--lpips', '--iqa-weights', str(iqa_weights),
+        '--tile', '0', '--json', str(out['rw.json']), '--markdown', str(out['rw.md'])])
+    assert json.loads(out['rw.json'].read_text()) == records
+    assert [(r['method'], r['scale']) for r in records] == [
+        (m, s) for m in ('bicubic', 'Real-ESRGAN', 'Tiny') for s in (4, 8)]
+    for record in records:
+        assert record['n_images'] == 1 and 0 < record['psnr'] < 60 and 0 < record['lpips'] < 1
+        assert record['grid'] >= 0 and np.mean(record['grid_profile']) == pytest.approx(1)
+    report = out['rw.md'].read_text()
+    assert "LR by Real-ESRGAN's second-order degradations" in report and 'seed 0 per image and scale' in report
+    assert '### LR-grid index' in report and '- Real-ESRGAN Set14 x8: ' in report
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--degradation', 'realesrgan', '--downsample', 'pil'])
