@@ -146,6 +146,15 @@ def degradation_seed(seed, name, scale):
     return (seed + zlib.crc32(f'{name} {scale_label(scale)}'.encode())) % 2**32
 
 
+def crop_to_lr_grid(hr, scale):
+    """The top-left round(h * scale) x round(w * scale) of hr [H, W(, 3)], (h, w) = `lr_size` (LIIF's crop rule, as
+    `benchmark_pair`). ValueError if the LR would be empty."""
+    h, w = lr_size(hr.shape[:2], scale)
+    if min(h, w) < 1:
+        raise ValueError(f'HR image {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}')
+    return hr[:round(h * scale), :round(w * scale)]
+
+
 REALESRGAN_MIN_LR = KERNEL_PAD_TO // 2 + 1  # filter2D reflect-pads 21x21 kernels by 10 px: the final LR size
 # (HR, LR) sides: the first resize may shrink the HR by resize_range[0] (0.15) before the second blur
 REALESRGAN_MIN_SIDES = (math.ceil(REALESRGAN_MIN_LR / SYNTHESIS_DEFAULTS['resize_range'][0]), REALESRGAN_MIN_LR)
@@ -166,7 +175,7 @@ def realesrgan_pair(hr, scale, name, seed=0):
     from basicsr.utils import set_random_seed  # after ciaosr_arch's basicsr fix
 
     h, w = lr_size(hr.shape[:2], scale)
-    cropped = hr[:round(h * scale), :round(w * scale)]
+    cropped = crop_to_lr_grid(hr, scale)
     if min(cropped.shape[:2]) < REALESRGAN_MIN_SIDES[0] or min(h, w) < REALESRGAN_MIN_SIDES[1]:
         raise ValueError(f'HR image {hr.shape[1]}x{hr.shape[0]} is too small for the Real-ESRGAN pipeline at '
                          f'{scale_label(scale)}: it needs at least {REALESRGAN_MIN_SIDES[0]} HR (cropped to a '
@@ -177,6 +186,18 @@ def realesrgan_pair(hr, scale, name, seed=0):
                final_sinc_kernel(KERNEL_DEFAULTS['final_sinc_prob']))
     lr, _, _ = RealPairSynthesis().degrade(to_tensor(to_rgb(hr)), *(k[None] for k in kernels), scale=scale)
     return lr, hr
+
+
+def bsrgan_pair(hr, scale, name, seed=0):
+    """(LR float [1, 3, h, w] in [0, 1] at 8-bit levels, HR uint8 [H', W'(, 3)] cropped) of an HR image degraded by
+    BSRGAN's degradation model (`realsr.bsrgan.bsrgan_degrade`, seeded with `degradation_seed(seed, name, scale)`;
+    the global generators are left as they were). hr and the crop as `realesrgan_pair`; ValueError if the LR would
+    be empty or scale < 1.
+    """
+    from realsr.bsrgan import bsrgan_degrade
+
+    hr = crop_to_lr_grid(hr, scale)
+    return bsrgan_degrade(to_tensor(to_rgb(hr)), scale, seed=degradation_seed(seed, name, scale)), hr
 
 
 @dataclass(frozen=True)
@@ -190,12 +211,14 @@ class Degradation:
     min_sides: tuple = (1, 1)
 
 
-# --degradation NAME -> its pipeline (the seed is bound in `run`). To add one (e.g. BSRGAN's), add an entry whose
-# maker has realesrgan_pair's signature and contract.
+# --degradation NAME -> its pipeline (the seed is bound in `run`); a new one is an entry whose maker has
+# realesrgan_pair's signature and contract.
 DEGRADATIONS = {
     'realesrgan': Degradation(realesrgan_pair, "Real-ESRGAN's second-order degradations (realsr.degradations, the "
                                                'training pipeline; kernels and RealPairSynthesis defaults)',
                               REALESRGAN_MIN_SIDES),
+    'bsrgan': Degradation(bsrgan_pair, "BSRGAN's degradation model (realsr.bsrgan, shuffled blur / down-sampling / "
+                                       'noise / JPEG / camera noise)'),
 }
 
 
@@ -425,6 +448,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.degradation and (args.downsample or args.rgb_shave6):
         parser.error('--downsample and --rgb-shave6 belong to the bicubic protocol, not to --degradation')
+    if args.degradation and min(args.scales) < 1:
+        parser.error('--degradation makes LR images: scales must be at least 1')
     if args.tile != 0 and args.tile < MIN_TILE:
         parser.error(f'--tile must be 0 (whole images) or at least {MIN_TILE} LR pixels, got {args.tile}')
     if args.tile and not 0 <= args.tile_overlap < args.tile // 2:

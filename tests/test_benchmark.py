@@ -231,6 +231,16 @@ def test_realesrgan_degradation_is_seeded_per_image(real_world_root):
     assert 'needs at least 74 HR and 11 LR px' in reason
 
 
+def test_bsrgan_degradation_is_seeded_per_image(real_world_root):
+    img = benchmark.load_hr(real_world_root / 'Set14' / 'baboon.png')
+    lr, hr = benchmark.bsrgan_pair(img, 8, 'Set14/baboon.png')
+    assert lr.shape == (1, 3, 12, 12) and np.array_equal(hr, img)
+    state = torch.get_rng_state()
+    assert torch.equal(benchmark.bsrgan_pair(img, 8, 'Set14/baboon.png')[0], lr)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generators are left alone
+    assert not torch.equal(benchmark.bsrgan_pair(img, 8, 'Set14/baboon.png', seed=1)[0], lr)
+
+
 def test_real_world_mode_perfect_method_and_saved_lr(real_world_root, tmp_path, iqa_weights):
     """A method that returns the HR scores PSNR inf (recorded as null with the reason), SSIM 1, LPIPS 0; every method
     sees the same seeded LR, which --save-lr writes."""
@@ -278,3 +288,5 @@ def test_real_world_cli_with_real_esrgan(real_world_root, tmp_path, tiny_model, 
     assert '### LR-grid index' in report and '- Real-ESRGAN Set14 x8: ' in report
     with pytest.raises(SystemExit):
         benchmark.parse_args(['--degradation', 'realesrgan', '--downsample', 'pil'])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--degradation', 'bsrgan', '--scales', '0.5'])
