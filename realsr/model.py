@@ -14,6 +14,7 @@ from .degradations import RealPairSynthesis
 from .perceptual import build_perceptual_loss
 
 CONTINUITY_DEFAULTS = {'loss_weight': 1.0, 'num_probes': 512, 'delta': 0.05}
+GRID_DEFAULTS = {'loss_weight': 1.0, 'phases': 8}
 
 
 def as_image(rgb, side):
@@ -29,6 +30,48 @@ def switch_jump(rgb):
     return ((r2 - r1) - ((r1 - r0) + (r3 - r2)) / 2).abs().mean()
 
 
+def grid_phase_profile(img, rows, cols, phases):
+    """The LR-grid phase profile of query windows (the training form of `ciaosr.grid_index`): [phases], mean 1.
+
+    img [B, C, q, q]: a window; rows, cols [B, q]: its pixel centres in LR pixels. Each step between neighbouring
+    pixels, |gray[i, j + 1] - gray[i, j]| (gray: the channel mean) and likewise down the rows, goes to the phase
+    bin of its midpoint within its LR pixel (frac(x) * phases); the profile is the mean step per bin, normalised
+    to mean 1 over the bins that got steps (empty bins, e.g. at scales near 1, are 0 and left out of the mean).
+    """
+    gray = img.mean(1)
+    bins = [((((p[:, 1:] + p[:, :-1]) / 2) % 1) * phases).long().clamp_(max=phases - 1) for p in (cols, rows)]
+    across, down = (gray[:, :, 1:] - gray[:, :, :-1]).abs(), (gray[:, 1:] - gray[:, :-1]).abs()
+    index = torch.cat([bins[0][:, None, :].expand_as(across).flatten(), bins[1][:, :, None].expand_as(down).flatten()])
+    steps = torch.cat([across.flatten(), down.flatten()])
+    sums = steps.new_zeros(phases).index_add_(0, index, steps)
+    counts = steps.new_zeros(phases).index_add_(0, index, torch.ones_like(steps))
+    means = sums / counts.clamp(min=1)
+    return means / (means.sum() / (counts > 0).sum()).clamp(min=1e-8)
+
+
+def grid_loss(sr, gt, coord, lq_size, phases):
+    """Mean |difference| between the LR-grid phase profiles of predicted and true windows [B, 3, q, q] (`coord`
+    [B, q * q, 2]: the window's queries, row-major, in the [-1, 1] frame of an LR crop of side `lq_size`).
+
+    Detail locked to the LR grid (terraces flat at LR pixel centres and steep at their edges, a staircase) bends
+    the predicted profile; natural detail has no preferred phase, so the true window's profile is ~flat.
+    """
+    b, q = sr.shape[0], sr.shape[-1]
+    pos = (coord.view(b, q, q, 2) + 1) * (lq_size / 2)
+    rows, cols = pos[:, :, 0, 0], pos[:, 0, :, 1]
+    return (grid_phase_profile(sr, rows, cols, phases) - grid_phase_profile(gt, rows, cols, phases)).abs().mean()
+
+
+def term_options(opt, key, defaults):
+    """The options of an optional loss term `train.<key>` completed with `defaults`; None when the term is off.
+    KeyError names unknown options."""
+    given = (opt.get('train') or {}).get(key)
+    unknown = set(given or {}) - set(defaults)
+    if unknown:
+        raise KeyError(f'unknown {key} options {sorted(unknown)}; known: {sorted(defaults)}')
+    return {**defaults, **given} if given is not None else None
+
+
 @MODEL_REGISTRY.register()
 class RealCiaoSRNetModel(CiaoSRModel):
     """Stage 1: L1 between the predicted and the unsharp-masked GT pixels of a query window.
@@ -42,17 +85,17 @@ class RealCiaoSRNetModel(CiaoSRModel):
     project's addition): `num_probes` `switch_probes` quadruples per LR crop are decoded with the window's queries,
     and `switch_jump` of their predictions is added with `loss_weight` (`l_continuity`). It ties together the
     predictions on either side of the lines where the neighbour set switches, which the window loss alone leaves
-    free (a GAN stage learns to sharpen with a jump there: an LR-grid pattern).
+    free (a GAN stage learns to sharpen with a jump there: an LR-grid pattern). LR-grid term (`train.grid_opt:
+    {loss_weight, phases}`, defaults GRID_DEFAULTS; also this project's): `grid_loss` between the predicted and the
+    true window (`l_grid`): the continuous staircase (flat at LR pixel centres, steep at their edges) that the
+    continuity term cannot see, and that L1 and GAN training both drift into.
     """
 
     def __init__(self, opt):
         super().__init__(opt)
         self.synthesis = RealPairSynthesis(opt.get('degradation')).to(self.device)
-        continuity = (opt.get('train') or {}).get('continuity_opt')
-        unknown = set(continuity or {}) - set(CONTINUITY_DEFAULTS)
-        if unknown:
-            raise KeyError(f'unknown continuity_opt options {sorted(unknown)}; known: {sorted(CONTINUITY_DEFAULTS)}')
-        self.continuity = {**CONTINUITY_DEFAULTS, **continuity} if continuity is not None else None
+        self.continuity = term_options(opt, 'continuity_opt', CONTINUITY_DEFAULTS)
+        self.grid = term_options(opt, 'grid_opt', GRID_DEFAULTS)
 
     @torch.no_grad()
     def feed_data(self, data):
@@ -66,7 +109,8 @@ class RealCiaoSRNetModel(CiaoSRModel):
 
     def predict_queries(self, losses):
         """The window's predictions [B, q * q, 3] (fp32) under autocast; adds `l_continuity` to `losses` when
-        continuity is on (its probes decoded in the same call, with the window's cell)."""
+        continuity is on (its probes decoded in the same call, with the window's cell) and `l_grid` when the LR-grid
+        term is on."""
         coord, cell = self.coord, self.cell
         if self.continuity:
             probes = switch_probes(coord.shape[0], self.continuity['num_probes'], *self.lq.shape[-2:],
@@ -78,6 +122,10 @@ class RealCiaoSRNetModel(CiaoSRModel):
         self.output = output[:, :self.coord.shape[1]]
         if self.continuity:
             losses['l_continuity'] = self.continuity['loss_weight'] * switch_jump(output[:, self.coord.shape[1]:])
+        if self.grid:
+            side = self.gt_window.shape[-1]
+            losses['l_grid'] = self.grid['loss_weight'] * grid_loss(
+                as_image(self.output, side), self.gt_window, self.coord, self.lq.shape[-1], self.grid['phases'])
         return self.output
 
     def optimize_parameters(self, current_iter):

