@@ -22,6 +22,8 @@ from basicsr.utils.img_process_util import filter2D
 from torch import nn
 from torch.nn import functional as F
 
+from ciaosr_arch.options import check_section, kinds_of
+
 KERNEL_SIZES = list(range(7, 22, 2))
 KERNEL_PAD_TO = 21
 BLUR_TYPES = ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso']
@@ -150,14 +152,12 @@ class RealPairSynthesis(nn.Module):
     resize, noise, JPEG; blur (prob.), random resize to (GT / s) x factor, noise; then, in random order,
     JPEG and [resize to GT / s + final sinc]; quantisation to 1/255. s ~ U[scale_range] is one continuous
     scale per batch (one LR size per batch, as Real-ESRGAN's pipeline). Then `paired_window_crop`.
-    Options: SYNTHESIS_DEFAULTS (overridable).
+    Options: SYNTHESIS_DEFAULTS (overridable); an unknown key or a value of the wrong kind is an OptionsError.
     """
 
     def __init__(self, opt=None):
         super().__init__()
-        unknown = set(opt or {}) - set(SYNTHESIS_DEFAULTS)
-        if unknown:
-            raise KeyError(f'unknown degradation options {sorted(unknown)}; known: {sorted(SYNTHESIS_DEFAULTS)}')
+        check_section('degradation', opt or {}, kinds_of(SYNTHESIS_DEFAULTS))
         self.opt = {**SYNTHESIS_DEFAULTS, **(opt or {})}
         self.jpeger = ContiguousDiffJPEG(differentiable=False)
         self.usm_sharpener = USMSharp()

@@ -8,8 +8,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ciaosr_arch.archs.implicit_base import channels_last
 from ciaosr_arch.models import CiaoSRModel
+from ciaosr_arch.options import NUMBER, Open, kinds_of
 
-from .degradations import RealPairSynthesis
+from .degradations import SYNTHESIS_DEFAULTS, RealPairSynthesis
 from .perceptual import build_perceptual_loss
 
 
@@ -27,6 +28,8 @@ class RealCiaoSRNetModel(CiaoSRModel):
     (options `degradation:`; defaults: the official recipe). Batches without kernels (validation) go to CiaoSRModel.
     Training, EMA, bf16 autocast and validation are CiaoSRModel's.
     """
+
+    OPTIONS = {**CiaoSRModel.OPTIONS, 'degradation': kinds_of(SYNTHESIS_DEFAULTS)}
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -53,6 +56,12 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
     generator step. Discriminator, losses, optimisers and checkpoints (net_d) are SRGANModel's;
     the VGG19 weights come from local files only (`realsr.perceptual`), checked before the losses are built.
     """
+
+    OPTIONS = {**RealCiaoSRNetModel.OPTIONS,
+               'train': {**RealCiaoSRNetModel.OPTIONS['train'], 'optim_d': Open(type=str, lr=NUMBER),
+                         'perceptual_opt': Open(type=str, perceptual_weight=NUMBER),
+                         'gan_opt': Open(type=str, loss_weight=NUMBER), 'net_d_iters': NUMBER,
+                         'net_d_init_iters': NUMBER}}
 
     def init_training_settings(self):
         """SRGANModel's settings, with the perceptual loss built by `build_perceptual_loss` (local VGG19 only),
