@@ -42,6 +42,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 from ciaosr_arch import CheckpointError, load_model
@@ -369,7 +370,11 @@ def read_own_output(path):
     output that the memory budget allowed may be larger, so OpenCV reads it (its limit is 2^30 pixels), and
     image_io what OpenCV cannot decode. ImageReadError if neither can.
     """
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as err:
+        raise image_io.ImageReadError(f'cannot read the file ({err.strerror})') from None
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if pixels is None:
         return image_io.read_image(path).pixels
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
@@ -519,7 +524,7 @@ class RequestGuard:
     """ASGI wrapper of the app that lets through only what the app's own page, in the user's browser, sends.
 
     Refused with 403 and no CORS headers, before Gradio sees them: a Host header that is not this server's
-    address and port (with a loopback bind: 127.0.0.1, localhost or [::1], and the port; DNS rebinding), an
+    loopback address and port (127.0.0.1, localhost or [::1], with the port; DNS rebinding), an
     Origin header that is not the app's own (a page on another site posting through the user's browser), and
     a request for a file (Gradio's /file= routes) outside `served`, the folder of this process's uploads and
     served copies. A multipart upload without Content-Length gets 411 and one over UPLOAD_LIMIT bytes 413,
@@ -548,9 +553,7 @@ class RequestGuard:
         from starlette.datastructures import Headers
 
         headers = Headers(scope=scope)
-        host, port = scope['server'][:2]
-        names = LOOPBACK_NAMES if host in LOOPBACK_NAMES or host == '::1' else (host,)
-        own = {f'{name}:{port}' for name in names}
+        own = {f'{name}:{scope["server"][1]}' for name in LOOPBACK_NAMES}  # the app listens on HOST only
         if headers.get('host', '').lower() not in own:
             return 403, 'unknown Host: this app answers only to its own address'
         origin = headers.get('origin')

@@ -138,7 +138,7 @@ def check_options(opt):
     """
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
 
-    model = _registered(MODEL_REGISTRY, opt.get('model_type', 'SRModel'), 'model_type')
+    model = _registered(MODEL_REGISTRY, opt.get('model_type'), 'model_type')
     for section, schema in getattr(model, 'OPTIONS', {}).items():
         if opt.get(section) is not None:
             check_section(section, opt[section], schema)
