@@ -28,12 +28,12 @@ BASE = {
 }
 
 
-def run_train(tmp_path, monkeypatch, text, *extra):
-    """ciaosr-train -opt FILE (with `text`) in tmp_path: (exit status, stderr)."""
+def run_train(tmp_path, monkeypatch, text, *extra, entry='train'):
+    """Exit status of ciaosr-train (or ciaosr-test: `entry` 'test') -opt FILE with `text`, run in tmp_path."""
     (tmp_path / 'opt.yml').write_text(text)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
-        train_cli.train(['-opt', 'opt.yml', *extra])
+        getattr(train_cli, entry)(['-opt', 'opt.yml', *extra])
     return stop.value.code
 
 
@@ -45,9 +45,10 @@ def test_every_shipped_options_file_loads_and_passes_the_checks(shipped):
     check_options(opt)
 
 
-def test_python_tags_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize('entry', ['train', 'test'])
+def test_python_tags_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys, entry):
     text = yaml.safe_dump(BASE).replace('name: x', "name: !!python/object/apply:os.system ['echo ran > ran.txt']")
-    assert run_train(tmp_path, monkeypatch, text) == 2
+    assert run_train(tmp_path, monkeypatch, text, entry=entry) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: could not determine a constructor for the tag')
     assert 'opt.yml", line' in err[0] and 'plain YAML data only' in err[0]
