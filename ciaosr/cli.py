@@ -1,7 +1,9 @@
-"""What the command lines share: scale arguments, model names (--model / --name), device and precision.
+"""What the command lines share: scale arguments, model names (--model / --name), device, precision and the
+memory budget's check against the device.
 
 The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
-precisions the same way through these helpers.
+precisions the same way through these helpers; the upscaler and the web app warn about a memory budget above
+the device's memory with `memory_warning`.
 """
 import argparse
 import os
