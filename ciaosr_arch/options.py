@@ -37,6 +37,10 @@ class Open(dict):
     """A section whose listed keys are checked and whose other keys pass (e.g. an optimiser's arguments)."""
 
 
+class OneOf(tuple):
+    """A kind of option that takes one of a few values: OneOf(('pil', 'matlab'))."""
+
+
 # Keys that BasicSR itself reads from every dataset section (its data loader and trainer); any value.
 BASICSR_DATASET_OPTIONS = dict.fromkeys(
     ('name', 'type', 'phase', 'scale', 'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
@@ -70,12 +74,16 @@ def parse_value(text):
 
 
 def _describe(kind):
+    if isinstance(kind, OneOf):
+        return 'one of ' + ', '.join(map(repr, kind))
     if kind in KIND_NAMES:
         return KIND_NAMES[kind]
     return ' or '.join(KIND_NAMES.get(k, k.__name__) for k in kind)
 
 
 def _is_kind(value, kind):
+    if isinstance(kind, OneOf):
+        return isinstance(value, str) and value in kind
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if object in kinds:
         return True
@@ -94,7 +102,8 @@ def check_section(where, section, schema):
     """Check a mapping of options against `schema` ({key: kind}); `where` names it in messages ('train').
 
     A kind is a type or tuple of types (int excludes true/false; NUMBER is int or float; object is anything),
-    a dict (a nested section whose keys are checked) or an Open dict (a nested section whose other keys pass).
+    a OneOf of the values allowed, a dict (a nested section whose keys are checked) or an Open dict (a nested
+    section whose other keys pass).
     OptionsError names the first key that is not in the schema (with the nearest known key), or the first value of
     the wrong kind; a YAML 1.1 string that reads as a number (`1e-3`) gets the way to write it as one.
     """

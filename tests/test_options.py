@@ -98,4 +98,8 @@ def test_values_of_the_wrong_kind_are_named():
     with pytest.raises(OptionsError, match='datasets.train.lq_size: expected a whole number, got True'):
         check_options(opt)
     opt['datasets']['train']['lq_size'] = 16
+    opt['train']['autocast'] = 'fp16'
+    with pytest.raises(OptionsError, match="train.autocast: expected one of 'bf16', got 'fp16'"):
+        check_options(opt)
+    del opt['train']['autocast']
     check_options(opt)  # BasicSR's own keys (path, logger, optimiser arguments) pass

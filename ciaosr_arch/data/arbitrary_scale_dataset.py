@@ -14,7 +14,7 @@ from torch.utils import data
 
 from ..archs.coords import make_coord
 from ..checkpoint import listing
-from ..options import NUMBER, Open
+from ..options import NUMBER, OneOf, Open
 from ..resize import downsample
 
 
@@ -57,8 +57,8 @@ class ArbitraryScaleSRDataset(data.Dataset):
     """
 
     OPTIONS = {'dataroot_gt': str, 'gt_folders': list, 'io_backend': Open(type=str), 'lq_size': int,
-               'scale_min': NUMBER, 'scale_max': NUMBER, 'sample_q': int, 'downsample': str, 'use_hflip': bool,
-               'use_rot': bool, 'cache_images': bool}  # checked by ciaosr_arch.options
+               'scale_min': NUMBER, 'scale_max': NUMBER, 'sample_q': int, 'downsample': OneOf(('pil', 'matlab')),
+               'use_hflip': bool, 'use_rot': bool, 'cache_images': bool}  # checked by ciaosr_arch.options
 
     def __init__(self, opt):
         super().__init__()

@@ -7,7 +7,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from ..evaluation import benchmark_pair, to_rgb
-from ..options import NUMBER, Open
+from ..options import NUMBER, OneOf, Open
 
 
 @DATASET_REGISTRY.register()
@@ -18,7 +18,8 @@ class SRBenchmarkDataset(data.Dataset):
     [3, H, W] in [0, 1]. Use with `CiaoSRModel` validation and a metric with `crop_border: scale`.
     """
 
-    OPTIONS = {'dataroot_gt': str, 'scale': NUMBER, 'downsample': str, 'io_backend': Open(type=str)}
+    OPTIONS = {'dataroot_gt': str, 'scale': NUMBER, 'downsample': OneOf(('pil', 'matlab')),
+               'io_backend': Open(type=str)}
 
     def __init__(self, opt):
         super().__init__()

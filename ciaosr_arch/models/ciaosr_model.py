@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import atomic_file, check_values, match_state, read_checkpoint, without_non_local
 from ..engine import super_resolve
-from ..options import NUMBER, Open
+from ..options import NUMBER, OneOf, Open
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,11 +37,11 @@ class CiaoSRModel(SRModel):
     """
 
     OPTIONS = {
-        'train': {'total_iter': NUMBER, 'warmup_iter': NUMBER, 'ema_decay': NUMBER, 'autocast': str,
+        'train': {'total_iter': NUMBER, 'warmup_iter': NUMBER, 'ema_decay': NUMBER, 'autocast': OneOf(('bf16',)),
                   'optim_g': Open(type=str, lr=NUMBER), 'scheduler': Open(type=str),
                   'pixel_opt': Open(type=str, loss_weight=NUMBER)},
         'val': {'val_freq': NUMBER, 'save_img': bool, 'suffix': (str, type(None)), 'pbar': bool, 'metrics': dict,
-                'tile': int, 'tile_overlap': int, 'blend': str},
+                'tile': int, 'tile_overlap': int, 'blend': OneOf(('smooth', 'uniform'))},
     }
 
     def model_to_device(self, net):
