@@ -3,7 +3,9 @@
     ciaosr-app [--output results] [--model CHECKPOINT ...] [--device auto] [--port 7860]
     (= python inference/app.py ...)
 
-It serves http://127.0.0.1:PORT only (never a share link) and opens it in the browser. Photos go through
+It serves http://127.0.0.1:PORT only (never a share link) and opens it in the browser. It answers only its own
+page (`RequestGuard`: Host and Origin headers, served files), takes only image uploads of bounded size
+(`accept_only_images`, UPLOAD_LIMIT), and a taken --port is one line (exit status 2). Photos go through
 exactly what the CLI (`ciaosr.upscale`, `ciaosr-upscale`) runs: its `plan_jobs` (output names and formats),
 `Upscaler` (engine and memory plan) and `process` (reading, size checks, the atomic writer), one photo at
 a time and one job at a time (a queue with a concurrency limit of 1), so the files the page offers for
@@ -22,12 +24,15 @@ photos, a zip of them. Temporary files (Gradio's uploads and the copies it serve
 live in a hidden `--output/.app-cache-XXXXXXXX/` folder that is removed when the app stops (Ctrl-C or SIGTERM).
 """
 import argparse
+import contextlib
 import copy
 import importlib.util
 import math
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -37,6 +42,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 from ciaosr_arch import CheckpointError, load_model
@@ -44,7 +50,7 @@ from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
 from ciaosr_arch.runtime import openvino_version, use_runtime
 
 from . import image_io, upscale
-from .cli import UsageError, pick_device, pick_precision
+from .cli import UsageError, memory_warning, pick_device, pick_precision
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
 MODEL_NOTES = {'default': 'bicubic-trained, best up to x4', 'real': 'real-world photos, GAN',
@@ -58,6 +64,10 @@ SYSTEM_MONO_FONTS = ['ui-monospace', 'Menlo', 'Consolas', 'monospace']
 REPORT_SECONDS = 0.5  # progress within a photo goes to the page at most this often
 SCALE_SLIDER_MAX = 16  # the box takes any scale >= 1; the slider covers the common range
 CSS = '#detail img { object-fit: none !important; image-rendering: pixelated; }'
+HOST = '127.0.0.1'  # the only address the app listens on
+LOOPBACK_NAMES = ('127.0.0.1', 'localhost', '[::1]')  # what a browser may call it in Host and Origin headers
+UPLOAD_LIMIT = 2 ** 30  # bytes of one upload request (all its photos), refused before anything is stored
+FILE_ROUTE = re.compile(r'/file[=/](.*)')  # Gradio's routes that serve files by path
 
 
 def build_parser():
@@ -86,7 +96,8 @@ class Options:
 
 @dataclass
 class Outcome:
-    """A finished run: one line per photo, the outputs as (name, input, output), the zip and the folder."""
+    """A finished run: one line per photo, the outputs as (name, input, output), the zip and the run folder (None
+    when nothing was written)."""
     lines: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
     archive: Path | None = None
@@ -182,13 +193,15 @@ class Engine:
         """Upscale `files` (paths) as the CLI does; `report(fraction, text)` says how far it is (see Meter).
 
         Settings problems raise UsageError before any photo is touched; a photo that fails gets the CLI's
-        one-line message and the others go on.
+        one-line message and the others go on. A budget above the device's memory adds the CLI's warning as the
+        first line. A run that writes nothing leaves no run folder (Outcome.folder None) and says so.
         """
         args = self.settings(options)
         dtype = pick_precision(args, self.device)
         upscaler = ReportingUpscaler(self.network(options.model, args.int8), self.device, dtype, args.max_memory,
                                      args)
-        outcome = Outcome(folder=self.new_folder())
+        warning = memory_warning(args.max_memory, self.device)
+        outcome = Outcome(lines=[warning] if warning else [], folder=self.new_folder())
         jobs = plan(files, outcome.folder, args, options)
         meter = Meter([(job.src.name, out_h * out_w) for job, _, _, (out_h, out_w) in jobs], report)
         upscaler.on_progress = meter.update
@@ -211,8 +224,13 @@ class Engine:
             outcome.archive = write_zip(outcome.folder / f'ciaosr_{outcome.folder.name}.zip',
                                         [dst for _, _, dst in outcome.outputs])
         failed = len(jobs) - len(outcome.outputs)
-        per_image = f', {seconds / len(outcome.outputs):.1f} s per image' if outcome.outputs else ''
-        outcome.lines.append(f'{len(outcome.outputs)} done, {failed} failed{per_image}; saved in {outcome.folder}')
+        if not outcome.outputs:  # the folder is empty: no run folder is left, none is announced
+            outcome.folder.rmdir()
+            outcome.folder = None
+            outcome.lines.append(f'0 done, {failed} failed; nothing was saved')
+            return outcome
+        outcome.lines.append(f'{len(outcome.outputs)} done, {failed} failed, '
+                             f'{seconds / len(outcome.outputs):.1f} s per image; saved in {outcome.folder}')
         return outcome
 
 
@@ -345,10 +363,31 @@ def to_display(pixels):
     return pixels
 
 
+def read_own_output(path):
+    """Pixels [H, W, C] (C 1-4, uint8 or uint16, RGB order) of an image file that this app wrote.
+
+    PIL's decompression-bomb limit (89.5 MP, `image_io.read_image`) guards against files from elsewhere; an
+    output that the memory budget allowed may be larger, so OpenCV reads it (its limit is 2^30 pixels), and
+    image_io what OpenCV cannot decode. ImageReadError if neither can.
+    """
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as err:
+        raise image_io.ImageReadError(f'cannot read the file ({err.strerror})') from None
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        return image_io.read_image(path).pixels
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    if pixels.shape[2] in (3, 4):
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if pixels.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    return pixels
+
+
 @lru_cache(maxsize=2)
 def display_pair(src, dst):
-    """(before, after) 8-bit arrays of equal size: the input resized bicubically to the output, and the output."""
-    after = to_display(image_io.read_image(dst).pixels)
+    """(before, after) 8-bit arrays of equal size: the input resized bicubically to the output, and the output
+    (this app's own file, `read_own_output`); ImageReadError if either cannot be read."""
+    after = to_display(read_own_output(dst))
     before = to_display(image_io.read_image(src).pixels)  # the same channels: the writer keeps gray and alpha
     before = cv2.resize(before, (after.shape[1], after.shape[0]), interpolation=cv2.INTER_CUBIC)
     return before, after
@@ -373,6 +412,23 @@ def detail(pair, x_percent, y_percent):
     return tuple(image[top:top + side_h, left:left + side_w] for image in pair)
 
 
+class ComparisonError(Exception):
+    """The before/after views of a written output cannot be made (one line; the output file itself is fine)."""
+
+
+def comparison(name, x_percent, y_percent, state):
+    """(fitted pair, 1:1 detail pair) of the output called `name` in `state` ({name: (input path, output path)}),
+    the detail centred at (x_percent, y_percent); (None, None) for no such output. ComparisonError (one line)
+    when the files cannot be read back or the views do not fit in memory."""
+    if not name or name not in (state or {}):
+        return None, None
+    try:
+        pair = display_pair(*state[name])
+    except (image_io.ImageReadError, MemoryError, cv2.error) as err:
+        raise ComparisonError(f'no comparison for {name}: {failure_message(err)}') from None
+    return preview(pair), detail(pair, x_percent, y_percent)
+
+
 def build_app(engine):
     """The Gradio page (Blocks) for an Engine, with its queue set to one job at a time."""
     import gradio as gr
@@ -391,15 +447,20 @@ def build_app(engine):
         names = [name for name, _, _ in outcome.outputs]
         downloads = ([str(outcome.archive)] if outcome.archive else []) + [str(dst) for _, _, dst in outcome.outputs]
         state = {name: (str(src), str(dst)) for name, src, dst in outcome.outputs}
+        views = (None, None)
+        if names:
+            try:
+                views = comparison(names[0], 50, 50, state)
+            except ComparisonError as err:  # the files are written: the log and the downloads still come
+                outcome.lines.append(str(err))
         return ('\n'.join(outcome.lines), downloads or None,
-                gr.update(choices=names, value=names[0] if names else None), state,
-                *compare(names[0] if names else None, 50, 50, state))
+                gr.update(choices=names, value=names[0] if names else None), state, *views)
 
     def compare(name, x_percent, y_percent, state):
-        if not name or name not in (state or {}):
-            return None, None
-        pair = display_pair(*state[name])
-        return preview(pair), detail(pair, x_percent, y_percent)
+        try:
+            return comparison(name, x_percent, y_percent, state)
+        except ComparisonError as err:
+            raise gr.Error(str(err)) from None
 
     def zoom(name, x_percent, y_percent, state):
         return compare(name, x_percent, y_percent, state)[1]
@@ -459,6 +520,116 @@ def build_app(engine):
     return demo
 
 
+class RequestGuard:
+    """ASGI wrapper of the app that lets through only what the app's own page, in the user's browser, sends.
+
+    Refused with 403 and no CORS headers, before Gradio sees them: a Host header that is not this server's
+    loopback address and port (127.0.0.1, localhost or [::1], with the port; DNS rebinding), an
+    Origin header that is not the app's own (a page on another site posting through the user's browser), and
+    a request for a file (Gradio's /file= routes) outside `served`, the folder of this process's uploads and
+    served copies. A multipart upload without Content-Length gets 411 and one over UPLOAD_LIMIT bytes 413,
+    before any byte is read.
+    """
+
+    def __init__(self, app, served):
+        self.app = app
+        self.served = Path(served).resolve()
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] not in ('http', 'websocket'):
+            await self.app(scope, receive, send)
+            return
+        refusal = self.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        elif scope['type'] == 'websocket':
+            await send({'type': 'websocket.close', 'code': 1008})
+        else:
+            from starlette.responses import PlainTextResponse
+            await PlainTextResponse(refusal[1], status_code=refusal[0])(scope, receive, send)
+
+    def refusal(self, scope):
+        """(HTTP status, reason) for a request (an ASGI scope) that is refused, else None."""
+        from starlette.datastructures import Headers
+
+        headers = Headers(scope=scope)
+        own = {f'{name}:{scope["server"][1]}' for name in LOOPBACK_NAMES}  # the app listens on HOST only
+        if headers.get('host', '').lower() not in own:
+            return 403, 'unknown Host: this app answers only to its own address'
+        origin = headers.get('origin')
+        if origin is not None and origin.lower() not in {f'http://{address}' for address in own}:
+            return 403, 'cross-origin request refused'
+        served = FILE_ROUTE.search(scope['path'])
+        if served and not Path(os.path.realpath(served[1])).is_relative_to(self.served):
+            return 403, 'file not served'
+        if scope.get('method') == 'POST' and headers.get('content-type', '').startswith('multipart/'):
+            length = headers.get('content-length', '')
+            if not length.isdigit():
+                return 411, 'an upload must state its Content-Length'
+            if int(length) > UPLOAD_LIMIT:
+                return 413, f'uploads are limited to {UPLOAD_LIMIT / 2 ** 30:.0f} GiB per request'
+        return None
+
+
+def accept_only_images():
+    """Make Gradio's multipart parser refuse, as each file part begins, a file whose name does not end in one of
+    image_io.IMAGE_SUFFIXES: Gradio removes what the request stored so far and answers 400 with the message."""
+    import gradio.route_utils
+    import gradio.routes
+
+    parser = gradio.route_utils.GradioMultiPartParser
+    if getattr(parser, 'images_only', False):
+        return
+
+    class ImageUploadParser(parser):
+        images_only = True
+
+        def on_headers_finished(self):
+            super().on_headers_finished()
+            upload = self._current_part.file
+            if upload is not None and Path(upload.filename or '').suffix.lower() not in image_io.IMAGE_SUFFIXES:
+                raise gradio.route_utils.MultiPartException(
+                    f'{upload.filename}: not an accepted image ({", ".join(image_io.IMAGE_SUFFIXES)})')
+
+    gradio.route_utils.GradioMultiPartParser = gradio.routes.GradioMultiPartParser = ImageUploadParser
+
+
+def check_port(port):
+    """UsageError (one line naming the port and --port) unless `port` can be listened on at HOST now."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f'--port must be between 1 and 65535, got {port}')
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as err:
+            raise UsageError(f'port {port} on {HOST} is not free ({err.strerror}): choose another with --port, '
+                             'or leave --port out for the first free one from 7860') from None
+
+
+@contextlib.asynccontextmanager
+async def guarded(app):
+    """Gradio's lifespan hook: it runs after the app's middleware is built and before the server accepts a
+    connection, so the RequestGuard wraps everything, Gradio's own CORS middleware included."""
+    app.middleware_stack = RequestGuard(app.middleware_stack, app.uploaded_file_dir)
+    yield
+
+
+def serve(engine, port=None, browser=False, block=True):
+    """Serve the page of `engine` on HOST:port (None: the first free port from 7860) behind a RequestGuard, with
+    uploads limited to images; returns the Gradio Blocks once it stops, or at once, still serving, unless
+    `block` (stop it with `.close()`). Gradio's temporary folder (GRADIO_TEMP_DIR) holds what it serves."""
+    import gradio as gr
+
+    accept_only_images()
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
+    demo = build_app(engine)
+    # allowed_paths lets Gradio copy the outputs into its temporary folder; the guard serves only that folder.
+    demo.launch(server_name=HOST, server_port=port, share=False, inbrowser=browser,
+                allowed_paths=[str(engine.output)], footer_links=[], theme=theme, css=CSS, ssr_mode=False,
+                mcp_server=False, app_kwargs={'lifespan': guarded}, prevent_thread_lock=not block)
+    return demo
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -471,6 +642,8 @@ def main(argv=None):
         return 2
     output = Path(args.output).resolve()
     try:
+        if args.port is not None:
+            check_port(args.port)
         for path in args.model:
             if not Path(path).is_file():
                 raise UsageError(f'checkpoint not found: {path}')
@@ -485,12 +658,7 @@ def main(argv=None):
                       GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', HF_HUB_DISABLE_TELEMETRY='1')
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server (and clears the cache) like Ctrl-C
     try:
-        import gradio as gr
-
-        theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
-        build_app(engine).launch(server_name='127.0.0.1', server_port=args.port, share=False,
-                                 inbrowser=not args.no_browser, allowed_paths=[str(output)], footer_links=[],
-                                 theme=theme, css=CSS, ssr_mode=False, mcp_server=False)
+        serve(engine, args.port, browser=not args.no_browser)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     return 0

@@ -1,9 +1,12 @@
-"""What the command lines share: scale arguments, model names (--model / --name), device and precision.
+"""What the command lines share: scale arguments, model names (--model / --name), device, precision and the
+memory budget's check against the device.
 
 The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
-precisions the same way through these helpers.
+precisions the same way through these helpers; the upscaler and the web app warn about a memory budget above
+the device's memory with `memory_warning`.
 """
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -95,6 +98,30 @@ def pick_precision(args, device):
             raise UsageError('--int8 runs on the CPU (OpenVINO): add --device cpu, or on CUDA use --fp16 or --bf16')
         return torch.bfloat16 if cpu_has_bf16() else None
     return None
+
+
+def device_memory(device):
+    """Bytes of memory `device` has: the GPU's total memory on CUDA; on the CPU the machine's physical memory, or
+    its cgroup limit (a container's, /sys/fs/cgroup/memory.max) where that is lower."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_properties(device).total_memory
+    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    try:
+        limit = Path('/sys/fs/cgroup/memory.max').read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def memory_warning(budget, device):
+    """A one-line warning when a memory budget (bytes, --max-memory) is more than `device` has, else None: plans
+    made for memory that is not there end in swapping or in the process being killed, not in a clear message."""
+    total = device_memory(device)
+    if budget <= total:
+        return None
+    where = 'the GPU' if device.type == 'cuda' else 'this machine'
+    return (f'warning: --max-memory {budget / 2 ** 30:.1f} GiB is more than {where} has ({total / 2 ** 30:.1f} GiB); '
+            f'runs that need it will swap or be killed')
 
 
 def cpu_has_bf16():

@@ -5,8 +5,11 @@
     torchrun --nproc_per_node=N -m ciaosr.train -opt ... --launcher pytorch
 
 Experiments and results go under the working directory (experiments/, results/), as when BasicSR is run
-from its checkout. A checkpoint that cannot be used (pretrain_network_g, a resume state) or a NaN/Inf loss
-stops the run with one `error: ...` line (also in the log once that exists) and exit status 1.
+from its checkout. Options files are read as plain YAML data and checked (`ciaosr_arch.options`): a file that
+cannot be read, a `!!python` tag, an unknown option or a value of the wrong kind stops the run before anything is
+created, with one `error: ...` line and exit status 2. A checkpoint that cannot be used (pretrain_network_g, a
+resume state) or a NaN/Inf loss stops the run with one `error: ...` line (also in the log once that exists) and
+exit status 1.
 """
 import os
 import sys
@@ -17,12 +20,14 @@ import realsr  # noqa: F401  (registers the real-world dataset and models; impor
 from ciaosr_arch import CheckpointError
 from ciaosr_arch.compat import make_basicsr_trainer_device_agnostic
 from ciaosr_arch.models.ciaosr_model import TrainingDiverged
+from ciaosr_arch.options import OptionsError, use_safe_options
 
 
 def _run(pipeline, argv):
     """Run a BasicSR pipeline from the working directory with `argv` (default: sys.argv[1:]).
 
-    A checkpoint that cannot be used (CheckpointError) or a NaN/Inf loss (TrainingDiverged) ends the
+    Options that cannot be used (OptionsError) end the process with one line `error: ...` on stderr and exit
+    status 2. A checkpoint that cannot be used (CheckpointError) or a NaN/Inf loss (TrainingDiverged) ends the
     process with one line `error: ...` and exit status 1, through the run's logger (console and log file)
     once that exists, else on stderr; no traceback.
     """
@@ -31,8 +36,12 @@ def _run(pipeline, argv):
     if argv is not None:  # BasicSR parses sys.argv itself
         sys.argv = [sys.argv[0], *argv]
     make_basicsr_trainer_device_agnostic()
+    use_safe_options()
     try:
         pipeline(os.getcwd())
+    except OptionsError as err:  # found before anything is created
+        print(f'error: {err}', file=sys.stderr)
+        sys.exit(2)
     except (CheckpointError, TrainingDiverged) as err:
         if 'basicsr' in initialized_logger:
             get_root_logger().error(str(err))

@@ -35,7 +35,7 @@ from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_si
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
-from .cli import UsageError, add_device_options, pick_device, pick_precision
+from .cli import UsageError, add_device_options, memory_warning, pick_device, pick_precision
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
 # Per output pixel: float accumulators (16 bytes) while upscaling, then OUTPUT_SAMPLE_COPIES bytes per byte of the
@@ -451,6 +451,9 @@ def run(args):
     if args.max_memory is None:
         args.max_memory = (torch.cuda.get_device_properties(device).total_memory * 3 // 4 if device.type == 'cuda'
                            else parse_bytes(CPU_MEMORY))
+    warning = memory_warning(args.max_memory, device)
+    if warning and rank == 0:
+        tqdm.write(warning, file=sys.stderr)
     upscaler = Upscaler(net, device, dtype, args.max_memory, args)
     jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)[rank::world]
 

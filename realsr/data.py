@@ -6,6 +6,7 @@ from basicsr.data.transforms import augment
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from ciaosr_arch.data import ArbitraryScaleSRDataset
+from ciaosr_arch.options import kinds_of
 
 from .degradations import KERNEL_DEFAULTS, blur_kernel, final_sinc_kernel
 
@@ -21,6 +22,8 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
     options of KERNEL_DEFAULTS (Real-ESRGAN's names). Returns gt [3, gt_size, gt_size], kernel1,
     kernel2, sinc_kernel [21, 21], gt_path.
     """
+
+    OPTIONS = {**ArbitraryScaleSRDataset.OPTIONS, 'gt_size': int, **kinds_of(KERNEL_DEFAULTS)}
 
     def __init__(self, opt):
         super().__init__(opt)

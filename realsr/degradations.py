@@ -22,6 +22,8 @@ from basicsr.utils.img_process_util import filter2D
 from torch import nn
 from torch.nn import functional as F
 
+from ciaosr_arch.options import check_section, kinds_of
+
 KERNEL_SIZES = list(range(7, 22, 2))
 KERNEL_PAD_TO = 21
 BLUR_TYPES = ['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso']
@@ -44,7 +46,7 @@ SYNTHESIS_DEFAULTS = {
     'gaussian_noise_prob2': 0.5, 'noise_range2': [1, 25], 'poisson_scale_range2': [0.05, 2.5],
     'gray_noise_prob2': 0.4, 'jpeg_range2': [5, 50],
     'scale_range': [1, 4], 'lq_size': 64, 'query_window': 64,
-    'bsrgan_prob': 0,  # per batch: BSRGAN's degradation model (realsr.bsrgan) instead of the pipeline above
+    'bsrgan_prob': 0.0,  # per batch: BSRGAN's degradation model (realsr.bsrgan) instead of the pipeline above
 }
 
 
@@ -153,14 +155,12 @@ class RealPairSynthesis(nn.Module):
     scale per batch (one LR size per batch, as Real-ESRGAN's pipeline). Then `paired_window_crop`.
     With probability `bsrgan_prob` per batch, the LR comes from BSRGAN's degradation model of the sharpened
     GT instead (`realsr.bsrgan.BSRGANDegradation`, its own kernels); the targets are the same.
-    Options: SYNTHESIS_DEFAULTS (overridable).
+    Options: SYNTHESIS_DEFAULTS (overridable); an unknown key or a value of the wrong kind is an OptionsError.
     """
 
     def __init__(self, opt=None):
         super().__init__()
-        unknown = set(opt or {}) - set(SYNTHESIS_DEFAULTS)
-        if unknown:
-            raise KeyError(f'unknown degradation options {sorted(unknown)}; known: {sorted(SYNTHESIS_DEFAULTS)}')
+        check_section('degradation', opt or {}, kinds_of(SYNTHESIS_DEFAULTS))
         self.opt = {**SYNTHESIS_DEFAULTS, **(opt or {})}
         self.jpeger = ContiguousDiffJPEG(differentiable=False)
         self.usm_sharpener = USMSharp()

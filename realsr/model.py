@@ -9,8 +9,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from ciaosr_arch.archs.coords import switch_probes
 from ciaosr_arch.archs.implicit_base import channels_last
 from ciaosr_arch.models import CiaoSRModel
+from ciaosr_arch.options import NUMBER, Open, check_section, kinds_of
 
-from .degradations import RealPairSynthesis
+from .degradations import SYNTHESIS_DEFAULTS, RealPairSynthesis
 from .perceptual import build_perceptual_loss
 
 CONTINUITY_DEFAULTS = {'loss_weight': 1.0, 'num_probes': 512, 'delta': 0.05}
@@ -64,12 +65,12 @@ def grid_loss(sr, gt, coord, lq_size, phases):
 
 def term_options(opt, key, defaults):
     """The options of an optional loss term `train.<key>` completed with `defaults`; None when the term is off.
-    KeyError names unknown options."""
+    OptionsError names an unknown option or a value of the wrong kind."""
     given = (opt.get('train') or {}).get(key)
-    unknown = set(given or {}) - set(defaults)
-    if unknown:
-        raise KeyError(f'unknown {key} options {sorted(unknown)}; known: {sorted(defaults)}')
-    return {**defaults, **given} if given is not None else None
+    if given is None:
+        return None
+    check_section(f'train.{key}', given, kinds_of(defaults))
+    return {**defaults, **given}
 
 
 @MODEL_REGISTRY.register()
@@ -90,6 +91,10 @@ class RealCiaoSRNetModel(CiaoSRModel):
     true window (`l_grid`): the continuous staircase (flat at LR pixel centres, steep at their edges) that the
     continuity term cannot see, and that L1 and GAN training both drift into.
     """
+
+    OPTIONS = {**CiaoSRModel.OPTIONS, 'degradation': kinds_of(SYNTHESIS_DEFAULTS),
+               'train': {**CiaoSRModel.OPTIONS['train'], 'continuity_opt': kinds_of(CONTINUITY_DEFAULTS),
+                         'grid_opt': kinds_of(GRID_DEFAULTS)}}
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -150,6 +155,12 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
     generator step; continuity as stage 1. Discriminator, losses, optimisers and checkpoints (net_d) are SRGANModel's;
     the VGG19 weights come from local files only (`realsr.perceptual`), checked before the losses are built.
     """
+
+    OPTIONS = {**RealCiaoSRNetModel.OPTIONS,
+               'train': {**RealCiaoSRNetModel.OPTIONS['train'], 'optim_d': Open(type=str, lr=NUMBER),
+                         'perceptual_opt': Open(type=str, perceptual_weight=NUMBER),
+                         'gan_opt': Open(type=str, loss_weight=NUMBER), 'net_d_iters': NUMBER,
+                         'net_d_init_iters': NUMBER}}
 
     def init_training_settings(self):
         """SRGANModel's settings, with the perceptual loss built by `build_perceptual_loss` (local VGG19 only),

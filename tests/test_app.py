@@ -5,6 +5,8 @@ The browser test needs the app extra (ciaosr[app]), Playwright (pip) and Debian'
 Playwright is pointed at the system Chromium (no browser download). It is skipped, saying why, when Chromium
 or Playwright is missing; the queue test is skipped when Gradio is.
 """
+import http.client
+import json
 import os
 import re
 import select
@@ -18,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ciaosr import app
+from ciaosr import cli as shared_cli
 from ciaosr import upscale as cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,3 +205,124 @@ def test_browser_upload_scale_compare_download(tmp_path, tiny_model, capsys):
         assert Image.open(saved / name).size == (60, 50)
     with zipfile.ZipFile(saved / f'ciaosr_{run.name}.zip') as archive:
         assert {name: archive.read(name) for name in archive.namelist()} == expected
+
+
+def test_port_in_use_is_one_line(tmp_path, capsys):
+    """--port taken: one line naming the port and --port, exit status 2, before anything is loaded or written."""
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app.main(['-o', str(tmp_path / 'out'), '--port', str(port), '--no-browser']) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f'error: port {port} on 127.0.0.1 is not free') and '--port' in err[0]
+    assert not (tmp_path / 'out').exists()
+
+
+def test_a_run_that_writes_nothing_leaves_no_run_folder(tmp_path):
+    photos = make_photos(tmp_path / 'in')
+    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0))
+    outcome = engine.run([photos[2]], app.Options('scale', 2, 'default', 'fp32', '2.5GB'))
+    assert outcome.folder is None and outcome.lines[-1] == '0 done, 1 failed; nothing was saved'
+    assert list((tmp_path / 'out').iterdir()) == []
+
+
+def test_budget_above_the_machine_memory_warns(tmp_path, tiny_model):
+    """The CLI's warning (ciaosr.cli.memory_warning) is the first line of the page's log."""
+    assert shared_cli.memory_warning(2 ** 20, torch.device('cpu')) is None
+    budget = shared_cli.device_memory(torch.device('cpu')) * 2
+    photos = make_photos(tmp_path / 'in')
+    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    outcome = engine.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', str(budget)))
+    assert outcome.lines[0].startswith(f'warning: --max-memory {budget / 2 ** 30:.1f} GiB is more than this machine')
+    assert outcome.lines[-1].startswith('1 done')
+
+
+def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tmp_path, tiny_model, monkeypatch):
+    """The before/after views of an output over PIL's decompression-bomb limit (made 1000 pixels here) come from
+    the app's own reader; when the views cannot be made, the run's log and downloads still come, with one line."""
+    monkeypatch.setenv('GRADIO_TEMP_DIR', str(tmp_path / 'gradio'))
+    gr = pytest.importorskip('gradio', reason='the app extra is not installed (pip install "ciaosr[app]")')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # the 24x20 input passes, its 48x40 output does not
+    photos = make_photos(tmp_path / 'in')
+    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    [upscale] = [fn.fn for fn in app.build_app(engine).fns.values() if fn.name == 'upscale']
+    model = str(tiny_model.resolve())
+    log, downloads, _, state, fitted, zoomed = upscale([str(photos[0])], 'scale', 2, 3840, model, 'fp32', '2.5GB',
+                                                       progress=lambda *args, **kwargs: None)
+    assert log.splitlines()[-1].startswith('1 done') and len(downloads) == 1
+    assert [view.shape for view in fitted + zoomed] == [(40, 48, 3)] * 4
+    def out_of_memory(path):
+        raise MemoryError('Unable to allocate 25.2 GiB for an array')
+
+    monkeypatch.setattr(app, 'read_own_output', out_of_memory)
+    shutil.copy(photos[0], tmp_path / 'in' / 'copy.png')  # a new pair (display_pair caches the last two)
+    log, downloads, _, state, fitted, zoomed = upscale([str(tmp_path / 'in' / 'copy.png')], 'scale', 2, 3840, model,
+                                                       'fp32', '2.5GB', progress=lambda *args, **kwargs: None)
+    assert log.splitlines()[-1].startswith('no comparison for copy.png: ') and len(downloads) == 1
+    assert fitted is None and zoomed is None
+    [compare] = [fn.fn for fn in app.build_app(engine).fns.values() if fn.name == 'compare']
+    with pytest.raises(gr.Error, match='no comparison for copy.png: Unable to allocate'):
+        compare('copy.png', 50, 50, state)
+
+
+def request(port, method, path, headers=(), body=b''):
+    """(status, headers, body) of one HTTP request to 127.0.0.1:port with exactly these headers."""
+    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+    connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    for name, value in headers:
+        connection.putheader(name, value)
+    connection.endheaders(body or None)
+    response = connection.getresponse()
+    result = response.status, dict(response.getheaders()), response.read()
+    connection.close()
+    return result
+
+
+def multipart(name, data):
+    """(Content-Type header, body) of a form upload of one file `name` as Gradio's page sends it."""
+    body = (b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="' + name.encode() + b'"\r\n'
+            b'Content-Type: application/octet-stream\r\n\r\n' + data + b'\r\n--xyz--\r\n')
+    return 'multipart/form-data; boundary=xyz', body
+
+
+def test_only_the_apps_own_page_is_answered(tmp_path, monkeypatch):
+    """Served in this process on a free loopback port: requests with another Host (DNS rebinding) or another
+    Origin (a page elsewhere posting through the browser) are refused without CORS headers; uploads that are not
+    images, or too large, are refused before they are stored; only files in the app's own folder are served."""
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('GRADIO_TEMP_DIR', str(cache))
+    pytest.importorskip('gradio', reason='the app extra is not installed (pip install "ciaosr[app]")')
+    (tmp_path / 'out').mkdir()
+    secret = tmp_path / 'out' / '.secret'
+    secret.write_text('private')
+    port = free_port()
+    demo = app.serve(app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0)), port, block=False)
+    own, evil = f'127.0.0.1:{port}', f'evil.example:{port}'
+    png = (ROOT / 'docs' / 'app.png').read_bytes()
+    try:
+        for host in (own, f'localhost:{port}'):
+            assert request(port, 'GET', '/', [('Host', host)])[0] == 200
+        for headers in ([('Host', evil)], [('Host', own), ('Origin', f'http://{evil}')],
+                        [('Host', evil), ('Origin', f'http://{evil}')], [('Host', own), ('Origin', 'null')]):
+            kind, body = multipart('photo.png', png)
+            status, answer, _ = request(port, 'POST', '/gradio_api/upload', headers + [
+                ('Content-Type', kind), ('Content-Length', str(len(body)))], body)
+            assert status == 403 and not any(key.lower().startswith('access-control') for key in answer)
+        assert not cache.exists() or not list(cache.rglob('photo.png'))
+        kind, body = multipart('big.bin', b'\0' * 100_000)
+        headers = [('Host', own), ('Origin', f'http://{own}'), ('Content-Type', kind)]
+        assert request(port, 'POST', '/gradio_api/upload', headers + [('Content-Length', str(len(body)))],
+                       body)[0] == 400
+        assert request(port, 'POST', '/gradio_api/upload', headers + [
+            ('Content-Length', str(app.UPLOAD_LIMIT + 1))])[0] == 413
+        assert not list(cache.rglob('*.bin')) and not [p for p in cache.rglob('tmp*') if p.is_file()]
+        kind, body = multipart('photo.png', png)
+        status, _, stored = request(port, 'POST', '/gradio_api/upload', headers[:2] + [
+            ('Content-Type', kind), ('Content-Length', str(len(body)))], body)
+        [path] = json.loads(stored)
+        assert status == 200 and Path(path).is_relative_to(cache.resolve())
+        assert request(port, 'GET', f'/gradio_api/file={path}', [('Host', own)])[2] == png
+        assert request(port, 'GET', f'/gradio_api/file={secret}', [('Host', own)])[0] == 403
+    finally:
+        demo.close()

@@ -23,6 +23,7 @@ import realsr  # noqa: F401  (registers the dataset and the two models)
 from ciaosr_arch import CiaoSR, load_model
 from ciaosr_arch.archs.coords import sample_bilinear, switch_probes
 from ciaosr_arch.checkpoint import without_non_local
+from ciaosr_arch.options import OptionsError
 from realsr.data import RealWorldSRDataset
 from realsr.degradations import RealPairSynthesis, paired_window_crop
 from realsr.model import grid_loss, switch_jump
@@ -346,5 +347,5 @@ def test_unknown_continuity_options_are_refused(shared_data, tmp_path, monkeypat
     opt = tiny_options('train_ciaosr_real_rrdb_x4_stage1.yml', 'continuity', shared_data, 3)
     opt['path']['pretrain_network_g'] = None
     opt['train']['continuity_opt'] = {'num_probe': 64}
-    with pytest.raises(KeyError, match='num_probe'):
+    with pytest.raises(OptionsError, match="unknown option 'num_probe'"):
         build_in_process(opt, tmp_path, monkeypatch)

@@ -13,7 +13,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from ciaosr import image_io
 from ciaosr import upscale as cli
-from ciaosr.cli import cpu_has_bf16
+from ciaosr.cli import cpu_has_bf16, device_memory
 from ciaosr_arch import CiaoSR, load_model, super_resolve
 from ciaosr_arch import engine as tiling
 
@@ -186,6 +186,16 @@ def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, caps
     assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 16, '--max-memory', '100MB',
                    model=tiny_model) == 1
     assert 'does not fit in --max-memory' in capsys.readouterr().err
+
+
+def test_memory_budget_above_the_machine_warns(tmp_path, tiny_model, photo, capsys):
+    Image.fromarray(photo[:16, :16]).save(tmp_path / 'a.png')
+    budget = device_memory(torch.device('cpu')) * 2
+    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 2, '--max-memory', budget,
+                   model=tiny_model) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning: ')]
+    assert warnings == [f'warning: --max-memory {budget / 2 ** 30:.1f} GiB is more than this machine has '
+                        f'({budget / 2 / 2 ** 30:.1f} GiB); runs that need it will swap or be killed']
 
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model, photo, monkeypatch, capsys):

@@ -14,6 +14,7 @@ from torch.utils import data
 
 from ..archs.coords import make_coord
 from ..checkpoint import listing
+from ..options import NUMBER, OneOf, Open
 from ..resize import downsample
 
 
@@ -54,6 +55,10 @@ class ArbitraryScaleSRDataset(data.Dataset):
     scale_min (1), scale_max (4), sample_q (2304), downsample ('pil'), use_hflip, use_rot,
     cache_images (decode every image once and keep it in memory; for small sets).
     """
+
+    OPTIONS = {'dataroot_gt': str, 'gt_folders': list, 'io_backend': Open(type=str), 'lq_size': int,
+               'scale_min': NUMBER, 'scale_max': NUMBER, 'sample_q': int, 'downsample': OneOf(('pil', 'matlab')),
+               'use_hflip': bool, 'use_rot': bool, 'cache_images': bool}  # checked by ciaosr_arch.options
 
     def __init__(self, opt):
         super().__init__()

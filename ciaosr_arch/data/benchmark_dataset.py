@@ -7,6 +7,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from ..evaluation import benchmark_pair, to_rgb
+from ..options import NUMBER, OneOf, Open
 
 
 @DATASET_REGISTRY.register()
@@ -16,6 +17,9 @@ class SRBenchmarkDataset(data.Dataset):
     LR: LIIF's crop + MATLAB bicubic (or `downsample: pil`), 8-bit levels; gt: the cropped HR as RGB
     [3, H, W] in [0, 1]. Use with `CiaoSRModel` validation and a metric with `crop_border: scale`.
     """
+
+    OPTIONS = {'dataroot_gt': str, 'scale': NUMBER, 'downsample': OneOf(('pil', 'matlab')),
+               'io_backend': Open(type=str)}
 
     def __init__(self, opt):
         super().__init__()

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import atomic_file, check_values, match_state, read_checkpoint, without_non_local
 from ..engine import super_resolve
+from ..options import NUMBER, OneOf, Open
 
 
 class TrainingDiverged(RuntimeError):
@@ -30,7 +31,18 @@ class CiaoSRModel(SRModel):
     through `super_resolve` (chunked queries, optional tiling `val.tile`, `val.tile_overlap`, `val.blend: uniform` =
     official test tiling); a metric with `crop_border: scale` shaves each dataset's own scale.
     Device-agnostic (CPU/CUDA), also under DistributedDataParallel with gloo on CPU.
+
+    OPTIONS: the `train:` and `val:` keys that this model and BasicSR's trainer read, with their kinds
+    (checked by `ciaosr_arch.options` before training starts).
     """
+
+    OPTIONS = {
+        'train': {'total_iter': NUMBER, 'warmup_iter': NUMBER, 'ema_decay': NUMBER, 'autocast': OneOf(('bf16',)),
+                  'freeze_encoder': bool, 'optim_g': Open(type=str, lr=NUMBER), 'scheduler': Open(type=str),
+                  'pixel_opt': Open(type=str, loss_weight=NUMBER)},
+        'val': {'val_freq': NUMBER, 'save_img': bool, 'suffix': (str, type(None)), 'pbar': bool, 'metrics': dict,
+                'tile': int, 'tile_overlap': int, 'blend': OneOf(('smooth', 'uniform'))},
+    }
 
     def init_training_settings(self):
         """SRModel's settings; with `train.freeze_encoder: true` the encoder's weights get no gradients and stay as

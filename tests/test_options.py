@@ -1,0 +1,105 @@
+"""Options files of ciaosr-train / ciaosr-test (ciaosr_arch/options.py): plain YAML data only, --force_yml values
+without eval, misspelt options and values of the wrong kind refused in one line naming the nearest known option;
+every shipped options file still loads and passes the checks."""
+import copy
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ciaosr import train as train_cli
+from ciaosr_arch.options import OptionsError, OptionsLoader, check_options, parse_value
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / 'shared'
+BASE = {
+    'name': 'x', 'model_type': 'CiaoSRModel', 'num_gpu': 0, 'manual_seed': 0,
+    'datasets': {'train': {'name': 'T91', 'type': 'ArbitraryScaleSRDataset',
+                           'gt_folders': [str(SHARED / 'data/train/T91')], 'lq_size': 16, 'sample_q': 64,
+                           'batch_size_per_gpu': 2, 'num_worker_per_gpu': 0, 'dataset_enlarge_ratio': 1}},
+    'network_g': {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'encoder_opt': {'num_feat': 8, 'num_block': 1},
+                  'decoder_hidden': [16], 'key_hidden': [16], 'value_hidden': [16]},
+    'path': {'pretrain_network_g': None, 'resume_state': None},
+    'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 0.001}, 'total_iter': 1, 'warmup_iter': -1,
+              'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+              'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+    'logger': {'print_freq': 1, 'save_checkpoint_freq': 1, 'use_tb_logger': False, 'wandb': {'project': None}},
+}
+
+
+def run_train(tmp_path, monkeypatch, text, *extra, entry='train'):
+    """Exit status of ciaosr-train (or ciaosr-test: `entry` 'test') -opt FILE with `text`, run in tmp_path."""
+    (tmp_path / 'opt.yml').write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        getattr(train_cli, entry)(['-opt', 'opt.yml', *extra])
+    return stop.value.code
+
+
+@pytest.mark.parametrize('shipped', sorted(p.name for p in (ROOT / 'options').glob('*.yml')))
+def test_every_shipped_options_file_loads_and_passes_the_checks(shipped):
+    text = (ROOT / 'options' / shipped).read_text()
+    opt = yaml.load(text, Loader=OptionsLoader)
+    assert isinstance(opt, OrderedDict) and opt == yaml.safe_load(text)
+    check_options(opt)
+
+
+@pytest.mark.parametrize('entry', ['train', 'test'])
+def test_python_tags_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys, entry):
+    text = yaml.safe_dump(BASE).replace('name: x', "name: !!python/object/apply:os.system ['echo ran > ran.txt']")
+    assert run_train(tmp_path, monkeypatch, text, entry=entry) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: could not determine a constructor for the tag')
+    assert 'opt.yml", line' in err[0] and 'plain YAML data only' in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['opt.yml']  # nothing ran, nothing was created
+
+
+def test_force_yml_values_are_parsed_not_evaluated(tmp_path, monkeypatch, capsys):
+    assert [parse_value(v) for v in ('~', 'None', 'true', '5', '0.5', '!!float 1e-3', '[1, 2]', 'abc')] == [
+        None, None, True, 5, 0.5, 1e-3, [1, 2], 'abc']
+    with pytest.raises(OptionsError, match='--force_yml value'):
+        parse_value("!!python/object/apply:os.system ['echo ran > ran.txt']")
+    code = "[__import__('os').system('echo ran > ran.txt')]"
+    assert run_train(tmp_path, monkeypatch, yaml.safe_dump(BASE), '--force_yml', f'train:ema_decay={code}') == 2
+    assert 'error: train.ema_decay: expected a number' in capsys.readouterr().err
+    assert not (tmp_path / 'ran.txt').exists()
+
+
+@pytest.mark.parametrize('section, key, typo, message', [
+    (('datasets', 'train'), 'lq_size', 'lq_szie', "datasets.train: unknown option 'lq_szie' (did you mean 'lq_size'?)"),
+    (('train',), 'ema_decay', 'ema_decya', "train: unknown option 'ema_decya' (did you mean 'ema_decay'?)"),
+    (('train',), 'total_iter', 'total_iters', "train: unknown option 'total_iters' (did you mean 'total_iter'?)"),
+    (('network_g',), 'encoder_opt', 'encoder_opts',
+     "network_g: unknown option 'encoder_opts' (did you mean 'encoder_opt'?)"),
+    ((), 'model_type', 'model_type', "model_type: unknown type 'CiaoSRModle' (did you mean 'CiaoSRModel'?)"),
+])
+def test_misspelt_options_name_the_nearest_known_one(section, key, typo, message):
+    opt = copy.deepcopy(BASE)
+    node = opt
+    for name in section:
+        node = node[name]
+    node[typo] = node.pop(key) if typo != key else 'CiaoSRModle'
+    with pytest.raises(OptionsError) as err:
+        check_options(opt)
+    assert str(err.value) == message
+
+
+def test_values_of_the_wrong_kind_are_named():
+    opt = yaml.load(yaml.safe_dump(BASE).replace('lr: 0.001', 'lr: 1e-3'), Loader=OptionsLoader)
+    with pytest.raises(OptionsError, match=r"train\.optim_g\.lr: expected a number, got '1e-3' \(YAML 1\.1 reads"):
+        check_options(opt)
+    opt['train']['optim_g']['lr'] = 1e-3
+    opt['datasets']['train']['use_rot'] = 'no'
+    with pytest.raises(OptionsError, match="datasets.train.use_rot: expected true or false, got 'no'"):
+        check_options(opt)
+    opt['datasets']['train']['use_rot'] = True
+    opt['datasets']['train']['lq_size'] = True
+    with pytest.raises(OptionsError, match='datasets.train.lq_size: expected a whole number, got True'):
+        check_options(opt)
+    opt['datasets']['train']['lq_size'] = 16
+    opt['train']['autocast'] = 'fp16'
+    with pytest.raises(OptionsError, match="train.autocast: expected one of 'bf16', got 'fp16'"):
+        check_options(opt)
+    del opt['train']['autocast']
+    check_options(opt)  # BasicSR's own keys (path, logger, optimiser arguments) pass
