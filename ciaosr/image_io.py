@@ -9,7 +9,6 @@ encoded in memory, written to a hidden temporary file beside the target, then re
 """
 import io
 import os
-import re
 import struct
 import warnings
 import zlib
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
-from ciaosr_arch.checkpoint import atomic_file
+from ciaosr_arch.checkpoint import atomic_file, is_abandoned
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif')
 FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF'}  # we write
@@ -35,7 +34,6 @@ ANIMATION_FORMATS = ('GIF', 'PNG', 'WEBP')  # several frames in these are an ani
 BAND_BYTES = 8 * 2 ** 20  # decoded pixels are converted to the array in bands of about this size
 SAMPLE_FORMAT_TAG, BITS_PER_SAMPLE_TAG, ICC_PROFILE_TAG = 339, 258, 34675  # TIFF tags
 TIFF_UNDEFINED = 7  # TIFF field type of opaque bytes (the ICC profile)
-PARTIAL_FILE = re.compile(r'\..+\.[0-9a-f]{8}\.part')  # `write_atomic`'s temporary files
 
 
 class ImageReadError(ValueError):
@@ -348,20 +346,20 @@ def _tiff_with_icc(tiff, icc):
 def write_atomic(path, data):
     """Write bytes to `path` all at once (`ciaosr_arch.checkpoint.atomic_file`: a hidden temporary file in the
     same folder, fsync, rename). An interruption leaves either the old file or the complete new one, never a
-    truncated image (a SIGKILL can leave a `.NAME.*.part` file behind, which `remove_partial_files` clears)."""
+    truncated image (a SIGKILL can leave a `.NAME.PID-*.part` file behind, which `remove_partial_files` clears)."""
     with atomic_file(path) as file:
         file.write(data)
 
 
-def remove_partial_files(folder, recursive=False, older_than=None):
-    """Delete the temporary files that `write_atomic` left in `folder` (and its sub-folders if `recursive`)
-    when its process was killed: hidden `.NAME.XXXXXXXX.part` files last modified before `older_than`
-    (seconds since the epoch; None: any). Returns the deleted paths, sorted."""
+def remove_partial_files(folder, recursive=False):
+    """Delete the temporary files that `write_atomic` left in `folder` (and its sub-folders if `recursive`) when
+    its process was killed: hidden `.NAME.PID-XXXXXXXX.part` files whose writing process no longer runs
+    (`ciaosr_arch.checkpoint.is_abandoned`), so the files that other runs are writing now stay. Returns the deleted
+    paths, sorted."""
     folder = Path(folder)
     removed = []
     for path in sorted(folder.rglob('.*.part') if recursive else folder.glob('.*.part')):
-        if PARTIAL_FILE.fullmatch(path.name) and path.is_file() and (
-                older_than is None or path.stat().st_mtime < older_than):
+        if path.is_file() and is_abandoned(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

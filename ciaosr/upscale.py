@@ -416,8 +416,8 @@ def run(args):
     """Process this rank's share of the inputs; returns the exit status (0: every file succeeded).
 
     Before any work: the inputs are listed (UsageError if there are none), the output folder is created and
-    checked for writing (UsageError), and rank 0 removes the temporary files that a killed run left there."""
-    started = time.time()
+    checked for writing (UsageError), and rank 0 removes the temporary files that a killed run left there (never
+    those of a run that is still writing)."""
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     if not 0 <= rank < world:
         raise UsageError(f'RANK={rank} is not in [0, WORLD_SIZE={world})')
@@ -430,7 +430,7 @@ def run(args):
     if rank == 0:
         if earlier:
             tqdm.write(f'{prefix}not taken as inputs: {len(earlier)} earlier output(s) of this tool in {outdir}')
-        removed = image_io.remove_partial_files(outdir, args.recursive, older_than=started)
+        removed = image_io.remove_partial_files(outdir, args.recursive)
         if removed:
             tqdm.write(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
     device = pick_device(args.device, int(os.environ.get('LOCAL_RANK', 0)))

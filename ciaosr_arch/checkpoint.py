@@ -35,6 +35,8 @@ SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
     'real-l1': 'ciaosr_realnet_x4_edsr.safetensors',  # real-world degradations, stage 1 (L1)
     'real': 'ciaosr_real_gan_x4_edsr.safetensors',  # real-world degradations, stage 2 (L1 + perceptual + GAN)
 }
+# `atomic_file`'s temporary files: .NAME.PID-XXXXXXXX.part, PID the writing process
+PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')
 IGNORED_PREFIXES = ('discriminator.', 'perceptual_loss.', 'step_counter', 'net_d.')
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # weights load from any of these
 MAX_OPTION = 2 ** 16  # largest integer option (channels, widths, block counts, sizes) a checkpoint may declare
@@ -396,15 +398,16 @@ def load_model(path=None, device='cpu', **overrides):
 
 @contextmanager
 def atomic_file(path):
-    """Binary file object for writing `path` all at once: a hidden `.NAME.XXXXXXXX.part` file in the same folder,
-    flushed, fsynced and renamed over `path` when the block ends without an error (then the folder is fsynced).
+    """Binary file object for writing `path` all at once: a hidden `.NAME.PID-XXXXXXXX.part` file in the same
+    folder (PID: this process), flushed, fsynced and renamed over `path` when the block ends without an error (then
+    the folder is fsynced).
 
     An error or a kill inside the block leaves `path` as it was (absent or the previous complete file); on an
-    error the temporary file is removed (a SIGKILL can leave it behind, hidden). Raises OSError if the folder
-    cannot be written.
+    error the temporary file is removed (a SIGKILL can leave it behind, hidden: see `is_abandoned`). Raises
+    OSError if the folder cannot be written.
     """
     path = Path(path)
-    temporary = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.part')
+    temporary = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part')
     try:
         with open(temporary, 'xb') as file:
             yield file
@@ -420,6 +423,23 @@ def atomic_file(path):
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def is_abandoned(path):
+    """Whether `path` is a temporary file of `atomic_file` whose writer is gone: its name has `atomic_file`'s form
+    and the process whose id it holds no longer runs on this machine. Anything else, including a file whose writer
+    may still run (or whose process id was taken by another process since), is not abandoned. Always False where
+    processes cannot be checked without side effects (not POSIX)."""
+    match = PARTIAL_FILE.fullmatch(Path(path).name)
+    if not match or os.name != 'posix':
+        return False
+    try:
+        os.kill(int(match[1]), 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's process; not a process id: not ours to judge
+        pass
+    return False
 
 
 def save_safetensors(net, path, arch, metadata=None):

@@ -18,7 +18,7 @@ from PIL import Image, ImageCms
 from ciaosr import benchmark, image_io
 from ciaosr import upscale as cli
 from ciaosr_arch import LIIF, CiaoSR, load_model, super_resolve
-from ciaosr_arch.checkpoint import save_safetensors
+from ciaosr_arch.checkpoint import atomic_file, save_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = os.path.join(os.path.dirname(ROOT), 'shared', 'cases')
@@ -439,16 +439,29 @@ def test_leftover_partial_files_are_removed_and_hidden_files_skipped(tmp_path, t
     (src / '._a.png').write_bytes(b'\0\5\26\7 AppleDouble resource fork')
     (src / '.DS_Store').write_bytes(b'\0\0\0\1Bud1')
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / '.hidden' / 'b.png')
-    leftover = out / f'.a_out.png.{"0" * 7}1.part'
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    leftover = out / f'.a_out.png.{int(dead.stdout)}-0000000f.part'  # its writer has ended
     leftover.write_bytes(b'half an image')
-    os.utime(leftover, (1e9, 1e9))
+    live = out / f'.b_out.png.{os.getppid()}-0000000f.part'  # a run that is still writing (05-concurrent-runs)
+    live.write_bytes(b'half of an image being written')
     not_ours = out / '.notes.part'
     not_ours.write_text('a hidden file of someone else')
     assert run_cli('-i', src, '-o', out, '-s', 2, '--recursive', model=tiny_model) == 0
     captured = capsys.readouterr()
     assert '1 done, 0 skipped, 0 failed' in captured.out and 'FAILED' not in captured.err
     assert f'removed 1 temporary file(s) left in {out} by an interrupted run' in captured.out
-    assert sorted(p.name for p in out.iterdir()) == ['.notes.part', 'a_out.png']
+    assert sorted(p.name for p in out.iterdir()) == sorted(['.notes.part', live.name, 'a_out.png'])
+
+
+def test_a_second_run_keeps_the_temporary_file_that_a_live_run_is_writing(tmp_path):
+    """05-concurrent-runs-same-output: run B's start-up cleaning must not delete run A's file in flight."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    with atomic_file(out / 'a_out.png') as file:
+        file.write(b'the first run\'s image')
+        assert image_io.remove_partial_files(out) == []
+    assert (out / 'a_out.png').read_bytes() == b'the first run\'s image'
+    assert sorted(p.name for p in out.iterdir()) == ['a_out.png']
 
 
 def test_list_images_is_the_one_lister(tmp_path):
