@@ -61,7 +61,7 @@ class ImageInfo:
 
     width, height: the upright size in pixels (EXIF orientation applied), as `read_image` returns it;
     channels: C of `read_image`'s array (1-4); itemsize: bytes per sample (1: 8-bit, 2: 16-bit);
-    file_bytes: the file's size; upright_copy: whether turning it upright costs a copy of the array.
+    file_bytes: the file's size; upright_copy: whether turning it upright (decoder or `read_image`) costs a copy.
     """
     width: int
     height: int
@@ -82,10 +82,10 @@ class ImageInfo:
     @property
     def decode_bytes(self):
         """Peak memory of `read_image` in bytes (an upper bound): the file, the decoder's buffer (PIL keeps up to
-        4 bytes per 8-bit pixel, OpenCV C samples), the array (twice if turned upright by a copy), a band and
-        its copies."""
+        4 bytes per 8-bit pixel, OpenCV C samples; twice if turned upright by a copy, by the decoder or by us: that
+        copy is never larger), the array, a band and its copies."""
         decoder = self.height * self.width * max(4, self.channels) * self.itemsize
-        return self.file_bytes + decoder + self.pixel_bytes * (2 if self.upright_copy else 1) + 4 * BAND_BYTES
+        return self.file_bytes + decoder * (2 if self.upright_copy else 1) + self.pixel_bytes + 4 * BAND_BYTES
 
 
 def has_alpha(image):
@@ -143,7 +143,7 @@ def read_image(path):
     with open_checked(data) as image:
         _header_info(image, len(data))
         icc = image.info.get('icc_profile') or None
-        orientation = _orientation(image)
+        orientation, ours = _orientation(image)
         try:
             if _is_16bit_colour(image):
                 pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -159,14 +159,16 @@ def read_image(path):
             raise
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
             raise ImageReadError(f'damaged or truncated image ({err})') from None
-    return Picture(np.ascontiguousarray(UPRIGHT.get(orientation, lambda a: a)(pixels)), icc)
+    if ours and orientation in UPRIGHT:
+        pixels = np.ascontiguousarray(UPRIGHT[orientation](pixels))
+    return Picture(pixels, icc)
 
 
 def _header_info(image, file_bytes):
     """ImageInfo of an opened PIL image; ImageReadError for animations, multi-page files and float samples."""
     try:
         frames = image.n_frames if getattr(image, 'is_animated', False) else 1
-        orientation = _orientation(image)
+        orientation, ours = _orientation(image)
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise ImageReadError(f'damaged image header ({err})') from None
     if frames > 1 and image.format != 'MPO':  # MPO: a JPEG with extra views; its first frame is the photo
@@ -185,20 +187,25 @@ def _header_info(image, file_bytes):
     else:
         channels, itemsize = (3, 1) if image.mode == 'CMYK' else (len(_target_mode(image)), 1)
     width, height = image.size
-    if orientation in (5, 6, 7, 8):
+    if ours and orientation in (5, 6, 7, 8):
         width, height = height, width
     return ImageInfo(width, height, channels, itemsize, file_bytes, upright_copy=orientation in UPRIGHT)
 
 
 def _orientation(image):
-    """EXIF orientation (1-8) of an opened image, from its header: for a PNG, from an eXIf chunk before the
-    pixels (PIL's getexif() would decode the whole image to look for one after them)."""
+    """(orientation, ours) of an opened image, from its header: the EXIF orientation (1-8) and whether `read_image`
+    turns the decoded pixels upright itself (`UPRIGHT`). The one place that decides it for every format: PIL and
+    OpenCV turn a TIFF upright while decoding it (and PIL's size of a TIFF is already the upright one), so ours is
+    False for TIFF and True for the others. For a PNG the orientation comes from an eXIf chunk before the pixels
+    (PIL's getexif() would decode the whole image to look for one after them)."""
+    if image.format == 'TIFF':
+        return image.tag_v2.get(ORIENTATION_TAG, 1), False
     if image.format != 'PNG':
-        return image.getexif().get(ORIENTATION_TAG, 1)
+        return image.getexif().get(ORIENTATION_TAG, 1), True
     exif = Image.Exif()
     if 'exif' in image.info:
         exif.load(image.info['exif'])
-    return exif.get(ORIENTATION_TAG, 1)
+    return exif.get(ORIENTATION_TAG, 1), True
 
 
 def _float_message(bits, fmt):

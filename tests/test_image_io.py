@@ -5,9 +5,11 @@ import json
 import math
 import os
 import runpy
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import cv2
 import numpy as np
@@ -233,6 +235,46 @@ def test_icc_profile_of_a_16bit_tiff_is_kept(tmp_path, tiny_model):
     assert run_cli('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-s', 2, model=tiny_model) == 0
     out = image_io.read_image(tmp_path / 'out' / 'deep_out.tif')
     assert out.pixels.dtype == np.uint16 and out.pixels.shape == (24, 32, 3) and out.icc_profile == SRGB
+
+
+UPRIGHT_BY_HAND = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
+                   5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+                   7: lambda a: np.rot90(a, 2).transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}  # EXIF 1-8
+
+
+def with_exif_chunk(png, orientation):
+    """PNG bytes with an eXIf chunk holding the EXIF orientation, right after IHDR (which ends at byte 33)."""
+    exif = Image.Exif()
+    exif[image_io.ORIENTATION_TAG] = orientation
+    body = b'eXIf' + exif.tobytes().removeprefix(b'Exif\0\0')
+    return png[:33] + struct.pack('>I', len(body) - 4) + body + struct.pack('>I', zlib.crc32(body)) + png[33:]
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_every_format_comes_out_upright_once(tmp_path, monkeypatch, orientation):
+    """01-tiff-orientation: the decoders already turn TIFFs upright, which image_io did again (21 of 24 TIFFs came
+    out mirrored or turned). Orientation 1-8 in 8-bit, 16-bit and gray TIFF (PIL and OpenCV), JPEG, 8-bit, 16-bit
+    and gray PNG: the pixels and the header's size are the upright picture."""
+    (tmp_path / 'in').mkdir()  # the case's make.py writes into it
+    src = make_case('turn3/01-tiff-orientation', tmp_path, monkeypatch)
+    stored = np.load(tmp_path / 'stored.npy')  # 24 x 32 RGB, a gradient along both axes
+    gray = ((stored[..., 0].astype(np.uint16) + stored[..., 1]) // 2 * 257)[..., None]
+    exif = Image.Exif()
+    exif[image_io.ORIENTATION_TAG] = orientation
+    Image.fromarray(stored).save(src / 'rgb8.jpg', exif=exif, quality=100, subsampling=0)
+    Image.fromarray(stored).save(src / 'rgb8.png', exif=exif)
+    Image.fromarray(gray[..., 0]).save(src / 'gray16.png', exif=exif)
+    rgb16 = stored.astype(np.uint16) * 257
+    (src / 'rgb16.png').write_bytes(with_exif_chunk(cv2.imencode('.png', rgb16[..., ::-1])[1].tobytes(), orientation))
+    files = {f'rgb8_o{orientation}.tif': stored, f'rgb16_o{orientation}.tif': rgb16,
+             f'gray16_o{orientation}.tif': gray, 'rgb8.jpg': stored, 'rgb8.png': stored, 'rgb16.png': rgb16,
+             'gray16.png': gray}
+    for name, raster in files.items():
+        pixels, upright = image_io.read_image(src / name).pixels, UPRIGHT_BY_HAND[orientation](raster)
+        info = image_io.probe_image(src / name)
+        assert pixels.shape == upright.shape and (info.height, info.width) == upright.shape[:2], name
+        error = np.abs(pixels.astype(float) - upright).max() / (257 if pixels.dtype == np.uint16 else 1)
+        assert error <= (4 if name.endswith('.jpg') else 0), f'{name}: {error} levels from the upright picture'
 
 
 def test_floating_point_tiffs_are_refused_saying_so(tmp_path, tiny_model, capsys):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms
 
 from ciaosr import image_io
 from ciaosr import upscale as cli
@@ -285,16 +285,6 @@ def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkey
         assert run_cli(*argv, '-o', tmp_path / 'out', '-s', 2) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
-
-
-def test_exif_orientations_match_pil(tmp_path, photo):
-    for orientation in range(1, 9):
-        image = Image.fromarray(photo[:6, :9])
-        exif = image.getexif()
-        exif[image_io.ORIENTATION_TAG] = orientation
-        image.save(tmp_path / 'o.png', exif=exif)
-        expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / 'o.png')))
-        np.testing.assert_array_equal(image_io.read_image(tmp_path / 'o.png').pixels, expected)
 
 
 def test_16bit_colour_and_icc_round_trip(tmp_path):
