@@ -1,9 +1,10 @@
-"""What the command lines share: scale arguments, model names (--model / --name), device and precision.
+"""What the command lines share: scale arguments, model names (--model / --name), device and precision, SIGTERM.
 
 The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
 precisions the same way through these helpers.
 """
 import argparse
+import signal
 from pathlib import Path
 
 import torch
@@ -16,6 +17,18 @@ BICUBIC = 'bicubic'  # the baseline's name in every table
 
 class UsageError(Exception):
     """A bad option or setup found before any work: one line, exit status 2."""
+
+
+def sigterm_as_ctrl_c():
+    """From now on, SIGTERM (kill, torchrun, a service manager) raises KeyboardInterrupt in the main thread, as
+    Ctrl-C does, so that a command ends the same way on either: its summary, temporary files removed, exit 130.
+    Called by the console scripts' main() itself, so it holds for the installed script, `python -m` and the
+    scripts in inference/ alike. ValueError outside the main thread (where Python cannot set signal handlers)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def scale_arg(text):

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -35,7 +34,7 @@ from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_si
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
-from .cli import UsageError, add_device_options, pick_device, pick_precision
+from .cli import UsageError, add_device_options, pick_device, pick_precision, sigterm_as_ctrl_c
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
 # Per output pixel: float accumulators (16 bytes) while upscaling, then OUTPUT_SAMPLE_COPIES bytes per byte of the
@@ -480,7 +479,11 @@ def run(args):
 
 
 def main(argv=None):
+    """The console script (also `python -m ciaosr.upscale` and inference/inference_ciaosr.py): `run` with the
+    command line; returns the exit status (0, 1 if a file failed, 2 for a bad option or setup, 130 when
+    interrupted by Ctrl-C or SIGTERM: the summary is printed and no temporary file is left)."""
     args = parse_args(argv)
+    sigterm_as_ctrl_c()
     try:
         return run(args)
     except UsageError as err:
@@ -491,11 +494,5 @@ def main(argv=None):
         return 130
 
 
-def _exit_on_sigterm(signum, frame):
-    """SIGTERM (torchrun, kill) unwinds like Ctrl-C, so temporary files are removed."""
-    raise KeyboardInterrupt
-
-
 if __name__ == '__main__':
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.exit(main())

@@ -2,6 +2,7 @@
 import io
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -217,6 +218,30 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model
     assert '2 done, 1 skipped, 0 failed' in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ['a_out.png', 'b_out.png', 'c_out.png']
     assert Image.open(out / 'b_out.png').size == (40, 32)
+
+
+@pytest.mark.parametrize('script', ['ciaosr-upscale', 'inference_ciaosr.py'])
+def test_sigterm_ends_every_entry_point_like_ctrl_c(tmp_path, tiny_model, photo, script):
+    """04-sigterm-console-script: SIGTERM was handled only under `if __name__ == '__main__'`, so the console script
+    and inference/inference_ciaosr.py died with 143, no summary, and could leave a hidden .part file."""
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    for k in range(30):
+        Image.fromarray(photo[k:k + 48, :48]).save(src / f'img{k:02}.png')
+    command = ([os.path.join(os.path.dirname(sys.executable), script)] if script == 'ciaosr-upscale' else
+               [sys.executable, os.path.join(ROOT, 'inference', script)])
+    run = subprocess.Popen(command + ['-i', str(src), '-o', str(out), '-s', '4', '--model', str(tiny_model),
+                                      '--runtime', 'torch', '--threads', '1'],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env={**os.environ, 'PYTHONPATH': ROOT, 'PYTHONUNBUFFERED': '1'})
+    for line in run.stdout:
+        if ' -> ' in line:  # the first file is written: the run is in the middle of the batch
+            break
+    run.send_signal(signal.SIGTERM)
+    rest = run.stdout.read()
+    assert run.wait(timeout=120) == 130
+    assert '; interrupted' in rest and not list(out.glob('.*.part'))
+    assert 0 < len(list(out.iterdir())) < 30
 
 
 def test_inputs_are_never_overwritten(tmp_path, tiny_model, photo, capsys):
