@@ -374,8 +374,12 @@ def load_model(path=None, device='cpu', **overrides):
     The options (metadata or inferred, plus `overrides`) pass `check_arch`; the network is built on the
     meta device and matched with the file's keys and shapes before it is built for real, so a file
     never makes us allocate more than its own tensors; then the weights must pass `check_values`.
-    Any failure is one CheckpointError naming the file and the keys, option or tensors at fault.
+    Any failure is one CheckpointError naming the file and the keys, option or tensors at fault; a `device` that
+    is not there (CUDA without a GPU) a ValueError, before the file is read.
     """
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA device is available (use device='cpu')")
     path = resolve_weights(path)
     state, arch = read_checkpoint(path)
     if arch is None:

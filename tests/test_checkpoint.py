@@ -257,3 +257,10 @@ def test_convert_writes_metadata_and_no_temporary_files(tiny_model, tmp_path):
         meta = f.metadata()
     assert meta['data'] == 'T91' and meta['note'] == 'a=b' and json.loads(meta['arch'])['type'] == 'CiaoSR'
     assert [p.name for p in tmp_path.iterdir()] == ['out.safetensors']
+
+
+def test_load_model_on_a_missing_cuda_device_says_so(monkeypatch):
+    """14-api-unchecked-arguments: PyTorch's 'Found no NVIDIA driver' came out of load_model(device='cuda')."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda': no CUDA device is available"):
+        load_model(device='cuda')

@@ -150,6 +150,36 @@ def test_tiled_chunking_changes_nothing(photo, tiny_model):
     assert not torch.equal(tiled, super_resolve(net, lr, 2.3))
 
 
+def test_super_resolve_refuses_bad_arguments_in_one_error(tiny_model):
+    """14-api-unchecked-arguments: chunk < 0 returned an uninitialised buffer, a negative overlap NaN, tiles under 8
+    pixels a 17 dB image, and wrong inputs raw PyTorch errors; a NumPy scale was refused."""
+    net = load_model(tiny_model)
+    lr = torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(0))
+    cases = [({'chunk': -1}, ValueError, 'chunk must be None'), ({'chunk': 0}, ValueError, 'chunk must be None'),
+             ({'chunk': 2.5}, TypeError, 'chunk must be an integer'),
+             ({'tile': 8, 'tile_overlap': -3}, ValueError, 'tile_overlap must be at least 0'),
+             ({'tile': -5}, ValueError, r'tile must be 0 \(no tiling\) or at least 8'),
+             ({'tile': 1}, ValueError, r'tile must be 0 \(no tiling\) or at least 8'),
+             ({'tile': True}, TypeError, 'tile must be an integer'),
+             ({'progress': 'yes'}, TypeError, 'progress must be a function'),
+             ({'scale': '2'}, TypeError, 'scale must be a number'), ({'scale': -2}, ValueError, 'finite number > 0'),
+             ({'size': (24, 28.5)}, TypeError, 'size must be two integers'),
+             ({'size': (0, 28)}, ValueError, 'size must be two positive integers'),
+             ({'lr': lr.numpy()}, TypeError, 'lr must be a torch.Tensor'),
+             ({'lr': (lr * 255).to(torch.uint8)}, TypeError, r'lr must hold floats in \[0, 1\], got torch.uint8'),
+             ({'lr': lr.double()}, TypeError, 'lr is torch.float64 but the network\'s weights are torch.float32'),
+             ({'lr': torch.rand(1, 4, 12, 14)}, ValueError, r'lr must be RGB images \[B, 3, h, w\]'),
+             ({'lr': lr[0]}, ValueError, r'add the batch dimension'),
+             ({'lr': lr[:, :, :0]}, ValueError, r'got shape \(1, 3, 0, 14\)')]
+    for change, error, message in cases:
+        arguments = {'lr': lr, 'scale': 2, **change}
+        if 'size' in change:
+            del arguments['scale']
+        with pytest.raises(error, match=message):
+            super_resolve(net, **arguments)
+    assert super_resolve(net, lr, np.float32(2), chunk=np.int64(100)).shape == (1, 3, 24, 28)
+
+
 @pytest.mark.parametrize('length,side,overlap', [(256, 128, 32), (100, 40, 16), (97, 60, 30), (50, 50, 8)])
 def test_smooth_tiles_blend_to_one_and_stay_off_tile_edges(length, side, overlap):
     tiles = tiling.axis_tiles(length, side, overlap, 'smooth')
