@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve
 from ciaosr_arch.checkpoint import SHIPPED_MODELS
-from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_size, speed_tile
+from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_plan, output_size, speed_tile
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
@@ -280,9 +280,9 @@ class Upscaler:
 
         Counted: the memory in use now, decoding (`info.decode_bytes`), the picture and its float copy (and
         the alpha colour fill), the previous step's output, the output (float accumulators, then the 8/16-bit
-        result and its encoding); the rest is the work room that `memory_plan` turns into a tile and a chunk.
-        MemoryError (one line) if something does not fit; ValueError if --tile-overlap is too large for the
-        tiles that fit.
+        result and its encoding); the rest is the work room that `memory_plan` turns into a tile and a chunk
+        (--tile, when given, must fit it as the automatic one does). MemoryError (one line) if something does not
+        fit, naming the largest tile that would; ValueError if --tile-overlap is too large for the tiles that fit.
         """
         room, gib = HEADROOM * self.budget, 2 ** 30
         h, w = info.height, info.width
@@ -299,10 +299,16 @@ class Upscaler:
             step_size = size if k == count else (round(h * (size[0] / h) ** (k / count)),
                                                  round(w * (size[1] / w) ** (k / count)))
             fixed = held + previous + per_output_pixel * step_size[0] * step_size[1]
+            explicit = min(self.args.tile, max(in_size))  # a tile larger than the image runs as the whole image
             try:
-                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=self.args.tile,
+                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=explicit,
                                           min_tile=AUTO_MIN_TILE)
             except MemoryError:
+                fits = largest_tile(self.net, room - fixed)
+                if explicit and fits >= MIN_TILE:
+                    raise MemoryError(f'--tile {self.args.tile} does not fit in --max-memory {self.budget / gib:.2f} '
+                                      f'GiB for this image: the largest tile that fits is {fits}; lower --tile or '
+                                      f'raise --max-memory') from None
                 raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
                                   f'{self.budget / gib:.2f} GiB (the model, input and output alone need '
                                   f'{fixed / gib:.2f} GiB); raise --max-memory or lower the scale') from None

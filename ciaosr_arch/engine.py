@@ -132,6 +132,12 @@ def decode_chunk(net, device):
     return runtime.chunk if runtime is not None else preferred_chunk(device)
 
 
+def largest_tile(net, work_bytes):
+    """The largest LR tile side (pixels, possibly 0) whose encoding fits in `work_bytes` bytes (see `memory_plan`)."""
+    encode = ENCODE_PIXEL_BYTES * net.encoder.out_channels / 64
+    return math.isqrt(int(max(work_bytes - TILE_OVERHEAD_BYTES, 0) / encode))
+
+
 def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
     """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most the
     device's SPEED_TILE) and the query chunk whose peak memory fits in `work_bytes`.
@@ -141,7 +147,8 @@ def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
     half of ENCODE_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
     1024 queries to `decode_chunk`; an attached inference runtime's `query_bytes` instead: it holds only a
     block of queries' activations at a time). Per-pixel terms scale with the encoder's width
-    relative to 64 (approximate for RDN/SwinIR). MemoryError if the largest tile is below `min_tile`.
+    relative to 64 (approximate for RDN/SwinIR). MemoryError if the given `tile` does not fit, or without one, if
+    the largest tile is below `min_tile` (`largest_tile` says which would fit).
     `half` (fp16/bf16 autocast) halves the chunk's share only: autocast keeps enough of the encode in fp32
     that halving the tile terms overshot the budget.
     """
@@ -150,11 +157,11 @@ def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
     device = next(net.parameters()).device
     encode = ENCODE_PIXEL_BYTES * width
     room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
-    if not tile:
-        tile = math.isqrt(int(room / encode))
-        if tile < min_tile:
-            raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {min_tile}-pixel tile')
-        tile = min(tile, speed_tile(device))
+    fits = largest_tile(net, work_bytes)
+    if fits < (tile or min_tile):
+        raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {tile or min_tile}-pixel tile '
+                          f'(the largest that fits is {fits})')
+    tile = tile or min(fits, speed_tile(device))
     runtime = getattr(net, 'runtime', None)
     per_query = runtime.query_bytes if runtime is not None else QUERY_BYTES * width / shrink
     chunk = int((room - encode / 2 * tile ** 2) / per_query)

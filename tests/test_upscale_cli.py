@@ -2,6 +2,7 @@
 import io
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -217,6 +218,21 @@ def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, caps
     assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 16, '--max-memory', '100MB',
                    model=tiny_model) == 1
     assert 'does not fit in --max-memory' in capsys.readouterr().err
+
+
+def test_explicit_tile_is_held_to_the_budget(tmp_path, tiny_model, photo, monkeypatch, capsys):
+    """08-explicit-tile-ignores-budget: --tile N skipped the memory plan (peak 1.15 GiB for a 0.90 GiB budget). It
+    is refused like an automatic tile that does not fit, naming the largest that would; that one runs."""
+    monkeypatch.setattr(cli, 'resident_bytes', lambda device: 0)  # the plan without this process's own memory
+    Image.fromarray(photo[:64, :64]).save(tmp_path / 'p.png')
+    argv = ('-i', tmp_path / 'p.png', '-o', tmp_path / 'out', '-s', 1.5, '--max-memory', '345MB', '--runtime', 'torch')
+    assert run_cli(*argv, '--tile', 64, model=tiny_model) == 1
+    err = capsys.readouterr().err
+    fits = int(re.search(r'--tile 64 does not fit in --max-memory 0.34 GiB for this image: the largest tile that '
+                         r'fits is (\d+); lower --tile or raise --max-memory', err)[1])
+    assert tiling.MIN_TILE <= fits < 64 and not (tmp_path / 'out' / 'p_out.png').exists()
+    assert run_cli(*argv, '--tile', fits, model=tiny_model) == 0
+    assert f'(tile {fits}, overlap' in capsys.readouterr().out
 
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model, photo, monkeypatch, capsys):
