@@ -23,6 +23,7 @@ from ciaosr_arch.checkpoint import atomic_file, is_abandoned
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif')
 FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF'}  # we write
+MAX_SIDE = {'JPEG': 65535, 'WEBP': 16383}  # the longest side in pixels that these formats can hold
 SAVE_OPTIONS = {'PNG': {}, 'JPEG': {'quality': 95}, 'WEBP': {'quality': 95}, 'TIFF': {'compression': 'tiff_deflate'}}
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the array operation that makes the image upright (as PIL.ImageOps.exif_transpose).

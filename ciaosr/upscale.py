@@ -87,7 +87,8 @@ def build_parser():
                                              'on CPU, 3/4 of the GPU on CUDA)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg', 'webp'],
                         help='output format; auto keeps the input format (PNG, JPEG, WebP, TIFF; others become '
-                             'PNG); images with alpha are always written as PNG')
+                             'PNG); images with alpha, and outputs too large for WebP (16383 px) or JPEG (65535 px), '
+                             'are written as PNG, saying so')
     parser.add_argument('--suffix', default='out', help='output name: NAME_SUFFIX.EXT (default out; "" = NAME.EXT)')
     parser.add_argument('--skip-existing', action='store_true', help='leave outputs that exist (resume a run)')
     return parser
@@ -186,24 +187,40 @@ def find_images(root, recursive, outdir, suffix):
     return inputs, earlier
 
 
+def output_format(src, info, size, args):
+    """(ext, note): the format (a key of image_io.FORMATS) of the output of `src`, an image described by `info`
+    (image_io.ImageInfo) and upscaled to `size` (H, W), and why it is not the one asked for (None when it is).
+
+    Asked for: --ext, or with --ext auto the input's own format where we write it (else PNG). PNG instead where
+    that format cannot hold the output: alpha (always written as PNG), or a side over the format's limit
+    (image_io.MAX_SIDE: WebP 16383, JPEG 65535 pixels).
+    """
+    ext = args.ext
+    if ext == 'auto':  # the input's own suffix where we can write it
+        ext = src.suffix.lower()[1:] if src.suffix.lower()[1:] in image_io.FORMATS else 'png'
+    fmt = image_io.FORMATS[ext]
+    if info.has_alpha and fmt != 'PNG':
+        return 'png', f'it has alpha: written as PNG, not {fmt}'
+    limit = image_io.MAX_SIDE.get(fmt)
+    if limit and max(size) > limit:
+        return 'png', f'{size[1]}x{size[0]} is over the {fmt} limit of {limit} pixels a side: written as PNG'
+    return ext, None
+
+
 def plan_jobs(files, root, outdir, args):
-    """A Job per file, in order: output path from the relative path, --suffix and the format; a job whose
-    file is refused from its header (unreadable, animated, ...), whose output would be an input file, or the
-    output of an earlier job, gets a problem instead."""
+    """A Job per file, in order: output path from the relative path, --suffix and the format (`output_format`,
+    from the header); a job whose file is refused from its header (unreadable, animated, ...), whose output would
+    be an input file, or the output of an earlier job, gets a problem instead."""
     inputs = {path.resolve(): path for path in files}
     claimed = {}
     jobs = []
     for src in files:
         try:
-            alpha = image_io.probe_image(src).has_alpha
+            info = image_io.probe_image(src)
         except image_io.ImageReadError as err:
             jobs.append(Job(src, problem=str(err)))
             continue
-        ext = args.ext
-        if ext == 'auto':  # the input's own suffix where we can write it
-            ext = src.suffix.lower()[1:] if src.suffix.lower()[1:] in image_io.FORMATS else 'png'
-        if alpha:
-            ext = 'png'
+        ext, _ = output_format(src, info, target_size((info.height, info.width), args), args)
         relative = src.relative_to(root)
         name = f'{relative.stem}_{args.suffix}' if args.suffix else relative.stem
         dst = outdir / relative.parent / f'{name}.{ext}'
@@ -377,10 +394,13 @@ def resize_alpha(alpha, size):
     return cv2.resize(np.ascontiguousarray(alpha), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def process(job, upscaler, args, bar_position, prefix=''):
+def process(job, upscaler, args, bar_position, prefix='', planned=frozenset()):
     """Upscale one job's file: 'done' or 'skipped'; raises (ImageReadError, ValueError, ...) on failure.
 
-    Sizes and memory are checked from the file's header before it is decoded."""
+    Sizes, memory and the output format (`output_format`) are checked from the file's header before it is
+    decoded. A file that changed since it was planned (e.g. a JPEG replaced by a PNG with alpha) is written in the
+    format that it needs now, saying so, and `job.dst` follows; unless that path is in `planned` (the resolved
+    output paths planned for the run's files): then it fails with a message."""
     if job.problem:
         raise ValueError(job.problem)
     if args.skip_existing and job.dst.exists():
@@ -391,9 +411,16 @@ def process(job, upscaler, args, bar_position, prefix=''):
     size = target_size((h, w), args)
     if size[0] < h or size[1] < w:
         raise ValueError(f'is {w}x{h}, larger than the requested {size[1]}x{size[0]}; CiaoSR only upscales')
+    ext, note = output_format(job.src, info, size, args)
+    if job.dst.suffix != f'.{ext}':
+        dst = job.dst.with_suffix(f'.{ext}')
+        if dst.resolve() in planned:
+            raise ValueError(f'the file changed during the run: its output would now be {dst}, the output of '
+                             f'another file; run it again on its own')
+        job.dst, note = dst, 'the file changed during the run' + (f'; {note}' if note else '')
     steps = upscaler.plan(info, size)
     picture = image_io.read_image(job.src)
-    if picture.pixels.shape[:2] != (h, w):
+    if picture.pixels.shape != (h, w, info.channels):
         raise ValueError('the file changed while it was being read')
     bar = None
     if size[0] * size[1] >= LONG_IMAGE_PIXELS:
@@ -413,7 +440,7 @@ def process(job, upscaler, args, bar_position, prefix=''):
     job.dst.parent.mkdir(parents=True, exist_ok=True)
     image_io.write_atomic(job.dst, image_io.encode_image(result, job.dst.suffix[1:]))
     tqdm.write(f'{prefix}{job.src} -> {job.dst}: {w}x{h} -> {size[1]}x{size[0]} ({"; ".join(map(str, steps))}) '
-               f'in {time.perf_counter() - start:.1f} s')
+               f'in {time.perf_counter() - start:.1f} s{f" ({note})" if note else ""}')
     return 'done'
 
 
@@ -457,7 +484,9 @@ def run(args):
         args.max_memory = (torch.cuda.get_device_properties(device).total_memory * 3 // 4 if device.type == 'cuda'
                            else parse_bytes(CPU_MEMORY))
     upscaler = Upscaler(net, device, dtype, args.max_memory, args)
-    jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)[rank::world]
+    jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)
+    planned = {job.dst.resolve() for job in jobs if job.dst}
+    jobs = jobs[rank::world]
 
     counts = {'done': 0, 'skipped': 0, 'failed': 0}
     start = time.perf_counter()
@@ -465,7 +494,7 @@ def run(args):
     with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
         for job in bar:
             try:
-                counts[process(job, upscaler, args, 2 * rank + 1, prefix)] += 1
+                counts[process(job, upscaler, args, 2 * rank + 1, prefix, planned)] += 1
             except KeyboardInterrupt:
                 interrupted = True
                 break

@@ -290,6 +290,49 @@ def test_sigterm_ends_every_entry_point_like_ctrl_c(tmp_path, tiny_model, photo,
     assert 0 < len(list(out.iterdir())) < 30
 
 
+def test_outputs_too_large_for_their_format_are_planned_as_png(tmp_path, tiny_model, photo, capsys):
+    """03-format-size-limits: WebP over 16383 px and JPEG over 65535 px failed after the whole upscale. The plan
+    (from the header) writes them as PNG, and the file's line says so."""
+    for name in ('strip.webp', 'strip.jpg'):
+        Image.fromarray(photo[:1, :64]).save(tmp_path / name)
+    for name, width, ext in (('strip.webp', 16383, 'webp'), ('strip.webp', 16384, 'png'),
+                             ('strip.jpg', 65535, 'jpg'), ('strip.jpg', 65536, 'png')):
+        args = cli.parse_args(['-i', str(tmp_path / name), '-o', str(tmp_path / 'out'), '--size', f'{width}x1'])
+        assert [job.dst.name for job in cli.plan_jobs([tmp_path / name], tmp_path, tmp_path / 'out', args)] == [
+            f'strip_out.{ext}']
+    assert run_cli('-i', tmp_path / 'strip.webp', '-o', tmp_path / 'out', '--size', '16384x1', '--runtime', 'torch',
+                   model=tiny_model) == 0
+    assert '(16384x1 is over the WEBP limit of 16383 pixels a side: written as PNG)' in capsys.readouterr().out
+    assert Image.open(tmp_path / 'out' / 'strip_out.png').size == (16384, 1)
+
+
+def test_a_file_replaced_during_the_run_is_written_as_read(tmp_path, tiny_model, photo, monkeypatch, capsys):
+    """07-file-replaced-during-run: b.jpg became an RGBA PNG after planning: 'cannot write mode RGBA as JPEG'. Now
+    it is written as PNG, saying so; where that name is another file's output, it fails with a message."""
+    src = tmp_path / 'in'
+    src.mkdir()
+    for name in ('a.jpg', 'b.jpg', 'c.jpg', 'c.png'):
+        Image.fromarray(photo[:8, :8]).save(src / name)
+    plan = cli.plan_jobs
+
+    def plan_then_replace(*args):
+        jobs = plan(*args)
+        for name in ('b.jpg', 'c.jpg'):  # an editor or a sync client saves over them
+            Image.fromarray(np.dstack([photo[:8, :8], np.full((8, 8), 200, np.uint8)])).save(src / name, 'PNG')
+        return jobs
+    monkeypatch.setattr(cli, 'plan_jobs', plan_then_replace)
+    assert run_cli('-i', src, '-o', tmp_path / 'out', '-s', 2, '--runtime', 'torch', model=tiny_model) == 1
+    captured = capsys.readouterr()
+    assert 'b_out.png: 8x8 -> 16x16' in captured.out
+    assert 'the file changed during the run; it has alpha: written as PNG, not JPEG' in captured.out
+    assert [line for line in captured.err.splitlines() if 'FAILED' in line] == [
+        f'FAILED {src / "c.jpg"}: the file changed during the run: its output would now be '
+        f'{tmp_path / "out" / "c_out.png"}, the output of another file; run it again on its own']
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a_out.jpg', 'b_out.png', 'c_out.png']
+    assert image_io.read_image(tmp_path / 'out' / 'b_out.png').pixels.shape == (16, 16, 4)
+    assert image_io.read_image(tmp_path / 'out' / 'c_out.png').pixels.shape == (16, 16, 3)  # c.png's output
+
+
 def test_inputs_are_never_overwritten(tmp_path, tiny_model, photo, capsys):
     Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.png')
     Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.jpg')
