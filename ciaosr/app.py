@@ -43,7 +43,7 @@ from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
 from ciaosr_arch.runtime import openvino_version, use_runtime
 
 from . import image_io, upscale
-from .cli import UsageError, pick_device, pick_precision, sigterm_as_ctrl_c
+from .cli import UsageError, console_script_setup, pick_device, pick_precision
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
 MODEL_NOTES = {'default': 'bicubic-trained, best up to x4', 'real': 'real-world photos, GAN',
@@ -478,7 +478,7 @@ def main(argv=None):
     # Set before Gradio is imported (it reads some at import time) and before it imports matplotlib.
     os.environ.update(GRADIO_TEMP_DIR=str(cache), MPLCONFIGDIR=str(cache / 'matplotlib'),
                       GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', HF_HUB_DISABLE_TELEMETRY='1')
-    sigterm_as_ctrl_c()  # SIGTERM stops the server (and clears the cache) like Ctrl-C
+    console_script_setup()  # SIGTERM stops the server (and clears the cache) like Ctrl-C
     try:
         import gradio as gr
 

@@ -1,10 +1,11 @@
-"""What the command lines share: scale arguments, model names (--model / --name), device and precision, SIGTERM.
+"""What the command lines share: scale arguments, model names (--model / --name), device and precision, console set-up.
 
 The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
 precisions the same way through these helpers.
 """
 import argparse
 import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -19,12 +20,20 @@ class UsageError(Exception):
     """A bad option or setup found before any work: one line, exit status 2."""
 
 
-def sigterm_as_ctrl_c():
-    """From now on, SIGTERM (kill, torchrun, a service manager) raises KeyboardInterrupt in the main thread, as
-    Ctrl-C does, so that a command ends the same way on either: its summary, temporary files removed, exit 130.
-    Called by the console scripts' main() itself, so it holds for the installed script, `python -m` and the
-    scripts in inference/ alike. ValueError outside the main thread (where Python cannot set signal handlers)."""
+def console_script_setup():
+    """What every console script's main() sets up first, so that it holds for the installed script, `python -m`
+    and the scripts in inference/ alike (ValueError outside the main thread, where Python cannot set signal
+    handlers):
+
+    - SIGTERM (kill, torchrun, a service manager) raises KeyboardInterrupt in the main thread, as Ctrl-C does, so
+      a command ends the same way on either: its summary, temporary files removed, exit 130;
+    - sys.stdout writes what its encoding cannot hold as backslash escapes (as sys.stderr already does), so
+      printing a file name never fails: names that are not UTF-8 (Latin-1 bytes from old zips and Samba shares
+      arrive as surrogates), or a strict non-UTF-8 console.
+    """
     signal.signal(signal.SIGTERM, _interrupt)
+    if hasattr(sys.stdout, 'reconfigure'):  # a TextIOWrapper, not an object put in its place
+        sys.stdout.reconfigure(errors='backslashreplace')
 
 
 def _interrupt(signum, frame):

@@ -34,7 +34,7 @@ from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_p
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
-from .cli import UsageError, add_device_options, pick_device, pick_precision, sigterm_as_ctrl_c
+from .cli import UsageError, add_device_options, console_script_setup, pick_device, pick_precision
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
 # Per output pixel: float accumulators (16 bytes) while upscaling, then OUTPUT_SAMPLE_COPIES bytes per byte of the
@@ -516,9 +516,10 @@ def run(args):
 def main(argv=None):
     """The console script (also `python -m ciaosr.upscale` and inference/inference_ciaosr.py): `run` with the
     command line; returns the exit status (0, 1 if a file failed, 2 for a bad option or setup, 130 when
-    interrupted by Ctrl-C or SIGTERM: the summary is printed and no temporary file is left)."""
+    interrupted by Ctrl-C or SIGTERM: the summary is printed and no temporary file is left). File names that the
+    console cannot print come out escaped, never as a failure."""
     args = parse_args(argv)
-    sigterm_as_ctrl_c()
+    console_script_setup()
     try:
         return run(args)
     except UsageError as err:

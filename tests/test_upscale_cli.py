@@ -333,6 +333,22 @@ def test_a_file_replaced_during_the_run_is_written_as_read(tmp_path, tiny_model,
     assert image_io.read_image(tmp_path / 'out' / 'c_out.png').pixels.shape == (16, 16, 3)  # c.png's output
 
 
+def test_names_that_are_not_utf8_never_fail_a_file(tmp_path, tiny_model, photo, monkeypatch):
+    """06-non-utf8-names: under a strict stdout the per-file line could not be printed, so written files were
+    reported FAILED (exit 1)."""
+    src = tmp_path / 'in'
+    src.mkdir()
+    for name in (b'\xe9t\xe9_latin1.jpg', b'bad\xff\xfename.png'):  # Latin-1 bytes: surrogates in Python
+        Image.fromarray(photo[:8, :8]).save(src / os.fsdecode(name))
+    console = io.BytesIO()
+    monkeypatch.setattr(sys, 'stdout', io.TextIOWrapper(console, 'utf-8', errors='strict', write_through=True))
+    assert run_cli('-i', src, '-o', tmp_path / 'out', '-s', 2, '--runtime', 'torch', model=tiny_model) == 0
+    printed = console.getvalue()
+    assert b'2 done, 0 skipped, 0 failed' in printed and b'bad\\udcff\\udcfename_out.png' in printed
+    written = [b'bad\xff\xfename_out.png', b'\xe9t\xe9_latin1_out.jpg']
+    assert sorted(os.listdir(os.fsencode(tmp_path / 'out'))) == written
+
+
 def test_inputs_are_never_overwritten(tmp_path, tiny_model, photo, capsys):
     Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.png')
     Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.jpg')
