@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import re
 import secrets
 from contextlib import contextmanager
@@ -39,6 +40,20 @@ SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
 PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')
 IGNORED_PREFIXES = ('discriminator.', 'perceptual_loss.', 'step_counter', 'net_d.')
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # weights load from any of these
+# Other super-resolution networks people pass as --model, by keys that only their full network has (checked only
+# in files without CiaoSR/LIIF head keys, imnet*): what the file is, and keys that must all be there. An RRDBNet is
+# known by its upsampler, never by body.N.rdb* alone (an RRDB trunk can also be a CiaoSR encoder).
+FOREIGN_NETWORKS = (
+    ('a SwinIR (a whole super-resolution network)',
+     ('layers.0.residual_group.blocks.0.attn.relative_position_bias_table', 'conv_after_body.weight')),
+    ('an RRDBNet (ESRGAN / Real-ESRGAN)',
+     ('conv_body.weight', 'conv_up1.weight', 'conv_hr.weight', 'conv_last.weight')),
+    ('an SRVGGNetCompact (Real-ESRGAN compact / realesr-general)', ('body.0.weight', 'body.1.weight')),
+    ('an RCAN (a whole super-resolution network)', ('body.0.residual_group.0.rcab.0.weight',)),  # BasicSR
+    ('an RCAN (a whole super-resolution network)', ('body.0.body.0.body.3.conv_du.0.weight',)),  # official
+    ('an EDSR (a whole super-resolution network)', ('head.0.weight', 'tail.0.0.weight')),  # official
+    ('an EDSR (a whole super-resolution network)', ('body.0.conv1.weight', 'upsample.0.weight', 'conv_last.weight')),
+)
 MAX_OPTION = 2 ** 16  # largest integer option (channels, widths, block counts, sizes) a checkpoint may declare
 MAX_LIST = 64  # longest list option (hidden widths, SwinIR stages) a checkpoint may declare
 
@@ -53,7 +68,8 @@ def read_checkpoint(path, param_key=None):
     The suffix picks the reader, in any letter case (`.safetensors`, `.SAFETENSORS`; anything else goes
     to torch.load). `param_key` (e.g. 'params_ema') selects that entry of a BasicSR checkpoint when it
     has one. Raises CheckpointError for a missing or unreadable file or metadata 'arch' that is not a
-    JSON object; the arch options are checked by `check_arch`, the tensors by `match_state`/`check_values`.
+    JSON object, and for the weights of another super-resolution network (`refuse_foreign`); the arch options
+    are checked by `check_arch`, the tensors by `match_state`/`check_values`.
     """
     path = Path(path)
     if not path.is_file():
@@ -65,15 +81,34 @@ def read_checkpoint(path, param_key=None):
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from None
+        refuse_foreign(state, path)
         return state, parse_arch_metadata(meta.get('arch'), path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pickle with code, truncated zip, random bytes: all refused the same way
-        raise CheckpointError(f'{path}: cannot be loaded as plain weights (weights_only=True): '
-                              f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}') from None
+    except pickle.UnpicklingError:  # Python objects besides tensors (code, perhaps), or not a PyTorch file
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: it holds Python objects besides tensors, '
+                              'which could run code when loaded, or is not a PyTorch file at all; nothing in it was '
+                              'run (only .safetensors files and .pth files of tensors are loaded)') from None
+    except Exception as err:  # a truncated or damaged zip, ...
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {type(err).__name__}: '
+                              f'{str(err).splitlines()[0] if str(err) else ""}') from None
     if param_key and isinstance(obj, dict) and isinstance(obj.get(param_key), dict):
         obj = obj[param_key]
-    return generator_state_dict(obj, path), None
+    state = generator_state_dict(obj, path)
+    refuse_foreign(state, path)
+    return state, None
+
+
+def refuse_foreign(state, source):
+    """Raise CheckpointError naming `source` if `state` ({key: tensor}) is the whole of another super-resolution
+    network (FOREIGN_NETWORKS: RRDBNet, SRVGGNetCompact, SwinIR, RCAN, EDSR) rather than a CiaoSR/LIIF one."""
+    if any(key.startswith('imnet') for key in state):
+        return
+    for what, keys in FOREIGN_NETWORKS:
+        if all(key in state for key in keys):
+            raise CheckpointError(f'{source}: this is {what} checkpoint, not a CiaoSR one; CiaoSR needs its own '
+                                  f'weights: a shipped model ({", ".join(SHIPPED_MODELS)}) or a CiaoSR/LIIF '
+                                  'checkpoint')
 
 
 def parse_arch_metadata(text, source):
