@@ -31,7 +31,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
 from ciaosr_arch.runtime import openvino_version, use_runtime
 
 from . import image_io, upscale
-from .cli import UsageError, memory_warning, pick_device, pick_precision
+from .cli import UsageError, console_script_setup, memory_warning, pick_device, pick_precision
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
 MODEL_NOTES = {'default': 'bicubic-trained, best up to x4', 'real': 'real-world photos, GAN',
@@ -630,10 +629,6 @@ def serve(engine, port=None, browser=False, block=True):
     return demo
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     """Start the app on 127.0.0.1 and serve until interrupted; returns the exit status (2: bad setup)."""
     args = build_parser().parse_args(argv)
@@ -656,7 +651,7 @@ def main(argv=None):
     # Set before Gradio is imported (it reads some at import time) and before it imports matplotlib.
     os.environ.update(GRADIO_TEMP_DIR=str(cache), MPLCONFIGDIR=str(cache / 'matplotlib'),
                       GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', HF_HUB_DISABLE_TELEMETRY='1')
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server (and clears the cache) like Ctrl-C
+    console_script_setup()  # SIGTERM stops the server (and clears the cache) like Ctrl-C
     try:
         serve(engine, args.port, browser=not args.no_browser)
     finally:

@@ -1,5 +1,5 @@
-"""What the command lines share: scale arguments, model names (--model / --name), device, precision and the
-memory budget's check against the device.
+"""What the command lines share: scale arguments, model names (--model / --name), device, precision, the
+memory budget's check against the device, and console set-up.
 
 The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
 precisions the same way through these helpers; the upscaler and the web app warn about a memory budget above
@@ -7,6 +7,8 @@ the device's memory with `memory_warning`.
 """
 import argparse
 import os
+import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -19,6 +21,26 @@ BICUBIC = 'bicubic'  # the baseline's name in every table
 
 class UsageError(Exception):
     """A bad option or setup found before any work: one line, exit status 2."""
+
+
+def console_script_setup():
+    """What every console script's main() sets up first, so that it holds for the installed script, `python -m`
+    and the scripts in inference/ alike (ValueError outside the main thread, where Python cannot set signal
+    handlers):
+
+    - SIGTERM (kill, torchrun, a service manager) raises KeyboardInterrupt in the main thread, as Ctrl-C does, so
+      a command ends the same way on either: its summary, temporary files removed, exit 130;
+    - sys.stdout writes what its encoding cannot hold as backslash escapes (as sys.stderr already does), so
+      printing a file name never fails: names that are not UTF-8 (Latin-1 bytes from old zips and Samba shares
+      arrive as surrogates), or a strict non-UTF-8 console.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    if hasattr(sys.stdout, 'reconfigure'):  # a TextIOWrapper, not an object put in its place
+        sys.stdout.reconfigure(errors='backslashreplace')
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def scale_arg(text):

@@ -9,7 +9,6 @@ encoded in memory, written to a hidden temporary file beside the target, then re
 """
 import io
 import os
-import re
 import struct
 import warnings
 import zlib
@@ -20,10 +19,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
-from ciaosr_arch.checkpoint import atomic_file
+from ciaosr_arch.checkpoint import atomic_file, is_abandoned
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif')
 FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF'}  # we write
+MAX_SIDE = {'JPEG': 65535, 'WEBP': 16383}  # the longest side in pixels that these formats can hold
 SAVE_OPTIONS = {'PNG': {}, 'JPEG': {'quality': 95}, 'WEBP': {'quality': 95}, 'TIFF': {'compression': 'tiff_deflate'}}
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the array operation that makes the image upright (as PIL.ImageOps.exif_transpose).
@@ -35,7 +35,6 @@ ANIMATION_FORMATS = ('GIF', 'PNG', 'WEBP')  # several frames in these are an ani
 BAND_BYTES = 8 * 2 ** 20  # decoded pixels are converted to the array in bands of about this size
 SAMPLE_FORMAT_TAG, BITS_PER_SAMPLE_TAG, ICC_PROFILE_TAG = 339, 258, 34675  # TIFF tags
 TIFF_UNDEFINED = 7  # TIFF field type of opaque bytes (the ICC profile)
-PARTIAL_FILE = re.compile(r'\..+\.[0-9a-f]{8}\.part')  # `write_atomic`'s temporary files
 
 
 class ImageReadError(ValueError):
@@ -63,7 +62,7 @@ class ImageInfo:
 
     width, height: the upright size in pixels (EXIF orientation applied), as `read_image` returns it;
     channels: C of `read_image`'s array (1-4); itemsize: bytes per sample (1: 8-bit, 2: 16-bit);
-    file_bytes: the file's size; upright_copy: whether turning it upright costs a copy of the array.
+    file_bytes: the file's size; upright_copy: whether turning it upright (decoder or `read_image`) costs a copy.
     """
     width: int
     height: int
@@ -84,10 +83,10 @@ class ImageInfo:
     @property
     def decode_bytes(self):
         """Peak memory of `read_image` in bytes (an upper bound): the file, the decoder's buffer (PIL keeps up to
-        4 bytes per 8-bit pixel, OpenCV C samples), the array (twice if turned upright by a copy), a band and
-        its copies."""
+        4 bytes per 8-bit pixel, OpenCV C samples; twice if turned upright by a copy, by the decoder or by us: that
+        copy is never larger), the array, a band and its copies."""
         decoder = self.height * self.width * max(4, self.channels) * self.itemsize
-        return self.file_bytes + decoder + self.pixel_bytes * (2 if self.upright_copy else 1) + 4 * BAND_BYTES
+        return self.file_bytes + decoder * (2 if self.upright_copy else 1) + self.pixel_bytes + 4 * BAND_BYTES
 
 
 def has_alpha(image):
@@ -145,7 +144,7 @@ def read_image(path):
     with open_checked(data) as image:
         _header_info(image, len(data))
         icc = image.info.get('icc_profile') or None
-        orientation = _orientation(image)
+        orientation, ours = _orientation(image)
         try:
             if _is_16bit_colour(image):
                 pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -161,14 +160,16 @@ def read_image(path):
             raise
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
             raise ImageReadError(f'damaged or truncated image ({err})') from None
-    return Picture(np.ascontiguousarray(UPRIGHT.get(orientation, lambda a: a)(pixels)), icc)
+    if ours and orientation in UPRIGHT:
+        pixels = np.ascontiguousarray(UPRIGHT[orientation](pixels))
+    return Picture(pixels, icc)
 
 
 def _header_info(image, file_bytes):
     """ImageInfo of an opened PIL image; ImageReadError for animations, multi-page files and float samples."""
     try:
         frames = image.n_frames if getattr(image, 'is_animated', False) else 1
-        orientation = _orientation(image)
+        orientation, ours = _orientation(image)
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise ImageReadError(f'damaged image header ({err})') from None
     if frames > 1 and image.format != 'MPO':  # MPO: a JPEG with extra views; its first frame is the photo
@@ -187,20 +188,25 @@ def _header_info(image, file_bytes):
     else:
         channels, itemsize = (3, 1) if image.mode == 'CMYK' else (len(_target_mode(image)), 1)
     width, height = image.size
-    if orientation in (5, 6, 7, 8):
+    if ours and orientation in (5, 6, 7, 8):
         width, height = height, width
     return ImageInfo(width, height, channels, itemsize, file_bytes, upright_copy=orientation in UPRIGHT)
 
 
 def _orientation(image):
-    """EXIF orientation (1-8) of an opened image, from its header: for a PNG, from an eXIf chunk before the
-    pixels (PIL's getexif() would decode the whole image to look for one after them)."""
+    """(orientation, ours) of an opened image, from its header: the EXIF orientation (1-8) and whether `read_image`
+    turns the decoded pixels upright itself (`UPRIGHT`). The one place that decides it for every format: PIL and
+    OpenCV turn a TIFF upright while decoding it (and PIL's size of a TIFF is already the upright one), so ours is
+    False for TIFF and True for the others. For a PNG the orientation comes from an eXIf chunk before the pixels
+    (PIL's getexif() would decode the whole image to look for one after them)."""
+    if image.format == 'TIFF':
+        return image.tag_v2.get(ORIENTATION_TAG, 1), False
     if image.format != 'PNG':
-        return image.getexif().get(ORIENTATION_TAG, 1)
+        return image.getexif().get(ORIENTATION_TAG, 1), True
     exif = Image.Exif()
     if 'exif' in image.info:
         exif.load(image.info['exif'])
-    return exif.get(ORIENTATION_TAG, 1)
+    return exif.get(ORIENTATION_TAG, 1), True
 
 
 def _float_message(bits, fmt):
@@ -348,20 +354,20 @@ def _tiff_with_icc(tiff, icc):
 def write_atomic(path, data):
     """Write bytes to `path` all at once (`ciaosr_arch.checkpoint.atomic_file`: a hidden temporary file in the
     same folder, fsync, rename). An interruption leaves either the old file or the complete new one, never a
-    truncated image (a SIGKILL can leave a `.NAME.*.part` file behind, which `remove_partial_files` clears)."""
+    truncated image (a SIGKILL can leave a `.NAME.PID-*.part` file behind, which `remove_partial_files` clears)."""
     with atomic_file(path) as file:
         file.write(data)
 
 
-def remove_partial_files(folder, recursive=False, older_than=None):
-    """Delete the temporary files that `write_atomic` left in `folder` (and its sub-folders if `recursive`)
-    when its process was killed: hidden `.NAME.XXXXXXXX.part` files last modified before `older_than`
-    (seconds since the epoch; None: any). Returns the deleted paths, sorted."""
+def remove_partial_files(folder, recursive=False):
+    """Delete the temporary files that `write_atomic` left in `folder` (and its sub-folders if `recursive`) when
+    its process was killed: hidden `.NAME.PID-XXXXXXXX.part` files whose writing process no longer runs
+    (`ciaosr_arch.checkpoint.is_abandoned`), so the files that other runs are writing now stay. Returns the deleted
+    paths, sorted."""
     folder = Path(folder)
     removed = []
     for path in sorted(folder.rglob('.*.part') if recursive else folder.glob('.*.part')):
-        if PARTIAL_FILE.fullmatch(path.name) and path.is_file() and (
-                older_than is None or path.stat().st_mtime < older_than):
+        if path.is_file() and is_abandoned(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -229,11 +229,14 @@ def outputs_folders(args):
 
 def load_methods(args, device, inputs, dtype=None):
     """[Method]: bicubic first, then each --model, then each --outputs name (checked before any model loads).
+    Without --model, the 'default' model is a method unless --outputs is given (scoring other tools' folders
+    upscales nothing unasked).
 
     One-line errors (CheckpointError, UpscalerError, ValueError) for a model or folder that cannot be used,
     method names that are not unique, or --outputs with inputs ([Input]) that share a file stem.
     """
-    models, folders = model_specs(args), outputs_folders(args)
+    folders = outputs_folders(args)
+    models = model_specs(args) if args.model or not folders else {}
     names = [*models, *folders]
     if len(set(names)) != len(names) or BICUBIC in names:
         raise ValueError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -31,11 +30,11 @@ from tqdm import tqdm
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve
 from ciaosr_arch.checkpoint import SHIPPED_MODELS
-from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_size, speed_tile
+from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_plan, output_size, speed_tile
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io
-from .cli import UsageError, add_device_options, memory_warning, pick_device, pick_precision
+from .cli import UsageError, add_device_options, console_script_setup, memory_warning, pick_device, pick_precision
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
 # Per output pixel: float accumulators (16 bytes) while upscaling, then OUTPUT_SAMPLE_COPIES bytes per byte of the
@@ -88,7 +87,8 @@ def build_parser():
                                              'on CPU, 3/4 of the GPU on CUDA)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg', 'webp'],
                         help='output format; auto keeps the input format (PNG, JPEG, WebP, TIFF; others become '
-                             'PNG); images with alpha are always written as PNG')
+                             'PNG); images with alpha, and outputs too large for WebP (16383 px) or JPEG (65535 px), '
+                             'are written as PNG, saying so')
     parser.add_argument('--suffix', default='out', help='output name: NAME_SUFFIX.EXT (default out; "" = NAME.EXT)')
     parser.add_argument('--skip-existing', action='store_true', help='leave outputs that exist (resume a run)')
     return parser
@@ -187,24 +187,40 @@ def find_images(root, recursive, outdir, suffix):
     return inputs, earlier
 
 
+def output_format(src, info, size, args):
+    """(ext, note): the format (a key of image_io.FORMATS) of the output of `src`, an image described by `info`
+    (image_io.ImageInfo) and upscaled to `size` (H, W), and why it is not the one asked for (None when it is).
+
+    Asked for: --ext, or with --ext auto the input's own format where we write it (else PNG). PNG instead where
+    that format cannot hold the output: alpha (always written as PNG), or a side over the format's limit
+    (image_io.MAX_SIDE: WebP 16383, JPEG 65535 pixels).
+    """
+    ext = args.ext
+    if ext == 'auto':  # the input's own suffix where we can write it
+        ext = src.suffix.lower()[1:] if src.suffix.lower()[1:] in image_io.FORMATS else 'png'
+    fmt = image_io.FORMATS[ext]
+    if info.has_alpha and fmt != 'PNG':
+        return 'png', f'it has alpha: written as PNG, not {fmt}'
+    limit = image_io.MAX_SIDE.get(fmt)
+    if limit and max(size) > limit:
+        return 'png', f'{size[1]}x{size[0]} is over the {fmt} limit of {limit} pixels a side: written as PNG'
+    return ext, None
+
+
 def plan_jobs(files, root, outdir, args):
-    """A Job per file, in order: output path from the relative path, --suffix and the format; a job whose
-    file is refused from its header (unreadable, animated, ...), whose output would be an input file, or the
-    output of an earlier job, gets a problem instead."""
+    """A Job per file, in order: output path from the relative path, --suffix and the format (`output_format`,
+    from the header); a job whose file is refused from its header (unreadable, animated, ...), whose output would
+    be an input file, or the output of an earlier job, gets a problem instead."""
     inputs = {path.resolve(): path for path in files}
     claimed = {}
     jobs = []
     for src in files:
         try:
-            alpha = image_io.probe_image(src).has_alpha
+            info = image_io.probe_image(src)
         except image_io.ImageReadError as err:
             jobs.append(Job(src, problem=str(err)))
             continue
-        ext = args.ext
-        if ext == 'auto':  # the input's own suffix where we can write it
-            ext = src.suffix.lower()[1:] if src.suffix.lower()[1:] in image_io.FORMATS else 'png'
-        if alpha:
-            ext = 'png'
+        ext, _ = output_format(src, info, target_size((info.height, info.width), args), args)
         relative = src.relative_to(root)
         name = f'{relative.stem}_{args.suffix}' if args.suffix else relative.stem
         dst = outdir / relative.parent / f'{name}.{ext}'
@@ -281,9 +297,9 @@ class Upscaler:
 
         Counted: the memory in use now, decoding (`info.decode_bytes`), the picture and its float copy (and
         the alpha colour fill), the previous step's output, the output (float accumulators, then the 8/16-bit
-        result and its encoding); the rest is the work room that `memory_plan` turns into a tile and a chunk.
-        MemoryError (one line) if something does not fit; ValueError if --tile-overlap is too large for the
-        tiles that fit.
+        result and its encoding); the rest is the work room that `memory_plan` turns into a tile and a chunk
+        (--tile, when given, must fit it as the automatic one does). MemoryError (one line) if something does not
+        fit, naming the largest tile that would; ValueError if --tile-overlap is too large for the tiles that fit.
         """
         room, gib = HEADROOM * self.budget, 2 ** 30
         h, w = info.height, info.width
@@ -300,10 +316,16 @@ class Upscaler:
             step_size = size if k == count else (round(h * (size[0] / h) ** (k / count)),
                                                  round(w * (size[1] / w) ** (k / count)))
             fixed = held + previous + per_output_pixel * step_size[0] * step_size[1]
+            explicit = min(self.args.tile, max(in_size))  # a tile larger than the image runs as the whole image
             try:
-                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=self.args.tile,
+                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=explicit,
                                           min_tile=AUTO_MIN_TILE)
             except MemoryError:
+                fits = largest_tile(self.net, room - fixed)
+                if explicit and fits >= MIN_TILE:
+                    raise MemoryError(f'--tile {self.args.tile} does not fit in --max-memory {self.budget / gib:.2f} '
+                                      f'GiB for this image: the largest tile that fits is {fits}; lower --tile or '
+                                      f'raise --max-memory') from None
                 raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
                                   f'{self.budget / gib:.2f} GiB (the model, input and output alone need '
                                   f'{fixed / gib:.2f} GiB); raise --max-memory or lower the scale') from None
@@ -372,10 +394,13 @@ def resize_alpha(alpha, size):
     return cv2.resize(np.ascontiguousarray(alpha), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def process(job, upscaler, args, bar_position, prefix=''):
+def process(job, upscaler, args, bar_position, prefix='', planned=frozenset()):
     """Upscale one job's file: 'done' or 'skipped'; raises (ImageReadError, ValueError, ...) on failure.
 
-    Sizes and memory are checked from the file's header before it is decoded."""
+    Sizes, memory and the output format (`output_format`) are checked from the file's header before it is
+    decoded. A file that changed since it was planned (e.g. a JPEG replaced by a PNG with alpha) is written in the
+    format that it needs now, saying so, and `job.dst` follows; unless that path is in `planned` (the resolved
+    output paths planned for the run's files): then it fails with a message."""
     if job.problem:
         raise ValueError(job.problem)
     if args.skip_existing and job.dst.exists():
@@ -386,9 +411,16 @@ def process(job, upscaler, args, bar_position, prefix=''):
     size = target_size((h, w), args)
     if size[0] < h or size[1] < w:
         raise ValueError(f'is {w}x{h}, larger than the requested {size[1]}x{size[0]}; CiaoSR only upscales')
+    ext, note = output_format(job.src, info, size, args)
+    if job.dst.suffix != f'.{ext}':
+        dst = job.dst.with_suffix(f'.{ext}')
+        if dst.resolve() in planned:
+            raise ValueError(f'the file changed during the run: its output would now be {dst}, the output of '
+                             f'another file; run it again on its own')
+        job.dst, note = dst, 'the file changed during the run' + (f'; {note}' if note else '')
     steps = upscaler.plan(info, size)
     picture = image_io.read_image(job.src)
-    if picture.pixels.shape[:2] != (h, w):
+    if picture.pixels.shape != (h, w, info.channels):
         raise ValueError('the file changed while it was being read')
     bar = None
     if size[0] * size[1] >= LONG_IMAGE_PIXELS:
@@ -408,7 +440,7 @@ def process(job, upscaler, args, bar_position, prefix=''):
     job.dst.parent.mkdir(parents=True, exist_ok=True)
     image_io.write_atomic(job.dst, image_io.encode_image(result, job.dst.suffix[1:]))
     tqdm.write(f'{prefix}{job.src} -> {job.dst}: {w}x{h} -> {size[1]}x{size[0]} ({"; ".join(map(str, steps))}) '
-               f'in {time.perf_counter() - start:.1f} s')
+               f'in {time.perf_counter() - start:.1f} s{f" ({note})" if note else ""}')
     return 'done'
 
 
@@ -416,8 +448,8 @@ def run(args):
     """Process this rank's share of the inputs; returns the exit status (0: every file succeeded).
 
     Before any work: the inputs are listed (UsageError if there are none), the output folder is created and
-    checked for writing (UsageError), and rank 0 removes the temporary files that a killed run left there."""
-    started = time.time()
+    checked for writing (UsageError), and rank 0 removes the temporary files that a killed run left there (never
+    those of a run that is still writing)."""
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     if not 0 <= rank < world:
         raise UsageError(f'RANK={rank} is not in [0, WORLD_SIZE={world})')
@@ -430,7 +462,7 @@ def run(args):
     if rank == 0:
         if earlier:
             tqdm.write(f'{prefix}not taken as inputs: {len(earlier)} earlier output(s) of this tool in {outdir}')
-        removed = image_io.remove_partial_files(outdir, args.recursive, older_than=started)
+        removed = image_io.remove_partial_files(outdir, args.recursive)
         if removed:
             tqdm.write(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
     device = pick_device(args.device, int(os.environ.get('LOCAL_RANK', 0)))
@@ -455,7 +487,9 @@ def run(args):
     if warning and rank == 0:
         tqdm.write(warning, file=sys.stderr)
     upscaler = Upscaler(net, device, dtype, args.max_memory, args)
-    jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)[rank::world]
+    jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)
+    planned = {job.dst.resolve() for job in jobs if job.dst}
+    jobs = jobs[rank::world]
 
     counts = {'done': 0, 'skipped': 0, 'failed': 0}
     start = time.perf_counter()
@@ -463,7 +497,7 @@ def run(args):
     with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
         for job in bar:
             try:
-                counts[process(job, upscaler, args, 2 * rank + 1, prefix)] += 1
+                counts[process(job, upscaler, args, 2 * rank + 1, prefix, planned)] += 1
             except KeyboardInterrupt:
                 interrupted = True
                 break
@@ -483,7 +517,12 @@ def run(args):
 
 
 def main(argv=None):
+    """The console script (also `python -m ciaosr.upscale` and inference/inference_ciaosr.py): `run` with the
+    command line; returns the exit status (0, 1 if a file failed, 2 for a bad option or setup, 130 when
+    interrupted by Ctrl-C or SIGTERM: the summary is printed and no temporary file is left). File names that the
+    console cannot print come out escaped, never as a failure."""
     args = parse_args(argv)
+    console_script_setup()
     try:
         return run(args)
     except UsageError as err:
@@ -494,11 +533,5 @@ def main(argv=None):
         return 130
 
 
-def _exit_on_sigterm(signum, frame):
-    """SIGTERM (torchrun, kill) unwinds like Ctrl-C, so temporary files are removed."""
-    raise KeyboardInterrupt
-
-
 if __name__ == '__main__':
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.exit(main())

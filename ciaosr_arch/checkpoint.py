@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 import re
 import secrets
 from contextlib import contextmanager
@@ -35,8 +36,24 @@ SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
     'real-l1': 'ciaosr_realnet_x4_edsr.safetensors',  # real-world degradations, stage 1 (L1)
     'real': 'ciaosr_real_gan_x4_edsr.safetensors',  # real-world degradations, stage 2 (L1 + perceptual + GAN)
 }
+# `atomic_file`'s temporary files: .NAME.PID-XXXXXXXX.part, PID the writing process
+PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')
 IGNORED_PREFIXES = ('discriminator.', 'perceptual_loss.', 'step_counter', 'net_d.')
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # weights load from any of these
+# Other super-resolution networks people pass as --model, by keys that only their full network has (checked only
+# in files without CiaoSR/LIIF head keys, imnet*): what the file is, and keys that must all be there. An RRDBNet is
+# known by its upsampler, never by body.N.rdb* alone (an RRDB trunk can also be a CiaoSR encoder).
+FOREIGN_NETWORKS = (
+    ('a SwinIR (a whole super-resolution network)',
+     ('layers.0.residual_group.blocks.0.attn.relative_position_bias_table', 'conv_after_body.weight')),
+    ('an RRDBNet (ESRGAN / Real-ESRGAN)',
+     ('conv_body.weight', 'conv_up1.weight', 'conv_hr.weight', 'conv_last.weight')),
+    ('an SRVGGNetCompact (Real-ESRGAN compact / realesr-general)', ('body.0.weight', 'body.1.weight')),
+    ('an RCAN (a whole super-resolution network)', ('body.0.residual_group.0.rcab.0.weight',)),  # BasicSR
+    ('an RCAN (a whole super-resolution network)', ('body.0.body.0.body.3.conv_du.0.weight',)),  # official
+    ('an EDSR (a whole super-resolution network)', ('head.0.weight', 'tail.0.0.weight')),  # official
+    ('an EDSR (a whole super-resolution network)', ('body.0.conv1.weight', 'upsample.0.weight', 'conv_last.weight')),
+)
 MAX_OPTION = 2 ** 16  # largest integer option (channels, widths, block counts, sizes) a checkpoint may declare
 MAX_LIST = 64  # longest list option (hidden widths, SwinIR stages) a checkpoint may declare
 
@@ -45,15 +62,17 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, malformed, or not a CiaoSR/LIIF generator."""
 
 
-def read_checkpoint(path, param_key=None, arch_metadata=True):
+def read_checkpoint(path, param_key=None, partial=False):
     """Generator state_dict {key: tensor} and arch metadata (dict or None) of a .pth/.safetensors file.
 
-    With `arch_metadata=False` a safetensors file's metadata is not read (None is returned): for weights that only
-    initialise part of a network, such as another project's file whose 'arch' entry is not ours.
+    With `partial=True` the file may hold only part of a network, such as Real-ESRGAN's trunk in its own file
+    (`train.freeze_encoder` recipes): a safetensors file's metadata is not read (None is returned) and the whole of
+    another super-resolution network is not refused (`refuse_foreign`).
     The suffix picks the reader, in any letter case (`.safetensors`, `.SAFETENSORS`; anything else goes
     to torch.load). `param_key` (e.g. 'params_ema') selects that entry of a BasicSR checkpoint when it
     has one. Raises CheckpointError for a missing or unreadable file or metadata 'arch' that is not a
-    JSON object; the arch options are checked by `check_arch`, the tensors by `match_state`/`check_values`.
+    JSON object, and for the weights of another super-resolution network (`refuse_foreign`); the arch options
+    are checked by `check_arch`, the tensors by `match_state`/`check_values`.
     """
     path = Path(path)
     if not path.is_file():
@@ -65,15 +84,36 @@ def read_checkpoint(path, param_key=None, arch_metadata=True):
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from None
-        return state, parse_arch_metadata(meta.get('arch'), path) if arch_metadata else None
+        if not partial:
+            refuse_foreign(state, path)
+        return state, None if partial else parse_arch_metadata(meta.get('arch'), path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # pickle with code, truncated zip, random bytes: all refused the same way
-        raise CheckpointError(f'{path}: cannot be loaded as plain weights (weights_only=True): '
-                              f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}') from None
+    except pickle.UnpicklingError:  # Python objects besides tensors (code, perhaps), or not a PyTorch file
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: it holds Python objects besides tensors, '
+                              'which could run code when loaded, or is not a PyTorch file at all; nothing in it was '
+                              'run (only .safetensors files and .pth files of tensors are loaded)') from None
+    except Exception as err:  # a truncated or damaged zip, ...
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {type(err).__name__}: '
+                              f'{str(err).splitlines()[0] if str(err) else ""}') from None
     if param_key and isinstance(obj, dict) and isinstance(obj.get(param_key), dict):
         obj = obj[param_key]
-    return generator_state_dict(obj, path), None
+    state = generator_state_dict(obj, path)
+    if not partial:
+        refuse_foreign(state, path)
+    return state, None
+
+
+def refuse_foreign(state, source):
+    """Raise CheckpointError naming `source` if `state` ({key: tensor}) is the whole of another super-resolution
+    network (FOREIGN_NETWORKS: RRDBNet, SRVGGNetCompact, SwinIR, RCAN, EDSR) rather than a CiaoSR/LIIF one."""
+    if any(key.startswith('imnet') for key in state):
+        return
+    for what, keys in FOREIGN_NETWORKS:
+        if all(key in state for key in keys):
+            raise CheckpointError(f'{source}: this is {what} checkpoint, not a CiaoSR one; CiaoSR needs its own '
+                                  f'weights: a shipped model ({", ".join(SHIPPED_MODELS)}) or a CiaoSR/LIIF '
+                                  'checkpoint')
 
 
 def parse_arch_metadata(text, source):
@@ -379,8 +419,12 @@ def load_model(path=None, device='cpu', **overrides):
     The options (metadata or inferred, plus `overrides`) pass `check_arch`; the network is built on the
     meta device and matched with the file's keys and shapes before it is built for real, so a file
     never makes us allocate more than its own tensors; then the weights must pass `check_values`.
-    Any failure is one CheckpointError naming the file and the keys, option or tensors at fault.
+    Any failure is one CheckpointError naming the file and the keys, option or tensors at fault; a `device` that
+    is not there (CUDA without a GPU) a ValueError, before the file is read.
     """
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA device is available (use device='cpu')")
     path = resolve_weights(path)
     state, arch = read_checkpoint(path)
     if arch is None:
@@ -403,15 +447,16 @@ def load_model(path=None, device='cpu', **overrides):
 
 @contextmanager
 def atomic_file(path):
-    """Binary file object for writing `path` all at once: a hidden `.NAME.XXXXXXXX.part` file in the same folder,
-    flushed, fsynced and renamed over `path` when the block ends without an error (then the folder is fsynced).
+    """Binary file object for writing `path` all at once: a hidden `.NAME.PID-XXXXXXXX.part` file in the same
+    folder (PID: this process), flushed, fsynced and renamed over `path` when the block ends without an error (then
+    the folder is fsynced).
 
     An error or a kill inside the block leaves `path` as it was (absent or the previous complete file); on an
-    error the temporary file is removed (a SIGKILL can leave it behind, hidden). Raises OSError if the folder
-    cannot be written.
+    error the temporary file is removed (a SIGKILL can leave it behind, hidden: see `is_abandoned`). Raises
+    OSError if the folder cannot be written.
     """
     path = Path(path)
-    temporary = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.part')
+    temporary = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part')
     try:
         with open(temporary, 'xb') as file:
             yield file
@@ -427,6 +472,23 @@ def atomic_file(path):
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def is_abandoned(path):
+    """Whether `path` is a temporary file of `atomic_file` whose writer is gone: its name has `atomic_file`'s form
+    and the process whose id it holds no longer runs on this machine. Anything else, including a file whose writer
+    may still run (or whose process id was taken by another process since), is not abandoned. Always False where
+    processes cannot be checked without side effects (not POSIX)."""
+    match = PARTIAL_FILE.fullmatch(Path(path).name)
+    if not match or os.name != 'posix':
+        return False
+    try:
+        os.kill(int(match[1]), 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's process; not a process id: not ours to judge
+        pass
+    return False
 
 
 def save_safetensors(net, path, arch, metadata=None, dtype=None):

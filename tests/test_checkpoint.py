@@ -1,6 +1,7 @@
 """Checkpoints: every weights file is loaded right or refused with one CheckpointError naming the
 file and the tensor or option at fault; no file makes us allocate more than its own tensors; convert fails in
 one line; files are written atomically."""
+import importlib
 import json
 import os
 import re
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ciaosr.convert import main as convert
 from ciaosr_arch import CheckpointError, CiaoSR, load_model
-from ciaosr_arch.checkpoint import atomic_file, read_checkpoint
+from ciaosr_arch.checkpoint import atomic_file, read_checkpoint, refuse_foreign
 
 ROOT = Path(__file__).resolve().parent.parent
 TENSOR = 'imnet_q.layers.0.weight'  # the tensor the bad-value cases spoil
@@ -267,3 +268,72 @@ def test_convert_writes_metadata_and_no_temporary_files(tiny_model, tmp_path):
         meta = f.metadata()
     assert meta['data'] == 'T91' and meta['note'] == 'a=b' and json.loads(meta['arch'])['type'] == 'CiaoSR'
     assert [p.name for p in tmp_path.iterdir()] == ['out.safetensors']
+
+
+def test_load_model_on_a_missing_cuda_device_says_so(monkeypatch):
+    """14-api-unchecked-arguments: PyTorch's 'Found no NVIDIA driver' came out of load_model(device='cuda')."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda': no CUDA device is available"):
+        load_model(device='cuda')
+
+
+def foreign_networks():
+    """[(what the message names, state_dict)] of small whole super-resolution networks in their own key layouts:
+    BasicSR's archs, the official RCAN as spandrel builds it, and the official EDSR's keys."""
+    from basicsr.archs.edsr_arch import EDSR
+    from basicsr.archs.rcan_arch import RCAN
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    from basicsr.archs.srvgg_arch import SRVGGNetCompact
+    from basicsr.archs.swinir_arch import SwinIR
+    official_rcan = importlib.import_module('spandrel.architectures.RCAN.__arch.rcan_arch').RCAN
+    official_edsr = ['sub_mean', 'add_mean', 'head.0', 'body.0.body.0', 'body.0.body.2', 'body.1', 'tail.0.0', 'tail.1']
+    return [('an RRDBNet (ESRGAN / Real-ESRGAN)', RRDBNet(3, 3, num_feat=8, num_block=1, num_grow_ch=4).state_dict()),
+            ('an SRVGGNetCompact', SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()),
+            ('a SwinIR', SwinIR(img_size=8, embed_dim=12, depths=[1], num_heads=[2], window_size=4, upscale=2,
+                                upsampler='pixelshuffle').state_dict()),
+            ('an EDSR', EDSR(3, 3, num_feat=8, num_block=1, upscale=2).state_dict()),
+            ('an EDSR', {f'{name}.weight': torch.zeros(1) for name in official_edsr}),
+            ('an RCAN', RCAN(3, 3, num_feat=8, num_group=1, num_block=1, squeeze_factor=4, upscale=2).state_dict()),
+            ('an RCAN', official_rcan(n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4, scale=2).state_dict())]
+
+
+def test_other_super_resolution_networks_are_named(tmp_path, shared_data):
+    """15-foreign-checkpoint-messages: Real-ESRGAN weights as --model said 'unknown encoder' (or, for a .safetensors
+    with a text 'arch' entry, 'not valid JSON'): every common whole SR network is named."""
+    for what, state in foreign_networks():
+        path = tmp_path / 'other.safetensors'
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+        with pytest.raises(CheckpointError, match=f'other.safetensors: this is {re.escape(what)}.* checkpoint, not a '
+                                                   'CiaoSR one'):
+            load_model(path)
+    real_esrgan = shared_data.parent / 'models' / 'RealESRGAN_x4plus.safetensors'  # metadata 'arch' is not JSON
+    torch.save({'params_ema': load_file(real_esrgan)}, tmp_path / 'RealESRGAN_x4plus.pth')
+    for path in (real_esrgan, tmp_path / 'RealESRGAN_x4plus.pth'):
+        with pytest.raises(CheckpointError, match=r'this is an RRDBNet \(ESRGAN / Real-ESRGAN\) checkpoint, not a '
+                                                   'CiaoSR one'):
+            load_model(path)
+
+
+def test_a_ciaosr_with_an_rrdb_trunk_is_not_taken_for_an_rrdbnet(tiny_model):
+    """A CiaoSR encoder may be an RRDB trunk (conv_first, body.N.rdb*, conv_body): with CiaoSR head keys it is
+    never refused as a foreign RRDBNet, nor is a file with an RRDBNet's upsampler keys and a CiaoSR head."""
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    head = {k: v for k, v in load_file(tiny_model).items() if k.startswith('imnet')}
+    rrdbnet = RRDBNet(3, 3, num_feat=8, num_block=1, num_grow_ch=4).state_dict()
+    trunk = {k: v for k, v in rrdbnet.items() if not k.startswith(('conv_up', 'conv_hr', 'conv_last'))}
+    for state in ({**trunk, **head}, {**rrdbnet, **head}):
+        refuse_foreign(state, 'ciaosr_rrdb.safetensors')  # raises nothing
+
+
+def test_a_pickle_with_code_gets_our_message(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f'touch {tmp_path / "ran"}',)
+    torch.save({'params': Payload()}, tmp_path / 'downloaded.pth')
+    with pytest.raises(CheckpointError) as refused:
+        load_model(tmp_path / 'downloaded.pth')
+    assert str(refused.value) == (f'{tmp_path / "downloaded.pth"}: cannot be loaded as plain weights: it holds Python '
+                                  'objects besides tensors, which could run code when loaded, or is not a PyTorch '
+                                  'file at all; nothing in it was run (only .safetensors files and .pth files of '
+                                  'tensors are loaded)')
+    assert not (tmp_path / 'ran').exists()

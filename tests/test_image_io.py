@@ -5,9 +5,11 @@ import json
 import math
 import os
 import runpy
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import cv2
 import numpy as np
@@ -18,7 +20,7 @@ from PIL import Image, ImageCms
 from ciaosr import benchmark, image_io
 from ciaosr import upscale as cli
 from ciaosr_arch import LIIF, CiaoSR, load_model, super_resolve
-from ciaosr_arch.checkpoint import save_safetensors
+from ciaosr_arch.checkpoint import atomic_file, save_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = os.path.join(os.path.dirname(ROOT), 'shared', 'cases')
@@ -235,6 +237,46 @@ def test_icc_profile_of_a_16bit_tiff_is_kept(tmp_path, tiny_model):
     assert out.pixels.dtype == np.uint16 and out.pixels.shape == (24, 32, 3) and out.icc_profile == SRGB
 
 
+UPRIGHT_BY_HAND = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
+                   5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+                   7: lambda a: np.rot90(a, 2).transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}  # EXIF 1-8
+
+
+def with_exif_chunk(png, orientation):
+    """PNG bytes with an eXIf chunk holding the EXIF orientation, right after IHDR (which ends at byte 33)."""
+    exif = Image.Exif()
+    exif[image_io.ORIENTATION_TAG] = orientation
+    body = b'eXIf' + exif.tobytes().removeprefix(b'Exif\0\0')
+    return png[:33] + struct.pack('>I', len(body) - 4) + body + struct.pack('>I', zlib.crc32(body)) + png[33:]
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_every_format_comes_out_upright_once(tmp_path, monkeypatch, orientation):
+    """01-tiff-orientation: the decoders already turn TIFFs upright, which image_io did again (21 of 24 TIFFs came
+    out mirrored or turned). Orientation 1-8 in 8-bit, 16-bit and gray TIFF (PIL and OpenCV), JPEG, 8-bit, 16-bit
+    and gray PNG: the pixels and the header's size are the upright picture."""
+    (tmp_path / 'in').mkdir()  # the case's make.py writes into it
+    src = make_case('turn3/01-tiff-orientation', tmp_path, monkeypatch)
+    stored = np.load(tmp_path / 'stored.npy')  # 24 x 32 RGB, a gradient along both axes
+    gray = ((stored[..., 0].astype(np.uint16) + stored[..., 1]) // 2 * 257)[..., None]
+    exif = Image.Exif()
+    exif[image_io.ORIENTATION_TAG] = orientation
+    Image.fromarray(stored).save(src / 'rgb8.jpg', exif=exif, quality=100, subsampling=0)
+    Image.fromarray(stored).save(src / 'rgb8.png', exif=exif)
+    Image.fromarray(gray[..., 0]).save(src / 'gray16.png', exif=exif)
+    rgb16 = stored.astype(np.uint16) * 257
+    (src / 'rgb16.png').write_bytes(with_exif_chunk(cv2.imencode('.png', rgb16[..., ::-1])[1].tobytes(), orientation))
+    files = {f'rgb8_o{orientation}.tif': stored, f'rgb16_o{orientation}.tif': rgb16,
+             f'gray16_o{orientation}.tif': gray, 'rgb8.jpg': stored, 'rgb8.png': stored, 'rgb16.png': rgb16,
+             'gray16.png': gray}
+    for name, raster in files.items():
+        pixels, upright = image_io.read_image(src / name).pixels, UPRIGHT_BY_HAND[orientation](raster)
+        info = image_io.probe_image(src / name)
+        assert pixels.shape == upright.shape and (info.height, info.width) == upright.shape[:2], name
+        error = np.abs(pixels.astype(float) - upright).max() / (257 if pixels.dtype == np.uint16 else 1)
+        assert error <= (4 if name.endswith('.jpg') else 0), f'{name}: {error} levels from the upright picture'
+
+
 def test_floating_point_tiffs_are_refused_saying_so(tmp_path, tiny_model, capsys):
     (tmp_path / 'in').mkdir()
     cv2.imwrite(str(tmp_path / 'in' / 'rgb_float.tif'), np.random.default_rng(0).random((6, 7, 3), np.float32))
@@ -439,16 +481,29 @@ def test_leftover_partial_files_are_removed_and_hidden_files_skipped(tmp_path, t
     (src / '._a.png').write_bytes(b'\0\5\26\7 AppleDouble resource fork')
     (src / '.DS_Store').write_bytes(b'\0\0\0\1Bud1')
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / '.hidden' / 'b.png')
-    leftover = out / f'.a_out.png.{"0" * 7}1.part'
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    leftover = out / f'.a_out.png.{int(dead.stdout)}-0000000f.part'  # its writer has ended
     leftover.write_bytes(b'half an image')
-    os.utime(leftover, (1e9, 1e9))
+    live = out / f'.b_out.png.{os.getppid()}-0000000f.part'  # a run that is still writing (05-concurrent-runs)
+    live.write_bytes(b'half of an image being written')
     not_ours = out / '.notes.part'
     not_ours.write_text('a hidden file of someone else')
     assert run_cli('-i', src, '-o', out, '-s', 2, '--recursive', model=tiny_model) == 0
     captured = capsys.readouterr()
     assert '1 done, 0 skipped, 0 failed' in captured.out and 'FAILED' not in captured.err
     assert f'removed 1 temporary file(s) left in {out} by an interrupted run' in captured.out
-    assert sorted(p.name for p in out.iterdir()) == ['.notes.part', 'a_out.png']
+    assert sorted(p.name for p in out.iterdir()) == sorted(['.notes.part', live.name, 'a_out.png'])
+
+
+def test_a_second_run_keeps_the_temporary_file_that_a_live_run_is_writing(tmp_path):
+    """05-concurrent-runs-same-output: run B's start-up cleaning must not delete run A's file in flight."""
+    out = tmp_path / 'out'
+    out.mkdir()
+    with atomic_file(out / 'a_out.png') as file:
+        file.write(b'the first run\'s image')
+        assert image_io.remove_partial_files(out) == []
+    assert (out / 'a_out.png').read_bytes() == b'the first run\'s image'
+    assert sorted(p.name for p in out.iterdir()) == ['a_out.png']
 
 
 def test_list_images_is_the_one_lister(tmp_path):

@@ -475,6 +475,21 @@ def test_outputs_within_one_pixel_are_accepted(tmp_path):
         folder.check({'d': (11, 8)})
 
 
+def test_scoring_other_tools_folders_upscales_nothing_unasked(tmp_path, monkeypatch):
+    """--outputs without --model ran the default CiaoSR model on every image; it is a method only when asked."""
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'x4').mkdir()
+    make_image(tmp_path / 'in' / 'a.png', (10, 8))
+    make_image(tmp_path / 'x4' / 'a.png', (40, 32))
+    inputs, _ = quality_report.load_inputs([tmp_path / 'in' / 'a.png'], 0)
+    monkeypatch.setattr(quality_report, 'load_model', lambda *a, **k: pytest.fail('a model was loaded'))
+    argv = ['--inputs', 'in', '--out', 'out', '--scales', '4', '--outputs', 'other', '4', str(tmp_path / 'x4')]
+    methods = quality_report.load_methods(quality_report.parse_args(argv), 'cpu', inputs)
+    assert [method.name for method in methods] == ['bicubic', 'other']
+    with pytest.raises(pytest.fail.Exception, match='a model was loaded'):  # asked for: loaded
+        quality_report.load_methods(quality_report.parse_args([*argv, '--model', 'default']), 'cpu', inputs)
+
+
 def test_method_names_are_shipped_names_or_file_stems():
     args = quality_report.parse_args(['--inputs', 'in', '--out', 'out', '--model', 'default', '--model', 'real-l1',
                                       '--model', 'x/RealESRGAN_x4plus.pth'])

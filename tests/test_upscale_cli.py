@@ -2,6 +2,8 @@
 import io
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms
 
 from ciaosr import image_io
 from ciaosr import upscale as cli
@@ -149,6 +151,36 @@ def test_tiled_chunking_changes_nothing(photo, tiny_model):
     assert not torch.equal(tiled, super_resolve(net, lr, 2.3))
 
 
+def test_super_resolve_refuses_bad_arguments_in_one_error(tiny_model):
+    """14-api-unchecked-arguments: chunk < 0 returned an uninitialised buffer, a negative overlap NaN, tiles under 8
+    pixels a 17 dB image, and wrong inputs raw PyTorch errors; a NumPy scale was refused."""
+    net = load_model(tiny_model)
+    lr = torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(0))
+    cases = [({'chunk': -1}, ValueError, 'chunk must be None'), ({'chunk': 0}, ValueError, 'chunk must be None'),
+             ({'chunk': 2.5}, TypeError, 'chunk must be an integer'),
+             ({'tile': 8, 'tile_overlap': -3}, ValueError, 'tile_overlap must be at least 0'),
+             ({'tile': -5}, ValueError, r'tile must be 0 \(no tiling\) or at least 8'),
+             ({'tile': 1}, ValueError, r'tile must be 0 \(no tiling\) or at least 8'),
+             ({'tile': True}, TypeError, 'tile must be an integer'),
+             ({'progress': 'yes'}, TypeError, 'progress must be a function'),
+             ({'scale': '2'}, TypeError, 'scale must be a number'), ({'scale': -2}, ValueError, 'finite number > 0'),
+             ({'size': (24, 28.5)}, TypeError, 'size must be two integers'),
+             ({'size': (0, 28)}, ValueError, 'size must be two positive integers'),
+             ({'lr': lr.numpy()}, TypeError, 'lr must be a torch.Tensor'),
+             ({'lr': (lr * 255).to(torch.uint8)}, TypeError, r'lr must hold floats in \[0, 1\], got torch.uint8'),
+             ({'lr': lr.double()}, TypeError, 'lr is torch.float64 but the network\'s weights are torch.float32'),
+             ({'lr': torch.rand(1, 4, 12, 14)}, ValueError, r'lr must be RGB images \[B, 3, h, w\]'),
+             ({'lr': lr[0]}, ValueError, r'add the batch dimension'),
+             ({'lr': lr[:, :, :0]}, ValueError, r'got shape \(1, 3, 0, 14\)')]
+    for change, error, message in cases:
+        arguments = {'lr': lr, 'scale': 2, **change}
+        if 'size' in change:
+            del arguments['scale']
+        with pytest.raises(error, match=message):
+            super_resolve(net, **arguments)
+    assert super_resolve(net, lr, np.float32(2), chunk=np.int64(100)).shape == (1, 3, 24, 28)
+
+
 @pytest.mark.parametrize('length,side,overlap', [(256, 128, 32), (100, 40, 16), (97, 60, 30), (50, 50, 8)])
 def test_smooth_tiles_blend_to_one_and_stay_off_tile_edges(length, side, overlap):
     tiles = tiling.axis_tiles(length, side, overlap, 'smooth')
@@ -198,6 +230,21 @@ def test_memory_budget_above_the_machine_warns(tmp_path, tiny_model, photo, caps
                         f'({budget / 2 / 2 ** 30:.1f} GiB); runs that need it will swap or be killed']
 
 
+def test_explicit_tile_is_held_to_the_budget(tmp_path, tiny_model, photo, monkeypatch, capsys):
+    """08-explicit-tile-ignores-budget: --tile N skipped the memory plan (peak 1.15 GiB for a 0.90 GiB budget). It
+    is refused like an automatic tile that does not fit, naming the largest that would; that one runs."""
+    monkeypatch.setattr(cli, 'resident_bytes', lambda device: 0)  # the plan without this process's own memory
+    Image.fromarray(photo[:64, :64]).save(tmp_path / 'p.png')
+    argv = ('-i', tmp_path / 'p.png', '-o', tmp_path / 'out', '-s', 1.5, '--max-memory', '345MB', '--runtime', 'torch')
+    assert run_cli(*argv, '--tile', 64, model=tiny_model) == 1
+    err = capsys.readouterr().err
+    fits = int(re.search(r'--tile 64 does not fit in --max-memory 0.34 GiB for this image: the largest tile that '
+                         r'fits is (\d+); lower --tile or raise --max-memory', err)[1])
+    assert tiling.MIN_TILE <= fits < 64 and not (tmp_path / 'out' / 'p_out.png').exists()
+    assert run_cli(*argv, '--tile', fits, model=tiny_model) == 0
+    assert f'(tile {fits}, overlap' in capsys.readouterr().out
+
+
 def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model, photo, monkeypatch, capsys):
     src, out = tmp_path / 'in', tmp_path / 'out'
     src.mkdir()
@@ -227,6 +274,89 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model
     assert '2 done, 1 skipped, 0 failed' in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ['a_out.png', 'b_out.png', 'c_out.png']
     assert Image.open(out / 'b_out.png').size == (40, 32)
+
+
+@pytest.mark.parametrize('script', ['ciaosr-upscale', 'inference_ciaosr.py'])
+def test_sigterm_ends_every_entry_point_like_ctrl_c(tmp_path, tiny_model, photo, script):
+    """04-sigterm-console-script: SIGTERM was handled only under `if __name__ == '__main__'`, so the console script
+    and inference/inference_ciaosr.py died with 143, no summary, and could leave a hidden .part file."""
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    for k in range(30):
+        Image.fromarray(photo[k:k + 48, :48]).save(src / f'img{k:02}.png')
+    command = ([os.path.join(os.path.dirname(sys.executable), script)] if script == 'ciaosr-upscale' else
+               [sys.executable, os.path.join(ROOT, 'inference', script)])
+    run = subprocess.Popen(command + ['-i', str(src), '-o', str(out), '-s', '4', '--model', str(tiny_model),
+                                      '--runtime', 'torch', '--threads', '1'],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env={**os.environ, 'PYTHONPATH': ROOT, 'PYTHONUNBUFFERED': '1'})
+    for line in run.stdout:
+        if ' -> ' in line:  # the first file is written: the run is in the middle of the batch
+            break
+    run.send_signal(signal.SIGTERM)
+    rest = run.stdout.read()
+    assert run.wait(timeout=120) == 130
+    assert '; interrupted' in rest and not list(out.glob('.*.part'))
+    assert 0 < len(list(out.iterdir())) < 30
+
+
+def test_outputs_too_large_for_their_format_are_planned_as_png(tmp_path, tiny_model, photo, capsys):
+    """03-format-size-limits: WebP over 16383 px and JPEG over 65535 px failed after the whole upscale. The plan
+    (from the header) writes them as PNG, and the file's line says so."""
+    for name in ('strip.webp', 'strip.jpg'):
+        Image.fromarray(photo[:1, :64]).save(tmp_path / name)
+    for name, width, ext in (('strip.webp', 16383, 'webp'), ('strip.webp', 16384, 'png'),
+                             ('strip.jpg', 65535, 'jpg'), ('strip.jpg', 65536, 'png')):
+        args = cli.parse_args(['-i', str(tmp_path / name), '-o', str(tmp_path / 'out'), '--size', f'{width}x1'])
+        assert [job.dst.name for job in cli.plan_jobs([tmp_path / name], tmp_path, tmp_path / 'out', args)] == [
+            f'strip_out.{ext}']
+    assert run_cli('-i', tmp_path / 'strip.webp', '-o', tmp_path / 'out', '--size', '16384x1', '--runtime', 'torch',
+                   model=tiny_model) == 0
+    assert '(16384x1 is over the WEBP limit of 16383 pixels a side: written as PNG)' in capsys.readouterr().out
+    assert Image.open(tmp_path / 'out' / 'strip_out.png').size == (16384, 1)
+
+
+def test_a_file_replaced_during_the_run_is_written_as_read(tmp_path, tiny_model, photo, monkeypatch, capsys):
+    """07-file-replaced-during-run: b.jpg became an RGBA PNG after planning: 'cannot write mode RGBA as JPEG'. Now
+    it is written as PNG, saying so; where that name is another file's output, it fails with a message."""
+    src = tmp_path / 'in'
+    src.mkdir()
+    for name in ('a.jpg', 'b.jpg', 'c.jpg', 'c.png'):
+        Image.fromarray(photo[:8, :8]).save(src / name)
+    plan = cli.plan_jobs
+
+    def plan_then_replace(*args):
+        jobs = plan(*args)
+        for name in ('b.jpg', 'c.jpg'):  # an editor or a sync client saves over them
+            Image.fromarray(np.dstack([photo[:8, :8], np.full((8, 8), 200, np.uint8)])).save(src / name, 'PNG')
+        return jobs
+    monkeypatch.setattr(cli, 'plan_jobs', plan_then_replace)
+    assert run_cli('-i', src, '-o', tmp_path / 'out', '-s', 2, '--runtime', 'torch', model=tiny_model) == 1
+    captured = capsys.readouterr()
+    assert 'b_out.png: 8x8 -> 16x16' in captured.out
+    assert 'the file changed during the run; it has alpha: written as PNG, not JPEG' in captured.out
+    assert [line for line in captured.err.splitlines() if 'FAILED' in line] == [
+        f'FAILED {src / "c.jpg"}: the file changed during the run: its output would now be '
+        f'{tmp_path / "out" / "c_out.png"}, the output of another file; run it again on its own']
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a_out.jpg', 'b_out.png', 'c_out.png']
+    assert image_io.read_image(tmp_path / 'out' / 'b_out.png').pixels.shape == (16, 16, 4)
+    assert image_io.read_image(tmp_path / 'out' / 'c_out.png').pixels.shape == (16, 16, 3)  # c.png's output
+
+
+def test_names_that_are_not_utf8_never_fail_a_file(tmp_path, tiny_model, photo, monkeypatch):
+    """06-non-utf8-names: under a strict stdout the per-file line could not be printed, so written files were
+    reported FAILED (exit 1)."""
+    src = tmp_path / 'in'
+    src.mkdir()
+    for name in (b'\xe9t\xe9_latin1.jpg', b'bad\xff\xfename.png'):  # Latin-1 bytes: surrogates in Python
+        Image.fromarray(photo[:8, :8]).save(src / os.fsdecode(name))
+    console = io.BytesIO()
+    monkeypatch.setattr(sys, 'stdout', io.TextIOWrapper(console, 'utf-8', errors='strict', write_through=True))
+    assert run_cli('-i', src, '-o', tmp_path / 'out', '-s', 2, '--runtime', 'torch', model=tiny_model) == 0
+    printed = console.getvalue()
+    assert b'2 done, 0 skipped, 0 failed' in printed and b'bad\\udcff\\udcfename_out.png' in printed
+    written = [b'bad\xff\xfename_out.png', b'\xe9t\xe9_latin1_out.jpg']
+    assert sorted(os.listdir(os.fsencode(tmp_path / 'out'))) == written
 
 
 def test_inputs_are_never_overwritten(tmp_path, tiny_model, photo, capsys):
@@ -295,16 +425,6 @@ def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkey
         assert run_cli(*argv, '-o', tmp_path / 'out', '-s', 2) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
-
-
-def test_exif_orientations_match_pil(tmp_path, photo):
-    for orientation in range(1, 9):
-        image = Image.fromarray(photo[:6, :9])
-        exif = image.getexif()
-        exif[image_io.ORIENTATION_TAG] = orientation
-        image.save(tmp_path / 'o.png', exif=exif)
-        expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / 'o.png')))
-        np.testing.assert_array_equal(image_io.read_image(tmp_path / 'o.png').pixels, expected)
 
 
 def test_16bit_colour_and_icc_round_trip(tmp_path):

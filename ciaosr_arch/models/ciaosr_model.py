@@ -68,7 +68,7 @@ class CiaoSRModel(SRModel):
         keys and shapes must match the network (`match_state`; keys only when `strict`) and its weights be
         finite floats (`check_values`); otherwise CheckpointError names the file and the tensors.
         """
-        state, _ = read_checkpoint(load_path, param_key, arch_metadata=False)
+        state, _ = read_checkpoint(load_path, param_key, partial=True)
         logger = get_root_logger()
         logger.info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}]')
         bare = self.get_bare_model(net)
