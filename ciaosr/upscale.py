@@ -34,7 +34,7 @@ from ciaosr_arch.checkpoint import SHIPPED_MODELS
 from ciaosr_arch.engine import MIN_TILE, default_overlap, memory_plan, output_size, speed_tile
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
-from . import image_io
+from . import image_io, video
 from .cli import UsageError, add_device_options, pick_device, pick_precision
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
@@ -53,7 +53,8 @@ LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 def build_parser():
     parser = argparse.ArgumentParser(
         description='Upscale images with CiaoSR at any scale (LR-space tiling, bounded memory, seam-free).')
-    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
+    parser.add_argument('-i', '--input', required=True,
+                        help='an image or video file, or a folder of them (videos need the `video` extra)')
     parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
     parser.add_argument('--recursive', action='store_true', help='also take images in sub-folders (mirrored)')
     target = parser.add_argument_group('output size (one of; default -s 4)')
@@ -89,8 +90,14 @@ def build_parser():
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg', 'webp'],
                         help='output format; auto keeps the input format (PNG, JPEG, WebP, TIFF; others become '
                              'PNG); images with alpha are always written as PNG')
+    clip = parser.add_argument_group('videos (every frame upscaled like a photo; audio and subtitles copied)')
+    clip.add_argument('--video-codec', choices=sorted(video.CODECS),
+                      help='encoder of the upscaled video: h264 (default), h265, av1 or vp9 (default for WebM)')
+    clip.add_argument('--crf', type=int, help='constant quality of the encoder, lower is better: default '
+                      + ', '.join(f'{crf} for {codec}' for codec, crf in video.DEFAULT_CRF.items()))
     parser.add_argument('--suffix', default='out', help='output name: NAME_SUFFIX.EXT (default out; "" = NAME.EXT)')
-    parser.add_argument('--skip-existing', action='store_true', help='leave outputs that exist (resume a run)')
+    parser.add_argument('--skip-existing', action='store_true',
+                        help='leave outputs that exist, and reuse the finished segments of a video (resume a run)')
     return parser
 
 
@@ -130,6 +137,8 @@ def parse_args(argv=None):
             args.max_memory = parse_bytes(args.max_memory)
         except ValueError as err:
             parser.error(str(err))
+    if args.crf is not None and not 0 <= args.crf <= 63:
+        parser.error(f'--crf must be between 0 and 63, got {args.crf}')
     if '/' in args.suffix or '\\' in args.suffix:
         parser.error('--suffix cannot contain a path separator')
     return args
@@ -164,47 +173,53 @@ class Job:
 
 
 def find_images(root, recursive, outdir, suffix):
-    """(inputs, earlier outputs left out): image files under `root` (or `root` itself), sorted.
+    """(inputs, earlier outputs left out, ignored): image and video files under `root` (or `root` itself), sorted,
+    and the other files as [(path, why)].
 
-    Hidden files are never inputs (`image_io.list_images`), and neither are our own outputs: everything in an
+    Hidden files are never inputs (`image_io.list_files`), and neither are our own outputs: everything in an
     output folder inside `root`, or, when the output folder is `root` itself, the files named NAME_SUFFIX.EXT
     with an extension we write (so that a second run into the input folder finds the same inputs).
     """
     if root.is_file():
-        return [root], []
+        return [root], [], []
     if not root.is_dir():
         raise UsageError(f'input not found: {root}')
     root_folder, out_folder = root.resolve(), outdir.resolve()
     nested = out_folder != root_folder and out_folder.is_relative_to(root_folder)
-    inputs, earlier = [], []
-    for path in image_io.list_images(root, recursive):
+    written = {*(f'.{ext}' for ext in image_io.FORMATS), *video.VIDEO_SUFFIXES}
+    inputs, earlier, ignored = [], [], []
+    for path in image_io.list_files(root, recursive):
         if nested:
             ours = path.parent.resolve().is_relative_to(out_folder)
         else:
             ours = (out_folder == root_folder and bool(suffix) and path.stem.endswith(f'_{suffix}')
-                    and path.suffix.lower()[1:] in image_io.FORMATS)
-        (earlier if ours else inputs).append(path)
-    return inputs, earlier
+                    and path.suffix.lower() in written)
+        if ours:
+            earlier.append(path)
+        elif path.suffix.lower() in image_io.IMAGE_SUFFIXES or video.is_video(path):
+            inputs.append(path)
+        else:
+            ignored.append((path, f'not an image or video this tool reads ({path.suffix or "no suffix"})'))
+    return inputs, earlier, ignored
 
 
 def plan_jobs(files, root, outdir, args):
     """A Job per file, in order: output path from the relative path, --suffix and the format; a job whose
-    file is refused from its header (unreadable, animated, ...), whose output would be an input file, or the
-    output of an earlier job, gets a problem instead."""
+    file is refused from its header (unreadable, animated, a video without PyAV, ...), whose output would be an
+    input file, or the output of an earlier job, gets a problem instead.
+
+    Images: --ext, or with `auto` the input's own format where we write it (AVIF too), else PNG (HEIC, JPEG XL,
+    PSD, ICO, ...); PNG for alpha (AVIF keeps it) and for 16-bit pictures that would go to AVIF. Videos:
+    `video.output_suffix`."""
     inputs = {path.resolve(): path for path in files}
     claimed = {}
     jobs = []
     for src in files:
         try:
-            alpha = image_io.probe_image(src).has_alpha
-        except image_io.ImageReadError as err:
+            ext = video_ext(src, args) if video.is_video(src) else image_ext(src, args)
+        except (image_io.ImageReadError, video.VideoError) as err:
             jobs.append(Job(src, problem=str(err)))
             continue
-        ext = args.ext
-        if ext == 'auto':  # the input's own suffix where we can write it
-            ext = src.suffix.lower()[1:] if src.suffix.lower()[1:] in image_io.FORMATS else 'png'
-        if alpha:
-            ext = 'png'
         relative = src.relative_to(root)
         name = f'{relative.stem}_{args.suffix}' if args.suffix else relative.stem
         dst = outdir / relative.parent / f'{name}.{ext}'
@@ -217,6 +232,27 @@ def plan_jobs(files, root, outdir, args):
             claimed[key] = src
             jobs.append(Job(src, dst))
     return jobs
+
+
+def image_ext(src, args):
+    """The output format (a key of image_io.FORMATS) of the image `src`; ImageReadError if it is refused."""
+    info = image_io.probe_image(src)
+    ext = args.ext
+    if ext == 'auto':  # the input's own suffix where we can write it
+        ext = src.suffix.lower()[1:] if src.suffix.lower()[1:] in image_io.FORMATS else 'png'
+    if (info.has_alpha and ext != 'avif') or (info.itemsize > 1 and ext == 'avif'):
+        ext = 'png'
+    return ext
+
+
+def video_ext(src, args):
+    """The output suffix (without the dot) of the video `src`; VideoError if PyAV is missing or it is unreadable."""
+    try:
+        return video.output_suffix(src, video.pick_codec(src, args)[0])[1:]
+    except video.VideoError:
+        raise
+    except Exception as err:  # noqa: BLE001  (PyAV's errors, named in the one line)
+        raise video.VideoError(f'not a readable video ({err})') from None
 
 
 def prepare_output(outdir):
@@ -372,14 +408,19 @@ def resize_alpha(alpha, size):
     return cv2.resize(np.ascontiguousarray(alpha), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def process(job, upscaler, args, bar_position, prefix=''):
-    """Upscale one job's file: 'done' or 'skipped'; raises (ImageReadError, ValueError, ...) on failure.
+def process(job, upscaler, args, bar_position, prefix='', since=0.0, rank=0, world=1):
+    """Upscale one job's file: 'done', 'skipped' or (a video whose other segments are other ranks') 'waiting';
+    raises (ImageReadError, VideoError, ValueError, ...) on failure. `since`: this run's start (seconds since the
+    epoch); rank and world: this process's share of a video's segments.
 
-    Sizes and memory are checked from the file's header before it is decoded."""
+    Sizes and memory are checked from the file's header before it is decoded. Videos: `video.process_video`."""
     if job.problem:
         raise ValueError(job.problem)
     if args.skip_existing and job.dst.exists():
         return 'skipped'
+    if video.is_video(job.src):
+        clip = video.VideoJob(job.src, job.dst, upscaler, args)
+        return video.process_video(clip, upscaler, args, since, rank, world, bar_position, prefix)
     start = time.perf_counter()
     info = image_io.probe_image(job.src)
     h, w = info.height, info.width
@@ -422,14 +463,17 @@ def run(args):
     if not 0 <= rank < world:
         raise UsageError(f'RANK={rank} is not in [0, WORLD_SIZE={world})')
     root, outdir = Path(args.input), Path(args.output)
-    files, earlier = find_images(root, args.recursive, outdir, args.suffix)
+    files, earlier, ignored = find_images(root, args.recursive, outdir, args.suffix)
     if not files:
-        raise UsageError(f'no images ({", ".join(image_io.IMAGE_SUFFIXES)}) found in {root}')
+        raise UsageError(f'no images or videos ({", ".join(image_io.IMAGE_SUFFIXES + video.VIDEO_SUFFIXES)}) '
+                         f'found in {root}')
     prepare_output(outdir)
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     if rank == 0:
         if earlier:
             tqdm.write(f'{prefix}not taken as inputs: {len(earlier)} earlier output(s) of this tool in {outdir}')
+        for path, why in ignored:
+            tqdm.write(f'{prefix}ignored {path}: {why}')
         removed = image_io.remove_partial_files(outdir, args.recursive, older_than=started)
         if removed:
             tqdm.write(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
@@ -452,27 +496,32 @@ def run(args):
         args.max_memory = (torch.cuda.get_device_properties(device).total_memory * 3 // 4 if device.type == 'cuda'
                            else parse_bytes(CPU_MEMORY))
     upscaler = Upscaler(net, device, dtype, args.max_memory, args)
-    jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)[rank::world]
+    jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)
+    images = [job for job in jobs if not video.is_video(job.src)]
+    mine = set(map(id, images[rank::world]))  # images by file; every rank takes a share of each video's segments
+    jobs = [job for job in jobs if id(job) in mine or video.is_video(job.src)]
 
-    counts = {'done': 0, 'skipped': 0, 'failed': 0}
+    counts = {'done': 0, 'skipped': 0, 'failed': 0, 'waiting': 0}
     start = time.perf_counter()
     interrupted = False
     with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
         for job in bar:
             try:
-                counts[process(job, upscaler, args, 2 * rank + 1, prefix)] += 1
+                counts[process(job, upscaler, args, 2 * rank + 1, prefix, started, rank, world)] += 1
             except KeyboardInterrupt:
                 interrupted = True
                 break
             except Exception as err:  # noqa: BLE001  (one line per failed file; the batch goes on)
                 counts['failed'] += 1
                 message = str(err).splitlines()[0] if str(err) else ''
-                if not isinstance(err, (image_io.ImageReadError, ValueError, MemoryError)):
+                if not isinstance(err, (image_io.ImageReadError, video.VideoError, ValueError, MemoryError)):
                     message = f'{type(err).__name__}: {message}'
                 tqdm.write(f'{prefix}FAILED {job.src}: {message}', file=sys.stderr)
     seconds = time.perf_counter() - start
-    per_image = f'{seconds / counts["done"]:.1f} s per image' if counts['done'] else 'no image upscaled'
-    print(f'{prefix}{counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed, '
+    per_image = f'{seconds / counts["done"]:.1f} s per file' if counts['done'] else 'nothing upscaled'
+    waiting = f', {counts["waiting"]} joined by another rank' if counts['waiting'] else ''
+    ignored = f', {len(ignored)} ignored' if ignored and rank == 0 else ''
+    print(f'{prefix}{counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed{waiting}{ignored}, '
           f'{per_image} ({seconds:.0f} s){"; interrupted" if interrupted else ""}', flush=True)
     if interrupted:
         return 130
