@@ -247,12 +247,7 @@ def image_ext(src, args):
 
 def video_ext(src, args):
     """The output suffix (without the dot) of the video `src`; VideoError if PyAV is missing or it is unreadable."""
-    try:
-        return video.output_suffix(src, video.pick_codec(src, args)[0])[1:]
-    except video.VideoError:
-        raise
-    except Exception as err:  # noqa: BLE001  (PyAV's errors, named in the one line)
-        raise video.VideoError(f'not a readable video ({err})') from None
+    return video.output_suffix(src, video.pick_codec(src, args)[0])[1:]
 
 
 def prepare_output(outdir):
@@ -420,7 +415,7 @@ def process(job, upscaler, args, bar_position, prefix='', since=0.0, rank=0, wor
         return 'skipped'
     if video.is_video(job.src):
         clip = video.VideoJob(job.src, job.dst, upscaler, args)
-        return video.process_video(clip, upscaler, args, since, rank, world, bar_position, prefix)
+        return video.process_video(clip, upscaler, since, rank, world, bar_position, prefix)
     start = time.perf_counter()
     info = image_io.probe_image(job.src)
     h, w = info.height, info.width

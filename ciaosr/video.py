@@ -152,14 +152,18 @@ def pick_codec(src, args):
 
 def output_suffix(src, codec):
     """The output file's suffix for the video `src` encoded with `codec` (a key of CODECS): the input's own
-    container where it can hold that codec and every stream that is copied (audio, subtitles), else .mkv."""
+    container where it can hold that codec and every stream that is copied (audio, subtitles), else .mkv.
+    VideoError if PyAV is missing or the file is not a readable container."""
     av = require_av()
     suffix = Path(src).suffix.lower()
     fmt = CONTAINERS.get(suffix)
     if fmt is None:
         return FALLBACK_SUFFIX
-    with av.open(str(src)) as container:
-        copied = {stream.codec_context.name for stream in _copied_streams(container)}
+    try:
+        with av.open(str(src)) as container:
+            copied = {stream.codec_context.name for stream in _copied_streams(container)}
+    except (av.error.FFmpegError, OSError) as err:
+        raise VideoError(f'not a readable video ({err})') from None
     supported = av.open(os.devnull, 'w', format=fmt).supported_codecs
     return suffix if CODECS[codec] in supported and copied <= supported else FALLBACK_SUFFIX
 
@@ -227,13 +231,13 @@ class VideoJob:
         image_io.write_atomic(self.parts / MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
-def process_video(job, upscaler, args, since, rank=0, world=1, bar_position=0, prefix=''):
-    """Upscale this rank's segments of a video (`VideoJob`), then join them if they are all done: 'done',
-    'skipped' (the output exists and --skip-existing) or 'waiting' (other ranks' segments are not done yet).
+def process_video(job, upscaler, since, rank=0, world=1, bar_position=0, prefix=''):
+    """Upscale this rank's segments of a video (`VideoJob`), then join them if they are all done: 'done' or
+    'waiting' (other ranks' segments are not done yet). `since`: this run's start in seconds since the epoch
+    (segments written since then by other ranks count as done); rank r of `world` takes segments r, r + world, ...;
+    the bar over frames is at `bar_position`, and lines start with `prefix`.
     Raises VideoError (a damaged stream found while decoding), ValueError or MemoryError, leaving finished
     segments for a later run."""
-    if args.skip_existing and job.dst.exists():
-        return 'skipped'
     start = time.perf_counter()
     job.write_manifest()
     mine = [s for s in job.info.segments if s.index % world == rank and not job.done(s, since)]

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ciaosr import image_io, video
+from ciaosr import flicker, image_io, video
 from ciaosr import upscale as cli
 
 av = pytest.importorskip('av', reason='PyAV is not installed (extra `video`)')
@@ -187,3 +187,15 @@ def test_missing_pyav_names_the_extra(tmp_path, tiny_model, monkeypatch, capsys)
     assert run('-i', src, '-o', tmp_path / 'out', model=tiny_model) == 1
     assert 'videos need the `video` extra: pip install "ciaosr[video]"' in capsys.readouterr().err
 
+
+
+def test_flicker_is_zero_for_motion_undone_exactly():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (40, 80, 3), dtype=np.uint8)
+    frames = flicker.pan_frames(photo, 32, 5)
+    big = [np.repeat(np.repeat(f, 4, 0), 4, 1) for f in frames]  # a shift-equivariant x4 upscaler
+    assert flicker.flicker(big, step=4, margin=8) == 0
+    noisy = [f ^ rng.integers(0, 2, f.shape, dtype=np.uint8) for f in big]
+    assert 0.3 < flicker.flicker(noisy, step=4, margin=8) < 0.7  # two independent 0/1 flips: mean |a - b| 0.5
+    with pytest.raises(ValueError, match='too small for 5 crops of 80 pixels'):
+        flicker.pan_frames(photo, 80, 5)
