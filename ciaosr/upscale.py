@@ -52,11 +52,12 @@ LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description='Upscale images with CiaoSR at any scale (LR-space tiling, bounded memory, seam-free).')
+        description='Upscale images and videos with CiaoSR at any scale (LR-space tiling, bounded memory, seam-free).')
     parser.add_argument('-i', '--input', required=True,
                         help='an image or video file, or a folder of them (videos need the `video` extra)')
     parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
-    parser.add_argument('--recursive', action='store_true', help='also take images in sub-folders (mirrored)')
+    parser.add_argument('--recursive', action='store_true',
+                        help='also take images and videos in sub-folders (mirrored)')
     target = parser.add_argument_group('output size (one of; default -s 4)')
     target.add_argument('-s', '--scale', type=float, help='any factor > 1, e.g. 2.7 or 16')
     target.add_argument('--size', help='exact output size WxH, e.g. 3840x2160 (the aspect may change)')
@@ -88,8 +89,9 @@ def build_parser():
     parser.add_argument('--max-memory', help=f'memory for the whole run, e.g. 4GB or 512MB (default: {CPU_MEMORY} '
                                              'on CPU, 3/4 of the GPU on CUDA)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg', 'webp'],
-                        help='output format; auto keeps the input format (PNG, JPEG, WebP, TIFF; others become '
-                             'PNG); images with alpha are always written as PNG')
+                        help='output format of images; auto keeps the input format (PNG, JPEG, WebP, TIFF, AVIF; '
+                             'others, HEIC and JPEG XL included, become PNG); images with alpha are written as PNG '
+                             '(AVIF keeps its alpha); videos keep their container (see --video-codec)')
     clip = parser.add_argument_group('videos (every frame upscaled like a photo; audio and subtitles copied)')
     clip.add_argument('--video-codec', choices=sorted(video.CODECS),
                       help='encoder of the upscaled video: h264 (default), h265, av1 or vp9 (default for WebM)')
