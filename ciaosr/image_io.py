@@ -21,10 +21,14 @@ from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
 from ciaosr_arch.checkpoint import atomic_file, is_abandoned
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif')
-FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF'}  # we write
-MAX_SIDE = {'JPEG': 65535, 'WEBP': 16383}  # the longest side in pixels that these formats can hold
-SAVE_OPTIONS = {'PNG': {}, 'JPEG': {'quality': 95}, 'WEBP': {'quality': 95}, 'TIFF': {'compression': 'tiff_deflate'}}
+from . import photo_formats
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif', *photo_formats.SUFFIXES)
+FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF',
+           'avif': 'AVIF'}  # we write
+SAVE_OPTIONS = {'PNG': {}, 'JPEG': {'quality': 95}, 'WEBP': {'quality': 95}, 'TIFF': {'compression': 'tiff_deflate'},
+                'AVIF': {'quality': 90}}
+EIGHT_BIT_FORMATS = ('JPEG', 'WEBP', 'AVIF')  # 16-bit pixels are rounded to 8 bits for these
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the array operation that makes the image upright (as PIL.ImageOps.exif_transpose).
 UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
@@ -97,11 +101,18 @@ def has_alpha(image):
 def open_checked(source):
     """PIL image of a path or bytes, header read only; ImageReadError if empty, not an image or absurdly large.
 
-    Images over PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, about 89 megapixels) are refused.
+    Images over PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, about 89 megapixels) are refused; a
+    JPEG XL file (whose plugin decodes it when it is opened) from its header, before it is decoded. A path whose
+    format needs a plugin that is not installed (`photo_formats.missing_reader`) is refused with the extra to
+    install.
     """
     try:
+        if not isinstance(source, bytes) and (problem := photo_formats.missing_reader(Path(source).suffix)):
+            raise ImageReadError(problem)
         if not (source if isinstance(source, bytes) else os.path.getsize(source)):
             raise ImageReadError('empty file (0 bytes)')
+        photo_formats.registered()
+        _check_jxl_size(source)
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
@@ -115,6 +126,20 @@ def open_checked(source):
                              'not a readable image (unknown or broken format)') from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f'not a readable image ({err})') from None
+
+
+def _check_jxl_size(source):
+    """ImageReadError if `source` (path or bytes) is a JPEG XL file whose header declares more than
+    Image.MAX_IMAGE_PIXELS pixels."""
+    if isinstance(source, bytes):
+        head = source[:4096]
+    else:
+        with open(source, 'rb') as file:
+            head = file.read(4096)
+    size = photo_formats.jxl_size(head)
+    if size and Image.MAX_IMAGE_PIXELS and size[0] * size[1] > Image.MAX_IMAGE_PIXELS:
+        raise ImageReadError(f'too large: JPEG XL of {size[0]}x{size[1]} pixels is over the limit of '
+                             f'{Image.MAX_IMAGE_PIXELS} pixels')
 
 
 def probe_image(path):
@@ -133,20 +158,24 @@ def read_image(path):
 
     C is 1 (gray, also 1-bit and 16/32-bit integer gray), 2 (gray + alpha), 3 (RGB: also palette, CMYK through
     its ICC profile, other colour modes) or 4 (RGBA: also palette or RGB with a transparent colour).
-    16-bit samples stay uint16 (32-bit integer gray is clipped to 16 bits). Memory: at most
-    `probe_image(path).decode_bytes`. Raises ImageReadError (one line) for anything unreadable or refused
-    (see `probe_image`), damaged or truncated.
+    16-bit samples stay uint16 (32-bit integer gray is clipped to 16 bits; 10/12-bit HEIF is scaled to 16).
+    Memory: at most `probe_image(path).decode_bytes`. Raises ImageReadError (one line) for anything unreadable
+    or refused (see `probe_image`), damaged or truncated.
     """
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise ImageReadError(f'cannot read the file ({err.strerror})') from None
+    if problem := photo_formats.missing_reader(Path(path).suffix):
+        raise ImageReadError(problem)
     with open_checked(data) as image:
         _header_info(image, len(data))
         icc = image.info.get('icc_profile') or None
         orientation, ours = _orientation(image)
         try:
-            if _is_16bit_colour(image):
+            if _is_deep_heif(image):
+                pixels = photo_formats.heif_pixels(data)
+            elif _is_16bit_colour(image):
                 pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
                 if pixels is None:
                     raise ImageReadError('OpenCV cannot decode this 16-bit image')
@@ -158,7 +187,7 @@ def read_image(path):
                 pixels, icc = _pil_pixels(image, icc)
         except ImageReadError:
             raise
-        except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
+        except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, MemoryError) as err:
             raise ImageReadError(f'damaged or truncated image ({err})') from None
     if ours and orientation in UPRIGHT:
         pixels = np.ascontiguousarray(UPRIGHT[orientation](pixels))
@@ -181,7 +210,7 @@ def _header_info(image, file_bytes):
     if image.mode == 'F' or (image.format == 'TIFF' and 3 in image.tag_v2.get(SAMPLE_FORMAT_TAG, ())):
         bits = image.tag_v2.get(BITS_PER_SAMPLE_TAG, (32,))[0] if image.format == 'TIFF' else 32
         raise ImageReadError(_float_message(bits, image.format))
-    if _is_16bit_colour(image):
+    if _is_16bit_colour(image) or _is_deep_heif(image):
         channels, itemsize = (4 if image.mode in ('RGBA', 'LA') else 3), 2
     elif image.mode.startswith('I'):
         channels, itemsize = 1, 2
@@ -239,6 +268,11 @@ def _is_16bit_colour(image):
     return image.format == 'TIFF' and 16 in image.tag_v2.get(BITS_PER_SAMPLE_TAG, ())
 
 
+def _is_deep_heif(image):
+    """A HEIF image with more than 8 bits per sample (pi-heif's Pillow plugin would reduce it to 8 bits)."""
+    return image.format == 'HEIF' and image.mode in ('RGB', 'RGBA') and image.info.get('bit_depth', 8) > 8
+
+
 def _target_mode(image):
     """The PIL mode an 8-bit image is converted to: L, LA, RGB or RGBA."""
     if image.mode in ('1', 'L', 'LA', 'La'):
@@ -289,14 +323,15 @@ def _cmyk_converter(icc):
 def encode_image(picture, ext):
     """Bytes of `picture` as a file of type `ext` (a key of FORMATS), with its ICC profile.
 
-    JPEG and WebP hold 8 bits (16-bit pixels are rounded to 8) and no gray + alpha; WebP has no gray either
-    (PIL writes it as RGB). 16-bit colour is written by OpenCV, with the profile added to the PNG (iCCP chunk)
-    or TIFF (ICC tag) by hand. Raises ValueError for pixels that are not uint8 or uint16.
+    JPEG, WebP and AVIF hold 8 bits (16-bit pixels are rounded to 8); JPEG and WebP no gray + alpha, WebP no gray
+    either (PIL writes it as RGB), AVIF no gray + alpha (written as RGBA). 16-bit colour is written by OpenCV,
+    with the profile added to the PNG (iCCP chunk) or TIFF (ICC tag) by hand. Raises ValueError for pixels that
+    are not uint8 or uint16.
     """
     pixels, fmt = picture.pixels, FORMATS[ext]
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f'cannot write {pixels.dtype} pixels: only uint8 and uint16')
-    if fmt in ('JPEG', 'WEBP'):
+    if fmt in EIGHT_BIT_FORMATS:
         pixels = to_8bit(pixels)
     if pixels.dtype == np.uint16 and pixels.shape[2] > 1:
         if pixels.shape[2] == 2:  # 16-bit gray + alpha: neither library writes it, so as RGBA
@@ -376,15 +411,22 @@ def remove_partial_files(folder, recursive=False):
 def list_images(root, recursive=False):
     """Image files in the folder `root` (with `recursive`, in its sub-folders too), sorted: list[Path].
 
-    An image file is a regular file (or a link to one) whose suffix, in any case, is in IMAGE_SUFFIXES.
+    An image file is one of `list_files` whose suffix, in any case, is in IMAGE_SUFFIXES. Nothing is opened: see
+    `probe_image` and `read_image`. Raises NotADirectoryError (or FileNotFoundError) if `root` is not a folder.
+    """
+    return [path for path in list_files(root, recursive) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def list_files(root, recursive=False):
+    """Regular files (or links to one) in the folder `root` (with `recursive`, in its sub-folders too), sorted.
+
     Hidden files and folders (names starting with '.': `.DS_Store`, macOS `._photo.jpg` resource forks,
-    `write_atomic`'s temporary files) are left out. Nothing is opened: see `probe_image` and `read_image`.
-    Raises NotADirectoryError (or FileNotFoundError) if `root` is not a folder.
+    `write_atomic`'s temporary files) are left out. Raises NotADirectoryError (or FileNotFoundError) if `root`
+    is not a folder.
     """
     root = Path(root)
     if not root.is_dir():
         raise (NotADirectoryError if root.exists() else FileNotFoundError)(f'not a folder: {root}')
     candidates = root.rglob('*') if recursive else root.iterdir()
     return sorted(path for path in candidates
-                  if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-                  and not any(part.startswith('.') for part in path.relative_to(root).parts))
+                  if path.is_file() and not any(part.startswith('.') for part in path.relative_to(root).parts))

@@ -33,7 +33,7 @@ from ciaosr_arch.checkpoint import SHIPPED_MODELS
 from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_plan, output_size, speed_tile
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
-from . import image_io
+from . import image_io, video
 from .cli import UsageError, add_device_options, console_script_setup, memory_warning, pick_device, pick_precision
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
@@ -51,10 +51,12 @@ LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description='Upscale images with CiaoSR at any scale (LR-space tiling, bounded memory, seam-free).')
-    parser.add_argument('-i', '--input', required=True, help='an image file or a folder of images')
+        description='Upscale images and videos with CiaoSR at any scale (LR-space tiling, bounded memory, seam-free).')
+    parser.add_argument('-i', '--input', required=True,
+                        help='an image or video file, or a folder of them (videos need the `video` extra)')
     parser.add_argument('-o', '--output', required=True, help='output folder (created if missing)')
-    parser.add_argument('--recursive', action='store_true', help='also take images in sub-folders (mirrored)')
+    parser.add_argument('--recursive', action='store_true',
+                        help='also take images and videos in sub-folders (mirrored)')
     target = parser.add_argument_group('output size (one of; default -s 4)')
     target.add_argument('-s', '--scale', type=float, help='any factor > 1, e.g. 2.7 or 16')
     target.add_argument('--size', help='exact output size WxH, e.g. 3840x2160 (the aspect may change)')
@@ -86,11 +88,18 @@ def build_parser():
     parser.add_argument('--max-memory', help=f'memory for the whole run, e.g. 4GB or 512MB (default: {CPU_MEMORY} '
                                              'on CPU, 3/4 of the GPU on CUDA)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg', 'webp'],
-                        help='output format; auto keeps the input format (PNG, JPEG, WebP, TIFF; others become '
-                             'PNG); images with alpha, and outputs too large for WebP (16383 px) or JPEG (65535 px), '
-                             'are written as PNG, saying so')
+                        help='output format of images; auto keeps the input format (PNG, JPEG, WebP, TIFF, AVIF; '
+                             'others, HEIC and JPEG XL included, become PNG); images with alpha are written as PNG '
+                             '(AVIF keeps its alpha), and so are outputs too large for WebP (16383 px) or JPEG '
+                             '(65535 px), saying so; videos keep their container (see --video-codec)')
+    clip = parser.add_argument_group('videos (every frame upscaled like a photo; audio and subtitles copied)')
+    clip.add_argument('--video-codec', choices=sorted(video.CODECS),
+                      help='encoder of the upscaled video: h264 (default), h265, av1 or vp9 (default for WebM)')
+    clip.add_argument('--crf', type=int, help='constant quality of the encoder, lower is better: default '
+                      + ', '.join(f'{crf} for {codec}' for codec, crf in video.DEFAULT_CRF.items()))
     parser.add_argument('--suffix', default='out', help='output name: NAME_SUFFIX.EXT (default out; "" = NAME.EXT)')
-    parser.add_argument('--skip-existing', action='store_true', help='leave outputs that exist (resume a run)')
+    parser.add_argument('--skip-existing', action='store_true',
+                        help='leave outputs that exist, and reuse the finished segments of a video (resume a run)')
     return parser
 
 
@@ -130,6 +139,8 @@ def parse_args(argv=None):
             args.max_memory = parse_bytes(args.max_memory)
         except ValueError as err:
             parser.error(str(err))
+    if args.crf is not None and not 0 <= args.crf <= 63:
+        parser.error(f'--crf must be between 0 and 63, got {args.crf}')
     if '/' in args.suffix or '\\' in args.suffix:
         parser.error('--suffix cannot contain a path separator')
     return args
@@ -164,43 +175,53 @@ class Job:
 
 
 def find_images(root, recursive, outdir, suffix):
-    """(inputs, earlier outputs left out): image files under `root` (or `root` itself), sorted.
+    """(inputs, earlier outputs left out, ignored): image and video files under `root` (or `root` itself), sorted,
+    and the other files as [(path, why)].
 
-    Hidden files are never inputs (`image_io.list_images`), and neither are our own outputs: everything in an
+    Hidden files are never inputs (`image_io.list_files`), and neither are our own outputs: everything in an
     output folder inside `root`, or, when the output folder is `root` itself, the files named NAME_SUFFIX.EXT
     with an extension we write (so that a second run into the input folder finds the same inputs).
     """
     if root.is_file():
-        return [root], []
+        return [root], [], []
     if not root.is_dir():
         raise UsageError(f'input not found: {root}')
     root_folder, out_folder = root.resolve(), outdir.resolve()
     nested = out_folder != root_folder and out_folder.is_relative_to(root_folder)
-    inputs, earlier = [], []
-    for path in image_io.list_images(root, recursive):
+    written = {*(f'.{ext}' for ext in image_io.FORMATS), *video.VIDEO_SUFFIXES}
+    inputs, earlier, ignored = [], [], []
+    for path in image_io.list_files(root, recursive):
         if nested:
             ours = path.parent.resolve().is_relative_to(out_folder)
         else:
             ours = (out_folder == root_folder and bool(suffix) and path.stem.endswith(f'_{suffix}')
-                    and path.suffix.lower()[1:] in image_io.FORMATS)
-        (earlier if ours else inputs).append(path)
-    return inputs, earlier
+                    and path.suffix.lower() in written)
+        if ours:
+            earlier.append(path)
+        elif path.suffix.lower() in image_io.IMAGE_SUFFIXES or video.is_video(path):
+            inputs.append(path)
+        else:
+            ignored.append((path, f'not an image or video this tool reads ({path.suffix or "no suffix"})'))
+    return inputs, earlier, ignored
 
 
 def output_format(src, info, size, args):
     """(ext, note): the format (a key of image_io.FORMATS) of the output of `src`, an image described by `info`
     (image_io.ImageInfo) and upscaled to `size` (H, W), and why it is not the one asked for (None when it is).
 
-    Asked for: --ext, or with --ext auto the input's own format where we write it (else PNG). PNG instead where
-    that format cannot hold the output: alpha (always written as PNG), or a side over the format's limit
-    (image_io.MAX_SIDE: WebP 16383, JPEG 65535 pixels).
+    Asked for: --ext, or with --ext auto the input's own format where we write it (AVIF too; else PNG: HEIC,
+    JPEG XL, PSD, ICO, ...). PNG instead where that format cannot hold the output: alpha (written as PNG, except
+    AVIF, which keeps it), 16-bit pixels for AVIF, or a side over the format's limit (image_io.MAX_SIDE: WebP
+    16383, JPEG 65535 pixels).
     """
     ext = args.ext
     if ext == 'auto':  # the input's own suffix where we can write it
         ext = src.suffix.lower()[1:] if src.suffix.lower()[1:] in image_io.FORMATS else 'png'
     fmt = image_io.FORMATS[ext]
-    if info.has_alpha and fmt != 'PNG':
+    if info.has_alpha and fmt not in ('PNG', 'AVIF'):
         return 'png', f'it has alpha: written as PNG, not {fmt}'
+    if info.itemsize > 1 and fmt == 'AVIF':
+        return 'png', 'it has 16-bit pixels: written as PNG, not AVIF'
     limit = image_io.MAX_SIDE.get(fmt)
     if limit and max(size) > limit:
         return 'png', f'{size[1]}x{size[0]} is over the {fmt} limit of {limit} pixels a side: written as PNG'
@@ -208,19 +229,23 @@ def output_format(src, info, size, args):
 
 
 def plan_jobs(files, root, outdir, args):
-    """A Job per file, in order: output path from the relative path, --suffix and the format (`output_format`,
-    from the header); a job whose file is refused from its header (unreadable, animated, ...), whose output would
-    be an input file, or the output of an earlier job, gets a problem instead."""
+    """A Job per file, in order: output path from the relative path, --suffix and the format (images:
+    `output_format`, from the header; videos: `video.output_suffix`); a job whose file is refused from its header
+    (unreadable, animated, a video without PyAV, ...), whose output would be an input file, or the output of an
+    earlier job, gets a problem instead."""
     inputs = {path.resolve(): path for path in files}
     claimed = {}
     jobs = []
     for src in files:
         try:
-            info = image_io.probe_image(src)
-        except image_io.ImageReadError as err:
+            if video.is_video(src):
+                ext = video_ext(src, args)
+            else:
+                info = image_io.probe_image(src)
+                ext, _ = output_format(src, info, target_size((info.height, info.width), args), args)
+        except (image_io.ImageReadError, video.VideoError) as err:
             jobs.append(Job(src, problem=str(err)))
             continue
-        ext, _ = output_format(src, info, target_size((info.height, info.width), args), args)
         relative = src.relative_to(root)
         name = f'{relative.stem}_{args.suffix}' if args.suffix else relative.stem
         dst = outdir / relative.parent / f'{name}.{ext}'
@@ -233,6 +258,11 @@ def plan_jobs(files, root, outdir, args):
             claimed[key] = src
             jobs.append(Job(src, dst))
     return jobs
+
+
+def video_ext(src, args):
+    """The output suffix (without the dot) of the video `src`; VideoError if PyAV is missing or it is unreadable."""
+    return video.output_suffix(src, video.pick_codec(src, args)[0])[1:]
 
 
 def prepare_output(outdir):
@@ -394,8 +424,10 @@ def resize_alpha(alpha, size):
     return cv2.resize(np.ascontiguousarray(alpha), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def process(job, upscaler, args, bar_position, prefix='', planned=frozenset()):
-    """Upscale one job's file: 'done' or 'skipped'; raises (ImageReadError, ValueError, ...) on failure.
+def process(job, upscaler, args, bar_position, prefix='', planned=frozenset(), since=0.0, rank=0, world=1):
+    """Upscale one job's file: 'done', 'skipped' or (a video whose other segments are other ranks') 'waiting';
+    raises (ImageReadError, VideoError, ValueError, ...) on failure. `since`: this run's start (seconds since the
+    epoch); rank and world: this process's share of a video's segments (videos: `video.process_video`).
 
     Sizes, memory and the output format (`output_format`) are checked from the file's header before it is
     decoded. A file that changed since it was planned (e.g. a JPEG replaced by a PNG with alpha) is written in the
@@ -405,6 +437,9 @@ def process(job, upscaler, args, bar_position, prefix='', planned=frozenset()):
         raise ValueError(job.problem)
     if args.skip_existing and job.dst.exists():
         return 'skipped'
+    if video.is_video(job.src):
+        clip = video.VideoJob(job.src, job.dst, upscaler, args)
+        return video.process_video(clip, upscaler, since, rank, world, bar_position, prefix)
     start = time.perf_counter()
     info = image_io.probe_image(job.src)
     h, w = info.height, info.width
@@ -420,7 +455,7 @@ def process(job, upscaler, args, bar_position, prefix='', planned=frozenset()):
         job.dst, note = dst, 'the file changed during the run' + (f'; {note}' if note else '')
     steps = upscaler.plan(info, size)
     picture = image_io.read_image(job.src)
-    if picture.pixels.shape != (h, w, info.channels):
+    if picture.pixels.shape[:2] != (h, w):
         raise ValueError('the file changed while it was being read')
     bar = None
     if size[0] * size[1] >= LONG_IMAGE_PIXELS:
@@ -453,15 +488,19 @@ def run(args):
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     if not 0 <= rank < world:
         raise UsageError(f'RANK={rank} is not in [0, WORLD_SIZE={world})')
+    started = time.time()
     root, outdir = Path(args.input), Path(args.output)
-    files, earlier = find_images(root, args.recursive, outdir, args.suffix)
+    files, earlier, ignored = find_images(root, args.recursive, outdir, args.suffix)
     if not files:
-        raise UsageError(f'no images ({", ".join(image_io.IMAGE_SUFFIXES)}) found in {root}')
+        raise UsageError(f'no images or videos ({", ".join(image_io.IMAGE_SUFFIXES + video.VIDEO_SUFFIXES)}) '
+                         f'found in {root}')
     prepare_output(outdir)
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
     if rank == 0:
         if earlier:
             tqdm.write(f'{prefix}not taken as inputs: {len(earlier)} earlier output(s) of this tool in {outdir}')
+        for path, why in ignored:
+            tqdm.write(f'{prefix}ignored {path}: {why}')
         removed = image_io.remove_partial_files(outdir, args.recursive)
         if removed:
             tqdm.write(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
@@ -489,27 +528,31 @@ def run(args):
     upscaler = Upscaler(net, device, dtype, args.max_memory, args)
     jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)
     planned = {job.dst.resolve() for job in jobs if job.dst}
-    jobs = jobs[rank::world]
+    images = [job for job in jobs if not video.is_video(job.src)]
+    mine = set(map(id, images[rank::world]))  # images by file; every rank takes a share of each video's segments
+    jobs = [job for job in jobs if id(job) in mine or video.is_video(job.src)]
 
-    counts = {'done': 0, 'skipped': 0, 'failed': 0}
+    counts = {'done': 0, 'skipped': 0, 'failed': 0, 'waiting': 0}
     start = time.perf_counter()
     interrupted = False
     with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
         for job in bar:
             try:
-                counts[process(job, upscaler, args, 2 * rank + 1, prefix, planned)] += 1
+                counts[process(job, upscaler, args, 2 * rank + 1, prefix, planned, started, rank, world)] += 1
             except KeyboardInterrupt:
                 interrupted = True
                 break
             except Exception as err:  # noqa: BLE001  (one line per failed file; the batch goes on)
                 counts['failed'] += 1
                 message = str(err).splitlines()[0] if str(err) else ''
-                if not isinstance(err, (image_io.ImageReadError, ValueError, MemoryError)):
+                if not isinstance(err, (image_io.ImageReadError, video.VideoError, ValueError, MemoryError)):
                     message = f'{type(err).__name__}: {message}'
                 tqdm.write(f'{prefix}FAILED {job.src}: {message}', file=sys.stderr)
     seconds = time.perf_counter() - start
-    per_image = f'{seconds / counts["done"]:.1f} s per image' if counts['done'] else 'no image upscaled'
-    print(f'{prefix}{counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed, '
+    per_image = f'{seconds / counts["done"]:.1f} s per file' if counts['done'] else 'nothing upscaled'
+    waiting = f', {counts["waiting"]} joined by another rank' if counts['waiting'] else ''
+    ignored = f', {len(ignored)} ignored' if ignored and rank == 0 else ''
+    print(f'{prefix}{counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed{waiting}{ignored}, '
           f'{per_image} ({seconds:.0f} s){"; interrupted" if interrupted else ""}', flush=True)
     if interrupted:
         return 130

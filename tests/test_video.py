@@ -1,0 +1,201 @@
+"""Videos through the photo pipeline (ciaosr/video.py): streams copied, timestamps, rotation, sizes, segments that
+resume and split across ranks, bad videos named. Clips are made here with PyAV: 48x32, 12 frames."""
+from fractions import Fraction
+
+import cv2
+import numpy as np
+import pytest
+
+from ciaosr import flicker, image_io, video
+from ciaosr import upscale as cli
+
+av = pytest.importorskip('av', reason='PyAV is not installed (extra `video`)')
+
+FRAMES = 12
+VFR_PTS = [0, 100, 200, 400, 500, 700, 800, 1000, 1100, 1300, 1400, 1600]  # in 1/1200 s: 12, 6 and 4 frames/s
+
+
+def make_clip(path, *, audio=True, subtitles=True, pts=None, rotation=0, frames=FRAMES, video_stream=True):
+    """A 48x32 H.264 clip of a moving gradient, keyframes every 4 frames, with a 1 s sine tone (AAC) and a subtitle
+    (MKV: SubRip), at 12 frames/s or at the given pts (in 1/1200 s)."""
+    yy, xx = np.mgrid[0:32, 0:48]
+    with av.open(str(path), 'w') as out:
+        if video_stream:
+            stream = out.add_stream('libx264', rate=12, options={'crf': '20'})
+            stream.width, stream.height, stream.pix_fmt = 48, 32, 'yuv420p'
+            stream.codec_context.gop_size = 4
+            stream.time_base = stream.codec_context.time_base = Fraction(1, 1200)
+            if rotation:
+                stream.set_display_rotation(rotation)
+        if audio:
+            tone = out.add_stream('aac', rate=8000, layout='mono')
+        if subtitles:
+            text = out.add_mux_stream('subrip')
+            text.time_base = Fraction(1, 1000)
+        if video_stream:
+            for k in range(frames):
+                rgb = np.dstack([(xx * 5 + 9 * k) % 256, yy * 7, (xx + yy) * 3]).astype(np.uint8)
+                frame = av.VideoFrame.from_ndarray(rgb, format='rgb24')
+                frame.pts, frame.time_base = (pts[k] if pts else 100 * k), Fraction(1, 1200)
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+        if audio:
+            samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)).astype(np.float32)[None]
+            sound = av.AudioFrame.from_ndarray(samples, format='fltp', layout='mono')
+            sound.sample_rate, sound.pts = 8000, 0
+            out.mux(tone.encode(sound))
+            out.mux(tone.encode(None))
+        if subtitles:
+            packet = av.Packet(b'Hello')
+            packet.stream, packet.pts, packet.dts, packet.duration = text, 100, 100, 500
+            packet.time_base = Fraction(1, 1000)
+            out.mux(packet)
+    return path
+
+
+def packets(path, kind):
+    """[(pts in seconds, bytes)] of the packets of the file's first stream of this kind, in file order."""
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[0]
+        return [(float(p.pts * p.time_base), bytes(p)) for p in container.demux(stream) if p.size]
+
+
+def frames(path):
+    """(frame times in seconds, sorted; coded (width, height); rotation) of the file's video stream."""
+    with av.open(str(path)) as container:
+        decoded = list(container.decode(video=0))
+        return (sorted(float(f.pts * f.time_base) for f in decoded), (decoded[0].width, decoded[0].height),
+                decoded[0].rotation)
+
+
+def run(*argv, model):
+    """Exit status of the CLI run in this process (PyTorch's runtime: no OpenVINO conversion; 8 GB unless given)."""
+    extra = [] if '--max-memory' in argv else ['--max-memory', '8GB']
+    return cli.main([str(a) for a in argv] + extra + ['--model', str(model), '--runtime', 'torch'])
+
+
+def test_video_frames_timestamps_and_copied_streams(tmp_path, tiny_model, capsys):
+    src = make_clip(tmp_path / 'clip.mkv', frames=6)  # through the network
+    assert run('-i', src, '-o', tmp_path / 'out', '-s', 1.5, model=tiny_model) == 0
+    dst = tmp_path / 'out' / 'clip_out.mkv'
+    assert 'clip.mkv -> ' in capsys.readouterr().out and dst.is_file()
+    times, size, _ = frames(dst)
+    assert times == frames(src)[0] and len(times) == 6 and size == (72, 48)
+    assert packets(dst, 'audio') == packets(src, 'audio')  # copied packet for packet
+    assert packets(dst, 'subtitles') == packets(src, 'subtitles')
+    assert not list((tmp_path / 'out').glob('.*'))  # no segments or temporary files left
+
+
+def test_variable_frame_rate_rotation_and_size(tmp_path, tiny_model, nearest):
+    src = make_clip(tmp_path / 'turned.mp4', pts=VFR_PTS, rotation=90, subtitles=False)
+    assert run('-i', src, '-o', tmp_path / 'out', '--size', '49x73', model=tiny_model) == 0
+    times, size, rotation = frames(tmp_path / 'out' / 'turned_out.mp4')
+    assert times == [t / 1200 for t in VFR_PTS] and rotation == 90
+    assert size == (74, 50)  # displayed 49x73 rounded up to even sides (50x74), stored turned
+    assert packets(tmp_path / 'out' / 'turned_out.mp4', 'audio') == packets(src, 'audio')
+
+
+def test_segments_start_at_keyframes_whatever_the_ranks():
+    keys = [(100 * k, k % 4 == 0) for k in range(FRAMES)]
+    segments = video.plan_segments(keys[::-1], min_frames=3)  # packets in any order
+    assert [(s.start, s.end, s.frames) for s in segments] == [(0, 400, 4), (400, 800, 4), (800, None, 4)]
+    assert [s.frames for s in video.plan_segments(keys, min_frames=5)] == [8, 4]
+    assert [s.frames for s in video.plan_segments(keys, min_frames=100)] == [FRAMES]
+
+
+@pytest.fixture
+def small_segments(monkeypatch):
+    monkeypatch.setattr(video, 'SEGMENT_FRAMES', 4)
+
+
+@pytest.fixture
+def nearest(monkeypatch):
+    """Frames upscaled by nearest-neighbour resizing instead of the network: fast, and the same bits in every run
+    of this process (the network's float sums may differ by a level between a process's first and later runs;
+    a resumed run is a new process)."""
+    def upscale(self, picture, steps, progress=None):
+        h, w = steps[-1].size
+        return image_io.Picture(cv2.resize(picture.pixels, (w, h), interpolation=cv2.INTER_NEAREST))
+
+    monkeypatch.setattr(cli.Upscaler, '__call__', upscale)
+
+
+def test_resume_and_ranks_give_the_same_file(tmp_path, tiny_model, monkeypatch, small_segments, nearest, capsys):
+    src = make_clip(tmp_path / 'clip.mp4', subtitles=False)
+    assert run('-i', src, '-o', tmp_path / 'whole', '-s', 2, model=tiny_model) == 0
+    expected = (tmp_path / 'whole' / 'clip_out.mp4').read_bytes()
+
+    assert [s.frames for s in video.probe_video(src).segments] == [7, 4, 1]  # x264 put keyframes at 0, 3, 7, 11
+    calls = []
+    upscale_frame = cli.Upscaler.__call__
+
+    def interrupted(self, picture, steps, progress=None):
+        calls.append(1)
+        if len(calls) == 12:  # the first frame of the third segment
+            raise KeyboardInterrupt
+        return upscale_frame(self, picture, steps, progress)
+
+    monkeypatch.setattr(cli.Upscaler, '__call__', interrupted)
+    assert run('-i', src, '-o', tmp_path / 'resumed', '-s', 2, model=tiny_model) == 130
+    parts = tmp_path / 'resumed' / '.clip_out.mp4.parts'
+    assert not (tmp_path / 'resumed' / 'clip_out.mp4').exists()
+    assert len(list(parts.glob('segment-*.mp4'))) == 2 and (parts / video.MANIFEST).is_file()
+    calls.clear()
+    assert run('-i', src, '-o', tmp_path / 'resumed', '-s', 2, '--skip-existing', model=tiny_model) == 0
+    assert len(calls) == 1  # only the unfinished segment's frame
+    assert (tmp_path / 'resumed' / 'clip_out.mp4').read_bytes() == expected and not parts.exists()
+    monkeypatch.setattr(cli.Upscaler, '__call__', upscale_frame)
+
+    for rank in (1, 0):  # torchrun's ranks, one after the other: rank 1 encodes segment 1, rank 0 the others
+        monkeypatch.setenv('RANK', str(rank))
+        monkeypatch.setenv('WORLD_SIZE', '2')
+        assert run('-i', src, '-o', tmp_path / 'ranks', '-s', 2, '--skip-existing', model=tiny_model) == 0
+        out = capsys.readouterr().out
+        assert ('another rank joins them' in out) == (rank == 1)
+    assert (tmp_path / 'ranks' / 'clip_out.mp4').read_bytes() == expected
+
+
+def test_bad_videos_get_one_line_and_the_batch_goes_on(tmp_path, tiny_model, monkeypatch, nearest, capsys):
+    src = tmp_path / 'in'
+    src.mkdir()
+    make_clip(src / 'good.mkv')
+    make_clip(src / 'sound_only.mkv', video_stream=False)
+    make_clip(src / 'empty.mkv', frames=0, audio=False)
+    whole = make_clip(tmp_path / 'whole.mp4', subtitles=False).read_bytes()
+    (src / 'truncated.mp4').write_bytes(whole[:len(whole) // 2])
+    (src / 'large.webm').write_bytes(make_clip(tmp_path / 'large.mkv').read_bytes())
+    assert run('-i', src, '-o', tmp_path / 'out', '-s', 2, model=tiny_model) == 1
+    err = capsys.readouterr().err
+    assert 'sound_only.mkv: no video stream' in err
+    assert 'empty.mkv: the video stream has no frames' in err
+    assert 'truncated.mp4: not a readable video' in err
+    assert err.count('FAILED') == 3 and (tmp_path / 'out' / 'good_out.mkv').is_file()
+
+    assert run('-i', src / 'large.webm', '-o', tmp_path / 'out', '-s', 64, '--max-memory', '300MB',
+               model=tiny_model) == 1
+    assert 'large.webm: output 3072x2048: the video decoder and encoder alone need' in capsys.readouterr().err
+
+    real_codec = av.codec.Codec
+    monkeypatch.setattr(av.codec, 'Codec', lambda name, mode: real_codec('no such codec', mode))
+    assert run('-i', src / 'good.mkv', '-o', tmp_path / 'out2', '-s', 2, model=tiny_model) == 1
+    assert "good.mkv: unsupported video codec 'h264'" in capsys.readouterr().err
+
+
+def test_missing_pyav_names_the_extra(tmp_path, tiny_model, monkeypatch, capsys):
+    src = make_clip(tmp_path / 'clip.mkv')
+    monkeypatch.setitem(__import__('sys').modules, 'av', None)  # `import av` raises ImportError
+    assert run('-i', src, '-o', tmp_path / 'out', model=tiny_model) == 1
+    assert 'videos need the `video` extra: pip install "ciaosr[video]"' in capsys.readouterr().err
+
+
+
+def test_flicker_is_zero_for_motion_undone_exactly():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (40, 80, 3), dtype=np.uint8)
+    frames = flicker.pan_frames(photo, 32, 5)
+    big = [np.repeat(np.repeat(f, 4, 0), 4, 1) for f in frames]  # a shift-equivariant x4 upscaler
+    assert flicker.flicker(big, step=4, margin=8) == 0
+    noisy = [f ^ rng.integers(0, 2, f.shape, dtype=np.uint8) for f in big]
+    assert 0.3 < flicker.flicker(noisy, step=4, margin=8) < 0.7  # two independent 0/1 flips: mean |a - b| 0.5
+    with pytest.raises(ValueError, match='too small for 5 crops of 80 pixels'):
+        flicker.pan_frames(photo, 80, 5)
