@@ -26,6 +26,7 @@ from . import photo_formats
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp', '.gif', *photo_formats.SUFFIXES)
 FORMATS = {'png': 'PNG', 'jpg': 'JPEG', 'jpeg': 'JPEG', 'webp': 'WEBP', 'tif': 'TIFF', 'tiff': 'TIFF',
            'avif': 'AVIF'}  # we write
+MAX_SIDE = {'JPEG': 65535, 'WEBP': 16383}  # the longest side in pixels that these formats can hold
 SAVE_OPTIONS = {'PNG': {}, 'JPEG': {'quality': 95}, 'WEBP': {'quality': 95}, 'TIFF': {'compression': 'tiff_deflate'},
                 'AVIF': {'quality': 90}}
 EIGHT_BIT_FORMATS = ('JPEG', 'WEBP', 'AVIF')  # 16-bit pixels are rounded to 8 bits for these
