@@ -7,6 +7,7 @@ import torch
 from basicsr.utils import set_random_seed
 from torch.nn import functional as F
 
+from ciaosr_arch.options import OptionsError
 from realsr.bsrgan import (
     BSRGANDegradation,
     blur,
@@ -169,5 +170,5 @@ def test_scales_below_one_are_refused():
 
 
 def test_unknown_options_are_refused():
-    with pytest.raises(KeyError, match="unknown degradation options \\['bsrgan_probability'\\]"):
+    with pytest.raises(OptionsError, match="unknown option 'bsrgan_probability' \\(did you mean 'bsrgan_prob'\\?\\)"):
         RealPairSynthesis({'bsrgan_probability': 0.5})

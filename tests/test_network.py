@@ -196,11 +196,15 @@ def test_bad_checkpoints_fail_clearly_and_run_nothing(golden, tmp_path, monkeypa
     bad_st.write_bytes(b'\x00' * 10)
     with pytest.raises(CheckpointError, match='not a readable safetensors'):
         load_model(bad_st)
-    other = tmp_path / 'esrgan.safetensors'
-    save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'body.0.rdb1.conv1.weight': torch.zeros(32, 64, 3, 3)},
-              other)
+    other = tmp_path / 'other.safetensors'
+    save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'trunk.0.conv.weight': torch.zeros(32, 64, 3, 3)}, other)
     with pytest.raises(CheckpointError, match='unknown encoder'):
         load_model(other)
+    trunk = tmp_path / 'esrgan_trunk.safetensors'  # an rrdb encoder without a head
+    save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'body.0.rdb1.conv1.weight': torch.zeros(32, 64, 3, 3)},
+              trunk)
+    with pytest.raises(CheckpointError, match='not a CiaoSR or LIIF generator'):
+        load_model(trunk)
     with pytest.raises(CheckpointError, match='not found'):
         load_model(tmp_path / 'nope.pth')
 
