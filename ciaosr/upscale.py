@@ -535,19 +535,19 @@ def run(args):
     counts = {'done': 0, 'skipped': 0, 'failed': 0, 'waiting': 0}
     start = time.perf_counter()
     interrupted = False
-    with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
-        for job in bar:
-            try:
-                counts[process(job, upscaler, args, 2 * rank + 1, prefix, planned, started, rank, world)] += 1
-            except KeyboardInterrupt:
-                interrupted = True
-                break
-            except Exception as err:  # noqa: BLE001  (one line per failed file; the batch goes on)
-                counts['failed'] += 1
-                message = str(err).splitlines()[0] if str(err) else ''
-                if not isinstance(err, (image_io.ImageReadError, video.VideoError, ValueError, MemoryError)):
-                    message = f'{type(err).__name__}: {message}'
-                tqdm.write(f'{prefix}FAILED {job.src}: {message}', file=sys.stderr)
+    try:  # Ctrl-C or SIGTERM anywhere in the loop (in a file, or between files in tqdm): the summary still comes
+        with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
+            for job in bar:
+                try:
+                    counts[process(job, upscaler, args, 2 * rank + 1, prefix, planned, started, rank, world)] += 1
+                except Exception as err:  # noqa: BLE001  (one line per failed file; the batch goes on)
+                    counts['failed'] += 1
+                    message = str(err).splitlines()[0] if str(err) else ''
+                    if not isinstance(err, (image_io.ImageReadError, video.VideoError, ValueError, MemoryError)):
+                        message = f'{type(err).__name__}: {message}'
+                    tqdm.write(f'{prefix}FAILED {job.src}: {message}', file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
     seconds = time.perf_counter() - start
     per_image = f'{seconds / counts["done"]:.1f} s per file' if counts['done'] else 'nothing upscaled'
     waiting = f', {counts["waiting"]} joined by another rank' if counts['waiting'] else ''
