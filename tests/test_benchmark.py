@@ -90,14 +90,19 @@ def test_lpips_score_uses_the_shaved_rgb_crop():
     assert benchmark.lpips_score(mean_abs_difference, sr, gray, 3) == pytest.approx(expected, rel=1e-5)
 
 
+def set14_crops(shared_data, root, boxes):
+    """A data root whose 'Set14' holds crops (PIL boxes) of baboon.png (colour) and bridge.png (single-channel)."""
+    folder = root / 'Set14'
+    folder.mkdir(parents=True)
+    for name, box in zip(('baboon.png', 'bridge.png'), boxes):
+        Image.open(shared_data / 'Set14' / name).crop(box).save(folder / name)
+    return root
+
+
 @pytest.fixture
 def small_data_root(shared_data, tmp_path):
     """A 'Set14' of two small crops: a colour one and the single-channel bridge.png."""
-    folder = tmp_path / 'data' / 'Set14'
-    folder.mkdir(parents=True)
-    for name, box in [('baboon.png', (100, 100, 172, 164)), ('bridge.png', (200, 200, 266, 262))]:
-        Image.open(shared_data / 'Set14' / name).crop(box).save(folder / name)
-    return tmp_path / 'data'
+    return set14_crops(shared_data, tmp_path / 'data', [(100, 100, 172, 164), (200, 200, 266, 262)])
 
 
 def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_model):
@@ -205,11 +210,7 @@ def test_lpips_without_usable_weights_is_unavailable(tmp_path):
 @pytest.fixture
 def real_world_root(shared_data, tmp_path):
     """A 'Set14' of two 96-px crops (the smallest side the Real-ESRGAN pipeline takes at x8): colour and gray."""
-    folder = tmp_path / 'data' / 'Set14'
-    folder.mkdir(parents=True)
-    for name, box in [('baboon.png', (100, 100, 196, 196)), ('bridge.png', (200, 200, 296, 296))]:
-        Image.open(shared_data / 'Set14' / name).crop(box).save(folder / name)
-    return tmp_path / 'data'
+    return set14_crops(shared_data, tmp_path / 'data', [(100, 100, 196, 196), (200, 200, 296, 296)])
 
 
 def test_realesrgan_degradation_is_seeded_per_image(real_world_root):
