@@ -13,8 +13,13 @@ from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.archs.coords import axis_centres
 from ciaosr_arch.engine import _decode_grid
 from ciaosr_arch.runtime import (
+    CPU_KINDS,
+    CPU_PLANS,
+    EMULATION_ENV,
     OpenVINORuntime,
     calibrate,
+    cpu_flags,
+    cpu_kind,
     fake_quantized,
     import_openvino,
     int8_layers,
@@ -211,6 +216,7 @@ def test_decoding_runs_pytorch_on_one_thread_and_restores_it(tiny_model, cache, 
 
 def test_int8_needs_openvino(tiny_model, tmp_path, monkeypatch, capsys):
     """int8 where OpenVINO does not run it (--runtime torch, or not installed): one clear error, exit 2 in the CLI."""
+    monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda: 'avx512-bf16')  # a CPU where --int8 is offered
     net = load_model(tiny_model)
     with pytest.raises(RuntimeError, match='int8 runs on OpenVINO only: the runtime is torch'):
         use_runtime(net, 'torch', int8=True)
@@ -253,7 +259,7 @@ def test_cli_runtime_options(tiny_model, tmp_path, monkeypatch, capsys):
         assert code == 2 and 'OpenVINO is not installed' in capsys.readouterr().err
         code = upscale.main(['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
                              '--threads', '1'])
-        assert code == 0 and 'CPU: 1 thread(s), decode on torch in fp32' in capsys.readouterr().out
+        assert code == 0 and f'{CPU_KINDS[cpu_kind()]}, 1 thread(s); decode on torch in fp32' in capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
 
@@ -376,3 +382,62 @@ def test_damaged_or_unwritable_cache(tiny_model, cache, tmp_path, monkeypatch):
     with torch.no_grad(), pytest.warns(UserWarning, match='No space left on device'):
         assert torch.equal(super_resolve(net, lr, 4), out)
     assert list((tmp_path / 'full' / 'openvino').iterdir()) == []  # no partial file left
+
+
+@pytest.mark.parametrize('flags, kind', [
+    ({'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16'}, 'avx512-bf16'),
+    ({'avx2', 'avx512f', 'avx512_vnni'}, 'avx512-vnni'), ({'avx2', 'avx512f', 'avx512_bf16'}, 'avx512'),
+    ({'avx2', 'avx512f'}, 'avx512'), ({'avx2', 'avx_vnni'}, 'avx2-vnni'), ({'avx2'}, 'avx2'), (set(), 'older')])
+def test_cpu_kind_from_flags(flags, kind):
+    assert cpu_kind(frozenset(flags)) == kind
+
+
+def test_isa_limit_narrows_the_flags(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA (what oneDNN honours) limits the flags as oneDNN does: AVX-512 limits drop AVX-VNNI."""
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    assert cpu_flags() <= {'avx2'}
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE')
+    assert 'avx_vnni' not in cpu_flags() and 'avx512_vnni' not in cpu_flags()
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'avx2_vnni')  # oneDNN takes either case
+    assert cpu_flags() <= {'avx2', 'avx_vnni'}
+
+
+@needs_openvino
+@pytest.mark.parametrize('kind', sorted(CPU_PLANS))
+def test_automatic_choice_per_cpu_kind(tiny_model, tmp_path, monkeypatch, capsys, kind):
+    """--runtime auto takes the exact path that is fastest on each CPU kind and names it in its CPU line; --int8 is
+    refused (one line, exit 2) where it is slower than the default, and runs on OpenVINO elsewhere."""
+    monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: kind)
+    net = load_model(tiny_model)
+    assert use_runtime(net, 'auto') == CPU_PLANS[kind]['exact']
+    src = tmp_path / 'in.png'
+    from PIL import Image
+    Image.new('RGB', (6, 5), (200, 100, 50)).save(src)
+    args = ['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model), '--device', 'cpu']
+    assert upscale.main(args) == 0
+    assert f'CPU: {CPU_KINDS[kind]}, ' in capsys.readouterr().out
+    if CPU_PLANS[kind]['int8']:
+        assert use_runtime(net, 'auto', int8=True) == 'openvino'
+    else:
+        assert upscale.main(args + ['--int8']) == 2
+        assert '--int8: this CPU' in capsys.readouterr().err
+
+
+def test_emulated_avx2_limits_pytorch_and_openvino():
+    """Under EMULATION_ENV['avx2'] (a fresh process) this package sees an AVX2 CPU, PyTorch dispatches AVX2 kernels
+    and finds no native bf16, and OpenVINO offers no bf16: what `.ci/run` and `ciaosr-benchmark-speed --isa avx2`
+    rely on (on a CPU with AVX2 at least)."""
+    import os
+    import subprocess
+    import sys
+    if 'avx2' not in cpu_flags():
+        pytest.skip('this CPU has no AVX2')
+    code = ('from ciaosr_arch.runtime import cpu_kind, emulated_kind, openvino_version, import_openvino\n'
+            'import torch\n'
+            'caps = import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") '
+            'if openvino_version() else []\n'
+            'print(cpu_kind(), emulated_kind(), torch.backends.cpu.get_cpu_capability(), '
+            'torch.ops.mkldnn._is_mkldnn_bf16_supported(), "BF16" in caps)')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **EMULATION_ENV['avx2']})
+    assert done.stdout.split() == ['avx2', 'avx2', 'AVX2', 'False', 'False']
