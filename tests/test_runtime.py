@@ -112,6 +112,7 @@ def test_openvino_bf16_close_to_fp32(tiny_model, cache):
 # the CLI tests that follow would count against their memory budget.
 INT8_PHOTO_CHECK = """
 import json, sys, torch
+from ciaosr.cli import cpu_has_bf16
 from ciaosr.image_io import read_image
 from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.runtime import int8_layers, use_runtime
@@ -123,7 +124,7 @@ with torch.no_grad():
     reference = super_resolve(net, lr, scale)
     use_runtime(net, 'openvino', int8=True)
     out = super_resolve(net, lr, scale)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=cpu_has_bf16()):  # as the CLI runs it on this CPU
         out_bf16 = super_resolve(net, lr, scale)
     request = next(reversed(net.runtime.compiled.values()))
     ops = [op.get_rt_info() for op in request.get_compiled_model().get_runtime_model().get_ordered_ops()]
@@ -142,8 +143,9 @@ with torch.no_grad():
 def test_int8_decode_on_a_photo(cache, scale, products):
     """The opt-in int8 decode, shipped default model, a 32 x 32 crop of a demo photo (not among the calibration
     crops): its products run in uint8 x int8 on OpenVINO (the key and value nets after their first layer; the key
-    net's output layer is in the pair table at x4), PSNR >= 45 dB against PyTorch fp32 (also under bf16 autocast, as
-    the CLI runs it), and the PyTorch model is left as it was (the fake-quantized forward is gone)."""
+    net's output layer is in the pair table at x4), PSNR >= 45 dB against PyTorch fp32 (also under bf16 autocast
+    where the CPU has bf16, as the CLI runs it), and the PyTorch model is left as it was (the fake-quantized forward
+    is gone)."""
     import json
     import subprocess
     import sys
