@@ -24,6 +24,10 @@ follows the caller: fp32 (equal to PyTorch up to float rounding: max abs 4.2e-7 
 With `int8=True` (opt-in, `--int8`), the decode's key and value nets run as uint8 x int8 products (`INT8_NETS`,
 `calibrate`, `fake_quantized`): 1.8x the bf16 decode here (249 k against 140 k queries/s, x16, 64 x 64 tile), PSNR
 against fp32 64.9-70.1 dB on RealSRSet crops at x4, 63.1-70.6 dB at x16.
+
+Which of these is fastest depends on the CPU's kind (`cpu_kind`, CPU_PLANS): 'auto' takes OpenVINO on AVX-512 CPUs
+and PyTorch on AVX2-only ones; the int8 decode pays only with VNNI (`int8_problem`). EMULATION_ENV limits PyTorch
+and OpenVINO to a narrower kind's instruction sets, for tests and benchmarks.
 """
 import hashlib
 import inspect
