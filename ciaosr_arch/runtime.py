@@ -25,8 +25,8 @@ With `int8=True` (opt-in, `--int8`), the decode's key and value nets run as uint
 `calibrate`, `fake_quantized`): 1.8x the bf16 decode here (249 k against 140 k queries/s, x16, 64 x 64 tile), PSNR
 against fp32 64.9-70.1 dB on RealSRSet crops at x4, 63.1-70.6 dB at x16.
 
-Which of these is fastest depends on the CPU's kind (`cpu_kind`, CPU_PLANS): 'auto' takes OpenVINO on AVX-512 CPUs
-and PyTorch on AVX2-only ones; the int8 decode pays only with VNNI (`int8_problem`). EMULATION_ENV limits PyTorch
+Which of these is fastest depends on the CPU's kind (`cpu_kind`, CPU_PLANS): 'auto' takes OpenVINO on AVX-512 and
+AVX2 CPUs, PyTorch on older ones; the int8 decode pays only with VNNI (`int8_problem`). EMULATION_ENV limits PyTorch
 and OpenVINO to a narrower kind's instruction sets, for tests and benchmarks.
 """
 import hashlib
@@ -111,7 +111,9 @@ CPU_KINDS = {
     'avx2': 'AVX2 only (Zen 1-3, Core before Ice Lake)',
     'older': 'no AVX2',
 }
-# What runs fastest on each kind. exact: the runtime that `use_runtime(net, 'auto')` picks for the fp32 path.
+# What runs fastest on each kind. exact: the runtime that `use_runtime(net, 'auto')` picks for the fp32 path
+# (OpenVINO with AVX2 too: emulated AVX2, 64 x 64 at x4, one thread, PyTorch 6.34x Real-ESRGAN's time, OpenVINO 1.46x;
+# CPUs without AVX2 are not measured).
 # int8: whether the opt-in int8 decode is faster than the default there: it needs VNNI's uint8 x int8 products
 # (oneDNN's brgemm; without VNNI OpenVINO runs those layers as jit_gemm_I8, no faster than its fp32 brgemm, and adds
 # the quantizing reorders, see README: Performance).
@@ -119,8 +121,8 @@ CPU_PLANS = {
     'avx512-bf16': {'exact': 'openvino', 'int8': True},
     'avx512-vnni': {'exact': 'openvino', 'int8': True},
     'avx512': {'exact': 'openvino', 'int8': False},
-    'avx2-vnni': {'exact': 'torch', 'int8': True},
-    'avx2': {'exact': 'torch', 'int8': False},
+    'avx2-vnni': {'exact': 'openvino', 'int8': True},
+    'avx2': {'exact': 'openvino', 'int8': False},
     'older': {'exact': 'torch', 'int8': False},
 }
 # The /proc/cpuinfo flags that `cpu_kind` reads, allowed under each value of oneDNN's ISA limit ONEDNN_MAX_CPU_ISA
