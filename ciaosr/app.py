@@ -49,7 +49,7 @@ from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
 from ciaosr_arch.runtime import openvino_version, use_runtime
 
 from . import image_io, upscale
-from .cli import UsageError, console_script_setup, memory_warning, pick_device, pick_precision
+from .cli import UsageError, console_script_setup, cpu_path_line, memory_warning, pick_device, pick_precision
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
 MODEL_NOTES = {'default': 'bicubic-trained, best up to x4', 'real': 'real-world photos, GAN',
@@ -143,7 +143,7 @@ class Engine:
 
     def network(self, spec, int8=False):
         """The network of a model spec, loaded once (only the last one used is kept), on the CLI's default runtime
-        (`--runtime auto`: OpenVINO on the CPU where it is installed), with its int8 decode if `int8`."""
+        (`--runtime auto`: the faster runtime for this CPU's kind), with its int8 decode if `int8`."""
         if self._net[0] != (spec, int8):
             self._net = (None, None)
             try:
@@ -197,10 +197,12 @@ class Engine:
         """
         args = self.settings(options)
         dtype = pick_precision(args, self.device)
-        upscaler = ReportingUpscaler(self.network(options.model, args.int8), self.device, dtype, args.max_memory,
-                                     args)
+        net = self.network(options.model, args.int8)
+        upscaler = ReportingUpscaler(net, self.device, dtype, args.max_memory, args)
         warning = memory_warning(args.max_memory, self.device)
         outcome = Outcome(lines=[warning] if warning else [], folder=self.new_folder())
+        if self.device.type == 'cpu':
+            outcome.lines.append(cpu_path_line('openvino' if net.runtime else 'torch', dtype, args.int8))
         jobs = plan(files, outcome.folder, args, options)
         meter = Meter([(job.src.name, out_h * out_w) for job, _, _, (out_h, out_w) in jobs], report)
         upscaler.on_progress = meter.update

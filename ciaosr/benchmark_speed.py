@@ -2,7 +2,11 @@
 OpenVINO, and Real-ESRGAN x4plus (what people run instead) on the same input.
 
     ciaosr-benchmark-speed [--sizes 48 96] [--scales 4 8] [--threads N] [--weights PATH]
-                           [--realesrgan RealESRGAN_x4plus.safetensors] [--photos DIR]
+                           [--realesrgan RealESRGAN_x4plus.safetensors] [--photos DIR] [--isa avx2|avx2-vnni]
+
+It first prints the CPU's kind and flags (`ciaosr_arch.runtime.cpu_kind`) and the exact path that `--runtime auto`
+takes on it. --isa emulates a narrower CPU kind on this one: the benchmark runs again in a process whose PyTorch and
+OpenVINO use only that kind's instruction sets (`ciaosr_arch.runtime.EMULATION_ENV`).
 
 For EDSR-baseline CiaoSR, per (LR size, scale), the paths are timed in one fresh process, interleaved
 (a, b, c, ... then again, --repeat rounds; the best of each), so that a machine whose load changes slows all
@@ -44,7 +48,17 @@ import torch.nn.functional as F
 from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
 from ciaosr_arch.engine import default_overlap
-from ciaosr_arch.runtime import openvino_version, use_runtime
+from ciaosr_arch.runtime import (
+    CPU_KINDS,
+    CPU_PLANS,
+    EMULATION_ENV,
+    cpu_flags,
+    cpu_kind,
+    emulated_kind,
+    int8_problem,
+    openvino_version,
+    use_runtime,
+)
 
 from . import image_io
 
@@ -281,6 +295,9 @@ def main(argv=None):
     parser.add_argument('--photo-scales', type=float, nargs='+', default=[4], help='scales of the photo check')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     parser.add_argument('--json', type=Path, help='also write the results here')
+    parser.add_argument('--isa', choices=sorted(EMULATION_ENV),
+                        help='emulate this narrower CPU kind (runs again with PyTorch and OpenVINO limited to its '
+                             'instruction sets)')
     parser.add_argument('--_child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args._child:
@@ -299,6 +316,14 @@ def main(argv=None):
         return time_paths(keys.split(','), int(size), float(scale), args.repeat, args.weights, args.realesrgan,
                           Path(target), args.tile)
 
+    if args.isa and emulated_kind() != args.isa:
+        argv = sys.argv[1:] if argv is None else argv
+        return subprocess.run([sys.executable, '-m', 'ciaosr.benchmark_speed', *argv],
+                              env={**os.environ, **EMULATION_ENV[args.isa]}).returncode
+    kind = cpu_kind()
+    print(f'CPU: {CPU_KINDS[kind]}{" (emulated)" if emulated_kind() else ""}; flags: {" ".join(sorted(cpu_flags()))}; '
+          f'exact path of --runtime auto: {"(d)" if CPU_PLANS[kind]["exact"] == "openvino" else "(b)"}; int8 (f): '
+          f'{int8_problem(kind) or "offered"}')
     rows, tmp = [], Path(os.environ.get('TMPDIR', '/tmp')) / f'ciaosr_speed_{os.getpid()}'
     tmp.mkdir(exist_ok=True)
     tiles = f'LR tiles of {args.tile}' if args.tile else 'whole images'

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+import ciaosr_arch.runtime as runtimes
 from ciaosr_arch.checkpoint import SHIPPED_MODELS
 from ciaosr_arch.evaluation import as_scale
 
@@ -84,9 +85,10 @@ def add_device_options(parser, int8=False):
     precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (CUDA, or CPUs with native bf16)')
     if int8:
         precision.add_argument('--int8', action='store_true',
-                               help='fastest on CPU: the decode\'s key and value nets in int8 on OpenVINO, the rest in '
-                                    'bf16 where the CPU has it (else fp32); PSNR against fp32 62.9-71 dB on photos '
-                                    '(README: Performance)')
+                               help='fastest on CPUs with VNNI (AVX-512 VNNI or AVX-VNNI; refused on others, where '
+                                    'it is slower than the default): the decode\'s key and value nets in int8 on '
+                                    'OpenVINO, the rest in bf16 where the CPU has it (else fp32); PSNR against fp32 '
+                                    '62.9-71 dB on photos (README: Performance)')
 
 
 def pick_device(choice, local_rank=0):
@@ -105,7 +107,8 @@ def pick_device(choice, local_rank=0):
 
 def pick_precision(args, device):
     """Autocast dtype of args.fp16 / args.bf16 / args.int8 on `device` (None: float32; int8: bfloat16 where the CPU
-    has it natively, else None); UsageError where it cannot run."""
+    has it natively, else None); UsageError where it cannot run, and for int8 on a CPU where it is slower than the
+    default path (`ciaosr_arch.runtime.int8_problem`)."""
     if args.fp16:
         if device.type != 'cuda':
             raise UsageError('--fp16 needs a CUDA device; on CPU use --bf16')
@@ -118,6 +121,9 @@ def pick_precision(args, device):
     if getattr(args, 'int8', False):
         if device.type != 'cpu':
             raise UsageError('--int8 runs on the CPU (OpenVINO): add --device cpu, or on CUDA use --fp16 or --bf16')
+        problem = runtimes.int8_problem()
+        if problem:
+            raise UsageError(f'--int8: {problem}; run without it')
         return torch.bfloat16 if cpu_has_bf16() else None
     return None
 
@@ -152,3 +158,12 @@ def cpu_has_bf16():
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):
         return False
+
+
+def cpu_path_line(runtime, dtype, int8=False):
+    """The line naming the path a CPU run takes: the CPU's kind (marked when emulated, `EMULATION_ENV`), PyTorch's
+    threads, what decodes (`runtime`: 'torch' or 'openvino') and in which precision (autocast `dtype`, None for
+    fp32; `int8`: the int8 decode)."""
+    emulated = ' (emulated)' if runtimes.emulated_kind() else ''
+    return (f'CPU: {runtimes.CPU_KINDS[runtimes.cpu_kind()]}{emulated}, {torch.get_num_threads()} thread(s); '
+            f'decode on {runtime} in {"int8 + " if int8 else ""}{"bf16" if dtype else "fp32"}')

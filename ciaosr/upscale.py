@@ -34,7 +34,15 @@ from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_p
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 
 from . import image_io, video
-from .cli import UsageError, add_device_options, console_script_setup, memory_warning, pick_device, pick_precision
+from .cli import (
+    UsageError,
+    add_device_options,
+    console_script_setup,
+    cpu_path_line,
+    memory_warning,
+    pick_device,
+    pick_precision,
+)
 
 CPU_MEMORY = '2.5GB'  # default --max-memory on CPU; on CUDA three quarters of the GPU's memory
 # Per output pixel: float accumulators (16 bytes) while upscaling, then OUTPUT_SAMPLE_COPIES bytes per byte of the
@@ -72,8 +80,9 @@ def build_parser():
     parser.add_argument('--runtime', default='auto', choices=RUNTIMES,
                         help='what runs the matrix products (decode, and the fp32 encode) on the CPU: openvino '
                              '(the same result up to float rounding; with --bf16 in bf16; needs the `runtime` '
-                             'extra: pip install "ciaosr[runtime]"), torch, or auto (default: openvino when '
-                             'installed and the device is the CPU, else torch)')
+                             'extra: pip install "ciaosr[runtime]"), torch, or auto (default: the faster of the '
+                             'two for this CPU\'s kind, see README: Performance; torch off the CPU or without '
+                             'OpenVINO)')
     parser.add_argument('--threads', type=int,
                         help='CPU threads of PyTorch and OpenVINO (default: PyTorch\'s, which is OMP_NUM_THREADS '
                              'if set (torchrun sets 1 per rank), else one per physical core)')
@@ -513,12 +522,11 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        runtime = use_runtime(net, args.runtime, int8=args.int8)
+        runtime = use_runtime(net, args.runtime, int8=args.int8, report=lambda line: tqdm.write(prefix + line))
     except RuntimeError as err:
         raise UsageError(str(err)) from None
     if device.type == 'cpu':
-        tqdm.write(f'{prefix}CPU: {torch.get_num_threads()} thread(s), decode on {runtime} in '
-                   f'{"int8 + " if args.int8 else ""}{"bf16" if dtype else "fp32"}')
+        tqdm.write(prefix + cpu_path_line(runtime, dtype, args.int8))
     if args.max_memory is None:
         args.max_memory = (torch.cuda.get_device_properties(device).total_memory * 3 // 4 if device.type == 'cuda'
                            else parse_bytes(CPU_MEMORY))

@@ -24,11 +24,16 @@ follows the caller: fp32 (equal to PyTorch up to float rounding: max abs 4.2e-7 
 With `int8=True` (opt-in, `--int8`), the decode's key and value nets run as uint8 x int8 products (`INT8_NETS`,
 `calibrate`, `fake_quantized`): 1.8x the bf16 decode here (249 k against 140 k queries/s, x16, 64 x 64 tile), PSNR
 against fp32 64.9-70.1 dB on RealSRSet crops at x4, 63.1-70.6 dB at x16.
+
+Which of these is fastest depends on the CPU's kind (`cpu_kind`, CPU_PLANS): 'auto' takes OpenVINO on AVX-512 and
+AVX2 CPUs, PyTorch on older ones; the int8 decode pays only with VNNI (`int8_problem`). EMULATION_ENV limits PyTorch
+and OpenVINO to a narrower kind's instruction sets, for tests and benchmarks.
 """
 import hashlib
 import inspect
 import os
 import sys
+import time
 import warnings
 import weakref
 from collections import OrderedDict
@@ -61,6 +66,9 @@ TABLES = {'pair': ('key_proj', 'value_proj', 'values', 'pair_key', 'pair_bias'),
 # where the key and value nets alone gave 74-87 dB). Activation ranges are calibrated once per model on the photo
 # crops in CALIBRATION_DIR at CALIBRATION_SCALES (x1.5 decodes without the pair table, the larger scales with it).
 INT8_NETS = ('imnet_k', 'imnet_v')
+GRAPH_NOTES = {'attend-pair': 'decode', 'attend-plain': 'decode (scales < 2)', 'attend-pair-int8': 'int8 decode',
+               'attend-plain-int8': 'int8 decode (scales < 2)', 'pair_rows': "decode's pair table",
+               'paste': 'cross-scale attention'}  # graph names as the one-time conversion message names them
 CALIBRATION_DIR = Path(__file__).parent / 'calibration'
 CALIBRATION_SCALES = (1.5, 4, 16)
 CALIBRATION_QUERIES = 8192  # queries decoded per calibration crop and scale (an even spread of the output pixels)
@@ -94,12 +102,106 @@ def cache_root():
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'ciaosr'
 
 
-def use_runtime(net, runtime='auto', threads=None, int8=False):
+# CPU kinds, from the instruction sets that decide this model's speed, fastest first: what `cpu_kind` names.
+CPU_KINDS = {
+    'avx512-bf16': 'AVX-512 with BF16 and VNNI (Zen 4+, Xeon Cooper Lake+)',
+    'avx512-vnni': 'AVX-512 with VNNI, no BF16 (Xeon Cascade Lake, Ice Lake)',
+    'avx512': 'AVX-512 without VNNI (Xeon Skylake)',
+    'avx2-vnni': 'AVX2 with AVX-VNNI, no AVX-512 (Core Alder Lake+)',
+    'avx2': 'AVX2 only (Zen 1-3, Core before Ice Lake)',
+    'older': 'no AVX2',
+}
+# What runs fastest on each kind. exact: the runtime that `use_runtime(net, 'auto')` picks for the fp32 path
+# (OpenVINO with AVX2 too: emulated AVX2, 64 x 64 at x4, one thread, PyTorch 6.34x Real-ESRGAN's time, OpenVINO 1.46x;
+# CPUs without AVX2 are not measured).
+# int8: whether the opt-in int8 decode is faster than the default there: it needs VNNI's uint8 x int8 products
+# (oneDNN's brgemm; without VNNI OpenVINO runs those layers as jit_gemm_I8, no faster than its fp32 brgemm, and adds
+# the quantizing reorders, see README: Performance).
+CPU_PLANS = {
+    'avx512-bf16': {'exact': 'openvino', 'int8': True},
+    'avx512-vnni': {'exact': 'openvino', 'int8': True},
+    'avx512': {'exact': 'openvino', 'int8': False},
+    'avx2-vnni': {'exact': 'openvino', 'int8': True},
+    'avx2': {'exact': 'openvino', 'int8': False},
+    'older': {'exact': 'torch', 'int8': False},
+}
+# The /proc/cpuinfo flags that `cpu_kind` reads, allowed under each value of oneDNN's ISA limit ONEDNN_MAX_CPU_ISA
+# (oneDNN's names; a limit allows the instruction sets that are subsets of it, so an AVX-512 limit drops AVX-VNNI).
+ISA_LIMIT_ENV = 'ONEDNN_MAX_CPU_ISA'
+_AVX512 = ('avx2', 'avx512f')
+_BF16 = (*_AVX512, 'avx512_vnni', 'avx512_bf16')
+ISA_LIMITS = {
+    'SSE41': (), 'AVX': (), 'AVX2': ('avx2',), 'AVX2_VNNI': ('avx2', 'avx_vnni'), 'AVX2_VNNI_2': ('avx2', 'avx_vnni'),
+    'AVX512_CORE': _AVX512, 'AVX512_CORE_VNNI': (*_AVX512, 'avx512_vnni'),
+    'AVX512_CORE_BF16': _BF16, 'AVX512_CORE_FP16': _BF16, 'AVX10_1_512': _BF16,  # and the AMX ones: no limit here
+}
+# Environment that makes PyTorch (ATen's kernels, MKL, oneDNN) and OpenVINO (its CPU plugin's kernels and its oneDNN)
+# use only the instruction sets of a narrower CPU kind, for tests and benchmarks on a wider CPU. Read when those
+# libraries load: set it before the process starts (`ciaosr-benchmark-speed --isa` re-executes itself with it).
+EMULATION_ENV = {
+    'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2', ISA_LIMIT_ENV: 'AVX2',
+             'OV_CPU_MAX_ISA': 'AVX2'},
+    'avx2-vnni': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2', ISA_LIMIT_ENV: 'AVX2_VNNI',
+                  'OV_CPU_MAX_ISA': 'AVX2_VNNI'},
+}
+
+
+def cpu_flags():
+    """The instruction-set flags of this CPU that `cpu_kind` reads (avx2, avx512f, avx512_vnni, avx512_bf16,
+    avx_vnni), Linux's /proc/cpuinfo names, as a frozenset; limited to what $ONEDNN_MAX_CPU_ISA allows when it is
+    set (an emulated narrower CPU, `EMULATION_ENV`; an unknown value limits nothing, as in oneDNN). Without
+    /proc/cpuinfo (macOS, Windows) from PyTorch's cpuinfo, which does not report AVX-VNNI."""
+    wanted = {'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni'}
+    try:
+        with open('/proc/cpuinfo') as info:
+            flags = next((line.split(':', 1)[1].split() for line in info if line.startswith('flags')), [])
+    except OSError:
+        found = {'avx2': torch.cpu._is_avx2_supported(), 'avx512f': torch.cpu._is_avx512_supported(),
+                 'avx512_vnni': torch.cpu._is_vnni_supported(), 'avx512_bf16': torch.cpu._is_avx512_bf16_supported()}
+        flags = [name for name, present in found.items() if present]
+    flags = wanted.intersection(flags)
+    limit = os.environ.get(ISA_LIMIT_ENV, '').upper()
+    if limit in ISA_LIMITS:
+        flags &= set(ISA_LIMITS[limit])
+    return frozenset(flags)
+
+
+def cpu_kind(flags=None):
+    """This CPU's kind, a key of CPU_KINDS, from `flags` (default: `cpu_flags()`, which honours an emulated limit)."""
+    flags = cpu_flags() if flags is None else flags
+    if 'avx512f' in flags:
+        return 'avx512-bf16' if {'avx512_bf16', 'avx512_vnni'} <= flags else (
+            'avx512-vnni' if 'avx512_vnni' in flags else 'avx512')
+    if 'avx2' in flags:
+        return 'avx2-vnni' if 'avx_vnni' in flags else 'avx2'
+    return 'older'
+
+
+def emulated_kind():
+    """The CPU kind whose `EMULATION_ENV` this process runs under (all its variables set as there), else None."""
+    return next((kind for kind, env in EMULATION_ENV.items()
+                 if all(os.environ.get(name) == value for name, value in env.items())), None)
+
+
+def int8_problem(kind=None):
+    """Why the int8 decode is not offered on CPU kind `kind` (default: this CPU's), or None where it is faster
+    than the default path (CPU_PLANS)."""
+    kind = kind or cpu_kind()
+    if CPU_PLANS[kind]['int8']:
+        return None
+    return (f'this CPU ({CPU_KINDS[kind]}) has no VNNI int8 instructions (AVX-512 VNNI or AVX-VNNI), where the int8 '
+            f'decode is slower than the default fp32 path')
+
+
+def use_runtime(net, runtime='auto', threads=None, int8=False, report=None):
     """Choose what runs `net`'s matrix arithmetic and return the choice ('torch' or 'openvino').
 
-    runtime: 'torch' (PyTorch, the reference), 'openvino', or 'auto' (OpenVINO where it applies: installed,
-    a CiaoSR whose parameters are on the CPU; PyTorch otherwise). threads: OpenVINO's threads (default:
-    torch.get_num_threads()). int8: the opt-in int8 decode (`INT8_NETS`; OpenVINO only). ValueError for an unknown
+    runtime: 'torch' (PyTorch, the reference), 'openvino', or 'auto' (the faster of the two for this CPU's kind,
+    CPU_PLANS[cpu_kind()]['exact'], where OpenVINO applies: installed, a CiaoSR whose parameters are on the CPU;
+    PyTorch otherwise; with `int8`, OpenVINO). threads: OpenVINO's threads (default:
+    torch.get_num_threads()). int8: the opt-in int8 decode (`INT8_NETS`; OpenVINO only; allowed on every CPU,
+    but faster than the default only where `int8_problem()` is None). report: called with a one-line message
+    after each one-time conversion of a graph (`OpenVINORuntime`). ValueError for an unknown
     runtime, RuntimeError when 'openvino' (or int8) does not apply (with the reason). Nothing is converted or
     compiled until the model runs; each call attaches a new runtime (call it again after changing the weights:
     graphs hold the weights of their first run).
@@ -120,9 +222,10 @@ def use_runtime(net, runtime='auto', threads=None, int8=False):
         raise RuntimeError(f'int8: no calibration crops in {CALIBRATION_DIR} (a damaged install: reinstall ciaosr)')
     if problem and runtime == 'openvino':
         raise RuntimeError(f'runtime openvino: {problem}')
-    chosen = 'torch' if runtime == 'torch' or problem else 'openvino'
-    _attach(net, OpenVINORuntime(net, threads, int8=int8) if chosen == 'openvino' else None)
-    return chosen
+    if runtime == 'auto':
+        runtime = 'torch' if problem or not int8 and CPU_PLANS[cpu_kind()]['exact'] == 'torch' else 'openvino'
+    _attach(net, OpenVINORuntime(net, threads, int8=int8, report=report) if runtime == 'openvino' else None)
+    return runtime
 
 
 def _attach(net, runtime):
@@ -235,14 +338,15 @@ class OpenVINORuntime:
     float32 tensors. `attend` runs fixed blocks of `block` queries (the last one padded), so that its compiled
     shapes do not change with the number of queries; the encode's graphs are compiled per shape. `cache`: folder
     of the converted graphs (default: cache_root()/openvino). The graphs hold the weights the model had when it
-    first ran.
+    first ran. `report`: called with a line naming the seconds of each graph's one-time conversion (a cache miss:
+    a first run on this machine, or of a new model or version), or None.
     """
 
     chunk = CALL_QUERIES  # queries per decode call (`ciaosr_arch.engine.decode_chunk`)
     query_bytes = CALL_QUERY_BYTES  # memory per query of a decode call (`ciaosr_arch.engine.memory_plan`)
 
-    def __init__(self, net, threads=None, block=QUERY_BLOCK, cache=None, int8=False):
-        self.ov, self.net, self.block, self.int8 = import_openvino(), net, block, int8
+    def __init__(self, net, threads=None, block=QUERY_BLOCK, cache=None, int8=False, report=None):
+        self.ov, self.net, self.block, self.int8, self.report = import_openvino(), net, block, int8, report
         self.threads = threads or torch.get_num_threads()
         self.cache = Path(cache) if cache is not None else cache_root() / 'openvino'
         self.core = self.ov.Core()
@@ -372,6 +476,7 @@ class OpenVINORuntime:
                 warnings.warn(f'cannot read the cached OpenVINO graph {path}, converting it again: '
                               f'{str(err).strip().splitlines()[0]}', stacklevel=2)
         if model is None:
+            start = time.perf_counter()
             examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
             with torch_threads(self.threads):  # also within `decoding()`
                 quantized = nullcontext()
@@ -393,6 +498,9 @@ class OpenVINORuntime:
                     with suppress(OSError):
                         leftover.unlink()
                 warnings.warn(f'cannot cache the OpenVINO graph in {self.cache}: {err}', stacklevel=2)
+            if self.report:
+                self.report(f'preparing the {GRAPH_NOTES[name]} for OpenVINO (once, then read from {self.cache}): '
+                            f'{time.perf_counter() - start:.1f} s')
         self.models[name] = model
         return model
 

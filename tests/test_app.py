@@ -76,7 +76,8 @@ def test_engine_reports_progress_and_time_left(tmp_path, tiny_model):
     third = next(report for report in reports if report[1].startswith('photo.jpg'))  # then reports within it
     assert third[0] == 2 / 3 and re.fullmatch(r'photo\.jpg \(3 of 3\) - about \d+ s left', third[1])
     assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
-    assert outcome.lines[0] == 'FAILED broken.png: not a readable image (unknown or broken format)'
+    assert outcome.lines[0] == cli.cpu_path_line('openvino' if engine.network(options.model).runtime else 'torch', None)
+    assert outcome.lines[1] == 'FAILED broken.png: not a readable image (unknown or broken format)'
     assert outcome.lines[-1].startswith('2 done, 1 failed')
     assert [Image.open(dst).size for _, _, dst in outcome.outputs] == [(48, 40), (48, 40)]
     assert outcome.archive.parent == outcome.folder and outcome.folder.parent == (tmp_path / 'out').resolve()
@@ -85,16 +86,18 @@ def test_engine_reports_progress_and_time_left(tmp_path, tiny_model):
     (tmp_path / 'other').mkdir()  # two uploads with the same name: the second is refused, not overwritten
     twin = shutil.copy(photos[0], tmp_path / 'other' / 'gradient.png')
     outcome = engine.run([photos[0], twin], app.Options('scale', 2, options.model, 'fp32', '2.5GB'))
-    assert outcome.lines[1] == ('FAILED gradient.png: its output gradient_out.png is also the output of another '
+    assert outcome.lines[2] == ('FAILED gradient.png: its output gradient_out.png is also the output of another '
                                 'photo named gradient.png; rename one of them')
     with pytest.raises(cli.UsageError, match='scale must be a number >= 1'):
         engine.run(photos, app.Options('scale', 0.5, 'default', 'fp32', '2.5GB'))
 
 
 def test_engine_offers_int8_where_openvino_runs_it(tmp_path, tiny_model, monkeypatch):
-    """On a CPU with OpenVINO the page offers the CLI's int8 decode, and a run with it gives the CLI's files; without
-    OpenVINO it is not offered, and asking for it anyway is refused before any photo is touched."""
+    """On a CPU with OpenVINO and VNNI the page offers the CLI's int8 decode, and a run with it gives the CLI's
+    files; without OpenVINO, or on a CPU without VNNI, it is not offered, and asking for it anyway is refused before
+    any photo is touched."""
     from ciaosr_arch.runtime import openvino_version
+    monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: 'avx512-bf16')
     photos = make_photos(tmp_path / 'in')[:1]
     engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
     options = app.Options('scale', 2, str(tiny_model.resolve()), 'int8', '2.5GB')
@@ -103,6 +106,10 @@ def test_engine_offers_int8_where_openvino_runs_it(tmp_path, tiny_model, monkeyp
         outcome = engine.run(photos, options)
         assert outcome.lines[-1].startswith('1 done') and engine.network(options.model, True).runtime.int8
         assert [Image.open(dst).size for _, _, dst in outcome.outputs] == [(48, 40)]
+        monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: 'avx2')
+        assert 'int8' not in engine.precisions()
+        with pytest.raises(cli.UsageError, match='int8 is not supported on this device'):
+            engine.run(photos, options)
     monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
     monkeypatch.setattr(app, 'openvino_version', lambda: None)
     assert 'int8' not in engine.precisions()

@@ -152,9 +152,10 @@ def test_bicubic_row_reproduces_published_psnr(shared_data, tmp_path):
             assert got_ssim == pytest.approx(ssim, abs=0.002), f'{dataset} x{scale}: SSIM {got_ssim:.4f} != {ssim}'
 
 
-def test_speed_benchmark_rows_and_accuracy(tmp_path, capsys):
+def test_speed_benchmark_rows_and_accuracy(tmp_path, capfd):
     """ciaosr-benchmark-speed on a tiny input: one row per path, the exact paths equal the official-style (a), the
-    bf16 ones are compared with (b) in PSNR; ratios to (a) only where (a) ran."""
+    bf16 ones are compared with (b) in PSNR; ratios to (a) only where (a) ran; --isa avx2 runs it again on an
+    emulated AVX2 CPU and says so."""
     from ciaosr import benchmark_speed
     from ciaosr_arch.runtime import openvino_version
 
@@ -170,14 +171,17 @@ def test_speed_benchmark_rows_and_accuracy(tmp_path, capsys):
     if openvino_version():
         assert float(by_path['d']['accuracy'].rsplit(' ', 1)[1]) <= 1e-5 and by_path['d']['one_time_seconds'] > 0
         assert by_path['f']['accuracy'].startswith('PSNR vs (b)') and by_path['f']['one_time_seconds'] > 0
+    capfd.readouterr()
     benchmark_speed.main(['--sizes', '12', '--scales', '2', '--repeat', '1', '--no-memory', '--threads', '1',
-                          '--paths', 'bc', '--json', str(out)])
+                          '--paths', 'bc', '--json', str(out), '--isa', 'avx2'])
     rows = json.loads(out.read_text())
     assert [row['path'][1] for row in rows] == ['b', 'c'] and rows[0]['speedup'] is None
-    assert 'PSNR vs (b)' in rows[1]['accuracy'] and '| - |' in capsys.readouterr().out
+    printed = capfd.readouterr().out
+    assert 'PSNR vs (b)' in rows[1]['accuracy'] and '| - |' in printed
+    assert printed.startswith('CPU: AVX2 only (Zen 1-3, Core before Ice Lake) (emulated); flags: avx2;')
     with pytest.raises(SystemExit):
         benchmark_speed.main(['--paths', 'bx'])
-    assert "--paths takes letters of abcdefr, got 'bx'" in capsys.readouterr().err
+    assert "--paths takes letters of abcdefr, got 'bx'" in capfd.readouterr().err
 
 
 @pytest.fixture(scope='module')

@@ -9,12 +9,18 @@ import pytest
 import torch
 
 from ciaosr import upscale
+from ciaosr.cli import cpu_path_line
 from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.archs.coords import axis_centres
 from ciaosr_arch.engine import _decode_grid
 from ciaosr_arch.runtime import (
+    CPU_KINDS,
+    CPU_PLANS,
+    EMULATION_ENV,
     OpenVINORuntime,
     calibrate,
+    cpu_flags,
+    cpu_kind,
     fake_quantized,
     import_openvino,
     int8_layers,
@@ -107,6 +113,7 @@ def test_openvino_bf16_close_to_fp32(tiny_model, cache):
 # the CLI tests that follow would count against their memory budget.
 INT8_PHOTO_CHECK = """
 import json, sys, torch
+from ciaosr.cli import cpu_has_bf16
 from ciaosr.image_io import read_image
 from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.runtime import int8_layers, use_runtime
@@ -118,7 +125,7 @@ with torch.no_grad():
     reference = super_resolve(net, lr, scale)
     use_runtime(net, 'openvino', int8=True)
     out = super_resolve(net, lr, scale)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=cpu_has_bf16()):  # as the CLI runs it on this CPU
         out_bf16 = super_resolve(net, lr, scale)
     request = next(reversed(net.runtime.compiled.values()))
     ops = [op.get_rt_info() for op in request.get_compiled_model().get_runtime_model().get_ordered_ops()]
@@ -137,8 +144,9 @@ with torch.no_grad():
 def test_int8_decode_on_a_photo(cache, scale, products):
     """The opt-in int8 decode, shipped default model, a 32 x 32 crop of a demo photo (not among the calibration
     crops): its products run in uint8 x int8 on OpenVINO (the key and value nets after their first layer; the key
-    net's output layer is in the pair table at x4), PSNR >= 45 dB against PyTorch fp32 (also under bf16 autocast, as
-    the CLI runs it), and the PyTorch model is left as it was (the fake-quantized forward is gone)."""
+    net's output layer is in the pair table at x4), PSNR >= 45 dB against PyTorch fp32 (also under bf16 autocast
+    where the CPU has bf16, as the CLI runs it), and the PyTorch model is left as it was (the fake-quantized forward
+    is gone)."""
     import json
     import subprocess
     import sys
@@ -211,6 +219,7 @@ def test_decoding_runs_pytorch_on_one_thread_and_restores_it(tiny_model, cache, 
 
 def test_int8_needs_openvino(tiny_model, tmp_path, monkeypatch, capsys):
     """int8 where OpenVINO does not run it (--runtime torch, or not installed): one clear error, exit 2 in the CLI."""
+    monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda: 'avx512-bf16')  # a CPU where --int8 is offered
     net = load_model(tiny_model)
     with pytest.raises(RuntimeError, match='int8 runs on OpenVINO only: the runtime is torch'):
         use_runtime(net, 'torch', int8=True)
@@ -253,7 +262,7 @@ def test_cli_runtime_options(tiny_model, tmp_path, monkeypatch, capsys):
         assert code == 2 and 'OpenVINO is not installed' in capsys.readouterr().err
         code = upscale.main(['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
                              '--threads', '1'])
-        assert code == 0 and 'CPU: 1 thread(s), decode on torch in fp32' in capsys.readouterr().out
+        assert code == 0 and cpu_path_line('torch', None) in capsys.readouterr().out  # with 1 thread
     finally:
         torch.set_num_threads(threads)
 
@@ -376,3 +385,63 @@ def test_damaged_or_unwritable_cache(tiny_model, cache, tmp_path, monkeypatch):
     with torch.no_grad(), pytest.warns(UserWarning, match='No space left on device'):
         assert torch.equal(super_resolve(net, lr, 4), out)
     assert list((tmp_path / 'full' / 'openvino').iterdir()) == []  # no partial file left
+
+
+@pytest.mark.parametrize('flags, kind', [
+    ({'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16'}, 'avx512-bf16'),
+    ({'avx2', 'avx512f', 'avx512_vnni'}, 'avx512-vnni'), ({'avx2', 'avx512f', 'avx512_bf16'}, 'avx512'),
+    ({'avx2', 'avx512f'}, 'avx512'), ({'avx2', 'avx_vnni'}, 'avx2-vnni'), ({'avx2'}, 'avx2'), (set(), 'older')])
+def test_cpu_kind_from_flags(flags, kind):
+    assert cpu_kind(frozenset(flags)) == kind
+
+
+def test_isa_limit_narrows_the_flags(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA (what oneDNN honours) limits the flags as oneDNN does: AVX-512 limits drop AVX-VNNI."""
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    assert cpu_flags() <= {'avx2'}
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE')
+    assert 'avx_vnni' not in cpu_flags() and 'avx512_vnni' not in cpu_flags()
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'avx2_vnni')  # oneDNN takes either case
+    assert cpu_flags() <= {'avx2', 'avx_vnni'}
+
+
+@needs_openvino
+@pytest.mark.parametrize('kind', sorted(CPU_PLANS))
+def test_automatic_choice_per_cpu_kind(tiny_model, tmp_path, monkeypatch, capsys, kind):
+    """--runtime auto takes the exact path that is fastest on each CPU kind and names it in its CPU line; --int8 is
+    refused (one line, exit 2) where it is slower than the default, and runs on OpenVINO elsewhere."""
+    monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: kind)
+    net = load_model(tiny_model)
+    assert use_runtime(net, 'auto') == CPU_PLANS[kind]['exact']
+    src = tmp_path / 'in.png'
+    from PIL import Image
+    Image.new('RGB', (6, 5), (200, 100, 50)).save(src)
+    args = ['-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model), '--device', 'cpu']
+    assert upscale.main(args) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith('CPU: '))
+    assert CPU_KINDS[kind] in line and line.endswith(f'decode on {CPU_PLANS[kind]["exact"]} in fp32')
+    if CPU_PLANS[kind]['int8']:
+        assert use_runtime(net, 'auto', int8=True) == 'openvino'
+    else:
+        assert upscale.main(args + ['--int8']) == 2
+        assert '--int8: this CPU' in capsys.readouterr().err
+
+
+def test_emulated_avx2_limits_pytorch_and_openvino():
+    """Under EMULATION_ENV['avx2'] (a fresh process) this package sees an AVX2 CPU, PyTorch dispatches AVX2 kernels
+    and finds no native bf16, and OpenVINO offers no bf16: what `.ci/run` and `ciaosr-benchmark-speed --isa avx2`
+    rely on (on a CPU with AVX2 at least)."""
+    import os
+    import subprocess
+    import sys
+    if 'avx2' not in cpu_flags():
+        pytest.skip('this CPU has no AVX2')
+    code = ('from ciaosr_arch.runtime import cpu_kind, emulated_kind, openvino_version, import_openvino\n'
+            'import torch\n'
+            'caps = import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") '
+            'if openvino_version() else []\n'
+            'print(cpu_kind(), emulated_kind(), torch.backends.cpu.get_cpu_capability(), '
+            'torch.ops.mkldnn._is_mkldnn_bf16_supported(), "BF16" in caps)')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **EMULATION_ENV['avx2']})
+    assert done.stdout.split() == ['avx2', 'avx2', 'AVX2', 'False', 'False']
