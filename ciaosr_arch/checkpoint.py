@@ -189,7 +189,8 @@ def infer_encoder(state):
     if 'body.0.rdb1.conv1.weight' in state:
         return 'rrdb', {'num_feat': state['conv_first.weight'].shape[0],
                         'num_block': _count(state, r'body\.(\d+)\.rdb1\.conv1\.weight'),
-                        'num_grow_ch': state['body.0.rdb1.conv1.weight'].shape[0]}
+                        'num_grow_ch': state['body.0.rdb1.conv1.weight'].shape[0],
+                        **({'upsampler': True} if 'conv_up1.weight' in state else {})}
     if 'body.0.conv1.weight' in state:
         return 'edsr_baseline', {'num_feat': state['conv_first.weight'].shape[0],
                                  'num_block': _count(state, r'body\.(\d+)\.conv1\.weight')}

@@ -229,3 +229,33 @@ def test_rrdb_encoder_is_real_esrgans_trunk(shared_data):
         trunk = reference.conv_body(reference.body(feat)) + feat
         assert torch.allclose(net.encoder(lr - MEAN.view(1, 3, 1, 1)), trunk, atol=1e-5)
     assert infer_arch(net.state_dict())['encoder_opt'] == {'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32}
+
+
+def test_rrdb_with_upsampler_starts_as_real_esrgan(shared_data):
+    """With `upsampler=True` Real-ESRGAN x4plus loads whole (trunk and x4 tail), the decoder's output layer starts at
+    zero, so at x4 the network gives RRDBNet's own output (its pixels are the query centres); at x2.5 it gives that
+    output sampled bicubically; infer_arch finds the tail. A head with weights adds its residual over it."""
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    from safetensors.torch import load_file
+
+    from ciaosr_arch.archs.coords import make_coord, sample_bilinear
+
+    state = load_file(str(shared_data.parent / 'models' / 'RealESRGAN_x4plus.safetensors'))
+    reference = RRDBNet(3, 3).eval()
+    reference.load_state_dict(state)
+    net = CiaoSR(encoder='rrdb', encoder_opt={'upsampler': True}, non_local_attn=False).eval()
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith('imnet_') for k in missing)
+    assert net.has_base_image and not CiaoSR(encoder='rrdb', non_local_attn=False).has_base_image
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        base = reference(lr)
+        assert torch.allclose(super_resolve(net, lr, scale=4), base.clamp(0, 1), atol=1e-5)
+        out = super_resolve(net, lr, size=(22, 27))
+        expected = sample_bilinear(base, make_coord((22, 27))[None], 'bicubic').transpose(1, 2).view(1, 3, 22, 27)
+        assert torch.allclose(out, expected.clamp(0, 1), atol=1e-5)
+        net.imnet_q.layers[-1].bias.fill_(0.01)
+        assert torch.allclose(super_resolve(net, lr, scale=4), (base + 0.01).clamp(0, 1), atol=1e-5)
+    assert infer_arch(net.state_dict())['encoder_opt'] == {'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32,
+                                                           'upsampler': True}

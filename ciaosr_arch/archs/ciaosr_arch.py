@@ -4,7 +4,9 @@ For each query point, the head attends over the LR latent codes around it (the i
   query  q   = unfolded feature of the nearest LR pixel (no embedding, as in the official code)
   keys   k_i = u_i * key_net([u_i, rel_i, cell])          (u_i: unfolded feature of neighbour i)
   values v_i = [u_i, n_i] * value_net([u_i, n_i, rel_i, cell])   (n_i: cross-scale non-local feature)
-  rgb = decoder(sum_i softmax_i(<q, k_i> / softmax_scale) v_i) + bilinear(LR)(query)
+  rgb = decoder(sum_i softmax_i(<q, k_i> / softmax_scale) v_i) + skip(query)
+with skip = bilinear(LR) (official). An encoder with an up-sampling tail (`rrdb` with `upsampler=True`) gives a base
+image instead, its x4 output, sampled bicubically: the head then learns a residual over that network's result.
 The non-local feature n comes from the scale-aware cross-scale attention over the whole map (the
 outer attention). Module names are the official ones (imnet_q is the decoder, imnet_k the key net,
 imnet_v the value net, cs_attn the cross-scale attention), so official checkpoints load as they are.
@@ -13,6 +15,7 @@ import itertools
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
 
 from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels, sample_bilinear, sample_nearest_index
 from .cross_scale_attention import CrossScaleAttention
@@ -58,6 +61,9 @@ class CiaoSR(ImplicitSRNet):
         self.imnet_v = MLP(value_dim + 4, value_dim, value_hidden)
         self.cs_attn = CrossScaleAttention(channels, multi_scale) if non_local_attn else None
         self.attach_encoder(enc)
+        if self.has_base_image:  # start as the base network itself: the decoder's output (the residual) is zero
+            nn.init.zeros_(self.imnet_q.layers[-1].weight)
+            nn.init.zeros_(self.imnet_q.layers[-1].bias)
 
     @property
     def min_input_side(self):
@@ -72,16 +78,22 @@ class CiaoSR(ImplicitSRNet):
         lr = lr - self.rgb_mean
         feat = self.encoder(lr)
         h, w = feat.shape[-2:]
+        skip = self.encoder.base_image(feat) - self.rgb_mean if self.has_base_image else lr
         values = unfold3x3(feat) if self.feat_unfold else feat
         if self.cs_attn is not None:
             values = torch.cat([values, self.cs_attn(feat)], 1)
         values = channels_last(values).contiguous()  # [B, hw, D]: one row per LR pixel, gathered by index
         unfolded = self.unfolded(values)
-        bank = {'lr': lr, 'size': (h, w), 'unfolded': unfolded, 'values': values,
+        bank = {'skip': skip, 'size': (h, w), 'unfolded': unfolded, 'values': values,
                 'key_proj': self.imnet_k.project(unfolded), 'value_proj': self.imnet_v.project(values)}
         if out_size is not None and out_size[0] * out_size[1] >= PAIR_TABLE_MIN_RATIO * h * w:
             bank['pair_key'], bank['pair_bias'] = self.pair_table(unfolded, h, w)
         return bank
+
+    @property
+    def has_base_image(self):
+        """Whether the skip is the encoder's base image (`rrdb` with `upsampler=True`) rather than the LR image."""
+        return getattr(self.encoder, 'upsampler', False)
 
     def unfolded(self, values):
         """The unfolded features u [..., 9C] (or [..., C]) of a bank's `values` [..., D]: a view of their first
@@ -130,7 +142,8 @@ class CiaoSR(ImplicitSRNet):
 
         Returns the neighbours' flat LR indices [B, Q, N], the extra MLP inputs [B, Q, N, 4] (`neighbours`),
         the rows that score them (with a pair table: rows p*9 + d of it, [B, Q, N]; else the query's own
-        LR pixel, [B, Q]) and the bilinear residual [B, Q, 3] (mean-subtracted RGB).
+        LR pixel, [B, Q]) and the skip [B, Q, 3] (mean-subtracted RGB: the LR image bilinearly, or the encoder's base
+        image bicubically).
         """
         h, w = bank['size']
         query_index = sample_nearest_index(coord, h, w)  # [B, Q]
@@ -138,7 +151,8 @@ class CiaoSR(ImplicitSRNet):
         score_index = query_index
         if 'pair_key' in bank:
             score_index = query_index.unsqueeze(-1) * 9 + displacement_code(query_index, index, w)
-        return index, extra, score_index, sample_bilinear(bank['lr'], coord)
+        skip = sample_bilinear(bank['skip'], coord, 'bicubic' if self.has_base_image else 'bilinear')
+        return index, extra, score_index, skip
 
     def attend(self, bank, index, extra, score_index, residual):
         """RGB [B, Q, 3] from the bank's per-pixel tables at a `query_layout`: key and value nets, the softmax

@@ -110,8 +110,9 @@ def switch_probes(batch, count, height, width, delta, device=None):
     return (pos / size * 2 - 1).view(batch, count * 4, 2)
 
 
-def sample_bilinear(image, coord):
-    """Bilinear sample of image [B, C, h, w] at coord [B, Q, 2] (border padding) -> [B, Q, C]."""
+def sample_bilinear(image, coord, mode='bilinear'):
+    """Bilinear (or `mode='bicubic'`: cubic convolution, a = -0.75) sample of image [B, C, h, w] at coord [B, Q, 2]
+    (border padding) -> [B, Q, C]. Both reproduce a pixel's value exactly at its centre."""
     grid = coord.flip(-1).unsqueeze(1)
-    sampled = F.grid_sample(image, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    sampled = F.grid_sample(image, grid, mode=mode, padding_mode='border', align_corners=False)
     return sampled[:, :, 0].transpose(1, 2)

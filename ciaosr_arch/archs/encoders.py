@@ -106,25 +106,42 @@ class SwinIREncoder(SwinIR):
 
 class RRDBEncoder(nn.Module):
     """ESRGAN's RRDBNet trunk (BasicSR's RRDB blocks) up to `conv_body` plus the first conv's output: features at
-    LR resolution, no up-sampling.
+    LR resolution; with `upsampler=True` also RRDBNet's x4 tail, which makes the base image of the head's skip.
 
     The trunk of Real-ESRGAN x4plus (`num_feat=64, num_block=23, num_grow_ch=32`, the defaults; BSD-3, Wang et al.
     2021) already removes real-world blur, noise and JPEG artifacts, so its weights (`RealESRGAN_x4plus.pth`, keys
-    `conv_first.*`, `body.N.rdbK.convM.*`, `conv_body.*`) are the natural start of a real-world CiaoSR. RRDBNet
-    reads plain RGB in [0, 1]: the DIV2K mean that the implicit heads subtract is added back here.
+    `conv_first.*`, `body.N.rdbK.convM.*`, `conv_body.*`, and for the tail `conv_up1.*`, `conv_up2.*`, `conv_hr.*`,
+    `conv_last.*`) are the natural start of a real-world CiaoSR. RRDBNet reads plain RGB in [0, 1]: the DIV2K mean
+    that the implicit heads subtract is added back here.
     """
 
-    def __init__(self, num_feat=64, num_block=23, num_grow_ch=32):
+    base_scale = 4  # the tail's output is 4x the input (RRDBNet at scale 4: two nearest x2 steps)
+
+    def __init__(self, num_feat=64, num_block=23, num_grow_ch=32, upsampler=False):
         super().__init__()
         self.out_channels = num_feat
+        self.upsampler = upsampler
         self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
         self.body = make_layer(RRDB, num_block, num_feat=num_feat, num_grow_ch=num_grow_ch)
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        if upsampler:
+            self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
         self.register_buffer('rgb_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x):
         feat = self.conv_first(x + self.rgb_mean)
         return self.conv_body(self.body(feat)) + feat
+
+    def base_image(self, feat):
+        """RRDBNet's x4 output (RGB, [0, 1] units, not clamped) from this encoder's features [B, C, h, w]:
+        [B, 3, 4h, 4w]. Needs `upsampler=True`."""
+        act = F.leaky_relu
+        feat = act(self.conv_up1(F.interpolate(feat, scale_factor=2, mode='nearest')), 0.2)
+        feat = act(self.conv_up2(F.interpolate(feat, scale_factor=2, mode='nearest')), 0.2)
+        return self.conv_last(act(self.conv_hr(feat), 0.2))
 
 
 ENCODERS = {'edsr_baseline': EDSRBaselineEncoder, 'rdn': RDNEncoder, 'swinir': SwinIREncoder,
