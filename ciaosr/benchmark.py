@@ -8,7 +8,7 @@ rounded to 8 bits; SR rounded to 8 bits; PSNR/SSIM on Y with shave = ceil(scale)
 shave ceil(scale) + 6); single-channel HR images are scored on their gray intensity. The Bicubic row (MATLAB bicubic
 up-sampling of the LR) is always included. Models run through `super_resolve`, by default in the official test-time
 tiling (192 px LR tiles, 32 px overlap, uniform averaging), since the non-local attention is quadratic in LR area.
-Images are listed and read by `inference.image_io` (hidden files skipped, 16-bit samples rounded to 8 bits); an image
+Images are listed and read by `ciaosr.image_io` (hidden files skipped, 16-bit samples rounded to 8 bits); an image
 that cannot be read, or is too small for a scale, is named and left out; a metric that cannot be computed is null in
 the JSON, with the reason. Every record also carries the LR-grid index and phase profile of the outputs
 (`ciaosr.grid_index`, integer scales).
