@@ -8,7 +8,7 @@ rounded to 8 bits; SR rounded to 8 bits; PSNR/SSIM on Y with shave = ceil(scale)
 shave ceil(scale) + 6); single-channel HR images are scored on their gray intensity. The Bicubic row (MATLAB bicubic
 up-sampling of the LR) is always included. Models run through `super_resolve`, by default in the official test-time
 tiling (192 px LR tiles, 32 px overlap, uniform averaging), since the non-local attention is quadratic in LR area.
-Images are listed and read by `inference.image_io` (hidden files skipped, 16-bit samples rounded to 8 bits); an image
+Images are listed and read by `ciaosr.image_io` (hidden files skipped, 16-bit samples rounded to 8 bits); an image
 that cannot be read, or is too small for a scale, is named and left out; a metric that cannot be computed is null in
 the JSON, with the reason. Every record also carries the LR-grid index and phase profile of the outputs
 (`ciaosr.grid_index`, integer scales).
@@ -26,7 +26,6 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -35,8 +34,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ciaosr_arch import CheckpointError, load_model, super_resolve
-from ciaosr_arch.checkpoint import resolve_weights
 from ciaosr_arch.engine import MIN_TILE
 from ciaosr_arch.evaluation import (
     benchmark_pair,
@@ -58,10 +55,9 @@ from realsr.degradations import (
 )
 
 from . import cli, image_io
-from .grid_index import GridIndexUndefined, grid_index
 from .iqa import LPIPS_FILE, MetricUnavailable, create_lpips
 from .other_upscalers import TILE_PAD, FixedScaleUpscaler
-from .quality_report import is_implicit_checkpoint, to_tensor
+from .reporting import grid_result, load_network, profile_line, table_lines, to_tensor, upscale_tensor
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
@@ -115,8 +111,7 @@ def upscale_model(net, lr, size, device, dtype=None, **tiling):
     """
     if size[0] / lr.shape[-2] > MAX_IN_SCALE + 1e-6:
         tiling = {**tiling, 'tile': 0}
-    with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-        return super_resolve(net, lr.to(device), size=size, **tiling).float().cpu()
+    return upscale_tensor(net, lr, size, device, dtype, **tiling)
 
 
 def upscale_fixed(upscaler, lr, size):
@@ -126,17 +121,16 @@ def upscale_fixed(upscaler, lr, size):
 
 
 def load_methods(args, device, dtype=None):
-    """{name: upscale(lr, size)}: bicubic first, then each --model (`cli.model_specs`): shipped names and CiaoSR/LIIF
-    checkpoints (autocast to `dtype`, None: float32), or fixed-scale networks spandrel loads (fp32, `--tile` LR
-    tiles with TILE_PAD px of context). CheckpointError / UpscalerError (one line) for a file neither can use."""
+    """{name: upscale(lr, size)}: bicubic first, then each --model (`cli.model_specs`, `reporting.load_network`):
+    shipped names and CiaoSR/LIIF checkpoints (autocast to `dtype`, None: float32), or fixed-scale networks spandrel
+    loads (fp32, `--tile` LR tiles with TILE_PAD px of context). UsageError for --name that does not fit --model;
+    CheckpointError / UpscalerError (one line) for a file neither can use."""
     methods = {cli.BICUBIC: bicubic_upsample}
     tiling = {'tile': args.tile, 'tile_overlap': args.tile_overlap, 'blend': args.blend, 'dtype': dtype}
     for name, spec in cli.model_specs(args).items():
-        path = resolve_weights(spec)
-        if not path.is_file() or is_implicit_checkpoint(path):  # load_model names what is missing
-            methods[name] = partial(upscale_model, load_model(spec, device=device), device=device, **tiling)
-        else:
-            methods[name] = partial(upscale_fixed, FixedScaleUpscaler(path, device, args.tile, TILE_PAD))
+        network = load_network(spec, device, args.tile, TILE_PAD)
+        methods[name] = (partial(upscale_fixed, network) if isinstance(network, FixedScaleUpscaler) else
+                         partial(upscale_model, network, device=device, **tiling))
     return methods
 
 
@@ -237,11 +231,8 @@ def bicubic_pair(hr, scale, name, downsample='matlab'):
 def grid_values(sr, scale):
     """{'grid': LR-grid index, 'grid_profile': phase profile} of a uint8 [H, W, 3] output (`grid_index`), or
     {'grid': None, 'grid_unavailable': why} (not an integer scale, a flat output)."""
-    try:
-        result = grid_index(sr, scale)
-    except GridIndexUndefined as err:
-        return {'grid': None, 'grid_unavailable': str(err)}
-    return {'grid': result.index, 'grid_profile': result.profile}
+    index, why, profile = grid_result(sr, scale)
+    return {'grid': index, 'grid_profile': profile} if why is None else {'grid': None, 'grid_unavailable': why}
 
 
 def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=None, save_lr=None):
@@ -354,8 +345,7 @@ def markdown_table(records, metric, methods, datasets, scales):
     header = ['Method'] + [f'{d} {scale_label(s)}' + ('*' if s > MAX_IN_SCALE else '') for d, s in columns]
     rows = [[method] + ['-' if cells.get((method, *c)) is None else fmt.format(cells[method, *c]) for c in columns]
             for method in methods]
-    lines = [f'### {label}', '', '| ' + ' | '.join(header) + ' |', '|---' + '|---:' * len(columns) + '|']
-    return lines + ['| ' + ' | '.join(row) + ' |' for row in rows]
+    return [f'### {label}', ''] + table_lines(header, rows)
 
 
 def markdown(records, methods, datasets, scales, settings, left_out=()):
@@ -375,8 +365,8 @@ def markdown(records, methods, datasets, scales, settings, left_out=()):
     lines += ['LR-grid index: the largest deviation of the phase profile from its neighbours (0: smooth, s: all '
               'detail on LR pixel boundaries; `ciaosr.grid_index`). Mean phase profiles (phase 0 = the first '
               'output pixel of an LR pixel):', '']
-    lines += [f'- {r["method"]} {r["dataset"]} {scale_label(r["scale"])}: '
-              + ' '.join(f'{v:.2f}' for v in r['grid_profile']) for r in records if r['grid_profile']] + ['']
+    lines += [profile_line(f'{r["method"]} {r["dataset"]} {scale_label(r["scale"])}', r['grid_profile'])
+              for r in records if r['grid_profile']] + ['']
     unavailable = {}
     for r in records:
         for metric in METRIC_FORMATS:
@@ -458,15 +448,14 @@ def parse_args(argv):
 
 
 def run(argv=None):
-    """Run the benchmark; returns the records."""
+    """Run the benchmark; returns the records. A command line that cannot be used ends the process with one line
+    and exit status 2, data or a model that cannot be used with one line and exit status 1 (`cli.exit_on_error`)."""
     args = parse_args(argv)
-    try:
+    with cli.exit_on_error():
         device = cli.pick_device(args.device)
         dtype = cli.pick_precision(args, device)
         images = {d: dataset_images(args.data_root, d, args.limit) for d in args.datasets}
         methods = load_methods(args, device, dtype)
-    except (CheckpointError, FileNotFoundError, ValueError, cli.UsageError) as err:  # and UpscalerError
-        sys.exit(f'error: {err}')
     lpips = unavailable = None
     if args.lpips:
         try:
@@ -511,7 +500,8 @@ def run(argv=None):
 
 
 def main(argv=None):
-    """The console script: `run` with the command line; exit status 0 (errors exit earlier with a message)."""
+    """The console script: `run` with the command line; exit status 0 (errors exit earlier with one line: 2 for
+    the command line, 1 for data or a model)."""
     run(argv)
 
 

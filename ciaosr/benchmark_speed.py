@@ -61,6 +61,7 @@ from ciaosr_arch.runtime import (
 )
 
 from . import image_io
+from .cli import exit_on_error
 
 OFFICIAL_CHUNK = 30000
 LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}  # glibc: big blocks back to the OS when freed
@@ -275,6 +276,10 @@ def accuracy_notes(out):
 
 
 def main(argv=None):
+    """The console script: the measurements as a Markdown table on stdout (and --json); returns the exit status of
+    an --isa run (else None: 0). A command line that cannot be used exits with status 2 (argparse), --weights,
+    --realesrgan or --photos that cannot be used with one line and status 1 (`cli.exit_on_error`). The same
+    function runs each measurement in a child process (the hidden --_child option)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[48, 96])
     parser.add_argument('--scales', type=float, nargs='+', default=[4, 8])
@@ -320,6 +325,14 @@ def main(argv=None):
         argv = sys.argv[1:] if argv is None else argv
         return subprocess.run([sys.executable, '-m', 'ciaosr.benchmark_speed', *argv],
                               env={**os.environ, **EMULATION_ENV[args.isa]}).returncode
+    with exit_on_error():  # the files the command names, read before any measurement: one line and exit status 1
+        if args.weights:
+            load_model(args.weights)
+        if args.realesrgan:
+            from .other_upscalers import load_spandrel
+            load_spandrel(args.realesrgan)
+        if args.photos and not image_io.list_images(args.photos):
+            raise FileNotFoundError(f'--photos: no images in {args.photos}')
     kind = cpu_kind()
     print(f'CPU: {CPU_KINDS[kind]}{" (emulated)" if emulated_kind() else ""}; flags: {" ".join(sorted(cpu_flags()))}; '
           f'exact path of --runtime auto: {"(d)" if CPU_PLANS[kind]["exact"] == "openvino" else "(b)"}; int8 (f): '

@@ -1,11 +1,12 @@
 """What the command lines share: scale arguments, model names (--model / --name), device, precision, the
-memory budget's check against the device, and console set-up.
+memory budget's check against the device, console set-up and the exit statuses.
 
 The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
 precisions the same way through these helpers; the upscaler and the web app warn about a memory budget above
 the device's memory with `memory_warning`.
 """
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -21,7 +22,24 @@ BICUBIC = 'bicubic'  # the baseline's name in every table
 
 
 class UsageError(Exception):
-    """A bad option or setup found before any work: one line, exit status 2."""
+    """A command line that cannot be used as given, found before any work: an option's value, options that do not
+    fit together, or what they ask of this machine (no CUDA, no native bf16): one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def exit_on_error():
+    """Ends the console script in the block on an error with one line on stderr, `error: ...` (no traceback), and
+    the exit status of every console script: 2 for a command line that cannot be used (UsageError, as argparse's
+    own errors), 1 for an input, a checkpoint or an output that cannot be used (ValueError, which CheckpointError,
+    UpscalerError and ImageReadError are, and OSError, which missing files and folders are). Other statuses: 0
+    success, 130 interrupted (Ctrl-C, SIGTERM)."""
+    try:
+        yield
+    except UsageError as err:
+        print(f'error: {err}', file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, OSError) as err:
+        sys.exit(f'error: {err}')  # Python prints it; exit status 1
 
 
 def console_script_setup():
@@ -64,15 +82,15 @@ def add_model_options(parser, extra=''):
 def model_specs(args):
     """{method name: --model value} in order ('bicubic' left out: it is the baseline, always present).
 
-    Names come from --name, else the shipped name or the file stem. ValueError (one line) when --name is not
+    Names come from --name, else the shipped name or the file stem. UsageError (one line) when --name is not
     given once per model, or names repeat or take the baseline's name.
     """
     specs = [spec for spec in args.model or ['default'] if spec != BICUBIC]
     names = args.name or [spec if spec in SHIPPED_MODELS else Path(spec).stem for spec in specs]
     if len(names) != len(specs):
-        raise ValueError(f'--name was given {len(names)} times for {len(specs)} models ({BICUBIC} needs no name)')
+        raise UsageError(f'--name was given {len(names)} times for {len(specs)} models ({BICUBIC} needs no name)')
     if len(set(names)) != len(names) or BICUBIC in names:
-        raise ValueError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')
+        raise UsageError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')
     return dict(zip(names, specs))
 
 

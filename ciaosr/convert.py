@@ -5,17 +5,19 @@
 The generator weights are loaded strictly (EMA weights when the file has them) and checked like
 `load_model` does (finite float weights, options within bounds), the arch options are stored in the
 file's metadata, and an existing output is never overwritten. The output is written atomically.
-Every failure is one line on stderr, `error: ...`, with exit status 1 (2 for a bad command line).
+Every failure is one line on stderr, `error: ...`, with exit status 1 (2 for a bad command line:
+options argparse refuses, --meta that is not KEY=VALUE, an output name that does not end in .safetensors).
 """
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-from ciaosr_arch import CheckpointError, load_model
+from ciaosr_arch import load_model
 from ciaosr_arch.checkpoint import save_safetensors
+
+from .cli import UsageError, exit_on_error
 
 RESERVED_METADATA = ('arch', 'format')  # written by save_safetensors itself
 
@@ -28,31 +30,31 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_meta(items):
-    """{key: value} from KEY=VALUE strings; ValueError for an item without '=' or a key that is empty or reserved."""
+    """{key: value} from KEY=VALUE strings; UsageError for an item without '=' or a key that is empty or reserved."""
     meta = {}
     for item in items:
         key, sep, value = item.partition('=')
         if not sep or not key:
-            raise ValueError(f'--meta takes KEY=VALUE pairs, got {item!r}')
+            raise UsageError(f'--meta takes KEY=VALUE pairs, got {item!r}')
         if key in RESERVED_METADATA:
-            raise ValueError(f'--meta {key}=... is reserved (the converter writes {" and ".join(RESERVED_METADATA)})')
+            raise UsageError(f'--meta {key}=... is reserved (the converter writes {" and ".join(RESERVED_METADATA)})')
         meta[key] = value
     return meta
 
 
-def output_problem(output):
-    """Why `output` cannot be written (a sentence), or None: it must end in .safetensors (any letter case),
-    not exist, and lie in an existing folder we may write in."""
+def check_output(output):
+    """Raises unless `output` can be written: UsageError (one line) unless it ends in .safetensors (any letter
+    case); FileExistsError if it exists, NotADirectoryError unless it lies in an existing folder, PermissionError
+    unless we may write in that folder (each a sentence naming the path)."""
     if output.suffix.lower() != '.safetensors':
-        return f'the output must end in .safetensors: {output}'
+        raise UsageError(f'the output must end in .safetensors: {output}')
     if output.exists():
-        return f'{output} exists; remove it first (nothing is ever overwritten)'
+        raise FileExistsError(f'{output} exists; remove it first (nothing is ever overwritten)')
     folder = output.parent
     if not folder.is_dir():
-        return f'the output folder {folder} does not exist or is not a folder'
+        raise NotADirectoryError(f'the output folder {folder} does not exist or is not a folder')
     if not os.access(folder, os.W_OK):
-        return f'the output folder {folder} is not writable'
-    return None
+        raise PermissionError(f'the output folder {folder} is not writable')
 
 
 def main(argv=None):
@@ -62,22 +64,15 @@ def main(argv=None):
     parser.add_argument('--meta', nargs='*', default=[], metavar='KEY=VALUE', help='extra metadata to record')
     parser.add_argument('--fp16', action='store_true', help='store the weights in float16 (half the file)')
     args = parser.parse_args(argv)
-    try:
+    with exit_on_error():
         meta = parse_meta(args.meta)
-    except ValueError as err:
-        sys.exit(f'error: {err}')
-    problem = output_problem(args.output)
-    if problem:
-        sys.exit(f'error: {problem}')
-    try:
-        net = load_model(args.checkpoint)
-    except CheckpointError as err:
-        sys.exit(f'error: {err}')
-    try:
-        save_safetensors(net, args.output, net.arch, {'source': args.checkpoint.name, **meta},
-                         torch.float16 if args.fp16 else None)
-    except OSError as err:
-        sys.exit(f'error: cannot write {args.output}: {err.strerror or err}')
+        check_output(args.output)
+        net = load_model(args.checkpoint)  # CheckpointError
+        try:
+            save_safetensors(net, args.output, net.arch, {'source': args.checkpoint.name, **meta},
+                             torch.float16 if args.fp16 else None)
+        except OSError as err:
+            raise OSError(f'cannot write {args.output}: {err.strerror or err}') from None
     n_params = sum(p.numel() for p in net.parameters())
     print(f'{args.output}: {net.arch["type"]} ({net.arch["encoder"]}), {n_params:,} parameters')
 

@@ -20,20 +20,17 @@ import argparse
 import csv
 import json
 import math
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
-from ciaosr_arch import CheckpointError, load_model, super_resolve
-from ciaosr_arch.checkpoint import SHIPPED_MODELS, read_checkpoint, resolve_weights
+from ciaosr_arch import CheckpointError
+from ciaosr_arch.checkpoint import SHIPPED_MODELS, resolve_weights
 from ciaosr_arch.engine import output_size
 from ciaosr_arch.evaluation import as_scale, scale_label, to_uint8
 from ciaosr_arch.resize import resize_pil
@@ -44,14 +41,16 @@ from .cli import (
     UsageError,
     add_device_options,
     add_model_options,
+    exit_on_error,
     model_specs,
     pick_device,
     pick_precision,
     scale_arg,
 )
-from .grid_index import GridIndexUndefined, grid_index
+from .grid_index import grid_index
 from .iqa import METRICS, MetricUnavailable, create_metric
 from .other_upscalers import TILE_PAD, FixedScaleUpscaler, MissingOutput, OutputsFolder, UpscalerError
+from .reporting import grid_result, load_network, profile_line, table_lines, to_tensor, upscale_tensor
 
 NR_METRICS = ('niqe', 'brisque', 'piqe')
 GRID = 'grid'  # the LR-grid index (`ciaosr.grid_index`), a column like the metrics
@@ -113,17 +112,10 @@ def load_inputs(paths, max_side):
     return inputs, skipped
 
 
-def to_tensor(img):
-    """uint8 [h, w, 3] array -> float [1, 3, h, w] in [0, 1]."""
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255  # a writable copy
-
-
 def upscale_model(net, img, size, tile, tile_overlap, device, dtype=None):
     """A CiaoSR/LIIF network's uint8 [H, W, 3] output for a uint8 [h, w, 3] input, LR-tiled, autocast to `dtype`
     (None: float32)."""
-    with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-        sr = super_resolve(net, to_tensor(img).to(device), size=size, tile=tile, tile_overlap=tile_overlap)
-    return to_uint8(sr.float())
+    return to_uint8(upscale_tensor(net, to_tensor(img), size, device, dtype, tile=tile, tile_overlap=tile_overlap))
 
 
 def score(name, metric, img, device='cpu'):
@@ -140,16 +132,6 @@ def score(name, metric, img, device='cpu'):
     except METRIC_ERRORS as err:
         return None, f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
     return (value, None) if math.isfinite(value) else (None, f'not a finite number ({value})')
-
-
-def grid_score(img, scale):
-    """(index, None, phase profile) of `grid_index` for a uint8 [H, W, 3] output at `scale`, or (None, why not, None)
-    (a non-integer scale, an output too small or flat)."""
-    try:
-        result = grid_index(img, scale)
-    except GridIndexUndefined as err:
-        return None, str(err), None
-    return result.index, None, list(result.profile)
 
 
 def non_negative_int(text):
@@ -171,30 +153,20 @@ def bicubic_method():
     return Method(BICUBIC, BICUBIC_NOTE, lambda item, scale: resize_pil(item.pixels, item.out_size(scale)))
 
 
-def is_implicit_checkpoint(path):
-    """Whether a file holds CiaoSR/LIIF weights (imnet / imnet_q keys), as far as `read_checkpoint` can read it."""
-    try:
-        state, _ = read_checkpoint(path)
-    except ValueError:  # CheckpointError (e.g. a pickle weights_only refuses, which spandrel's restricted unpickler
-        return False  # may read), or JSONDecodeError of other projects' non-JSON 'arch' metadata
-    return any(key.startswith(('imnet.', 'imnet_q.')) for key in state)
-
-
 def model_method(name, spec, args, device, dtype=None):
-    """Method of a --model: a shipped name or CiaoSR/LIIF checkpoint (through `load_model`), else a fixed-scale
+    """Method of a --model (`reporting.load_network`): a shipped name or CiaoSR/LIIF checkpoint, else a fixed-scale
     network file spandrel loads (`FixedScaleUpscaler`). CheckpointError / UpscalerError (one line) otherwise."""
     path = resolve_weights(spec)
     if not path.is_file():
         raise CheckpointError(f'--model {spec}: no such file, nor a shipped model ({", ".join(SHIPPED_MODELS)})')
-    if is_implicit_checkpoint(path):
-        net = load_model(path, device=device)
-        tiling = f'LR tiles of {args.tile} px (overlap {args.tile_overlap})' if args.tile else 'whole images'
-        precision = f'{dtype} autocast' if dtype else 'fp32'
-        return Method(name, f'{net.arch["type"]} ({net.arch["encoder"]}) from {path}, {tiling}, {precision}',
-                      lambda item, scale: upscale_model(net, item.pixels, item.out_size(scale), args.tile,
-                                                        args.tile_overlap, device, dtype))
-    upscaler = FixedScaleUpscaler(path, device, args.tile, args.tile_pad)
-    return Method(name, upscaler.describe(), lambda item, scale: upscaler(item.pixels, item.out_size(scale)))
+    network = load_network(path, device, args.tile, args.tile_pad)
+    if isinstance(network, FixedScaleUpscaler):
+        return Method(name, network.describe(), lambda item, scale: network(item.pixels, item.out_size(scale)))
+    tiling = f'LR tiles of {args.tile} px (overlap {args.tile_overlap})' if args.tile else 'whole images'
+    precision = f'{dtype} autocast' if dtype else 'fp32'
+    return Method(name, f'{network.arch["type"]} ({network.arch["encoder"]}) from {path}, {tiling}, {precision}',
+                  lambda item, scale: upscale_model(network, item.pixels, item.out_size(scale), args.tile,
+                                                    args.tile_overlap, device, dtype))
 
 
 def outputs_method(name, folders, inputs):
@@ -211,18 +183,18 @@ def outputs_method(name, folders, inputs):
 
 
 def outputs_folders(args):
-    """{name: {scale: folder}} of the --outputs NAME SCALE DIR triples; ValueError (one line) for a bad one."""
+    """{name: {scale: folder}} of the --outputs NAME SCALE DIR triples; UsageError (one line) for a bad one."""
     folders = {}
     for name, scale_text, folder in args.outputs or []:
         try:
             scale = as_scale(scale_text)
         except ValueError as err:
-            raise ValueError(f'--outputs {name} {scale_text} {folder}: {err}') from None
+            raise UsageError(f'--outputs {name} {scale_text} {folder}: {err}') from None
         if scale not in args.scales:
-            raise ValueError(f'--outputs {name} {scale_text} {folder}: {scale_label(scale)} is not one of --scales '
+            raise UsageError(f'--outputs {name} {scale_text} {folder}: {scale_label(scale)} is not one of --scales '
                              f'({", ".join(scale_label(s) for s in args.scales)})')
         if scale in folders.setdefault(name, {}):
-            raise ValueError(f'--outputs {name}: two folders for {scale_label(scale)}')
+            raise UsageError(f'--outputs {name}: two folders for {scale_label(scale)}')
         folders[name][scale] = folder
     return folders
 
@@ -232,14 +204,15 @@ def load_methods(args, device, inputs, dtype=None):
     Without --model, the 'default' model is a method unless --outputs is given (scoring other tools' folders
     upscales nothing unasked).
 
-    One-line errors (CheckpointError, UpscalerError, ValueError) for a model or folder that cannot be used,
-    method names that are not unique, or --outputs with inputs ([Input]) that share a file stem.
+    One-line errors: UsageError for --outputs or method names that cannot be used (names not unique), CheckpointError
+    or UpscalerError for a model or folder that cannot be used, or --outputs with inputs ([Input]) that share a file
+    stem.
     """
     folders = outputs_folders(args)
     models = model_specs(args) if args.model or not folders else {}
     names = [*models, *folders]
     if len(set(names)) != len(names) or BICUBIC in names:
-        raise ValueError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')
+        raise UsageError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')
     shared = [stem for stem, n in Counter(item.path.stem for item in inputs).items() if n > 1]
     if folders and shared:
         raise UpscalerError(f'--outputs: inputs share a file stem, so outputs cannot be matched: {", ".join(shared)}')
@@ -299,7 +272,7 @@ def contact_sheet(img, rows):
     return sheet
 
 
-def summarize(per_image, methods, scales, metrics):
+def summarise(per_image, methods, scales, metrics):
     """{method, scale, metric, mean, n_images} records; mean None when no image has a value.
 
     Unavailable metrics carry 'unavailable' (the reason); cells where some or all images have no value carry
@@ -360,8 +333,7 @@ def markdown(header, rows, settings, records):
     lines += ['', 'Methods:', '', *[f'- `{name}`: {text}' for name, text in settings['methods'].items()],
               '', 'All outputs are rounded to 8 bits before scoring. Cells: mean over images; (n=k) when some '
               'images have no value, n/a when none has (reasons below and in per_image.csv).', '',
-              '| ' + ' | '.join(header) + ' |', '|' + '---|' + '---:|' * (len(header) - 1)]
-    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+              *table_lines(header, rows)]
     failed = [r for r in records if 'failed' in r]
     if failed:
         lines += ['', '## Missing values', '']
@@ -370,8 +342,7 @@ def markdown(header, rows, settings, records):
     if profiles:
         lines += ['', '## LR-grid phase profiles', '', 'Mean over images; phase 0 is the first output pixel of an '
                   'LR pixel, so a peak at the last phase is detail on LR pixel boundaries.', '']
-        lines += [f'- {r["method"]} {scale_label(r["scale"])}: ' + ' '.join(f'{v:.2f}' for v in r['profile'])
-                  for r in profiles]
+        lines += [profile_line(f'{r["method"]} {scale_label(r["scale"])}', r['profile']) for r in profiles]
     lines += ['', '## Metrics', '']
     for name, info in settings['metrics'].items():
         if 'unavailable' in info:
@@ -415,9 +386,11 @@ def parse_args(argv):
 
 
 def run(argv=None):
-    """Run the report; returns the results.json content."""
+    """Run the report; returns the results.json content. A command line that cannot be used ends the process with
+    one line and exit status 2; inputs, a model or outputs folders that cannot be used with one line and exit status
+    1 (`cli.exit_on_error`)."""
     args = parse_args(argv)
-    try:
+    with exit_on_error():
         device = pick_device(args.device)
         dtype = pick_precision(args, device)
         root = Path(args.inputs)
@@ -430,8 +403,6 @@ def run(argv=None):
         if not inputs:
             raise FileNotFoundError(f'--inputs: no usable image in {root}')
         methods = load_methods(args, device, inputs, dtype)
-    except (CheckpointError, FileNotFoundError, NotADirectoryError, ValueError, UsageError) as err:  # and UpscalerError
-        sys.exit(f'error: {err}')
     metrics = {}  # name -> metric, or the MetricUnavailable saying why not
     for name in args.metrics:
         if name == GRID:
@@ -470,7 +441,7 @@ def run(argv=None):
                     per_image.append({'image': item.path.name, 'method': method, 'scale': scale, 'metric': name,
                                       'value': value, **({'error': error} if error else {})})
                 if GRID in metrics:
-                    value, error, profile = (None, missing[method], None) if outputs[method] is None else grid_score(
+                    value, error, profile = (None, missing[method], None) if outputs[method] is None else grid_result(
                         outputs[method], scale)
                     per_image.append({'image': item.path.name, 'method': method, 'scale': scale, 'metric': GRID,
                                       'value': value, **({'error': error} if error else {'profile': profile})})
@@ -486,7 +457,7 @@ def run(argv=None):
         'tile_pad': args.tile_pad, 'methods': {m.name: m.description for m in methods},
         'metrics': {name: metric_info(name, metric, args.iqa_weights) for name, metric in metrics.items()},
     }
-    records = summarize(per_image, scored, args.scales, metrics)
+    records = summarise(per_image, scored, args.scales, metrics)
     header, rows = table_rows(records, scored, args.scales, metrics, len(inputs))
     (out / 'table.md').write_text(markdown(header, rows, settings, records))
     write_csv(out / 'table.csv', header, rows)
@@ -500,7 +471,8 @@ def run(argv=None):
 
 
 def main(argv=None):
-    """The console script: `run` with the command line; exit status 0 (errors exit earlier with a message)."""
+    """The console script: `run` with the command line; exit status 0 (errors exit earlier with one line: 2 for
+    the command line, 1 for inputs, a model or outputs folders)."""
     run(argv)
 
 

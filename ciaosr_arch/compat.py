@@ -1,8 +1,12 @@
-"""The one compatibility fix this project applies to its dependencies; imported before basicsr.
+"""The three compatibility fixes this project applies to basicsr 1.4.2; imported before basicsr.
 
-basicsr 1.4.2 imports `torchvision.transforms.functional_tensor`, a module that torchvision
-0.17 renamed to `_functional_tensor`. Aliasing the old name lets basicsr (and realesrgan, which
-imports basicsr) import unchanged; nothing in site-packages is edited.
+1. On import: basicsr imports `torchvision.transforms.functional_tensor`, a module that torchvision
+   0.17 renamed to `_functional_tensor`. Aliasing the old name lets basicsr (and realesrgan, which
+   imports basicsr) import unchanged.
+2. and 3. For its train/test pipelines (`make_basicsr_trainer_device_agnostic`): resuming from a
+   training state (`load_resume_state`) and the `--launcher pytorch` set-up, on any device.
+
+Nothing in site-packages is edited.
 """
 import os
 import sys

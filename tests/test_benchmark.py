@@ -13,7 +13,8 @@ from PIL import Image
 
 from ciaosr import benchmark
 from ciaosr.iqa import LPIPS_FILE, MetricUnavailable, create_lpips
-from ciaosr.quality_report import load_rgb, to_tensor
+from ciaosr.quality_report import load_rgb
+from ciaosr.reporting import to_tensor
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, lr_size, psnr_ssim, shave, to_rgb, to_uint8
 
 # Bicubic (Y, shave = scale) as published in the EDSR/RCAN/LIIF tables: (PSNR, SSIM) for x2, x3, x4.

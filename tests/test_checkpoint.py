@@ -220,25 +220,28 @@ def nan_checkpoint(tiny_model, tmp_path):
     return write(tmp_path / 'nan.pth', state)
 
 
-def test_convert_failures_are_one_line(tiny_model, nan_checkpoint, tmp_path, monkeypatch):
+def test_convert_failures_are_one_line(tiny_model, nan_checkpoint, tmp_path, monkeypatch, capsys):
     (tmp_path / 'taken.safetensors').write_bytes(b'x')
     (tmp_path / 'a_file').write_bytes(b'x')
     good = str(tiny_model)
-    cases = [
-        ([good, str(tmp_path / 'taken.safetensors')], 'taken.safetensors exists'),
-        ([good, str(tmp_path / 'out.pth')], 'the output must end in .safetensors'),
-        ([good, str(tmp_path / 'missing' / 'out.safetensors')], 'folder .*missing does not exist'),
-        ([good, str(tmp_path / 'a_file' / 'out.safetensors')], 'folder .*a_file does not exist or is not a folder'),
-        ([good, str(tmp_path / 'out.safetensors'), '--meta', 'nokey'], "KEY=VALUE pairs, got 'nokey'"),
-        ([good, str(tmp_path / 'out.safetensors'), '--meta', '=x'], "KEY=VALUE pairs, got '=x'"),
-        ([good, str(tmp_path / 'out.safetensors'), '--meta', 'arch={}'], 'arch=... is reserved'),
-        ([str(nan_checkpoint), str(tmp_path / 'out.safetensors')], f'unusable tensors: {TENSOR} has non-finite'),
-        ([str(tmp_path / 'nope.pth'), str(tmp_path / 'out.safetensors')], 'checkpoint not found'),
+    cases = [  # (argv, exit status: 2 for a bad command line, 1 for files that cannot be used, message)
+        ([good, str(tmp_path / 'taken.safetensors')], 1, 'taken.safetensors exists'),
+        ([good, str(tmp_path / 'out.pth')], 2, 'the output must end in .safetensors'),
+        ([good, str(tmp_path / 'missing' / 'out.safetensors')], 1, 'folder .*missing does not exist'),
+        ([good, str(tmp_path / 'a_file' / 'out.safetensors')], 1, 'folder .*a_file does not exist or is not a folder'),
+        ([good, str(tmp_path / 'out.safetensors'), '--meta', 'nokey'], 2, "KEY=VALUE pairs, got 'nokey'"),
+        ([good, str(tmp_path / 'out.safetensors'), '--meta', '=x'], 2, "KEY=VALUE pairs, got '=x'"),
+        ([good, str(tmp_path / 'out.safetensors'), '--meta', 'arch={}'], 2, 'arch=... is reserved'),
+        ([str(nan_checkpoint), str(tmp_path / 'out.safetensors')], 1, f'unusable tensors: {TENSOR} has non-finite'),
+        ([str(tmp_path / 'nope.pth'), str(tmp_path / 'out.safetensors')], 1, 'checkpoint not found'),
     ]
-    for argv, message in cases:
+    for argv, status, message in cases:
+        capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:
             convert(argv)
-        text = exit_.value.code
+        code = exit_.value.code  # status 2: the line is printed first; else Python prints the message, status 1
+        text = capsys.readouterr().err.removesuffix('\n') if code == 2 else code
+        assert (code if code == 2 else 1) == status, (argv, code)
         assert isinstance(text, str) and text.startswith('error: ') and '\n' not in text, (argv, text)
         assert re.search(message, text), (argv, text)
     assert not (tmp_path / 'out.safetensors').exists()

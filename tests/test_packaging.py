@@ -23,6 +23,8 @@ def test_wheel_holds_the_packages_the_shipped_weights_and_the_console_scripts(tm
     weights = {p.name for p in (ROOT / 'ciaosr_arch' / 'weights').glob('*.safetensors')}
     assert 'ciaosr_edsr_baseline.safetensors' in weights
     assert {f'ciaosr_arch/weights/{name}' for name in weights} <= names
+    assert {n for n in names if n.startswith('ciaosr_arch/weights/')} == {f'ciaosr_arch/weights/{name}'
+                                                                         for name in weights}  # logs, plots: docs/
     calibration = {f'ciaosr_arch/calibration/{p.name}' for p in (ROOT / 'ciaosr_arch' / 'calibration').glob('*.png')}
     assert len(calibration) == 4 and calibration <= names  # the int8 decode's calibration crops
     assert {'ciaosr/upscale.py', 'realsr/meta/realsrset_val.txt', 'ciaosr_arch/engine.py'} <= names

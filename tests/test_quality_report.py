@@ -16,7 +16,7 @@ from basicsr.archs.rrdbnet_arch import RRDBNet
 from PIL import Image
 from pyiqa.utils import download_util
 
-from ciaosr import other_upscalers, quality_report
+from ciaosr import other_upscalers, quality_report, reporting
 from ciaosr.cli import model_specs
 from ciaosr.grid_index import GridIndexUndefined, grid_index
 from ciaosr.iqa import MetricUnavailable, create_metric
@@ -281,7 +281,7 @@ def test_real_esrgan_x4plus_loads_through_spandrel(shared_data):
     path = shared_data.parent / 'models' / 'RealESRGAN_x4plus.safetensors'
     if not path.is_file():
         pytest.skip(f'{path} is missing')
-    assert not quality_report.is_implicit_checkpoint(path)  # its 'arch' metadata is not ours (not even JSON)
+    assert not reporting.is_implicit_checkpoint(path)  # its 'arch' metadata is not ours (not even JSON)
     upscaler = other_upscalers.FixedScaleUpscaler(path)
     assert (upscaler.architecture, upscaler.scale, upscaler.model.tags) == ('ESRGAN', 4, ['64nf', '23nb'])
     assert next(upscaler.model.model.parameters()).dtype == torch.float32  # fp16 in the file, fp32 here
@@ -440,20 +440,22 @@ def write_unusable_inputs(path):
     return path
 
 
-@pytest.mark.parametrize('make, extra, message', [
-    (None, ['--model', 'missing.pth'], '--model missing.pth: no such file, nor a shipped model (default, '),
-    (None, ['--model', 'a.pth', '--model', 'b.pth', '--name', 'a'], '--name was given 1 times for 2 models'),
-    (('junk.pth', write_junk), ['--model', '{}'],
+@pytest.mark.parametrize('make, extra, status, message', [
+    (None, ['--model', 'missing.pth'], 1, '--model missing.pth: no such file, nor a shipped model (default, '),
+    (None, ['--model', 'a.pth', '--model', 'b.pth', '--name', 'a'], 2, '--name was given 1 times for 2 models'),
+    (('junk.pth', write_junk), ['--model', '{}'], 1,
      'junk.pth: neither a CiaoSR/LIIF checkpoint nor a model file spandrel can read (UnpicklingError: '),
-    (('foreign.pth', write_foreign), ['--model', '{}'],
+    (('foreign.pth', write_foreign), ['--model', '{}'], 1,
      'foreign.pth: neither a CiaoSR/LIIF checkpoint nor an architecture spandrel knows'),
-    (None, ['--outputs', 'x', '3', 'somewhere'], '--outputs x 3 somewhere: x3 is not one of --scales (x8, x16)'),
-    (None, ['--outputs', 'x', '8', 'nowhere'], '--outputs x 8 nowhere: not a folder: nowhere'),
-    (('x8', write_output((960, 958))), ['--outputs', 'x', '8', '{}'],
+    (None, ['--outputs', 'x', '3', 'somewhere'], 2, '--outputs x 3 somewhere: x3 is not one of --scales (x8, x16)'),
+    (None, ['--outputs', 'x', '8', 'nowhere'], 1, '--outputs x 8 nowhere: not a folder: nowhere'),
+    (('x8', write_output((960, 958))), ['--outputs', 'x', '8', '{}'], 1,
      'chip.jpg is 958x960, but x8 of the 120x120 input is 960x960'),
-    (('unusable', write_unusable_inputs), ['--inputs', '{}'], 'no usable image in'),
+    (('unusable', write_unusable_inputs), ['--inputs', '{}'], 1, 'no usable image in'),
 ])
-def test_cli_errors_are_clear(make, extra, message, tmp_path, shared_data):
+def test_cli_errors_are_clear(make, extra, status, message, tmp_path, shared_data, capsys):
+    """One line `error: ...`; exit status 2 for a command line that cannot be used, 1 for inputs, models or
+    folders that cannot be used (Python prints the message of the latter on the way out)."""
     inputs = tmp_path / 'inputs'
     inputs.mkdir()
     shutil.copy(shared_data / 'RealSRSet' / 'chip.png', inputs)
@@ -462,7 +464,10 @@ def test_cli_errors_are_clear(make, extra, message, tmp_path, shared_data):
         extra = [arg.format(made) for arg in extra]
     with pytest.raises(SystemExit) as exit_info:
         quality_report.run(['--inputs', str(inputs), '--out', str(tmp_path / 'out'), *extra])
-    assert message in str(exit_info.value) and '\n' not in str(exit_info.value)
+    code = exit_info.value.code  # status 2: the line is printed first; else Python prints the message, status 1
+    line = capsys.readouterr().err.removesuffix('\n') if code == 2 else code
+    assert (code if code == 2 else 1) == status
+    assert line.startswith('error: ') and message in line and '\n' not in line, line
 
 
 def test_outputs_within_one_pixel_are_accepted(tmp_path):
@@ -482,7 +487,7 @@ def test_scoring_other_tools_folders_upscales_nothing_unasked(tmp_path, monkeypa
     make_image(tmp_path / 'in' / 'a.png', (10, 8))
     make_image(tmp_path / 'x4' / 'a.png', (40, 32))
     inputs, _ = quality_report.load_inputs([tmp_path / 'in' / 'a.png'], 0)
-    monkeypatch.setattr(quality_report, 'load_model', lambda *a, **k: pytest.fail('a model was loaded'))
+    monkeypatch.setattr(reporting, 'load_model', lambda *a, **k: pytest.fail('a model was loaded'))
     argv = ['--inputs', 'in', '--out', 'out', '--scales', '4', '--outputs', 'other', '4', str(tmp_path / 'x4')]
     methods = quality_report.load_methods(quality_report.parse_args(argv), 'cpu', inputs)
     assert [method.name for method in methods] == ['bicubic', 'other']
