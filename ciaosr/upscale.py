@@ -11,6 +11,9 @@ a time), which is what tiling bounds. Each file is checked from its header first
 plan against --max-memory, before any pixel is decoded), then read, upscaled and written on its own: one that
 fails gets one line and the batch goes on; outputs appear atomically and never hold NaN. Under torchrun every
 rank takes every WORLD_SIZE-th file.
+
+This module is the command line (arguments, listing, output names, ranks, bars and log lines); the pictures and
+files themselves go through `ciaosr.pipeline.Upscaler`, built from the arguments, which the web app shares.
 """
 import argparse
 import os
