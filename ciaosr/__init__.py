@@ -2,6 +2,7 @@
 
 Each module with a `main(argv=None)` is a console script (see pyproject.toml): `upscale` (ciaosr-upscale),
 `train` (ciaosr-train, ciaosr-test), `benchmark`, `benchmark_speed`, `quality_report`, `convert`, `app`.
-`cli` holds what the command lines share (their exit statuses too), `reporting` what the benchmark and the quality
-report share; `image_io` reads and writes the images people have.
+`pipeline` upscales pictures and files (the CLI, the web app and videos share its `Upscaler`); `cli` holds what
+the command lines share (their exit statuses too), `reporting` what the benchmark and the quality report share;
+`image_io` reads and writes the images people have.
 """

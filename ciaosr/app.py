@@ -5,11 +5,11 @@
 
 It serves http://127.0.0.1:PORT only (never a share link) and opens it in the browser. It answers only its own
 page (`RequestGuard`: Host and Origin headers, served files), takes only image uploads of bounded size
-(`accept_only_images`, UPLOAD_LIMIT), and a taken --port is one line (exit status 2). Photos go through
-exactly what the CLI (`ciaosr.upscale`, `ciaosr-upscale`) runs: its `plan_jobs` (output names and formats),
-`Upscaler` (engine and memory plan) and `process` (reading, size checks, the atomic writer), one photo at
-a time and one job at a time (a queue with a concurrency limit of 1), so the files the page offers for
-download are the files the CLI writes for the same settings.
+(`accept_only_images`, UPLOAD_LIMIT), and a taken --port is one line (exit status 2). Photos go through the
+picture pipeline that the CLI (`ciaosr.upscale`, `ciaosr-upscale`) runs, `ciaosr.pipeline`: the same output
+names and formats, size checks, memory plan, engine, reader and atomic writer (`Upscaler.upscale_file`, with the
+page's progress function), one photo at a time and one job at a time (a queue with a concurrency limit of 1), so
+the files the page offers for download are the files the CLI writes for the same settings.
 
 Why Gradio (the extra `app`: `pip install "ciaosr[app]"`): it is the maintained, widely used library
 for local ML demos; it has what this page needs as stock components (multi-file drop, a before/after
@@ -25,9 +25,7 @@ live in a hidden `--output/.app-cache-XXXXXXXX/` folder that is removed when the
 """
 import argparse
 import contextlib
-import copy
 import importlib.util
-import math
 import os
 import re
 import shutil
@@ -42,14 +40,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from ciaosr_arch import CheckpointError, load_model
 from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
 from ciaosr_arch.runtime import openvino_version, use_runtime
 
-from . import image_io, upscale
-from .cli import UsageError, console_script_setup, cpu_path_line, memory_warning, pick_device, pick_precision
+from . import image_io, pipeline
+from .cli import (
+    UsageError,
+    console_script_setup,
+    cpu_path_line,
+    memory_warning,
+    parse_bytes,
+    pick_device,
+    pick_precision,
+    prepare_output,
+)
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
 MODEL_NOTES = {'default': 'bicubic-trained, best up to x4', 'real': 'real-world photos, GAN',
@@ -61,7 +67,7 @@ DETAIL_SIDE = 384  # side of the 1:1 detail view in output pixels
 SYSTEM_FONTS = ['system-ui', '-apple-system', "'Segoe UI'", 'Roboto', 'sans-serif']
 SYSTEM_MONO_FONTS = ['ui-monospace', 'Menlo', 'Consolas', 'monospace']
 REPORT_SECONDS = 0.5  # progress within a photo goes to the page at most this often
-SCALE_SLIDER_MAX = 16  # the box takes any scale >= 1; the slider covers the common range
+SCALE_SLIDER = (1.1, 16)  # the box takes any scale > 1; the slider covers the common range
 CSS = '#detail img { object-fit: none !important; image-rendering: pixelated; }'
 HOST = '127.0.0.1'  # the only address the app listens on
 LOOPBACK_NAMES = ('127.0.0.1', 'localhost', '[::1]')  # what a browser may call it in Host and Origin headers
@@ -94,6 +100,17 @@ class Options:
 
 
 @dataclass
+class Photo:
+    """One uploaded photo's plan (`plan`): where its output goes and its header (read once: the upscale uses it),
+    its output size (H, W), or the problem that stops it (then dst and info are None and the size is (0, 0))."""
+    src: Path
+    dst: Path | None = None
+    info: image_io.ImageInfo | None = None
+    size: tuple = (0, 0)
+    problem: str | None = None
+
+
+@dataclass
 class Outcome:
     """A finished run: one line per photo, the outputs as (name, input, output), the zip and the run folder (None
     when nothing was written)."""
@@ -103,8 +120,9 @@ class Outcome:
     folder: Path | None = None
 
 
-class Engine:
-    """The CLI's engine behind the page: one device, a cached network, outputs under one folder."""
+class AppSession:
+    """What the page works with while the app runs: one device, the models it offers, the network of the last run
+    (kept for the next), and the output folder that holds a folder per run."""
 
     def __init__(self, output, device, extra_models=()):
         self.output = Path(output).resolve()
@@ -127,8 +145,7 @@ class Engine:
         offered = ['fp32']
         for name in ('bf16', 'fp16', 'int8'):
             try:
-                pick_precision(argparse.Namespace(**{flag: flag == name for flag in ('bf16', 'fp16', 'int8')}),
-                               self.device)
+                pick_precision(self.device, **{name: True})
                 if name != 'int8' or openvino_version() is not None:
                     offered.append(name)
             except UsageError:
@@ -136,10 +153,8 @@ class Engine:
         return offered
 
     def default_memory(self):
-        """The CLI's default --max-memory for this device, as text."""
-        if self.device.type == 'cuda':
-            return f'{torch.cuda.get_device_properties(self.device).total_memory * 3 / 4 / 2 ** 30:.1f}GB'
-        return upscale.CPU_MEMORY
+        """The CLI's default --max-memory for this device (`pipeline.default_budget`), as text."""
+        return f'{pipeline.default_budget(self.device) / 2 ** 30:.1f}GB'
 
     def network(self, spec, int8=False):
         """The network of a model spec, loaded once (only the last one used is kept), on the CLI's default runtime
@@ -155,26 +170,25 @@ class Engine:
         return self._net[1]
 
     def settings(self, options):
-        """The CLI's arguments (its parser's defaults) for these options; UsageError if one is not valid."""
+        """(pipeline.Target, memory budget in bytes, autocast dtype) of these options; UsageError (one line) if one
+        is not valid: the scale is checked by the pipeline's own check, as the CLI's --scale is."""
         if options.target not in TARGETS:
             raise UsageError(f'unknown output size choice {options.target!r}')
-        value = float(options.value if options.value is not None else 'nan')
-        if options.target == 'scale' and not (math.isfinite(value) and value >= 1):
-            raise UsageError(f'the scale must be a number >= 1, got {options.value}')
-        if options.target != 'scale' and not (math.isfinite(value) and value >= 1 and value == int(value)):
-            raise UsageError(f'the {options.target} must be a whole number of pixels >= 1, got {options.value}')
+        try:
+            target = pipeline.Target(**{options.target.replace(' ', '_'): float(
+                options.value if options.value is not None else 'nan')})
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         if options.model not in self.models:
             raise UsageError(f'unknown model {options.model!r}')
         if options.precision not in self.precisions():
             raise UsageError(f'{options.precision} is not supported on this device')
         try:
-            budget = upscale.parse_bytes(options.memory)
+            budget = parse_bytes(options.memory)
         except ValueError as err:
             raise UsageError(str(err)) from None
-        argv = ['-i', str(self.output), '-o', str(self.output), '--max-memory', str(budget)]
-        args = upscale.parse_args(argv + ([] if options.precision == 'fp32' else [f'--{options.precision}']))
-        args.scale = value if options.target == 'scale' else None
-        return args
+        flags = {} if options.precision == 'fp32' else {options.precision: True}
+        return target, budget, pick_precision(self.device, **flags)
 
     def new_folder(self):
         """A fresh run folder under the output folder, named by the time (with -2, -3 ... if taken)."""
@@ -195,36 +209,38 @@ class Engine:
         one-line message and the others go on. A budget above the device's memory adds the CLI's warning as the
         first line. A run that writes nothing leaves no run folder (Outcome.folder None) and says so.
         """
-        args = self.settings(options)
-        dtype = pick_precision(args, self.device)
-        net = self.network(options.model, args.int8)
-        upscaler = ReportingUpscaler(net, self.device, dtype, args.max_memory, args)
-        warning = memory_warning(args.max_memory, self.device)
+        target, budget, dtype = self.settings(options)
+        int8 = options.precision == 'int8'
+        net = self.network(options.model, int8)
+        upscaler = pipeline.Upscaler(net, self.device, dtype, budget)
+        warning = memory_warning(budget, self.device)
         outcome = Outcome(lines=[warning] if warning else [], folder=self.new_folder())
         if self.device.type == 'cpu':
-            outcome.lines.append(cpu_path_line('openvino' if net.runtime else 'torch', dtype, args.int8))
-        jobs = plan(files, outcome.folder, args, options)
-        meter = Meter([(job.src.name, out_h * out_w) for job, _, _, (out_h, out_w) in jobs], report)
-        upscaler.on_progress = meter.update
+            outcome.lines.append(cpu_path_line('openvino' if net.runtime else 'torch', dtype, int8))
+        photos = plan(files, outcome.folder, target)
+        meter = Meter([(photo.src.name, photo.size[0] * photo.size[1]) for photo in photos], report)
         seconds = 0.0
-        for index, (job, job_args, (h, w), (out_h, out_w)) in enumerate(jobs):
+        for index, photo in enumerate(photos):
             meter.start_photo(index)
             start = time.perf_counter()
             try:
-                upscale.process(job, upscaler, job_args, bar_position=1)
+                if photo.problem:
+                    raise ValueError(photo.problem)
+                done = upscaler.upscale_file(photo.src, photo.dst, target, photo.info, meter.update)
             except Exception as err:  # noqa: BLE001  (one line per failed photo; the batch goes on)
                 meter.end_photo(done=False)
-                outcome.lines.append(f'FAILED {job.src.name}: {failure_message(err)}')
+                outcome.lines.append(f'FAILED {photo.src.name}: {failure_message(err)}')
                 continue
             meter.end_photo(done=True)
             seconds += time.perf_counter() - start
-            outcome.lines.append(f'{job.src.name} -> {job.dst.name}: {w}x{h} -> {out_w}x{out_h} '
+            (h, w), (out_h, out_w) = done.in_size, done.size
+            outcome.lines.append(f'{photo.src.name} -> {done.dst.name}: {w}x{h} -> {out_w}x{out_h} '
                                  f'in {time.perf_counter() - start:.1f} s')
-            outcome.outputs.append((job.src.name, job.src, job.dst))
+            outcome.outputs.append((photo.src.name, photo.src, done.dst))
         if len(outcome.outputs) > 1:
             outcome.archive = write_zip(outcome.folder / f'ciaosr_{outcome.folder.name}.zip',
                                         [dst for _, _, dst in outcome.outputs])
-        failed = len(jobs) - len(outcome.outputs)
+        failed = len(photos) - len(outcome.outputs)
         if not outcome.outputs:  # the folder is empty: no run folder is left, none is announced
             outcome.folder.rmdir()
             outcome.folder = None
@@ -233,21 +249,6 @@ class Engine:
         outcome.lines.append(f'{len(outcome.outputs)} done, {failed} failed, '
                              f'{seconds / len(outcome.outputs):.1f} s per image; saved in {outcome.folder}')
         return outcome
-
-
-class ReportingUpscaler(upscale.Upscaler):
-    """The CLI's Upscaler that also passes the decoding progress (done, total) of every picture to `on_progress`."""
-
-    on_progress = None
-
-    def __call__(self, picture, steps, progress=None):
-        """The CLI's result, unchanged; `progress` (the CLI's bar, if any) is still called."""
-        def both(done, total):
-            if progress:
-                progress(done, total)
-            if self.on_progress:
-                self.on_progress(done, total)
-        return super().__call__(picture, steps, both)
 
 
 class Meter:
@@ -294,36 +295,30 @@ class Meter:
         self.report(fraction, text + time_left(self.last - self.started, done, self.total - done))
 
 
-def plan(files, folder, args, options):
-    """(Job, the CLI's arguments for it, input size (h, w), output size (H, W)) per file, in order; sizes are
-    (0, 0) for a file whose header cannot be read (its job carries the CLI's message).
+def plan(files, folder, target):
+    """A Photo per uploaded file (paths), in order, upscaled to `target` (pipeline.Target) into `folder`.
 
-    Uploads sit in separate folders, so each is planned on its own (the CLI's `plan_jobs`); a second photo
-    whose output name is taken in this run is refused. For 'long side' each photo gets --width or --height.
+    Each header is read here, once: it gives the output size and the output's name and format as the CLI's
+    `--ext auto` picks them (NAME_out.EXT, `pipeline.output_format`), and the upscale uses it. A file whose header
+    cannot be read gets the reader's message; uploads sit in separate folders, so a second photo whose output name
+    is taken in this run gets a problem too.
     """
-    jobs, claimed = [], {}
+    photos, claimed = [], {}
     for src in map(Path, files):
-        job_args, in_size, out_size = copy.copy(args), (0, 0), (0, 0)
         try:
             info = image_io.probe_image(src)
-            in_size = info.height, info.width
-        except image_io.ImageReadError:
-            pass  # plan_jobs gives the job its message
-        side = options.target
-        if side == 'long side':  # the width if it is at least as long as the height
-            side = 'width' if in_size[1] >= in_size[0] else 'height'
-        if side != 'scale':
-            setattr(job_args, side, int(options.value))
-        if min(in_size):
-            out_size = upscale.target_size(in_size, job_args)
-        job = upscale.plan_jobs([src], src.parent, folder, job_args)[0]
-        if job.dst is not None and job.dst in claimed:
-            job = upscale.Job(src, problem=f'its output {job.dst.name} is also the output of another photo named '
-                                       f'{claimed[job.dst].name}; rename one of them')
-        elif job.dst is not None:
-            claimed[job.dst] = src
-        jobs.append((job, job_args, in_size, out_size))
-    return jobs
+        except image_io.ImageReadError as err:
+            photos.append(Photo(src, problem=str(err)))
+            continue
+        size = target.size((info.height, info.width))
+        dst = pipeline.output_path(folder, Path(src.name), pipeline.output_format(src, info, size)[0])
+        if dst in claimed:
+            photos.append(Photo(src, problem=f'its output {dst.name} is also the output of another photo named '
+                                             f'{claimed[dst].name}; rename one of them'))
+            continue
+        claimed[dst] = src
+        photos.append(Photo(src, dst, info, size))
+    return photos
 
 
 def failure_message(err):
@@ -430,8 +425,8 @@ def comparison(name, x_percent, y_percent, state):
     return preview(pair), detail(pair, x_percent, y_percent)
 
 
-def build_app(engine):
-    """The Gradio page (Blocks) for an Engine, with its queue set to one job at a time."""
+def build_app(session):
+    """The Gradio page (Blocks) for an AppSession, with its queue set to one job at a time."""
     import gradio as gr
 
     tracker = gr.Progress()  # Gradio passes progress to a parameter whose default is a Progress
@@ -441,7 +436,7 @@ def build_app(engine):
             raise gr.Error('Drop one or more photos first.')
         value = scale if target == 'scale' else pixels
         try:
-            outcome = engine.run(files, Options(target, value, model, precision, memory),
+            outcome = session.run(files, Options(target, value, model, precision, memory),
                                  lambda fraction, text: progress(fraction, desc=text))
         except UsageError as err:
             raise gr.Error(str(err)) from None
@@ -473,24 +468,24 @@ def build_app(engine):
 
     with gr.Blocks(title='CiaoSR upscaler', analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown('# CiaoSR upscaler\nDrop photos, choose the size, press **Upscale**. Results are saved in '
-                    f'`{engine.output}` and can be downloaded below at full resolution, in the format they came in.')
+                    f'`{session.output}` and can be downloaded below at full resolution, in the format they came in.')
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(label='Photos (drop one or many)', file_count='multiple',
                                 file_types=list(image_io.IMAGE_SUFFIXES), elem_id='photos')
                 target = gr.Radio(list(TARGETS), value='scale', label='Output size by', elem_id='target')
                 with gr.Row():
-                    scale_slider = gr.Slider(1, SCALE_SLIDER_MAX, value=4, step=0.1, label='Scale',
+                    scale_slider = gr.Slider(*SCALE_SLIDER, value=4, step=0.1, label='Scale',
                                              elem_id='scale-slider', scale=2)
-                    scale = gr.Number(4, minimum=1, step=0.1, label='Scale (any number >= 1)', elem_id='scale',
+                    scale = gr.Number(4, minimum=1, step=0.1, label='Scale (any number > 1)', elem_id='scale',
                                       scale=1)
                 pixels = gr.Number(3840, minimum=1, precision=0, label='width (pixels)', visible=False,
                                    elem_id='pixels')
-                model = gr.Dropdown([(label, spec) for spec, label in engine.models.items()],
-                                    value=engine.default_model, label='Model', elem_id='model')
+                model = gr.Dropdown([(label, spec) for spec, label in session.models.items()],
+                                    value=session.default_model, label='Model', elem_id='model')
                 with gr.Row():
-                    precision = gr.Radio(engine.precisions(), value='fp32', label='Precision', elem_id='precision')
-                    memory = gr.Textbox(engine.default_memory(), label='Memory budget', elem_id='memory',
+                    precision = gr.Radio(session.precisions(), value='fp32', label='Precision', elem_id='precision')
+                    memory = gr.Textbox(session.default_memory(), label='Memory budget', elem_id='memory',
                                         info='as the CLI\'s --max-memory, e.g. 4GB')
                 run = gr.Button('Upscale', variant='primary', elem_id='run')
             with gr.Column(scale=2):
@@ -509,7 +504,7 @@ def build_app(engine):
                                         height=DETAIL_SIDE + 40, max_height=DETAIL_SIDE + 40)
         state = gr.State({})
         scale_slider.input(lambda v: v, scale_slider, scale, queue=False)
-        scale.input(lambda v: min(max(v or 1, 1), SCALE_SLIDER_MAX), scale, scale_slider, queue=False)
+        scale.input(lambda v: min(max(v or 1, SCALE_SLIDER[0]), SCALE_SLIDER[1]), scale, scale_slider, queue=False)
         target.change(show_target, target, [scale_slider, scale, pixels], queue=False)
         run.click(upscale, [files, target, scale, pixels, model, precision, memory],
                   [log, downloads, choice, state, slider, zoomed], concurrency_limit=1, concurrency_id='upscale',
@@ -615,24 +610,26 @@ async def guarded(app):
     yield
 
 
-def serve(engine, port=None, browser=False, block=True):
-    """Serve the page of `engine` on HOST:port (None: the first free port from 7860) behind a RequestGuard, with
+def serve(session, port=None, browser=False, block=True):
+    """Serve the page of `session` on HOST:port (None: the first free port from 7860) behind a RequestGuard, with
     uploads limited to images; returns the Gradio Blocks once it stops, or at once, still serving, unless
     `block` (stop it with `.close()`). Gradio's temporary folder (GRADIO_TEMP_DIR) holds what it serves."""
     import gradio as gr
 
     accept_only_images()
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
-    demo = build_app(engine)
+    demo = build_app(session)
     # allowed_paths lets Gradio copy the outputs into its temporary folder; the guard serves only that folder.
     demo.launch(server_name=HOST, server_port=port, share=False, inbrowser=browser,
-                allowed_paths=[str(engine.output)], footer_links=[], theme=theme, css=CSS, ssr_mode=False,
+                allowed_paths=[str(session.output)], footer_links=[], theme=theme, css=CSS, ssr_mode=False,
                 mcp_server=False, app_kwargs={'lifespan': guarded}, prevent_thread_lock=not block)
     return demo
 
 
 def main(argv=None):
-    """Start the app on 127.0.0.1 and serve until interrupted; returns the exit status (2: bad setup)."""
+    """Start the app on 127.0.0.1 and serve until interrupted; returns the exit status (`ciaosr.cli.exit_on_error`'s
+    convention: 2 for a command line that cannot be used, a port that is taken or Gradio missing; 1 for a checkpoint
+    or an output folder that cannot be used)."""
     args = build_parser().parse_args(argv)
     if importlib.util.find_spec('gradio') is None:
         print('error: the app needs Gradio: pip install "ciaosr[app]"', file=sys.stderr)
@@ -643,19 +640,22 @@ def main(argv=None):
             check_port(args.port)
         for path in args.model:
             if not Path(path).is_file():
-                raise UsageError(f'checkpoint not found: {path}')
-        upscale.prepare_output(output)
-        engine = Engine(output, pick_device(args.device, 0), args.model)
+                raise FileNotFoundError(f'checkpoint not found: {path}')
+        prepare_output(output)
+        session = AppSession(output, pick_device(args.device, 0), args.model)
     except UsageError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except (ValueError, OSError) as err:  # a checkpoint or the output folder that cannot be used
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     cache = Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=output))
     # Set before Gradio is imported (it reads some at import time) and before it imports matplotlib.
     os.environ.update(GRADIO_TEMP_DIR=str(cache), MPLCONFIGDIR=str(cache / 'matplotlib'),
                       GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', HF_HUB_DISABLE_TELEMETRY='1')
     console_script_setup()  # SIGTERM stops the server (and clears the cache) like Ctrl-C
     try:
-        serve(engine, args.port, browser=not args.no_browser)
+        serve(session, args.port, browser=not args.no_browser)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     return 0

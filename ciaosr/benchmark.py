@@ -453,7 +453,7 @@ def run(argv=None):
     args = parse_args(argv)
     with cli.exit_on_error():
         device = cli.pick_device(args.device)
-        dtype = cli.pick_precision(args, device)
+        dtype = cli.pick_precision(device, args.fp16, args.bf16)
         images = {d: dataset_images(args.data_root, d, args.limit) for d in args.datasets}
         methods = load_methods(args, device, dtype)
     lpips = unavailable = None

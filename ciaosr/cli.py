@@ -1,5 +1,6 @@
 """What the command lines share: scale arguments, model names (--model / --name), device, precision, the
-memory budget's check against the device, console set-up and the exit statuses.
+memory budget (parsed, and checked against the device), the output folder's check, console set-up and the exit
+statuses.
 
 The upscaler, the benchmark, the quality report and the web app name methods, pick devices and check
 precisions the same way through these helpers; the upscaler and the web app warn about a memory budget above
@@ -8,6 +9,8 @@ the device's memory with `memory_warning`.
 import argparse
 import contextlib
 import os
+import re
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -123,20 +126,20 @@ def pick_device(choice, local_rank=0):
     return torch.device('cuda', local_rank)
 
 
-def pick_precision(args, device):
-    """Autocast dtype of args.fp16 / args.bf16 / args.int8 on `device` (None: float32; int8: bfloat16 where the CPU
-    has it natively, else None); UsageError where it cannot run, and for int8 on a CPU where it is slower than the
-    default path (`ciaosr_arch.runtime.int8_problem`)."""
-    if args.fp16:
+def pick_precision(device, fp16=False, bf16=False, int8=False):
+    """Autocast dtype of --fp16 / --bf16 / --int8 (at most one true) on `device` (None: float32; int8: bfloat16 where
+    the CPU has it natively, else None); UsageError where it cannot run, and for int8 on a CPU where it is slower
+    than the default path (`ciaosr_arch.runtime.int8_problem`)."""
+    if fp16:
         if device.type != 'cuda':
             raise UsageError('--fp16 needs a CUDA device; on CPU use --bf16')
         return torch.float16
-    if args.bf16:
+    if bf16:
         native = torch.cuda.is_bf16_supported() if device.type == 'cuda' else cpu_has_bf16()
         if not native:
             raise UsageError('--bf16: this device has no native bfloat16 support; run in float32')
         return torch.bfloat16
-    if getattr(args, 'int8', False):
+    if int8:
         if device.type != 'cpu':
             raise UsageError('--int8 runs on the CPU (OpenVINO): add --device cpu, or on CUDA use --fp16 or --bf16')
         problem = runtimes.int8_problem()
@@ -144,6 +147,29 @@ def pick_precision(args, device):
             raise UsageError(f'--int8: {problem}; run without it')
         return torch.bfloat16 if cpu_has_bf16() else None
     return None
+
+
+def parse_bytes(text):
+    """Bytes in '4GB', '2.5G', '512MiB', '3000000000' (K/M/G/T, decimal or binary: both taken as powers of 1024);
+    ValueError (one line, naming --max-memory) for anything else."""
+    match = re.fullmatch(r'\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*', text)
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f'--max-memory must be a size such as 4GB or 512MB, got {text!r}')
+    return int(float(match[1]) * 1024 ** ' KMGT'.index(match[2].upper() or ' '))
+
+
+def prepare_output(outdir):
+    """Create the output folder `outdir` (a Path) if needed and check that files can be written in it; OSError (one
+    line naming the folder) otherwise."""
+    if outdir.exists() and not outdir.is_dir():
+        raise NotADirectoryError(f'the output folder {outdir} exists and is not a folder')
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        probe = outdir / f'.write-test.{secrets.token_hex(4)}.part'
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as err:
+        raise OSError(f'cannot write to the output folder {outdir}: {err.strerror or err}') from None
 
 
 def device_memory(device):

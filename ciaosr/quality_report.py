@@ -392,7 +392,7 @@ def run(argv=None):
     args = parse_args(argv)
     with exit_on_error():
         device = pick_device(args.device)
-        dtype = pick_precision(args, device)
+        dtype = pick_precision(device, args.fp16, args.bf16)
         root = Path(args.inputs)
         paths = [root] if root.is_file() else image_io.list_images(root)
         if not paths:

@@ -1,6 +1,6 @@
 """Upscale videos frame by frame with the photo pipeline, streaming, in segments that survive interruptions.
 
-Every frame goes through the same `Upscaler` (models, engine, precision, memory plan) as a photo. Frames are
+Every frame goes through the same `pipeline.Upscaler` (model, engine, precision, memory plan) as a photo. Frames are
 decoded, upscaled and encoded one at a time (PyAV: FFmpeg's libraries, extra `video`). The video is encoded in
 segments cut at the input's keyframes (`plan_segments`): each segment is a small MP4 file (MP4 keeps exact time
 stamps, negative decoding times included) in a hidden folder `.NAME.parts/` beside the output, renamed into place
@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ciaosr_arch.checkpoint import atomic_file
 
 from . import image_io
+from .pipeline import HEADROOM, check_upscale
 
 EXTRA = 'video'
 VIDEO_SUFFIXES = ('.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi')
@@ -184,7 +185,8 @@ def settings_key(src, size, args):
 
 
 class VideoJob:
-    """One video's work: the plan (sizes, segments, parts folder) for `src` -> `dst` under `args`.
+    """One video's work: the plan (sizes, segments, parts folder) for `src` -> `dst` under `args` (the CLI's: the
+    output size `args.target`, a `pipeline.Target`, and the settings that name segments, `settings_key`).
 
     `steps` come from `upscaler.plan` for one frame: the decoder's and the encoder's frames are counted as the
     file's decoding memory. Raises VideoError, ValueError (a downscale) or MemoryError (one line).
@@ -194,10 +196,8 @@ class VideoJob:
         self.src, self.dst, self.args = Path(src), Path(dst), args
         self.info = info = probe_video(src)
         h, w = info.display_size
-        from .upscale import HEADROOM, target_size  # the photo CLI's size rules and memory headroom
-        size = even_size(target_size((h, w), args))
-        if size[0] < h or size[1] < w:
-            raise ValueError(f'is {w}x{h}, larger than the requested {size[1]}x{size[0]}; CiaoSR only upscales')
+        size = even_size(args.target.size((h, w)))
+        check_upscale((h, w), size)
         self.display_out = size
         self.size = size[::-1] if info.rotation % 180 == 90 else size  # coded (H, W)
         self.codec, self.crf = pick_codec(src, args)
@@ -292,7 +292,7 @@ def _encode_segment(job, segment, upscaler, bar):
                 if segment.end is not None and frame.pts >= segment.end:
                     break
                 pixels = frame.to_ndarray(format='rgb24', src_color_range=frame.color_range, dst_color_range='JPEG')
-                result = upscaler(image_io.Picture(pixels), job.steps).pixels
+                result = upscaler.upscale(image_io.Picture(pixels), job.steps).pixels
                 encoded = av.VideoFrame.from_ndarray(result, format='rgb24').reformat(
                     format='yuv420p', src_color_range='JPEG', dst_colorspace=frame.colorspace or None,
                     dst_color_range=frame.color_range)

@@ -1,4 +1,4 @@
-"""The local web app (ciaosr/app.py): its engine, its queue, and the page in a headless Chromium
+"""The local web app (ciaosr/app.py): its session, its queue, and the page in a headless Chromium
 checked against the CLI's output.
 
 The browser test needs the app extra (ciaosr[app]), Playwright (pip) and Debian's `chromium`;
@@ -65,18 +65,19 @@ def wait_for_port(port, process, seconds):
     pytest.fail(f'the app did not listen on port {port} within {seconds} s')
 
 
-def test_engine_reports_progress_and_time_left(tmp_path, tiny_model):
-    """The engine behind the page: per-photo progress with the time left, 'long side', failures in one line."""
+def test_session_reports_progress_and_time_left(tmp_path, tiny_model):
+    """The session behind the page: per-photo progress with the time left, 'long side', failures in one line."""
     photos = make_photos(tmp_path / 'in')
-    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
     reports = []
     options = app.Options('long side', 48, str(tiny_model.resolve()), 'fp32', '2.5GB')
-    outcome = engine.run([photos[2], photos[0], photos[1]], options, lambda *report: reports.append(report))
+    outcome = session.run([photos[2], photos[0], photos[1]], options, lambda *report: reports.append(report))
     assert reports[0] == (0.0, 'broken.png (1 of 3)') and reports[1] == (1 / 3, 'gradient.png (2 of 3)')
     third = next(report for report in reports if report[1].startswith('photo.jpg'))  # then reports within it
     assert third[0] == 2 / 3 and re.fullmatch(r'photo\.jpg \(3 of 3\) - about \d+ s left', third[1])
     assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
-    assert outcome.lines[0] == cli.cpu_path_line('openvino' if engine.network(options.model).runtime else 'torch', None)
+    runtime = 'openvino' if session.network(options.model).runtime else 'torch'
+    assert outcome.lines[0] == cli.cpu_path_line(runtime, None)
     assert outcome.lines[1] == 'FAILED broken.png: not a readable image (unknown or broken format)'
     assert outcome.lines[-1].startswith('2 done, 1 failed')
     assert [Image.open(dst).size for _, _, dst in outcome.outputs] == [(48, 40), (48, 40)]
@@ -85,43 +86,44 @@ def test_engine_reports_progress_and_time_left(tmp_path, tiny_model):
         assert archive.namelist() == ['gradient_out.png', 'photo_out.jpg']
     (tmp_path / 'other').mkdir()  # two uploads with the same name: the second is refused, not overwritten
     twin = shutil.copy(photos[0], tmp_path / 'other' / 'gradient.png')
-    outcome = engine.run([photos[0], twin], app.Options('scale', 2, options.model, 'fp32', '2.5GB'))
+    outcome = session.run([photos[0], twin], app.Options('scale', 2, options.model, 'fp32', '2.5GB'))
     assert outcome.lines[2] == ('FAILED gradient.png: its output gradient_out.png is also the output of another '
                                 'photo named gradient.png; rename one of them')
-    with pytest.raises(cli.UsageError, match='scale must be a number >= 1'):
-        engine.run(photos, app.Options('scale', 0.5, 'default', 'fp32', '2.5GB'))
+    for scale in (0.5, 1):  # the CLI's --scale check: x1 is refused too, before any photo is touched
+        with pytest.raises(cli.UsageError, match=f'^the scale must be a finite number > 1, got {scale}'):
+            session.run(photos, app.Options('scale', scale, 'default', 'fp32', '2.5GB'))
 
 
-def test_engine_offers_int8_where_openvino_runs_it(tmp_path, tiny_model, monkeypatch):
+def test_session_offers_int8_where_openvino_runs_it(tmp_path, tiny_model, monkeypatch):
     """On a CPU with OpenVINO and VNNI the page offers the CLI's int8 decode, and a run with it gives the CLI's
     files; without OpenVINO, or on a CPU without VNNI, it is not offered, and asking for it anyway is refused before
     any photo is touched."""
     from ciaosr_arch.runtime import openvino_version
     monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: 'avx512-bf16')
     photos = make_photos(tmp_path / 'in')[:1]
-    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
     options = app.Options('scale', 2, str(tiny_model.resolve()), 'int8', '2.5GB')
     if openvino_version() is not None:
-        assert engine.precisions()[-1] == 'int8'
-        outcome = engine.run(photos, options)
-        assert outcome.lines[-1].startswith('1 done') and engine.network(options.model, True).runtime.int8
+        assert session.precisions()[-1] == 'int8'
+        outcome = session.run(photos, options)
+        assert outcome.lines[-1].startswith('1 done') and session.network(options.model, True).runtime.int8
         assert [Image.open(dst).size for _, _, dst in outcome.outputs] == [(48, 40)]
         monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: 'avx2')
-        assert 'int8' not in engine.precisions()
+        assert 'int8' not in session.precisions()
         with pytest.raises(cli.UsageError, match='int8 is not supported on this device'):
-            engine.run(photos, options)
+            session.run(photos, options)
     monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
     monkeypatch.setattr(app, 'openvino_version', lambda: None)
-    assert 'int8' not in engine.precisions()
+    assert 'int8' not in session.precisions()
     with pytest.raises(cli.UsageError, match='int8 is not supported on this device'):
-        engine.run(photos, options)
+        session.run(photos, options)
 
 
 def test_one_job_at_a_time(tmp_path, monkeypatch):
     """Upscaling runs through Gradio's queue with a concurrency limit of 1; analytics are off."""
     monkeypatch.setenv('GRADIO_TEMP_DIR', str(tmp_path / 'gradio'))  # importing Gradio makes a folder there
     pytest.importorskip('gradio', reason='the app extra is not installed (pip install "ciaosr[app]")')
-    demo = app.build_app(app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0)))
+    demo = app.build_app(app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0)))
     [upscale] = [fn for fn in demo.fns.values() if fn.name == 'upscale']
     assert upscale.queue and upscale.concurrency_limit == 1
     assert demo.config['analytics_enabled'] is False
@@ -228,8 +230,8 @@ def test_port_in_use_is_one_line(tmp_path, capsys):
 
 def test_a_run_that_writes_nothing_leaves_no_run_folder(tmp_path):
     photos = make_photos(tmp_path / 'in')
-    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0))
-    outcome = engine.run([photos[2]], app.Options('scale', 2, 'default', 'fp32', '2.5GB'))
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0))
+    outcome = session.run([photos[2]], app.Options('scale', 2, 'default', 'fp32', '2.5GB'))
     assert outcome.folder is None and outcome.lines[-1] == '0 done, 1 failed; nothing was saved'
     assert list((tmp_path / 'out').iterdir()) == []
 
@@ -239,8 +241,8 @@ def test_budget_above_the_machine_memory_warns(tmp_path, tiny_model):
     assert shared_cli.memory_warning(2 ** 20, torch.device('cpu')) is None
     budget = shared_cli.device_memory(torch.device('cpu')) * 2
     photos = make_photos(tmp_path / 'in')
-    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
-    outcome = engine.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', str(budget)))
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    outcome = session.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', str(budget)))
     assert outcome.lines[0].startswith(f'warning: --max-memory {budget / 2 ** 30:.1f} GiB is more than this machine')
     assert outcome.lines[-1].startswith('1 done')
 
@@ -252,8 +254,8 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     gr = pytest.importorskip('gradio', reason='the app extra is not installed (pip install "ciaosr[app]")')
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # the 24x20 input passes, its 48x40 output does not
     photos = make_photos(tmp_path / 'in')
-    engine = app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
-    [upscale] = [fn.fn for fn in app.build_app(engine).fns.values() if fn.name == 'upscale']
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    [upscale] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'upscale']
     model = str(tiny_model.resolve())
     log, downloads, _, state, fitted, zoomed = upscale([str(photos[0])], 'scale', 2, 3840, model, 'fp32', '2.5GB',
                                                        progress=lambda *args, **kwargs: None)
@@ -268,7 +270,7 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
                                                        'fp32', '2.5GB', progress=lambda *args, **kwargs: None)
     assert log.splitlines()[-1].startswith('no comparison for copy.png: ') and len(downloads) == 1
     assert fitted is None and zoomed is None
-    [compare] = [fn.fn for fn in app.build_app(engine).fns.values() if fn.name == 'compare']
+    [compare] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'compare']
     with pytest.raises(gr.Error, match='no comparison for copy.png: Unable to allocate'):
         compare('copy.png', 50, 50, state)
 
@@ -304,7 +306,7 @@ def test_only_the_apps_own_page_is_answered(tmp_path, monkeypatch):
     secret = tmp_path / 'out' / '.secret'
     secret.write_text('private')
     port = free_port()
-    demo = app.serve(app.Engine(tmp_path / 'out', cli.pick_device('cpu', 0)), port, block=False)
+    demo = app.serve(app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0)), port, block=False)
     own, evil = f'127.0.0.1:{port}', f'evil.example:{port}'
     png = (ROOT / 'docs' / 'app.png').read_bytes()
     try:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from ciaosr import benchmark, image_io
+from ciaosr import benchmark, image_io, pipeline
 from ciaosr import upscale as cli
 from ciaosr_arch import LIIF, CiaoSR, load_model, super_resolve
 from ciaosr_arch.checkpoint import atomic_file, save_safetensors
@@ -77,13 +77,13 @@ def test_bleed_colour_takes_the_nearest_visible_pixel():
     colour[1, 0], colour[1, 4] = (200, 10, 10), (10, 10, 200)
     alpha = np.zeros((3, 5), np.uint8)
     alpha[1, 0], alpha[1, 4] = 255, 1
-    filled = cli.bleed_colour(colour, alpha)
+    filled = pipeline.bleed_colour(colour, alpha)
     np.testing.assert_array_equal(filled[:, :2], np.broadcast_to([200, 10, 10], (3, 2, 3)))
     np.testing.assert_array_equal(filled[:, 3:], np.broadcast_to([10, 10, 200], (3, 2, 3)))
     assert filled[1, 2].tolist() in ([200, 10, 10], [10, 10, 200])  # equally near to both
     assert colour[0, 0].tolist() == [0, 0, 0]  # a copy
-    assert cli.bleed_colour(colour, np.ones_like(alpha)) is colour
-    np.testing.assert_array_equal(cli.bleed_colour(colour + 7, np.zeros_like(alpha)), 0)
+    assert pipeline.bleed_colour(colour, np.ones_like(alpha)) is colour
+    np.testing.assert_array_equal(pipeline.bleed_colour(colour + 7, np.zeros_like(alpha)), 0)
 
 
 # 2. Any size >= 1 pixel

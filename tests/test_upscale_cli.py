@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from ciaosr import image_io
+from ciaosr import image_io, pipeline
 from ciaosr import upscale as cli
 from ciaosr.cli import cpu_has_bf16, device_memory
 from ciaosr_arch import CiaoSR, load_model, super_resolve
@@ -233,7 +233,7 @@ def test_memory_budget_above_the_machine_warns(tmp_path, tiny_model, photo, caps
 def test_explicit_tile_is_held_to_the_budget(tmp_path, tiny_model, photo, monkeypatch, capsys):
     """08-explicit-tile-ignores-budget: --tile N skipped the memory plan (peak 1.15 GiB for a 0.90 GiB budget). It
     is refused like an automatic tile that does not fit, naming the largest that would; that one runs."""
-    monkeypatch.setattr(cli, 'resident_bytes', lambda device: 0)  # the plan without this process's own memory
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: 0)  # the plan without this process's own memory
     Image.fromarray(photo[:64, :64]).save(tmp_path / 'p.png')
     argv = ('-i', tmp_path / 'p.png', '-o', tmp_path / 'out', '-s', 1.5, '--max-memory', '345MB', '--runtime', 'torch')
     assert run_cli(*argv, '--tile', 64, model=tiny_model) == 1
@@ -416,13 +416,13 @@ def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkey
     Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.png')
     (tmp_path / 'empty_dir').mkdir()
     monkeypatch.setattr('ciaosr_arch.checkpoint.DEFAULT_WEIGHTS', tmp_path / 'missing.safetensors')
-    cases = [(['-i', tmp_path / 'a.png'], 'the default weights are missing'),
-             (['-i', tmp_path / 'a.png', '--model', tmp_path / 'nope.pth'], 'checkpoint not found'),
-             (['-i', tmp_path / 'nowhere'], 'input not found'),
-             (['-i', tmp_path / 'empty_dir'], 'no images'),
-             (['-i', tmp_path / 'a.png', '--model', tiny_model, '--fp16', '--device', 'cpu'], '--fp16 needs a CUDA')]
-    for argv, message in cases:
-        assert run_cli(*argv, '-o', tmp_path / 'out', '-s', 2) == 2
+    cases = [(['-i', tmp_path / 'a.png'], 'the default weights are missing', 1),
+             (['-i', tmp_path / 'a.png', '--model', tmp_path / 'nope.pth'], 'checkpoint not found', 1),
+             (['-i', tmp_path / 'nowhere'], 'input not found', 1),
+             (['-i', tmp_path / 'empty_dir'], 'no images', 1),
+             (['-i', tmp_path / 'a.png', '--model', tiny_model, '--fp16', '--device', 'cpu'], '--fp16 needs a CUDA', 2)]
+    for argv, message, status in cases:  # inputs and checkpoints: 1; a command line this machine cannot run: 2
+        assert run_cli(*argv, '-o', tmp_path / 'out', '-s', 2) == status
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
 

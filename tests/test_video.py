@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ciaosr import flicker, image_io, video
+from ciaosr import flicker, image_io, pipeline, video
 from ciaosr import upscale as cli
 
 av = pytest.importorskip('av', reason='PyAV is not installed (extra `video`)')
@@ -127,7 +127,7 @@ def nearest(monkeypatch):
         h, w = steps[-1].size
         return image_io.Picture(cv2.resize(picture.pixels, (w, h), interpolation=cv2.INTER_NEAREST))
 
-    monkeypatch.setattr(cli.Upscaler, '__call__', upscale)
+    monkeypatch.setattr(pipeline.Upscaler, 'upscale', upscale)
 
 
 def test_resume_and_ranks_give_the_same_video(tmp_path, tiny_model, monkeypatch, small_segments, nearest, capsys):
@@ -137,7 +137,7 @@ def test_resume_and_ranks_give_the_same_video(tmp_path, tiny_model, monkeypatch,
 
     assert [s.frames for s in video.probe_video(src).segments] == [7, 4, 1]  # x264 put keyframes at 0, 3, 7, 11
     calls = []
-    upscale_frame = cli.Upscaler.__call__
+    upscale_frame = pipeline.Upscaler.upscale
 
     def interrupted(self, picture, steps, progress=None):
         calls.append(1)
@@ -145,7 +145,7 @@ def test_resume_and_ranks_give_the_same_video(tmp_path, tiny_model, monkeypatch,
             raise KeyboardInterrupt
         return upscale_frame(self, picture, steps, progress)
 
-    monkeypatch.setattr(cli.Upscaler, '__call__', interrupted)
+    monkeypatch.setattr(pipeline.Upscaler, 'upscale', interrupted)
     assert run('-i', src, '-o', tmp_path / 'resumed', '-s', 2, model=tiny_model) == 130
     parts = tmp_path / 'resumed' / '.clip_out.mp4.parts'
     assert not (tmp_path / 'resumed' / 'clip_out.mp4').exists()
@@ -154,7 +154,7 @@ def test_resume_and_ranks_give_the_same_video(tmp_path, tiny_model, monkeypatch,
     assert run('-i', src, '-o', tmp_path / 'resumed', '-s', 2, '--skip-existing', model=tiny_model) == 0
     assert len(calls) == 1  # only the unfinished segment's frame
     assert same_stream(tmp_path / 'resumed' / 'clip_out.mp4', whole) and not parts.exists()
-    monkeypatch.setattr(cli.Upscaler, '__call__', upscale_frame)
+    monkeypatch.setattr(pipeline.Upscaler, 'upscale', upscale_frame)
 
     for rank in (1, 0):  # torchrun's ranks, one after the other: rank 1 encodes segment 1, rank 0 the others
         monkeypatch.setenv('RANK', str(rank))

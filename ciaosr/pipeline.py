@@ -1,0 +1,357 @@
+"""The picture pipeline: one `Upscaler` shared by the CLI (`ciaosr.upscale`), the web app (`ciaosr.app`) and videos
+(`ciaosr.video`).
+
+    from ciaosr import pipeline
+    from ciaosr_arch import load_model
+
+    upscaler = pipeline.Upscaler(load_model(), torch.device('cpu'))
+    done = upscaler.upscale_file('photo.jpg', 'photo_x4.jpg', pipeline.Target(scale=4),
+                                 progress=lambda done, total: print(f'{done}/{total}'))
+
+Three levels, each built on the one before:
+
+- `Upscaler.plan(info, size)`: the steps (tile, overlap, query chunk per step) that take an image to `size` within
+  the memory budget, decided from its header (`image_io.ImageInfo`) before any pixel is decoded;
+- `Upscaler.upscale(picture, steps, progress)`: one decoded picture (`image_io.Picture`) through the network;
+- `Upscaler.upscale_file(src, dst, target, info, progress)`: a file to a file: the header (read once, or given by a
+  caller that planned from it), the size and format checks, the plan, the reader, the upscale and the atomic writer.
+
+Progress is a function `progress(done, total)` (output queries decoded of the current step), never a subclass.
+Every output size goes through `Target` (so through `check_scale`) and `check_upscale`: the CLI and the app refuse
+the same sizes with the same messages.
+"""
+import math
+import numbers
+import os
+import sys
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ciaosr_arch import super_resolve
+from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_plan, output_size, speed_tile
+
+from . import image_io
+
+CPU_BUDGET = 5 * 2 ** 29  # bytes (2.5 GiB): the default memory budget on CPU; on CUDA three quarters of the GPU's
+# Per output pixel: float accumulators (16 bytes) while upscaling, then OUTPUT_SAMPLE_COPIES bytes per byte of the
+# 8/16-bit result (the array and the encoder's copies; measured on 12 MP outputs: at most 3.4 times the array for
+# PNG, TIFF and JPEG, 11 bytes per pixel for WebP).
+OUTPUT_FLOAT_BYTES = 16
+OUTPUT_SAMPLE_COPIES = 4
+INPUT_FLOAT_BYTES = 12  # per input pixel: the float RGB copy that goes into the network
+BLEED_BYTES = 20  # per input pixel with alpha: filling the hidden colour (mask, labels, distances, gathered colours)
+AUTO_MIN_TILE = 32  # the automatic tile is never smaller: a smaller budget fails with a message
+HEADROOM = 0.9  # plan for this fraction of the budget: the memory model is measured, not exact
+
+Progress = Callable[[int, int], None]  # progress(done, total): output queries decoded of the current step
+
+
+def check_scale(scale: float, name: str = 'the scale') -> float:
+    """`scale` as a float if it is a finite number > 1; ValueError '`name` must be a finite number > 1, got ...'
+    otherwise (x1 and below: CiaoSR only upscales). The one scale check of the CLI, the app and the library."""
+    if not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 1):
+        raise ValueError(f'{name} must be a finite number > 1, got {scale}')
+    return float(scale)
+
+
+def check_upscale(in_size: tuple[int, int], size: tuple[int, int]) -> None:
+    """ValueError (one line) if an (h, w) input is larger than the (H, W) output on either side."""
+    (h, w), (out_h, out_w) = in_size, size
+    if out_h < h or out_w < w:
+        raise ValueError(f'is {w}x{h}, larger than the requested {out_w}x{out_h}; CiaoSR only upscales')
+
+
+@dataclass(frozen=True)
+class Target:
+    """The output size asked for: one of a scale (any finite factor > 1, `check_scale`), a width and/or a height in
+    pixels (one side alone keeps the aspect), or the long side in pixels (the width of a landscape or square
+    picture, else the height). ValueError (one line) when none or several are given, or a side is not >= 1."""
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    long_side: int | None = None
+
+    def __post_init__(self):
+        given = [name for name, values in (('a scale', [self.scale]), ('a width/height', [self.width, self.height]),
+                                           ('a long side', [self.long_side]))
+                 if any(value is not None for value in values)]
+        if len(given) != 1:
+            raise ValueError(f'give one of a scale, a width and/or a height, or a long side (got '
+                             f'{" and ".join(given) or "none"})')
+        if self.scale is not None:
+            object.__setattr__(self, 'scale', check_scale(self.scale))
+        for name in ('width', 'height', 'long_side'):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value) and value >= 1):
+                raise ValueError(f'the {name.replace("_", " ")} must be a whole number of pixels >= 1, got {value}')
+            object.__setattr__(self, name, int(value))
+
+    def size(self, in_size: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of the output of an (h, w) input."""
+        h, w = in_size
+        if self.scale is not None:
+            return output_size((h, w), self.scale)
+        width, height = self.width, self.height
+        if self.long_side is not None:
+            width, height = (self.long_side, None) if w >= h else (None, self.long_side)
+        if width is not None and height is not None:
+            return height, width
+        if width is not None:
+            return max(1, round(h * width / w)), width
+        return height, max(1, round(w * height / h))
+
+
+def output_format(src: str | Path, info: image_io.ImageInfo, size: tuple[int, int],
+                  ext: str = 'auto') -> tuple[str, str | None]:
+    """(ext, note): the format (a key of image_io.FORMATS) of the output of `src`, an image described by `info`
+    (from its header) and upscaled to `size` (H, W), and why it is not the one asked for (None when it is).
+
+    Asked for: `ext` (a key of image_io.FORMATS, any case), or with 'auto' the input's own format where we write it
+    (AVIF too; else PNG: HEIC, JPEG XL, PSD, ICO, ...). PNG instead where that format cannot hold the output: alpha
+    (written as PNG, except AVIF, which keeps it), 16-bit pixels for AVIF, or a side over the format's limit
+    (image_io.MAX_SIDE: WebP 16383, JPEG 65535 pixels). ValueError for a format that is not written.
+    """
+    ext = ext.lower()
+    if ext == 'auto':  # the input's own suffix where we can write it
+        ext = Path(src).suffix.lower()[1:] if Path(src).suffix.lower()[1:] in image_io.FORMATS else 'png'
+    if ext not in image_io.FORMATS:
+        raise ValueError(f'no writer for the format {ext!r} (written: {", ".join(sorted(image_io.FORMATS))})')
+    fmt = image_io.FORMATS[ext]
+    if info.has_alpha and fmt not in ('PNG', 'AVIF'):
+        return 'png', f'it has alpha: written as PNG, not {fmt}'
+    if info.itemsize > 1 and fmt == 'AVIF':
+        return 'png', 'it has 16-bit pixels: written as PNG, not AVIF'
+    limit = image_io.MAX_SIDE.get(fmt)
+    if limit and max(size) > limit:
+        return 'png', f'{size[1]}x{size[0]} is over the {fmt} limit of {limit} pixels a side: written as PNG'
+    return ext, None
+
+
+def output_path(folder: Path, relative: Path, ext: str, suffix: str = 'out') -> Path:
+    """Where the output of the input at `relative` (a path relative to the input folder) goes under `folder`:
+    NAME_SUFFIX.EXT in the same sub-folder (NAME.EXT for an empty suffix), as Real-ESRGAN names its outputs."""
+    name = f'{relative.stem}_{suffix}' if suffix else relative.stem
+    return folder / relative.parent / f'{name}.{ext}'
+
+
+def default_budget(device: torch.device) -> int:
+    """The default memory budget in bytes: CPU_BUDGET on the CPU, three quarters of the GPU's memory on CUDA."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_properties(device).total_memory * 3 // 4
+    return CPU_BUDGET
+
+
+def resident_bytes(device: torch.device) -> int:
+    """Memory in use now, in bytes: the process's resident set on CPU, tensors on the GPU."""
+    if device.type == 'cuda':
+        return torch.cuda.memory_allocated(device)
+    try:
+        with open('/proc/self/statm') as statm:
+            return int(statm.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except OSError:
+        import resource  # not Linux: the peak so far is an upper bound
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+
+
+@dataclass
+class Step:
+    """One upscaling step: output size (H, W), LR tile side, tile overlap and query chunk; `whole`: the input fits
+    one tile."""
+    size: tuple
+    tile: int
+    overlap: int
+    chunk: int
+    whole: bool
+
+    def __str__(self):
+        return f'{"whole image" if self.whole else f"tile {self.tile}, overlap {self.overlap}"}, chunk {self.chunk}'
+
+
+@dataclass
+class Upscaled:
+    """What `Upscaler.upscale_file` wrote: the output file (its suffix follows the format, see `output_format`),
+    the input and output sizes (h, w) and (H, W), the steps, and why the format is not the one asked for (or None)."""
+    dst: Path
+    in_size: tuple
+    size: tuple
+    steps: list
+    note: str | None
+
+
+class Upscaler:
+    """Runs a CiaoSR network on pictures and files within a memory budget: colour through the network, alpha by
+    bicubic resampling.
+
+    net: a network from `ciaosr_arch.load_model` (its runtime attached or not) on `device`; dtype: the autocast
+    precision (torch.float16 / torch.bfloat16, None for float32; `ciaosr.cli.pick_precision` checks it against the
+    device); budget: bytes of memory for the whole process (None: `default_budget`); steps: the number of upscaling
+    steps of scale^(1/steps) each (multi-step synthesis); tile: the LR tile side (0: the largest that fits the
+    budget, at most `speed_tile` of the device; else at least MIN_TILE); tile_overlap: LR pixels shared by
+    neighbouring tiles (None: `default_overlap` of the tile). ValueError for a setting out of range.
+
+    Gray pictures, and colour ones whose three channels are equal everywhere (black-and-white photos stored as
+    RGB), go through the network as gray copied to RGB and come out as the mean of its channels: exactly neutral.
+    The colour under fully transparent pixels is invisible and arbitrary (black or white, depending on the
+    editor): it is replaced by the colour of the nearest visible pixel first, so the visible result does not
+    depend on it (no dark or light fringes). Alpha is usually a mask or a smooth ramp, not photographic texture
+    the network was trained on, and running it through the network would double the work; bicubic keeps edges
+    sharp enough and costs nothing.
+    """
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None,
+                 budget: int | None = None, steps: int = 1, tile: int = 0, tile_overlap: int | None = None):
+        if steps < 1:
+            raise ValueError(f'steps must be at least 1, got {steps}')
+        if tile != 0 and tile < MIN_TILE:
+            raise ValueError(f'the tile must be 0 (automatic) or at least {MIN_TILE} LR pixels, got {tile}')
+        if tile_overlap is not None and tile_overlap < 0:
+            raise ValueError(f'the tile overlap must be >= 0, got {tile_overlap}')
+        self.net, self.device, self.dtype = net, torch.device(device), dtype
+        self.budget = default_budget(self.device) if budget is None else budget
+        self.steps, self.tile, self.tile_overlap = steps, tile, tile_overlap
+        self.base = resident_bytes(self.device)
+
+    def plan(self, info: image_io.ImageInfo, size: tuple[int, int]) -> list[Step]:
+        """The steps that take an image described by `info` (image_io.ImageInfo, read from the header) to `size`
+        (H, W) within the budget, decided before any pixel is decoded.
+
+        Counted: the memory in use when the Upscaler was made, decoding (`info.decode_bytes`), the picture and its
+        float copy (and the alpha colour fill), the previous step's output, the output (float accumulators, then the
+        8/16-bit result and its encoding); the rest is the work room that `memory_plan` turns into a tile and a
+        chunk (an explicit tile must fit it as the automatic one does). MemoryError (one line) if something does not
+        fit, naming the largest tile that would; ValueError if the overlap is too large for the tiles that fit.
+        """
+        room, gib = HEADROOM * self.budget, 2 ** 30
+        h, w = info.height, info.width
+        if self.base + info.decode_bytes > room:
+            raise MemoryError(f'{w}x{h}: decoding it does not fit in --max-memory {self.budget / gib:.2f} GiB (needs '
+                              f'{info.decode_bytes / gib:.2f} GiB on top of the {self.base / gib:.2f} GiB in use); '
+                              f'raise --max-memory')
+        held = self.base + info.pixel_bytes + h * w * INPUT_FLOAT_BYTES
+        if info.has_alpha:
+            held += info.pixel_bytes + h * w * BLEED_BYTES
+        per_output_pixel = OUTPUT_FLOAT_BYTES + OUTPUT_SAMPLE_COPIES * info.channels * info.itemsize
+        steps, previous, in_size, count = [], 0, (h, w), self.steps
+        for k in range(1, count + 1):
+            step_size = size if k == count else (round(h * (size[0] / h) ** (k / count)),
+                                                 round(w * (size[1] / w) ** (k / count)))
+            fixed = held + previous + per_output_pixel * step_size[0] * step_size[1]
+            explicit = min(self.tile, max(in_size))  # a tile larger than the image runs as the whole image
+            try:
+                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=explicit,
+                                          min_tile=AUTO_MIN_TILE)
+            except MemoryError:
+                fits = largest_tile(self.net, room - fixed)
+                if explicit and fits >= MIN_TILE:
+                    raise MemoryError(f'--tile {self.tile} does not fit in --max-memory {self.budget / gib:.2f} '
+                                      f'GiB for this image: the largest tile that fits is {fits}; lower --tile or '
+                                      f'raise --max-memory') from None
+                raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
+                                  f'{self.budget / gib:.2f} GiB (the model, input and output alone need '
+                                  f'{fixed / gib:.2f} GiB); raise --max-memory or lower the scale') from None
+            whole = tile >= max(in_size)
+            overlap = self.tile_overlap
+            if overlap is None:
+                overlap = default_overlap(tile)
+            elif not whole and 2 * overlap > tile:
+                raise ValueError(f'--tile-overlap {overlap} needs LR tiles of at least {2 * overlap} pixels, but the '
+                                 f'automatic tile is {tile} here (the largest that --max-memory '
+                                 f'{self.budget / gib:.2f} GiB allows, at most {speed_tile(self.device)} on '
+                                 f'{self.device.type.upper()}); lower --tile-overlap, or give --tile')
+            steps.append(Step(step_size, tile, overlap, chunk, whole))
+            previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
+        return steps
+
+    def upscale(self, picture: image_io.Picture, steps: list[Step],
+                progress: Progress | None = None) -> image_io.Picture:
+        """Picture upscaled by `steps` (from `plan`) to steps[-1].size, with the same channels, dtype and ICC
+        profile; `progress(done, total)` is called as the output queries of each step are decoded. ValueError if
+        the network's output is not finite: nothing to write."""
+        pixels = picture.pixels
+        peak = np.iinfo(pixels.dtype).max
+        colour = bleed_colour(pixels[..., :-1], pixels[..., -1]) if picture.has_alpha else pixels
+        neutral = picture.is_gray or (np.array_equal(colour[..., 0], colour[..., 1])
+                                      and np.array_equal(colour[..., 1], colour[..., 2]))
+        if neutral:
+            colour = colour[..., :1]
+        image = torch.empty((1, colour.shape[2], *colour.shape[:2]))  # converted on the CPU (uint16 too)
+        image[0].copy_(torch.from_numpy(colour).permute(2, 0, 1))
+        del colour
+        image = image.to(self.device).div_(peak).expand(-1, 3, -1, -1)
+        for step in steps:
+            with torch.autocast(self.device.type, self.dtype) if self.dtype else nullcontext():
+                image = super_resolve(self.net, image, size=step.size, chunk=step.chunk, tile=step.tile,
+                                      tile_overlap=step.overlap, progress=progress)
+        if not torch.isfinite(image).all():
+            raise ValueError('the network produced NaN or infinite values, so nothing was written '
+                             '(a broken checkpoint, or an overflow in --fp16)')
+        colour = (image[0].mean(0, keepdim=True) if neutral else image[0]).mul_(peak).round_()
+        del image
+        out = np.empty((*steps[-1].size, pixels.shape[2]), pixels.dtype)
+        out[..., :pixels.shape[2] - picture.has_alpha] = colour.permute(1, 2, 0).cpu().numpy()  # neutral: broadcast
+        del colour
+        if picture.has_alpha:
+            out[..., -1] = resize_alpha(pixels[..., -1], steps[-1].size)
+        return image_io.Picture(out, picture.icc_profile)
+
+    def upscale_file(self, src: str | Path, dst: str | Path, target: Target, info: image_io.ImageInfo | None = None,
+                     progress: Progress | None = None) -> Upscaled:
+        """Upscale the image file `src` to `target` and write it to `dst` atomically (never half-written).
+
+        The header is read once: `info` is `src`'s header from a caller that planned with it (`image_io.probe_image`),
+        else it is read here. From it, before any pixel is decoded: the output size (`check_upscale`), the format
+        (dst's suffix, or PNG where that format cannot hold the output, `output_format`: then dst's suffix becomes
+        .png and `Upscaled.note` says why) and the memory plan (`plan`). Then the file is read, upscaled (`upscale`,
+        with `progress`) and written in the input's bit depth, alpha and ICC profile. Raises ImageReadError,
+        ValueError (a downscale, an output that would replace the input, a file that changed since its header was
+        read, a non-finite output) or MemoryError, each with a one-line message; nothing is written then.
+        """
+        src, dst = Path(src), Path(dst)
+        if info is None:
+            info = image_io.probe_image(src)
+        in_size = info.height, info.width
+        size = target.size(in_size)
+        check_upscale(in_size, size)
+        ext, note = output_format(src, info, size, dst.suffix[1:])
+        if dst.suffix.lower() != f'.{ext}':
+            dst = dst.with_suffix(f'.{ext}')
+        if dst.resolve() == src.resolve():
+            raise ValueError(f'its output {dst} is the input file; refusing to overwrite it')
+        steps = self.plan(info, size)
+        picture = image_io.read_image(src)
+        if picture.pixels.shape != (*in_size, info.channels) or picture.pixels.itemsize != info.itemsize:
+            raise ValueError('the file changed after its header was read; run it again')
+        result = self.upscale(picture, steps, progress)
+        del picture
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        image_io.write_atomic(dst, image_io.encode_image(result, ext))
+        return Upscaled(dst, in_size, size, steps, note)
+
+
+def bleed_colour(colour, alpha):
+    """A copy of colour [h, w, C] in which every fully transparent pixel (alpha == 0) has the colour of the
+    nearest visible one (alpha > 0; OpenCV's Euclidean distance transform); zeros if nothing is visible."""
+    hidden = alpha == 0
+    if not hidden.any():
+        return colour
+    if hidden.all():
+        return np.zeros_like(colour)
+    # Each pixel gets the label of its nearest zero (visible) pixel; labels number those 1, 2, ... in raster order.
+    _, labels = cv2.distanceTransformWithLabels(hidden.view(np.uint8), cv2.DIST_L2, 3,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    filled = colour.copy()
+    filled[hidden] = colour[~hidden][labels[hidden] - 1]
+    return filled
+
+
+def resize_alpha(alpha, size):
+    """Alpha [h, w] (uint8/uint16) resampled bicubically (OpenCV) to size (H, W), rounded and clipped to its range."""
+    return cv2.resize(np.ascontiguousarray(alpha), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)

@@ -1,0 +1,112 @@
+"""The picture pipeline (ciaosr/pipeline.py): a file to a file with a progress function, the one scale check of
+the CLI, the app and the library, output sizes, and one header read from input to written file."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ciaosr import app, image_io, pipeline
+from ciaosr import upscale as cli
+from ciaosr.cli import UsageError
+from ciaosr_arch import load_model
+
+
+def gradient(path, alpha=False):
+    """A 24x20 RGB (or RGBA) gradient saved at `path`."""
+    rows, cols = np.mgrid[0:20, 0:24]
+    layers = [rows * 12, cols * 10, (rows + cols) * 5] + ([np.full((20, 24), 200)] if alpha else [])
+    Image.fromarray(np.stack(layers, -1).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    """The paths that image_io.probe_image reads headers of, in order."""
+    read, probe = [], image_io.probe_image
+
+    def counted(path):
+        read.append(path)
+        return probe(path)
+    monkeypatch.setattr(image_io, 'probe_image', counted)
+    return read
+
+
+def test_a_file_to_a_file_with_progress_equals_the_cli(tmp_path, tiny_model, probes, capsys):
+    """upscale_file reads the header once, reports (done, total) as the output is decoded, and writes the file that
+    ciaosr-upscale writes for the same settings."""
+    src = gradient(tmp_path / 'gradient.png')
+    upscaler = pipeline.Upscaler(load_model(tiny_model), torch.device('cpu'))
+    calls = []
+    done = upscaler.upscale_file(src, tmp_path / 'lib' / 'gradient_out.png', pipeline.Target(scale=2.5),
+                                 progress=lambda *call: calls.append(call))
+    assert probes == [src]
+    assert done.dst == tmp_path / 'lib' / 'gradient_out.png' and done.note is None
+    assert (done.in_size, done.size) == ((20, 24), (50, 60)) and Image.open(done.dst).size == (60, 50)
+    assert calls and calls[-1] == (60 * 50, 60 * 50) and all(total == 60 * 50 for _, total in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    probes.clear()
+    assert cli.main(['-i', str(src), '-o', str(tmp_path / 'cli'), '-s', '2.5', '--model', str(tiny_model),
+                     '--runtime', 'torch']) == 0
+    assert probes == [src]  # planned from the header; the upscale uses that header
+    assert (tmp_path / 'cli' / 'gradient_out.png').read_bytes() == done.dst.read_bytes()
+
+
+def test_a_format_that_cannot_hold_the_picture_gives_png_never_over_the_input(tmp_path, tiny_model):
+    src = gradient(tmp_path / 'clear.png', alpha=True)
+    upscaler = pipeline.Upscaler(load_model(tiny_model), torch.device('cpu'))
+    done = upscaler.upscale_file(src, tmp_path / 'out' / 'clear.jpg', pipeline.Target(width=48))
+    assert done.dst == tmp_path / 'out' / 'clear.png' and done.note == 'it has alpha: written as PNG, not JPEG'
+    assert image_io.read_image(done.dst).pixels.shape == (40, 48, 4) and not (tmp_path / 'out' / 'clear.jpg').exists()
+    with pytest.raises(ValueError, match=r'^its output .*clear\.png is the input file; refusing to overwrite it$'):
+        upscaler.upscale_file(src, tmp_path / 'clear.jpg', pipeline.Target(scale=2))  # PNG: the input's own name
+    assert Image.open(src).size == (24, 20)
+    with pytest.raises(ValueError, match=r'^is 24x20, larger than the requested 12x10; CiaoSR only upscales'):
+        upscaler.upscale_file(src, tmp_path / 'small.png', pipeline.Target(width=12))
+
+
+def test_the_app_reads_each_header_once(tmp_path, tiny_model, probes):
+    src = gradient(tmp_path / 'gradient.png')
+    session = app.AppSession(tmp_path / 'out', torch.device('cpu'), [str(tiny_model)])
+    outcome = session.run([src], app.Options('long side', 48, str(tiny_model.resolve()), 'fp32', '2.5GB'))
+    assert outcome.lines[-1].startswith('1 done') and probes == [src]
+
+
+@pytest.mark.parametrize('scale', [1, 0.5, float('nan'), float('inf'), '2'])
+def test_the_library_refuses_scales_that_do_not_upscale(scale):
+    with pytest.raises(ValueError, match=f'^the scale must be a finite number > 1, got {scale}$'):
+        pipeline.Target(scale=scale)
+
+
+def test_the_cli_and_the_app_share_the_scale_check(tmp_path, monkeypatch, capsys):
+    """Both refuse x1 with the pipeline's message, and both ask pipeline.check_scale (replaced here by a stand-in
+    that refuses everything: both then say its words)."""
+    session = app.AppSession(tmp_path / 'out', torch.device('cpu'))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), '-s', '1'])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith('error: --scale must be a finite number > 1, got 1.0')
+    with pytest.raises(UsageError, match=r'^the scale must be a finite number > 1, got 1\.0$'):
+        session.run([], app.Options('scale', 1, 'default', 'fp32', '2.5GB'))
+
+    def refuse(scale, name='the scale'):
+        raise ValueError(f'{name}: refused by the stand-in')
+    monkeypatch.setattr(pipeline, 'check_scale', refuse)
+    with pytest.raises(SystemExit):
+        cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), '-s', '3'])
+    assert capsys.readouterr().err.splitlines()[-1].endswith('error: --scale: refused by the stand-in')
+    with pytest.raises(UsageError, match='^the scale: refused by the stand-in$'):
+        session.run([], app.Options('scale', 3, 'default', 'fp32', '2.5GB'))
+
+
+def test_target_sizes():
+    assert pipeline.Target(scale=2.5).size((20, 24)) == (50, 60)
+    assert pipeline.Target(width=48).size((20, 24)) == (40, 48)
+    assert pipeline.Target(height=30).size((20, 24)) == (30, 36)
+    assert pipeline.Target(width=30, height=70).size((20, 24)) == (70, 30)
+    assert pipeline.Target(long_side=48).size((20, 24)) == (40, 48)
+    assert pipeline.Target(long_side=48).size((24, 20)) == (48, 40)
+    for wrong, message in (({}, 'got none'), ({'scale': 2, 'width': 3}, 'got a scale and a width/height'),
+                           ({'width': 0}, 'the width must be a whole number of pixels >= 1, got 0'),
+                           ({'long_side': 2.5}, 'the long side must be a whole number')):
+        with pytest.raises(ValueError, match=message):
+            pipeline.Target(**wrong)
