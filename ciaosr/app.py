@@ -202,7 +202,7 @@ class Engine:
         warning = memory_warning(args.max_memory, self.device)
         outcome = Outcome(lines=[warning] if warning else [], folder=self.new_folder())
         if self.device.type == 'cpu':
-            outcome.lines.append(cpu_path_line('openvino' if net.runtime else 'torch', dtype, args.int8))
+            outcome.lines.append(cpu_path_line(net.runtime.name, dtype, args.int8))
         jobs = plan(files, outcome.folder, args, options)
         meter = Meter([(job.src.name, out_h * out_w) for job, _, _, (out_h, out_w) in jobs], report)
         upscaler.on_progress = meter.update
