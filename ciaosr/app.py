@@ -216,7 +216,7 @@ class AppSession:
         warning = memory_warning(budget, self.device)
         outcome = Outcome(lines=[warning] if warning else [], folder=self.new_folder())
         if self.device.type == 'cpu':
-            outcome.lines.append(cpu_path_line('openvino' if net.runtime else 'torch', dtype, int8))
+            outcome.lines.append(cpu_path_line(net.runtime.name, dtype, int8))
         photos = plan(files, outcome.folder, target)
         meter = Meter([(photo.src.name, photo.size[0] * photo.size[1]) for photo in photos], report)
         seconds = 0.0

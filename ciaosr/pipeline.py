@@ -46,7 +46,6 @@ OUTPUT_FLOAT_BYTES = 16
 OUTPUT_SAMPLE_COPIES = 4
 INPUT_FLOAT_BYTES = 12  # per input pixel: the float RGB copy that goes into the network
 BLEED_BYTES = 20  # per input pixel with alpha: filling the hidden colour (mask, labels, distances, gathered colours)
-AUTO_MIN_TILE = 32  # the automatic tile is never smaller: a smaller budget fails with a message
 HEADROOM = 0.9  # plan for this fraction of the budget: the memory model is measured, not exact
 
 Progress = Callable[[int, int], None]  # progress(done, total): output queries decoded of the current step
@@ -246,8 +245,7 @@ class Upscaler:
             fixed = held + previous + per_output_pixel * step_size[0] * step_size[1]
             explicit = min(self.tile, max(in_size))  # a tile larger than the image runs as the whole image
             try:
-                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=explicit,
-                                          min_tile=AUTO_MIN_TILE)
+                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=explicit)
             except MemoryError:
                 fits = largest_tile(self.net, room - fixed)
                 if explicit and fits >= MIN_TILE:

@@ -9,25 +9,23 @@ each tile the output pixels up to the middle of its overlaps plus a narrow band 
 cross-fade with raised-cosine weights (so only the bands are decoded twice, and no pixel is taken
 from the edge of a tile); 'uniform' is the official test-time tiling (whole tiles averaged, which
 matches its results for integer scales). `memory_plan` picks the tile and chunk for a memory budget.
+The decode runs on the net's runtime (`net.runtime`, `ciaosr_arch.runtimes`), which also says how many queries to
+decode per call and how much memory each holds.
 """
 import math
 import numbers
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
 from .archs.coords import axis_centres
-
-# Queries decoded per call: cache-sized on CPUs (1024 decodes ~30% faster than 16384 on one core here, with 5% of
-# the memory), large on GPUs to amortise kernel launches (16384: ~700 MB of fp32 activations for EDSR-baseline).
-PREFERRED_CHUNK = {'cpu': 1024, 'cuda': 16384}
+from .runtimes.base import CACHE_QUERIES
 
 # Peak memory of encoding one t x t tile for the full EDSR-baseline CiaoSR, CPU, fp32: growth of peak RSS over the
 # model's own (glibc mmap threshold 128 KB), t = 64 / 128 / 192 / 256: 83 / 261 / 516 / 903 MB in PyTorch, i.e.
 # 14,000 t^2 + 28 MB (the cross-scale attention scores ATTENTION_BAND query positions at a time, so it is linear in
-# the tile area); 349 / 1,203 MB at t = 128 / 256 with the OpenVINO runtime (`ciaosr_arch.runtime`), 18,300 t^2;
-# bf16 autocast 135 / 453 MB. The constants round that up. See `memory_plan`.
+# the tile area); 349 / 1,203 MB at t = 128 / 256 with the OpenVINO runtime (`ciaosr_arch.runtimes.openvino`),
+# 18,300 t^2; bf16 autocast 135 / 453 MB. The constants round that up. See `memory_plan`.
 TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several threads), whatever the tile
 ENCODE_PIXEL_BYTES = 20_000  # x t^2: features, a band of attention scores, building the bank (pair table)
 # Largest automatic tile side: the cross-scale attention's work per LR pixel grows with the tile area (scores and
@@ -37,12 +35,12 @@ ENCODE_PIXEL_BYTES = 20_000  # x t^2: features, a band of attention scores, buil
 # 22.765 / 22.766 dB against 22.769 dB for whole images: no loss in PSNR. GPUs: 512, where the memory plan used to
 # land with ~60 GB.
 SPEED_TILE = {'cpu': 64, 'cuda': 512}
-QUERY_BYTES = 45_000  # per query decoded at once (64 channels, 256-wide MLPs)
 # Smallest LR tile side (`super_resolve` and the command-line tools): a tile under 8 pixels is mostly border for
 # the encoder's 3x3 convolutions and the cross-scale attention's 6x6 patches, and is slow (every tile is encoded on
 # its own). Measured, a 40 x 40 photo crop at x2, default model, tiles of 2 / 4 / 8 / 16 against the untiled
 # output: PSNR 31.9 / 34.8 / 41.8 / 52.8 dB (random noise at tile 1: 17 dB).
 MIN_TILE = 8
+MIN_AUTO_TILE = 32  # smallest automatic tile side (`memory_plan`): a smaller budget fails with a message
 # Widest cross-fade band of 'smooth' tiling, in output pixels: at large scales a band of overlap / 4 LR pixels is
 # many output pixels, all decoded twice (at x16 with tiles of 64 overlapping by 16: 13% of the queries). Measured,
 # three 100 x 100 RealSRSet crops at x16, int8, tiles of 64 / 16 against the untiled output: PSNR 58.89 / 67.30 /
@@ -108,11 +106,6 @@ def check_arguments(net, lr, chunk, tile, tile_overlap, progress):
         raise TypeError(f'progress must be a function progress(done, total) or None, got {type(progress).__name__}')
 
 
-def preferred_chunk(device):
-    """Queries per decode call for a device (torch.device or its name): PREFERRED_CHUNK by device type."""
-    return PREFERRED_CHUNK.get(torch.device(device).type, PREFERRED_CHUNK['cuda'])
-
-
 def speed_tile(device):
     """Largest automatic tile side on a device (torch.device or its name): SPEED_TILE by device type."""
     return SPEED_TILE.get(torch.device(device).type, SPEED_TILE['cuda'])
@@ -125,56 +118,44 @@ def default_overlap(tile):
     return min(32, tile // 4)
 
 
-def decode_chunk(net, device):
-    """Queries per decode call for `net` on `device`: its inference runtime's `chunk` when one is attached
-    (`ciaosr_arch.runtime`), else `preferred_chunk(device)`."""
-    runtime = getattr(net, 'runtime', None)
-    return runtime.chunk if runtime is not None else preferred_chunk(device)
-
-
 def largest_tile(net, work_bytes):
     """The largest LR tile side (pixels, possibly 0) whose encoding fits in `work_bytes` bytes (see `memory_plan`)."""
     encode = ENCODE_PIXEL_BYTES * net.encoder.out_channels / 64
     return math.isqrt(int(max(work_bytes - TILE_OVERHEAD_BYTES, 0) / encode))
 
 
-def memory_plan(net, work_bytes, half=False, tile=0, min_tile=64):
+def memory_plan(net, work_bytes, half=False, tile=0):
     """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most the
     device's SPEED_TILE) and the query chunk whose peak memory fits in `work_bytes`.
 
     Encoding a t x t tile peaks at TILE_OVERHEAD_BYTES + ENCODE_PIXEL_BYTES * t^2 (the cross-scale attention is
     scored in bands, so nothing grows faster than the tile area). Decoding holds the overhead, the bank (about
-    half of ENCODE_PIXEL_BYTES * t^2) and the chunk, which gets the rest (QUERY_BYTES per query,
-    1024 queries to `decode_chunk`; an attached inference runtime's `query_bytes` instead: it holds only a
-    block of queries' activations at a time). Per-pixel terms scale with the encoder's width
+    half of ENCODE_PIXEL_BYTES * t^2) and the chunk, which gets the rest (the net's runtime's `query_bytes` per
+    query, CACHE_QUERIES queries to the runtime's `chunk`). Per-pixel terms scale with the encoder's width
     relative to 64 (approximate for RDN/SwinIR). MemoryError if the given `tile` does not fit, or without one, if
-    the largest tile is below `min_tile` (`largest_tile` says which would fit).
-    `half` (fp16/bf16 autocast) halves the chunk's share only: autocast keeps enough of the encode in fp32
+    the largest tile is below MIN_AUTO_TILE (`largest_tile` says which would fit).
+    `half` (fp16/bf16 autocast) halves PyTorch's bytes per query only: autocast keeps enough of the encode in fp32
     that halving the tile terms overshot the budget.
     """
-    shrink = 2 if half else 1
     width = net.encoder.out_channels / 64
     device = next(net.parameters()).device
     encode = ENCODE_PIXEL_BYTES * width
     room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
     fits = largest_tile(net, work_bytes)
-    if fits < (tile or min_tile):
-        raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {tile or min_tile}-pixel tile '
-                          f'(the largest that fits is {fits})')
+    if fits < (tile or MIN_AUTO_TILE):
+        raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {tile or MIN_AUTO_TILE}-pixel '
+                          f'tile (the largest that fits is {fits})')
     tile = tile or min(fits, speed_tile(device))
-    runtime = getattr(net, 'runtime', None)
-    per_query = runtime.query_bytes if runtime is not None else QUERY_BYTES * width / shrink
-    chunk = int((room - encode / 2 * tile ** 2) / per_query)
-    return tile, max(1024, min(decode_chunk(net, device), chunk))
+    chunk = int((room - encode / 2 * tile ** 2) / net.runtime.query_bytes(net, half))
+    return tile, max(CACHE_QUERIES, min(net.runtime.chunk(device), chunk))
 
 
 def _decode_grid(net, bank, rows, cols, cells, chunk, on_chunk):
     """Decode the grid rows x cols (coordinates [n], [m]) in chunks -> [B, 3, n, m]; on_chunk(queries) after each.
-    With an inference runtime attached, within its `decoding()` context (`ciaosr_arch.runtime`)."""
+    Within the `decoding()` context of the net's runtime."""
     batch, n, m = cells.shape[0], rows.numel(), cols.numel()
     out = cells.new_empty(batch, 3, n * m)
-    runtime = getattr(net, 'runtime', None)
-    with runtime.decoding() if runtime is not None else nullcontext():
+    with net.runtime.decoding():
         for start in range(0, n * m, chunk):
             flat = torch.arange(start, min(start + chunk, n * m), device=rows.device)
             coord = torch.stack([rows[flat // m], cols[flat % m]], -1).expand(batch, -1, -1)
@@ -238,7 +219,7 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
     network got wrong (NaN, or infinite from an overflow) comes out as NaN, never as a plausible 0 or 1.
 
     H, W = round(h * scale), round(w * scale), or `size` = (H, W). `chunk`: queries per decode call
-    (default: `decode_chunk` of the net on lr's device; results do not depend on it). `tile` 0: no tiling;
+    (default: the net's runtime's `chunk` on lr's device; results do not depend on it). `tile` 0: no tiling;
     >= MIN_TILE: LR tile side with `tile_overlap` >= 0 LR pixels of overlap (at most the tile side less 1),
     blended with `blend` = 'smooth' (tiles of min(tile, h) x min(tile, w), see `axis_tiles`) or 'uniform'
     (official: square tiles of min(tile, h, w), averaged).
@@ -252,7 +233,7 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
         raise ValueError(f"blend must be 'smooth' or 'uniform', got {blend!r}")
     h, w = lr.shape[-2:]
     out_h, out_w = output_size((h, w), scale, size)
-    chunk = int(chunk or decode_chunk(net, lr.device))
+    chunk = int(chunk or net.runtime.chunk(lr.device))
     tile, tile_overlap = int(tile), int(tile_overlap)
     rows, cols = axis_centres(out_h, lr.device), axis_centres(out_w, lr.device)
     # Output pixel centres in continuous LR pixel units (0 = left/top edge of the image).

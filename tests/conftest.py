@@ -1,8 +1,11 @@
 """Shared test fixtures. Tests read data from ../shared (next to the checkout, also on CI)."""
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / 'shared'
@@ -44,3 +47,23 @@ def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp('model') / 'tiny.safetensors'
     save_safetensors(CiaoSR(**{k: v for k, v in TINY_ARCH.items() if k != 'type'}), path, TINY_ARCH)
     return path
+
+
+@pytest.fixture(scope='session')
+def stressed_weights(golden):
+    """The golden fixture's weights under its stress rule (imnet_*/cs_attn.* weights doubled): its outputs are
+    theirs."""
+    return {k: v * 2 if k.startswith(('imnet_', 'cs_attn.')) and k.endswith('weight') else v
+            for k, v in golden['state_dict'].items()}
+
+
+@pytest.fixture(scope='session')
+def photo(shared_data):
+    """A natural 8-bit RGB photo [H, W, 3] to cut small inputs from."""
+    return np.asarray(Image.open(shared_data / 'RealSRSet' / 'dped_crop00061.png').convert('RGB'))
+
+
+@pytest.fixture(scope='session')
+def psnr():
+    """PSNR (dB) of two images in [0, 1] (arrays or tensors of one shape): psnr(a, b)."""
+    return lambda a, b: 10 * math.log10(1 / float(((a - b) ** 2).mean()))

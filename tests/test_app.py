@@ -76,8 +76,7 @@ def test_session_reports_progress_and_time_left(tmp_path, tiny_model):
     third = next(report for report in reports if report[1].startswith('photo.jpg'))  # then reports within it
     assert third[0] == 2 / 3 and re.fullmatch(r'photo\.jpg \(3 of 3\) - about \d+ s left', third[1])
     assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
-    runtime = 'openvino' if session.network(options.model).runtime else 'torch'
-    assert outcome.lines[0] == cli.cpu_path_line(runtime, None)
+    assert outcome.lines[0] == cli.cpu_path_line(session.network(options.model).runtime.name, None)
     assert outcome.lines[1] == 'FAILED broken.png: not a readable image (unknown or broken format)'
     assert outcome.lines[-1].startswith('2 done, 1 failed')
     assert [Image.open(dst).size for _, _, dst in outcome.outputs] == [(48, 40), (48, 40)]

@@ -1,5 +1,5 @@
 """Image files and folders across the tools: each is handled right or refused in one line, never
-silently and never over the memory budget (CLI, image_io, benchmark, engine). Most inputs come from the shared
+silently and never over the memory budget (CLI, image_io, benchmark). Most inputs come from the shared
 test-case generators, run into tmp folders."""
 import json
 import math
@@ -19,7 +19,7 @@ from PIL import Image, ImageCms
 
 from ciaosr import benchmark, image_io, pipeline
 from ciaosr import upscale as cli
-from ciaosr_arch import LIIF, CiaoSR, load_model, super_resolve
+from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.checkpoint import atomic_file, save_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,45 +87,6 @@ def test_bleed_colour_takes_the_nearest_visible_pixel():
 
 
 # 2. Any size >= 1 pixel
-
-def tiny_nets():
-    torch.manual_seed(0)
-    mlp = {'decoder_hidden': [16], 'key_hidden': [16], 'value_hidden': [16]}
-    return {'ciaosr': CiaoSR(encoder_opt={'num_feat': 8, 'num_block': 1}, **mlp),
-            'ciaosr_x4_attention': CiaoSR(encoder_opt={'num_feat': 8, 'num_block': 1}, multi_scale=[4], **mlp),
-            'liif': LIIF(encoder_opt={'num_feat': 8, 'num_block': 1}, hidden=[16]),
-            'swinir': CiaoSR(encoder='swinir', encoder_opt={'embed_dim': 12, 'depths': [1], 'num_heads': [2]}, **mlp)}
-
-
-def test_any_size_upscales_at_any_scale():
-    """1x1, 1xN, Nx1 and 2x2..3x3 images at integer and odd scales, whole and tiled, with every encoder."""
-    expected_min_side = {'ciaosr': 2, 'ciaosr_x4_attention': 3, 'liif': 1, 'swinir': 5}
-    for name, net in tiny_nets().items():
-        net.eval()
-        assert net.min_input_side == expected_min_side[name]
-        for h, w in ((1, 1), (1, 9), (9, 1), (2, 2), (3, 3), (2, 40)):
-            lr = torch.rand(1, 3, h, w)
-            for scale in (1.5, 3, 7.3):
-                out = super_resolve(net, lr, scale)
-                assert out.shape == (1, 3, max(1, round(h * scale)), max(1, round(w * scale)))
-                assert torch.isfinite(out).all()
-            tiled = super_resolve(net, lr, 2, tile=8, tile_overlap=2)
-            assert tiled.shape == (1, 3, 2 * h, 2 * w) and torch.isfinite(tiled).all()
-
-
-def test_small_images_are_padded_and_decoded_on_their_own_area():
-    """A 1-row image gives exactly the top half of the same row repeated twice at twice the output height:
-    replicate padding, with the output pixel centres placed on the image itself."""
-    net = tiny_nets()['ciaosr'].eval()
-    lr = torch.rand(1, 3, 1, 9)
-    one_row = super_resolve(net, lr, size=(3, 22))
-    two_rows = super_resolve(net, lr.expand(-1, -1, 2, -1), size=(6, 22))
-    torch.testing.assert_close(one_row, two_rows[..., :3, :], atol=1e-6, rtol=0)
-    dot = torch.rand(1, 3, 1, 1)
-    torch.testing.assert_close(super_resolve(net, dot, size=(3, 5)),
-                               super_resolve(net, dot.expand(-1, -1, 2, 2), size=(6, 10))[..., :3, :5],
-                               atol=1e-6, rtol=0)
-
 
 def test_tiny_images_through_the_cli(tmp_path, tiny_model, monkeypatch, capsys):
     src = make_case('tiny_images', tmp_path / 'case', monkeypatch)

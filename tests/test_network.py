@@ -13,12 +13,6 @@ from ciaosr_arch.checkpoint import infer_arch
 MEAN = torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 1, 3)
 
 
-def stressed(state_dict):
-    """The fixture's stress rule: imnet_*/cs_attn.* weights doubled."""
-    return {k: v * 2 if k.startswith(('imnet_', 'cs_attn.')) and k.endswith('weight') else v
-            for k, v in state_dict.items()}
-
-
 def official_checkpoint(tmp_path, state_dict, prefix):
     """An mmediting-style checkpoint file: meta, prefixed generator weights, optimizer, GAN extras."""
     path = tmp_path / f'official_{prefix.strip(".")}.pth'
@@ -33,7 +27,7 @@ def official_checkpoint(tmp_path, state_dict, prefix):
 
 
 @pytest.mark.parametrize('prefix', ['generator.', 'generator_ema.'])
-def test_golden_fixture_through_official_checkpoint(golden, tmp_path, prefix):
+def test_golden_fixture_through_official_checkpoint(golden, stressed_weights, tmp_path, prefix):
     net = load_model(official_checkpoint(tmp_path, golden['state_dict'], prefix))
     assert net.arch['encoder'] == 'edsr_baseline' and net.arch['non_local_attn']
     with torch.no_grad():
@@ -49,7 +43,7 @@ def test_golden_fixture_through_official_checkpoint(golden, tmp_path, prefix):
         torch.testing.assert_close(net(golden['lr'], probe['coord'], probe['cell']), probe['pred'] + MEAN,
                                    atol=1e-5, rtol=0)
 
-    net = load_model(official_checkpoint(tmp_path, stressed(golden['state_dict']), prefix))
+    net = load_model(official_checkpoint(tmp_path, stressed_weights, prefix))
     stress = golden['stress']
     with torch.no_grad():
         for case in stress['cases'].values():
@@ -125,32 +119,14 @@ def test_swinir_on_sizes_off_the_window_grid():
         assert net.encoder(lr).shape[-2:] == (13, 19)
 
 
-def test_chunking_changes_nothing(golden):
-    net = CiaoSR().eval()
-    net.load_state_dict(stressed(golden['state_dict']))
-    lr = golden['extra_cases']['nonsquare_19x26_x3.3']['lr']
-    whole = super_resolve(net, lr, 3.3, chunk=10 ** 6)
-    assert whole.shape == (1, 3, 63, 86)
-    assert torch.equal(whole, super_resolve(net, lr, 3.3, chunk=999))
-    assert torch.equal(whole, super_resolve(net, lr, 3.3, chunk=4096))
-
-
-def test_batch_rows_are_independent(golden):
-    case = golden['extra_cases']['batch2_24x24_x3']
-    net = CiaoSR().eval()
-    net.load_state_dict(stressed(golden['state_dict']))
-    both = super_resolve(net, case['lr'], 3)
-    torch.testing.assert_close(both[1:], super_resolve(net, case['lr'][1:], 3), atol=1e-6, rtol=0)
-
-
-def test_safetensors_and_basicsr_checkpoints(golden, tmp_path):
+def test_safetensors_and_basicsr_checkpoints(golden, stressed_weights, tmp_path):
     from ciaosr_arch.checkpoint import save_safetensors
     net = CiaoSR()
     net.load_state_dict(golden['state_dict'])
     st = tmp_path / 'w.safetensors'
     save_safetensors(net, st, {'type': 'CiaoSR', 'encoder': 'edsr_baseline', 'local_size': 2})
     basicsr = tmp_path / 'net_g_100.pth'
-    torch.save({'params': stressed(golden['state_dict']), 'params_ema': golden['state_dict']}, basicsr)
+    torch.save({'params': stressed_weights, 'params_ema': golden['state_dict']}, basicsr)
     case = golden['cases']['x4']
     for path in (st, basicsr):
         with torch.no_grad():

@@ -1,4 +1,5 @@
-"""The OpenVINO runtime (ciaosr_arch.runtime): the same result as PyTorch, its caches, and the choice of runtime.
+"""The runtimes (ciaosr_arch.runtimes): the protocol and PyTorch's runtime every net is built with, OpenVINO's (the
+same result as PyTorch, its caches, the int8 decode), and the choice of runtime (ciaosr_arch.runtime).
 
 Tests that run OpenVINO are skipped where it is not installed (CI runs with and without it); the choice of
 runtime is tested either way.
@@ -17,16 +18,14 @@ from ciaosr_arch.runtime import (
     CPU_KINDS,
     CPU_PLANS,
     EMULATION_ENV,
-    OpenVINORuntime,
-    calibrate,
     cpu_flags,
     cpu_kind,
-    fake_quantized,
-    import_openvino,
-    int8_layers,
     openvino_version,
     use_runtime,
 )
+from ciaosr_arch.runtimes.base import CACHE_QUERIES, CALL_QUERIES, DecodeRuntime, TorchRuntime
+from ciaosr_arch.runtimes.int8 import calibrate, fake_quantized, int8_layers
+from ciaosr_arch.runtimes.openvino import OpenVINORuntime, import_openvino
 
 needs_openvino = pytest.mark.skipif(openvino_version() is None,
                                     reason='OpenVINO is not installed (pip install openvino==2026.4.1)')
@@ -116,7 +115,8 @@ import json, sys, torch
 from ciaosr.cli import cpu_has_bf16
 from ciaosr.image_io import read_image
 from ciaosr_arch import load_model, super_resolve
-from ciaosr_arch.runtime import int8_layers, use_runtime
+from ciaosr_arch.runtime import use_runtime
+from ciaosr_arch.runtimes.int8 import int8_layers
 scale = float(sys.argv[1])
 pixels = read_image(sys.argv[2]).pixels[:32, :32, :3]
 lr = torch.from_numpy(pixels.astype('float32') / 255).permute(2, 0, 1)[None].contiguous()
@@ -130,7 +130,7 @@ with torch.no_grad():
     request = next(reversed(net.runtime.compiled.values()))
     ops = [op.get_rt_info() for op in request.get_compiled_model().get_runtime_model().get_ordered_ops()]
     restored = all('forward' not in vars(layer) for layer in int8_layers(net))
-    net.runtime = net.cs_attn.runtime = None
+    use_runtime(net, 'torch')
     print(json.dumps({
         'psnr': [float(10 * torch.log10(1 / (o - reference).square().mean())) for o in (out, out_bf16)],
         'u8_products': sum(op['layerType'].astype(str).startswith('FullyConnected')
@@ -185,12 +185,13 @@ def test_int8_calibrates_once_and_refuses_a_missing_calibration(tiny_model, cach
     """One calibration per runtime for both decode graphs (with and without the pair table), run on the runtime's
     threads although the decode runs PyTorch on one; no calibration crops: refused before any work."""
     from ciaosr_arch import runtime
+    from ciaosr_arch.runtimes import openvino
     net, calls = load_model(tiny_model), []
 
     def counted(model):
         calls.append(torch.get_num_threads())
         return calibrate(model)
-    monkeypatch.setattr(runtime, 'calibrate', counted)
+    monkeypatch.setattr(openvino, 'calibrate', counted)
     use_runtime(net, 'openvino', int8=True, threads=2)
     with torch.no_grad():
         super_resolve(net, lr_image(), 1.5)
@@ -240,13 +241,57 @@ def test_int8_needs_openvino(tiny_model, tmp_path, monkeypatch, capsys):
 
 def test_choice_of_runtime(tiny_model, monkeypatch):
     net = load_model(tiny_model)
-    assert use_runtime(net, 'torch') == 'torch' and net.runtime is None
+    assert use_runtime(net, 'torch') == 'torch' == net.runtime.name == net.cs_attn.runtime.name
     with pytest.raises(ValueError, match='runtime must be one of'):
         use_runtime(net, 'onnx')
     monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
-    assert use_runtime(net, 'auto') == 'torch' and net.runtime is None
+    assert use_runtime(net, 'auto') == 'torch' and isinstance(net.runtime, TorchRuntime)
     with pytest.raises(RuntimeError, match='OpenVINO is not installed'):
         use_runtime(net, 'openvino')
+
+
+def test_every_net_is_built_with_pytorchs_runtime():
+    """A net and its cross-scale attention come with a TorchRuntime, which is no module: the state_dict and the
+    submodules are those of the official layout. Importing the package and the choice of runtime leaves OpenVINO
+    unimported (it is optional: CI runs without it)."""
+    import subprocess
+    import sys
+
+    from ciaosr_arch import LIIF, CiaoSR
+    for net in (CiaoSR(encoder_opt={'num_feat': 8, 'num_block': 1}), LIIF(encoder_opt={'num_feat': 8, 'num_block': 1})):
+        assert isinstance(net.runtime, TorchRuntime) and isinstance(net.runtime, DecodeRuntime)
+        assert not any('runtime' in key for key in net.state_dict())
+        assert not any('runtime' in name for name, _ in net.named_modules())
+    assert isinstance(CiaoSR().cs_attn.runtime, TorchRuntime)
+    code = 'import sys, ciaosr_arch, ciaosr_arch.runtime; print("openvino" in sys.modules)'
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=300)
+    assert done.stdout.split() == ['False']
+
+
+def test_engine_and_archs_run_on_the_attached_runtime(tiny_model):
+    """Whatever runtime is attached (`attach`) gets every call of the engine and the archs, and PyTorch's gives
+    the same result through it."""
+    from ciaosr_arch.engine import memory_plan
+    from ciaosr_arch.runtimes.base import attach
+
+    calls = []
+
+    class Recording(TorchRuntime):
+        def __getattribute__(self, name):
+            if name in ('attend', 'pair_rows', 'paste', 'chunk', 'query_bytes', 'decoding'):
+                calls.append(name)
+            return super().__getattribute__(name)
+
+    net, lr = load_model(tiny_model), lr_image()
+    with torch.no_grad():
+        reference = super_resolve(net, lr, 4)
+        attach(net, Recording())
+        assert net.cs_attn.runtime is net.runtime and isinstance(net.runtime, DecodeRuntime)
+        assert torch.equal(super_resolve(net, lr, 4), reference)
+    assert {'attend', 'pair_rows', 'paste', 'chunk', 'decoding'} <= set(calls)
+    calls.clear()
+    memory_plan(net, 2 ** 30)
+    assert {'chunk', 'query_bytes'} <= set(calls)
 
 
 def test_cli_runtime_options(tiny_model, tmp_path, monkeypatch, capsys):
@@ -284,14 +329,13 @@ def test_attention_bands_equal_one_band(monkeypatch):
 @needs_openvino
 def test_runtime_decodes_in_long_calls(tiny_model, cache):
     """With the runtime attached the engine decodes CALL_QUERIES queries per call (it holds only a block's
-    activations), within the memory plan."""
-    from ciaosr_arch.engine import decode_chunk, memory_plan, preferred_chunk
-    from ciaosr_arch.runtime import CALL_QUERIES
+    activations), within the memory plan; PyTorch's CPU decode, CACHE_QUERIES."""
+    from ciaosr_arch.engine import memory_plan
 
     net = load_model(tiny_model)
-    assert decode_chunk(net, 'cpu') == preferred_chunk('cpu') < CALL_QUERIES
+    assert net.runtime.chunk('cpu') == CACHE_QUERIES < CALL_QUERIES
     use_runtime(net, 'openvino')
-    assert decode_chunk(net, 'cpu') == CALL_QUERIES and memory_plan(net, 2 ** 30)[1] == CALL_QUERIES
+    assert net.runtime.chunk('cpu') == CALL_QUERIES and memory_plan(net, 2 ** 30)[1] == CALL_QUERIES
 
 
 @needs_openvino
@@ -436,7 +480,8 @@ def test_emulated_avx2_limits_pytorch_and_openvino():
     import sys
     if 'avx2' not in cpu_flags():
         pytest.skip('this CPU has no AVX2')
-    code = ('from ciaosr_arch.runtime import cpu_kind, emulated_kind, openvino_version, import_openvino\n'
+    code = ('from ciaosr_arch.runtime import cpu_kind, emulated_kind, openvino_version\n'
+            'from ciaosr_arch.runtimes.openvino import import_openvino\n'
             'import torch\n'
             'caps = import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") '
             'if openvino_version() else []\n'

@@ -1,6 +1,5 @@
-"""The batch-upscaling CLI (ciaosr/upscale.py), its image I/O and LR-space tiling."""
+"""The batch-upscaling CLI (ciaosr/upscale.py) and its image I/O (the engine's tiling: test_engine.py)."""
 import io
-import math
 import os
 import re
 import signal
@@ -16,32 +15,16 @@ from PIL import Image, ImageCms
 from ciaosr import image_io, pipeline
 from ciaosr import upscale as cli
 from ciaosr.cli import cpu_has_bf16, device_memory
-from ciaosr_arch import CiaoSR, load_model, super_resolve
-from ciaosr_arch import engine as tiling
+from ciaosr_arch import CiaoSR, engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
-
-
-@pytest.fixture(scope='module')
-def photo(shared_data):
-    """A natural 8-bit RGB photo [H, W, 3] to cut small inputs from."""
-    return np.asarray(Image.open(shared_data / 'RealSRSet' / 'dped_crop00061.png').convert('RGB'))
 
 
 def run_cli(*argv, model=None):
     """Exit status of the CLI run in this process (a generous --max-memory unless one is given)."""
     extra = [] if '--max-memory' in argv else ['--max-memory', '64GB']
     return cli.main([str(a) for a in argv] + extra + (['--model', str(model)] if model else []))
-
-
-def psnr(a, b):
-    return 10 * math.log10(1 / float(((a - b) ** 2).mean()))
-
-
-def stressed(state_dict):
-    return {k: v * 2 if k.startswith(('imnet_', 'cs_attn.')) and k.endswith('weight') else v
-            for k, v in state_dict.items()}
 
 
 def test_batch_of_the_images_people_have(tmp_path, tiny_model, photo, capsys):
@@ -116,103 +99,6 @@ def test_scales_sizes_and_steps(tmp_path, tiny_model, photo):
     assert two_steps[0] == (80, 60) and not np.array_equal(single, two_steps[1])
 
 
-def test_tiled_output_matches_untiled(golden, photo):
-    """LR tiles with blending: PSNR >= 45 dB against the whole image, with progress counts."""
-    net = CiaoSR().eval()
-    net.load_state_dict(stressed(golden['state_dict']))
-    lr = torch.from_numpy(photo[100:132, 60:92].copy()).permute(2, 0, 1)[None].float() / 255
-    whole = super_resolve(net, lr, 2.0)
-    calls = []
-    tiled = super_resolve(net, lr, 2.0, tile=20, tile_overlap=6, chunk=1000,
-                          progress=lambda done, total: calls.append((done, total)))
-    assert 45 <= psnr(tiled, whole) < 80  # close, yet really tiled
-    assert calls[-1][0] == calls[-1][1] > 64 * 64 and len(calls) > 4  # the blend bands are decoded twice
-
-
-def test_blend_bands_are_capped_in_output_pixels(photo, tiny_model):
-    """At x16 a band of overlap / 4 = 2 LR pixels would be 32 output pixels decoded twice per seam; bands are capped
-    at BAND_OUTPUT_PIXELS (16) output pixels, and the tiled output stays close to the untiled one."""
-    from ciaosr_arch.engine import BAND_OUTPUT_PIXELS
-    net = load_model(tiny_model)
-    lr = torch.from_numpy(photo[100:132, 60:92].copy()).permute(2, 0, 1)[None].float() / 255
-    calls = []
-    with torch.no_grad():
-        tiled = super_resolve(net, lr, 16, tile=20, tile_overlap=8, progress=lambda done, total: calls.append(total))
-        whole = super_resolve(net, lr, 16)
-    assert BAND_OUTPUT_PIXELS == 16 and calls[-1] == (512 + 16) ** 2  # two tiles a side: one seam, 16 pixels twice
-    assert 45 <= psnr(tiled, whole) < 80
-
-
-def test_tiled_chunking_changes_nothing(photo, tiny_model):
-    net = load_model(tiny_model)
-    lr = torch.from_numpy(photo[:30, :44].copy()).permute(2, 0, 1)[None].float() / 255
-    tiled = super_resolve(net, lr, 2.3, tile=20, tile_overlap=6, chunk=10 ** 6)
-    assert torch.equal(tiled, super_resolve(net, lr, 2.3, tile=20, tile_overlap=6, chunk=777))
-    assert not torch.equal(tiled, super_resolve(net, lr, 2.3))
-
-
-def test_super_resolve_refuses_bad_arguments_in_one_error(tiny_model):
-    """14-api-unchecked-arguments: chunk < 0 returned an uninitialised buffer, a negative overlap NaN, tiles under 8
-    pixels a 17 dB image, and wrong inputs raw PyTorch errors; a NumPy scale was refused."""
-    net = load_model(tiny_model)
-    lr = torch.rand(1, 3, 12, 14, generator=torch.Generator().manual_seed(0))
-    cases = [({'chunk': -1}, ValueError, 'chunk must be None'), ({'chunk': 0}, ValueError, 'chunk must be None'),
-             ({'chunk': 2.5}, TypeError, 'chunk must be an integer'),
-             ({'tile': 8, 'tile_overlap': -3}, ValueError, 'tile_overlap must be at least 0'),
-             ({'tile': -5}, ValueError, r'tile must be 0 \(no tiling\) or at least 8'),
-             ({'tile': 1}, ValueError, r'tile must be 0 \(no tiling\) or at least 8'),
-             ({'tile': True}, TypeError, 'tile must be an integer'),
-             ({'progress': 'yes'}, TypeError, 'progress must be a function'),
-             ({'scale': '2'}, TypeError, 'scale must be a number'), ({'scale': -2}, ValueError, 'finite number > 0'),
-             ({'size': (24, 28.5)}, TypeError, 'size must be two integers'),
-             ({'size': (0, 28)}, ValueError, 'size must be two positive integers'),
-             ({'lr': lr.numpy()}, TypeError, 'lr must be a torch.Tensor'),
-             ({'lr': (lr * 255).to(torch.uint8)}, TypeError, r'lr must hold floats in \[0, 1\], got torch.uint8'),
-             ({'lr': lr.double()}, TypeError, 'lr is torch.float64 but the network\'s weights are torch.float32'),
-             ({'lr': torch.rand(1, 4, 12, 14)}, ValueError, r'lr must be RGB images \[B, 3, h, w\]'),
-             ({'lr': lr[0]}, ValueError, r'add the batch dimension'),
-             ({'lr': lr[:, :, :0]}, ValueError, r'got shape \(1, 3, 0, 14\)')]
-    for change, error, message in cases:
-        arguments = {'lr': lr, 'scale': 2, **change}
-        if 'size' in change:
-            del arguments['scale']
-        with pytest.raises(error, match=message):
-            super_resolve(net, **arguments)
-    assert super_resolve(net, lr, np.float32(2), chunk=np.int64(100)).shape == (1, 3, 24, 28)
-
-
-@pytest.mark.parametrize('length,side,overlap', [(256, 128, 32), (100, 40, 16), (97, 60, 30), (50, 50, 8)])
-def test_smooth_tiles_blend_to_one_and_stay_off_tile_edges(length, side, overlap):
-    tiles = tiling.axis_tiles(length, side, overlap, 'smooth')
-    assert tiles[0][0] == 0 and tiles[-1][0] + side == length
-    positions = torch.arange(0, length, 0.25) + 0.125
-    total = torch.zeros_like(positions)
-    for start, lo, hi, band in tiles:
-        inside = (positions >= lo) & (positions < hi)
-        total[inside] += tiling._axis_weights(positions[inside], lo, hi, band, length)
-        used = positions[inside]
-        assert start == 0 or used.min() >= start + 3 * overlap / 8 - 0.5  # never near an inner tile edge
-        assert start + side == length or used.max() <= start + side - 3 * overlap / 8 + 0.5
-    torch.testing.assert_close(total, torch.ones_like(total))
-    decoded = sum(hi - lo for _, lo, hi, _ in tiles)
-    assert decoded <= length + (len(tiles) - 1) * overlap / 4  # overlaps decoded twice only within the bands
-
-
-def test_memory_plan_follows_the_budget():
-    def encode_peak(t):  # the measured model of tiling.memory_plan's docstring, fp32
-        return tiling.TILE_OVERHEAD_BYTES + tiling.ENCODE_PIXEL_BYTES * t ** 2
-    net = CiaoSR()
-    budget = 360 * 2 ** 20
-    small, large = tiling.memory_plan(net, budget, min_tile=32), tiling.memory_plan(net, 4 * 2 ** 30)
-    assert 32 <= small[0] < large[0] and small[1] == large[1] == tiling.preferred_chunk('cpu')
-    assert encode_peak(small[0]) <= budget < encode_peak(small[0] + 1)  # the largest tile that fits
-    assert large[0] == tiling.SPEED_TILE['cpu']  # once memory allows more, speed caps the tile
-    assert tiling.memory_plan(net, budget, half=True, min_tile=32) == small  # CPU chunks are cache-sized anyway
-    assert tiling.memory_plan(net, 2 ** 30, tile=64)[0] == 64
-    with pytest.raises(MemoryError):
-        tiling.memory_plan(net, 2 ** 20)
-
-
 def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, capsys):
     Image.fromarray(photo[:16, :16]).save(tmp_path / 'a.png')
     assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 16, '--max-memory', '100MB',
@@ -240,7 +126,7 @@ def test_explicit_tile_is_held_to_the_budget(tmp_path, tiny_model, photo, monkey
     err = capsys.readouterr().err
     fits = int(re.search(r'--tile 64 does not fit in --max-memory 0.34 GiB for this image: the largest tile that '
                          r'fits is (\d+); lower --tile or raise --max-memory', err)[1])
-    assert tiling.MIN_TILE <= fits < 64 and not (tmp_path / 'out' / 'p_out.png').exists()
+    assert engine.MIN_TILE <= fits < 64 and not (tmp_path / 'out' / 'p_out.png').exists()
     assert run_cli(*argv, '--tile', fits, model=tiny_model) == 0
     assert f'(tile {fits}, overlap' in capsys.readouterr().out
 
@@ -444,7 +330,7 @@ def test_absurdly_large_input_is_refused(tmp_path, photo, monkeypatch):
         image_io.read_image(tmp_path / 'big.png')
 
 
-def test_bf16_autocast_on_cpu(tmp_path, tiny_model, photo, capsys):
+def test_bf16_autocast_on_cpu(tmp_path, tiny_model, photo, psnr, capsys):
     Image.fromarray(photo[:16, :16]).save(tmp_path / 'a.png')
     status = run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'bf16', '-s', 3, '--bf16', '--device', 'cpu',
                      model=tiny_model)

@@ -40,9 +40,6 @@ class CiaoSR(ImplicitSRNet):
         decoder_hidden, key_hidden, value_hidden: hidden widths of imnet_q, imnet_k, imnet_v.
     """
 
-    runtime = None  # an object with `attend` and `pair_rows` like these, used instead, and a `decoding()` context
-    # that the engine decodes in (`ciaosr_arch.runtime`)
-
     def __init__(self, encoder='edsr_baseline', encoder_opt=None, local_size=2, feat_unfold=True,
                  non_local_attn=True, multi_scale=(2,), softmax_scale=1.0, decoder_hidden=(256,) * 4,
                  key_hidden=(256,) * 4, value_hidden=(256,) * 4):
@@ -123,7 +120,7 @@ class CiaoSR(ImplicitSRNet):
                 products = grid.new_zeros(b, r1 - r0, w, dim)  # u_p * u_{p+d}; zero where p + d is outside
                 torch.mul(grid[:, y0:y1, x0:x1], grid[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx],
                           out=products[:, y0 - r0:y1 - r0, x0:x1])
-                pair_key[:, r0:r1, :, d], pair_bias[:, r0:r1, :, d] = (self.runtime or self).pair_rows(products)
+                pair_key[:, r0:r1, :, d], pair_bias[:, r0:r1, :, d] = self.runtime.pair_rows(self, products)
         return pair_key.view(b, h * w * 9, -1), pair_bias.view(b, -1)
 
     def pair_rows(self, products):
@@ -134,8 +131,8 @@ class CiaoSR(ImplicitSRNet):
 
     def decode(self, bank, coord, cell):
         """RGB [B, Q, 3] at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]: `attend` at the queries'
-        `query_layout`, in PyTorch or on the inference runtime attached as `self.runtime` (`ciaosr_arch.runtime`)."""
-        return (self.runtime or self).attend(bank, *self.query_layout(bank, coord, cell))
+        `query_layout`, run by the runtime attached as `self.runtime` (`ciaosr_arch.runtimes`: PyTorch by default)."""
+        return self.runtime.attend(self, bank, *self.query_layout(bank, coord, cell))
 
     def query_layout(self, bank, coord, cell):
         """Where each query reads the bank: index work only, no feature arithmetic.

@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtimes.base import DecodeRuntime, TorchRuntime
+
 ATTENTION_BAND = 4096  # query positions scored at once: the score map is held [L, ~4096] at a time, not [L, h*w]
 
 
@@ -21,10 +23,9 @@ class CrossScaleAttention(nn.Module):
     band of ATTENTION_BAND query positions at a time, so memory grows with h * w (times L = h*w / s^2) only.
     """
 
-    runtime = None  # an object with a `paste` like this module's, used instead (`ciaosr_arch.runtime.use_runtime`)
-
     def __init__(self, channels=64, scales=(2,), reduction=2, softmax_scale=10.0):
         super().__init__()
+        self.runtime: DecodeRuntime = TorchRuntime()  # what runs `paste` (`ciaosr_arch.runtimes`; not a module)
         self.scales = tuple(scales)
         self.softmax_scale = softmax_scale
         self.register_buffer('escape_NaN', torch.tensor([1e-4]))  # norm floor; persistent, as in official files
@@ -68,7 +69,7 @@ class CrossScaleAttention(nn.Module):
         out = values.new_zeros(b, values.shape[1], s * (hp + 2), s * wp)
         for top in range(0, hp, rows):
             bottom = min(hp, top + rows)
-            columns = (self.runtime or self).paste(filters, queries[..., top * wp:bottom * wp], patches)
+            columns = self.runtime.paste(self, filters, queries[..., top * wp:bottom * wp], patches)
             out[..., s * top:s * (bottom + 2), :] += F.fold(
                 columns, (s * (bottom - top + 2), s * wp), 3 * s, stride=s, padding=(0, s))
         out = getattr(self, self.down_name(s))(out[..., s:-s, :]) / 6

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtimes.base import DecodeRuntime, TorchRuntime
+
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean, subtracted from the input and added to the output
 
 
@@ -85,6 +87,9 @@ class ImplicitSRNet(nn.Module):
 
     def __init__(self):
         super().__init__()
+        # What runs the decode's arithmetic (`ciaosr_arch.runtimes`; `ciaosr_arch.runtime.use_runtime` swaps it). Not
+        # a module: attaching one never changes the parameters or the state_dict.
+        self.runtime: DecodeRuntime = TorchRuntime()
         self.register_buffer('rgb_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
     def attach_encoder(self, encoder):

@@ -1,0 +1,94 @@
+"""The runtime protocol (`DecodeRuntime`), the PyTorch runtime every net is built with, and the query counts.
+
+A runtime runs, with the signatures and results of the net's own methods, the arithmetic that dominates inference:
+the per-query decode (`CiaoSR.attend`), the pair table's rows (`CiaoSR.pair_rows`) and the cross-scale attention's
+products (`CrossScaleAttention.paste`); and tells the engine (`ciaosr_arch.engine`) how many queries to decode per
+call (`chunk`), how much memory each of them holds (`query_bytes`) and in which context to decode (`decoding`).
+A runtime is not a module: attaching one never changes a net's parameters or state_dict.
+"""
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+# A cache-sized number of queries: their decode activations (~45 MB fp32 for EDSR-baseline) stay near the CPU's
+# caches. The PyTorch decode's chunk on CPUs (1024 decodes ~30% faster than 16384 on one core here, with 5% of the
+# memory), the OpenVINO decode's compiled block (larger blocks measured no faster), and the smallest chunk the
+# memory plan gives (`ciaosr_arch.engine.memory_plan`).
+CACHE_QUERIES = 1024
+# A number of queries that amortises a fixed cost per decode call: kernel launches on GPUs (~700 MB of fp32
+# activations for EDSR-baseline), OpenVINO's hand-over of the CPU from PyTorch's threads and back (measured, x16
+# decode of a 192 x 192 tile's bank, bf16, 2 threads: 86 k queries/s with calls of 1024 queries, 146 k with 16384).
+CALL_QUERIES = 16384
+PREFERRED_CHUNK = {'cpu': CACHE_QUERIES, 'cuda': CALL_QUERIES}  # the PyTorch decode's chunk, by device type
+QUERY_BYTES = 45_000  # memory per query of the PyTorch decode in fp32 (64 channels, 256-wide MLPs)
+
+
+@runtime_checkable
+class DecodeRuntime(Protocol):
+    """What runs a net's per-query and attention arithmetic (`net.runtime`, and its cross-scale attention's)."""
+
+    name: str  # 'torch' or 'openvino', as `ciaosr_arch.runtime.use_runtime` names it
+
+    def attend(self, net: nn.Module, bank: dict, index: torch.Tensor, extra: torch.Tensor,
+               score_index: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """`net.attend(bank, index, extra, score_index, residual)`: RGB [B, Q, 3] of Q queries."""
+        ...
+
+    def pair_rows(self, net: nn.Module, products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`net.pair_rows(products)`: products [..., K] -> ([..., H], [...])."""
+        ...
+
+    def paste(self, attention: nn.Module, filters: torch.Tensor, queries: torch.Tensor,
+              patches: torch.Tensor) -> torch.Tensor:
+        """`attention.paste(filters, queries, patches)` of a CrossScaleAttention: [B, C * 9s^2, P]."""
+        ...
+
+    def chunk(self, device: torch.device | str) -> int:
+        """Queries per decode call on `device` (`super_resolve`'s default chunk)."""
+        ...
+
+    def query_bytes(self, net: nn.Module, half: bool) -> float:
+        """Bytes of memory per query of a decode call of `net` (`half`: under fp16/bf16 autocast)."""
+        ...
+
+    def decoding(self) -> AbstractContextManager[None]:
+        """The context the engine decodes in (its chunks of one bank's queries)."""
+        ...
+
+
+class TorchRuntime:
+    """The `DecodeRuntime` of PyTorch, the reference: each call runs the net's own method. Holds nothing, so it is
+    shared by copies of a net (deepcopy, DataParallel replicas) without tying them to one another."""
+
+    name = 'torch'
+
+    def attend(self, net, bank, index, extra, score_index, residual):
+        return net.attend(bank, index, extra, score_index, residual)
+
+    def pair_rows(self, net, products):
+        return net.pair_rows(products)
+
+    def paste(self, attention, filters, queries, patches):
+        return attention.paste(filters, queries, patches)
+
+    def chunk(self, device):
+        """PREFERRED_CHUNK by the type of `device` (torch.device or its name; GPUs' for any but the CPU)."""
+        return PREFERRED_CHUNK.get(torch.device(device).type, PREFERRED_CHUNK['cuda'])
+
+    def query_bytes(self, net, half):
+        """QUERY_BYTES scaled by the encoder's width relative to 64 channels (approximate for RDN/SwinIR), halved
+        under autocast."""
+        return QUERY_BYTES * (net.encoder.out_channels / 64) / (2 if half else 1)
+
+    def decoding(self):
+        return nullcontext()
+
+
+def attach(net: nn.Module, runtime: DecodeRuntime) -> None:
+    """`runtime` as what runs `net`'s arithmetic: set as the runtime of `net` and of each of its submodules that has
+    one (a CiaoSR's cross-scale attention)."""
+    for module in net.modules():
+        if 'runtime' in vars(module):
+            module.runtime = runtime

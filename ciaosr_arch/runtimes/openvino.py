@@ -1,0 +1,316 @@
+"""CiaoSR's matrix arithmetic on an inference runtime for CPUs: OpenVINO, an optional install.
+
+PyTorch's float32 matrix products go through MKL, which runs the AVX-512 CPUs of other vendors at a fraction
+of their speed; OpenVINO's own kernels do not. Measured on a 2-core AMD EPYC (AVX-512 BF16, no AMX) under
+load, 2 threads, the decode of 1024 queries of a 170 x 170 tile at x4: PyTorch fp32 69 ms, OpenVINO fp32 24 ms,
+OpenVINO bf16 15 ms (ONNX Runtime fp32, and torch.compile with freezing in fp32 and bf16, were slower than
+OpenVINO on the same shapes).
+
+`OpenVINORuntime` is a `DecodeRuntime` (`ciaosr_arch.runtimes.base`; `ciaosr_arch.runtime.use_runtime` attaches
+it) that does, with the same signatures and results, what these methods do in PyTorch:
+  - `CiaoSR.attend`: the per-query decode (table gathers, key/value/decoder MLPs, softmax), ~2.6 M
+    multiply-adds per query for EDSR-baseline, the bulk of the work at scales >= 2;
+  - `CiaoSR.pair_rows`: the pair table's product with the key net's output layer (encode, fp32);
+  - `CrossScaleAttention.paste`: the cross-scale attention's scores, softmax and paste-back products (encode,
+    fp32).
+Index work, convolutions and folds stay in PyTorch, and so does the encode in bf16 (oneDNN's bf16 products
+are fast; OpenVINO's measured slower there: 96 x 96 encode 0.92 s in PyTorch, 1.26 s with them on OpenVINO,
+against 2.41 s and 1.84 s in fp32). Each graph is converted from the PyTorch method itself (by
+tracing, so there is one definition of the math) once per model, saved as OpenVINO IR under `cache_root()`
+(`~/.cache/ciaosr/openvino/` by default: converting takes seconds, reading back milliseconds), and compiled
+once per input shape, dtype and precision, kept for the process (the COMPILED_KEPT most recent). Precision
+follows the caller: fp32 (equal to PyTorch up to float rounding: max abs 4.2e-7 on photos, [0, 1] RGB), or bf16 under
+`torch.autocast('cpu', torch.bfloat16)` (OpenVINO's bf16 inference precision, reading bf16 tensors as they are).
+With `int8=True` (opt-in, `--int8`), the decode's key and value nets run as uint8 x int8 products
+(`ciaosr_arch.runtimes.int8`).
+
+The `openvino` package is imported only when a runtime is made (`import_openvino`), so this module imports without it.
+"""
+import hashlib
+import inspect
+import os
+import sys
+import time
+import warnings
+import weakref
+from collections import OrderedDict
+from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import int8 as int8_module
+from .base import CACHE_QUERIES, CALL_QUERIES
+from .int8 import CALIBRATION_DIR, calibrate, fake_quantized, int8_layers
+
+CALL_QUERY_BYTES = 1024  # memory per query of an `attend` call: its index tensors (the activations are per block)
+COMPILED_KEPT = 8  # compiled models kept per runtime, most recently used first: images of many sizes pile up
+CACHE_ENV = 'CIAOSR_CACHE_DIR'  # overrides the cache folder
+# Tables of the bank that `attend` reads, per kind of bank (pair table or not); 'unfolded' is a view of 'values'.
+TABLES = {'pair': ('key_proj', 'value_proj', 'values', 'pair_key', 'pair_bias'),
+          'plain': ('key_proj', 'value_proj', 'values')}
+GRAPH_NOTES = {'attend-pair': 'decode', 'attend-plain': 'decode (scales < 2)', 'attend-pair-int8': 'int8 decode',
+               'attend-plain-int8': 'int8 decode (scales < 2)', 'pair_rows': "decode's pair table",
+               'paste': 'cross-scale attention'}  # graph names as the one-time conversion message names them
+
+
+def import_openvino():
+    """The `openvino` module, imported without its usage reports. OpenVINO sends an event to Google Analytics when
+    it is imported and at each model conversion (package openvino-telemetry, on unless the user opted out); this
+    project never contacts the network, so unless openvino or openvino-telemetry is already imported, the import
+    is made with openvino-telemetry hidden from the process (`sys.modules` entry None), which OpenVINO treats as
+    not installed (it falls back to its own no-op stand-in). ImportError when OpenVINO is not installed."""
+    if 'openvino' not in sys.modules:
+        sys.modules.setdefault('openvino_telemetry', None)
+    import openvino
+    return openvino
+
+
+def openvino_version():
+    """The installed OpenVINO's version string, or None when it is not installed."""
+    try:
+        return import_openvino().__version__
+    except (ImportError, OSError):  # not installed, or a broken install (a shared library missing)
+        return None
+
+
+def cache_root():
+    """Folder of this package's caches: $CIAOSR_CACHE_DIR, else $XDG_CACHE_HOME/ciaosr, else ~/.cache/ciaosr."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'ciaosr'
+
+
+@contextmanager
+def torch_threads(count):
+    """PyTorch's thread count set to `count` within the block, and back to what it was when the block ends."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _precision():
+    """OpenVINO's inference precision for the caller: 'bf16' under a CPU bfloat16 autocast, else 'f32'."""
+    return 'bf16' if torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16 else 'f32'
+
+
+class _Method(nn.Module):
+    """`function` of tensors (positional inputs and outputs) that uses the module `owner`, the form OpenVINO's
+    converter traces: `owner` is registered, so that its weights are traced as parameters."""
+
+    def __init__(self, owner, function):
+        super().__init__()
+        self.owner, self.function = owner, function
+
+    def forward(self, *tensors):
+        return self.function(*tensors)
+
+
+class OpenVINORuntime:
+    """The `DecodeRuntime` of one CiaoSR on OpenVINO: its `attend`, `pair_rows` and `paste` (see the module's
+    docstring). Made for `net`, whose weights its graphs hold; attach it to `net` only.
+
+    Inputs are handed to OpenVINO without copies (float32 or bfloat16, contiguous); outputs come back as new
+    float32 tensors. `attend` runs fixed blocks of `block` queries (the last one padded), so that its compiled
+    shapes do not change with the number of queries; the encode's graphs are compiled per shape. `cache`: folder
+    of the converted graphs (default: cache_root()/openvino). The graphs hold the weights the model had when it
+    first ran. `report`: called with a line naming the seconds of each graph's one-time conversion (a cache miss:
+    a first run on this machine, or of a new model or version), or None.
+    """
+
+    name = 'openvino'
+
+    def __init__(self, net, threads=None, block=CACHE_QUERIES, cache=None, int8=False, report=None):
+        self.ov, self.net, self.block, self.int8, self.report = import_openvino(), net, block, int8, report
+        self.threads = threads or torch.get_num_threads()
+        self.cache = Path(cache) if cache is not None else cache_root() / 'openvino'
+        self.core = self.ov.Core()
+        self.models, self.compiled, self.fingerprint, self.ranges = {}, OrderedDict(), None, None
+        self.checked = (None, True)  # (weak reference to the last bank's `values`, whether it is finite)
+
+    def attend(self, net, bank, index, extra, score_index, residual):
+        """`CiaoSR.attend` -> RGB [B, Q, 3] float32. A bank whose features hold NaN or infinite values goes to
+        PyTorch instead: OpenVINO's ReLU maps NaN to 0, which would turn a broken encode into plausible output."""
+        if not self._finite(bank['values']):
+            return net.attend(bank, index, extra, score_index, residual).float()
+        kind = 'pair' if 'pair_key' in bank else 'plain'
+        tables = [bank[name].contiguous() for name in TABLES[kind]]  # alive until the end: OpenVINO borrows them
+        layout = [index, extra, score_index, residual]
+        batch, queries = index.shape[:2]
+        shapes = [t.shape for t in tables] + [(t.shape[0], self.block, *t.shape[2:]) for t in layout]
+        first_block = [part[:, :self.block] for part in layout]  # the example a first conversion traces
+        name = f'attend-{kind}' + ('-int8' if self.int8 else '')
+        request = self._request(name, self._attend_method(kind), tables + first_block, shapes)
+        for i, table in enumerate(tables):
+            request.set_input_tensor(i, self._tensor(table))
+        out = torch.empty(batch, queries, 3)
+        for start in range(0, queries, self.block):
+            count = min(self.block, queries - start)
+            pieces = [part[:, start:start + count] for part in layout]
+            if count < self.block:  # pad the last block with copies of its first query (valid rows; dropped)
+                pieces = [torch.cat([p, p[:, :1].expand(-1, self.block - count, *p.shape[2:])], 1) for p in pieces]
+            pieces = [p.contiguous() for p in pieces]  # alive until infer returns
+            for i, piece in enumerate(pieces, len(tables)):
+                request.set_input_tensor(i, self._tensor(piece))
+            request.infer()
+            out[:, start:start + count] = torch.from_numpy(request.get_output_tensor(0).data[:, :count])
+        return out
+
+    def chunk(self, device):
+        """CALL_QUERIES queries per decode call, in blocks of `block` (OpenVINO runs on the CPU only)."""
+        return CALL_QUERIES
+
+    def query_bytes(self, net, half):
+        """CALL_QUERY_BYTES: a decode call holds its queries' index tensors; activations only a block's."""
+        return CALL_QUERY_BYTES
+
+    @contextmanager
+    def decoding(self):
+        """PyTorch on one thread within the block (`ciaosr_arch.engine` decodes in it): the index work between decode
+        calls is light, and after each of its parallel regions PyTorch's idle OpenMP threads spin-wait, taking the
+        cores from OpenVINO's. Measured, x16 decode of a 64 x 64 tile, int8, 2 threads: 84 ms per 16384 queries with
+        PyTorch on 2 threads, 71 ms on one (73 ms with OMP_WAIT_POLICY=PASSIVE instead). A first conversion within
+        the block (and the int8 calibration) runs on the runtime's `threads`."""
+        with torch_threads(1):
+            yield
+
+    def _finite(self, values):
+        """Whether a bank's feature table `values` (its other tables are linear in it) is finite, checked once per
+        bank by its fp32 sum, which NaN and infinities reach (the last bank's table is remembered by a weak
+        reference, so a freed bank is never taken for a new one). Measured for a 64 x 64 tile: 0.3 ms, where an
+        element-wise check of every table takes ~15 ms."""
+        ref, finite = self.checked
+        if ref is None or ref() is not values:
+            finite = bool(torch.isfinite(torch.sum(values, dtype=torch.float32)))
+            self.checked = (weakref.ref(values), finite)
+        return finite
+
+    def pair_rows(self, net, products):
+        """`CiaoSR.pair_rows`: products [..., K] -> ([..., H], [...]); in PyTorch under bf16 autocast."""
+        if _precision() == 'bf16':
+            return net.pair_rows(products)
+        return self._run('pair_rows', net.pair_rows, [products.contiguous()])
+
+    def paste(self, attention, filters, queries, patches):
+        """`CrossScaleAttention.paste` -> [B, C * 9s^2, P]; in PyTorch under bf16 autocast."""
+        if _precision() == 'bf16':
+            return attention.paste(filters, queries, patches)
+        return self._run('paste', attention.paste, [t.contiguous() for t in (filters, queries, patches)])[0]
+
+    def _run(self, name, method, inputs):
+        """Outputs (new float32 tensors) of graph `name` (traced from `method`) on inputs compiled at their shapes."""
+        request = self._request(name, method, inputs, [t.shape for t in inputs])
+        for i, tensor in enumerate(inputs):
+            request.set_input_tensor(i, self._tensor(tensor))
+        request.infer()
+        return [torch.from_numpy(tensor.data.copy()) for tensor in request.output_tensors]
+
+    def _attend_method(self, kind):
+        """`net.attend` with the bank's tables of `kind` as leading positional inputs."""
+        def attend(*tensors):
+            bank = dict(zip(TABLES[kind], tensors))
+            bank['unfolded'] = self.net.unfolded(bank['values'])
+            return self.net.attend(bank, *tensors[len(TABLES[kind]):])
+        return attend
+
+    def _tensor(self, tensor):
+        """An OpenVINO tensor over the memory of a contiguous CPU tensor (bfloat16 through its 16-bit pattern)."""
+        if tensor.dtype == torch.bfloat16:
+            bits = tensor.view(torch.int16).numpy()
+            return self.ov.Tensor(bits, list(bits.shape), self.ov.Type.bf16)
+        return self.ov.Tensor(np.ascontiguousarray(tensor.numpy()), shared_memory=True)
+
+    def _request(self, name, method, inputs, shapes):
+        """An infer request of graph `name` compiled for these input shapes and dtypes, in the caller's precision
+        (`_precision`); compiled on first use."""
+        precision = _precision()
+        key = (name, tuple(tuple(s) for s in shapes), tuple(t.dtype for t in inputs), precision)
+        if key not in self.compiled:
+            from openvino.preprocess import PrePostProcessor
+
+            model = self._model(name, method, inputs).clone()
+            model.reshape({i: list(shape) for i, shape in enumerate(shapes)})
+            steps = PrePostProcessor(model)
+            for i, tensor in enumerate(inputs):
+                if tensor.dtype == torch.bfloat16:
+                    steps.input(i).tensor().set_element_type(self.ov.Type.bf16)
+            compiled = self.core.compile_model(steps.build(), 'CPU', {
+                'INFERENCE_PRECISION_HINT': precision, 'INFERENCE_NUM_THREADS': self.threads,
+                'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1})
+            self.compiled[key] = compiled.create_infer_request()
+            if len(self.compiled) > COMPILED_KEPT:
+                self.compiled.popitem(last=False)
+        self.compiled.move_to_end(key)
+        return self.compiled[key]
+
+    def _model(self, name, method, inputs):
+        """The converted graph `name` with dynamic shapes: read from the disk cache, or traced from `method` with
+        float32 copies of `inputs` as examples and saved there (fp32 weights, written to a temporary name and
+        renamed, so concurrent processes never read half a file; a warning if it cannot be written, and one if a
+        cached graph cannot be read, which is then converted again and replaced)."""
+        if name in self.models:
+            return self.models[name]
+        path = self.cache / f'{name}-{self._fingerprint()}.xml'
+        model = None
+        if path.exists():
+            try:
+                model = self.core.read_model(path)
+            except RuntimeError as err:  # damaged (a disk error, a copy cut short): convert again
+                warnings.warn(f'cannot read the cached OpenVINO graph {path}, converting it again: '
+                              f'{str(err).strip().splitlines()[0]}', stacklevel=2)
+        if model is None:
+            start = time.perf_counter()
+            examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
+            with torch_threads(self.threads):  # also within `decoding()`
+                quantized = nullcontext()
+                if name.endswith('-int8'):
+                    if self.ranges is None:  # once per runtime, for both kinds of decode graph
+                        self.ranges = calibrate(self.net)
+                    quantized = fake_quantized(int8_layers(self.net), self.ranges)
+                with warnings.catch_warnings(), torch.autocast('cpu', enabled=False), quantized:
+                    warnings.simplefilter('ignore')  # the tracer's notes on Python ints in shapes
+                    model = self.ov.convert_model(_Method(self.net, method).eval(), example_input=examples)
+            partial = path.with_name(f'.{path.stem}.{os.getpid()}.xml')
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.ov.save_model(model, partial, compress_to_fp16=False)
+                partial.with_suffix('.bin').replace(path.with_suffix('.bin'))
+                partial.replace(path)
+            except (OSError, RuntimeError) as err:  # a read-only or full disk: this process converts again
+                for leftover in (partial, partial.with_suffix('.bin')):
+                    with suppress(OSError):
+                        leftover.unlink()
+                warnings.warn(f'cannot cache the OpenVINO graph in {self.cache}: {err}', stacklevel=2)
+            if self.report:
+                self.report(f'preparing the {GRAPH_NOTES[name]} for OpenVINO (once, then read from {self.cache}): '
+                            f'{time.perf_counter() - start:.1f} s')
+        self.models[name] = model
+        return model
+
+    def _fingerprint(self):
+        """Hex digest of everything the graphs depend on: the code of the archs (with the encoders and coordinates,
+        which the int8 calibration runs), of this runtime and of the int8 module, the weights and options of the
+        model, the torch, BasicSR and OpenVINO versions, the calibration crops (computed once)."""
+        if self.fingerprint is None:
+            import basicsr
+
+            from ..archs import ciaosr_arch, coords, cross_scale_attention, encoders, implicit_base
+
+            digest = hashlib.sha256()
+            options = (self.net.softmax_scale, getattr(self.net.cs_attn, 'softmax_scale', None))
+            for part in (torch.__version__, basicsr.__version__, self.ov.__version__, repr(options), *(
+                    inspect.getsource(m) for m in (ciaosr_arch, coords, cross_scale_attention, encoders,
+                                                   implicit_base, int8_module, sys.modules[__name__]))):
+                digest.update(part.encode())
+            for path in sorted(CALIBRATION_DIR.glob('*.png')):  # the int8 graphs' calibration
+                digest.update(path.read_bytes())
+            for key, tensor in self.net.state_dict().items():
+                digest.update(f'{key}{tuple(tensor.shape)}'.encode())
+                digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+            self.fingerprint = digest.hexdigest()[:20]
+        return self.fingerprint
