@@ -51,6 +51,6 @@ def test_a_missing_input_exits_1_with_one_line(script, tmp_path, monkeypatch, ca
         message = capsys.readouterr().err.strip()
         assert status == 1
     except SystemExit as stop:
-        message = stop.value.code  # printed by Python on the way out, exit status 1
+        message = stop.code  # printed by Python on the way out, exit status 1
     assert isinstance(message, str) and message.startswith('error: ') and '\n' not in message, message
     assert 'missing' in message and not list(tmp_path.iterdir())  # named, and nothing written
