@@ -36,7 +36,6 @@ import torch
 from tqdm import tqdm
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve
-from ciaosr_arch.checkpoint import resolve_weights
 from ciaosr_arch.engine import MIN_TILE
 from ciaosr_arch.evaluation import (
     benchmark_pair,
@@ -48,6 +47,7 @@ from ciaosr_arch.evaluation import (
     to_rgb,
     to_uint8,
 )
+from ciaosr_arch.shipped import SHIPPED_MODELS, resolve_weights
 from realsr.degradations import (
     KERNEL_DEFAULTS,
     KERNEL_PAD_TO,
@@ -64,7 +64,8 @@ from .other_upscalers import TILE_PAD, FixedScaleUpscaler
 from .quality_report import is_implicit_checkpoint, to_tensor
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
-MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
+# The default model's largest trained scale (LIIF's too: same recipe); larger scales are out-of-scale
+MAX_IN_SCALE = SHIPPED_MODELS['default'].scales[1]
 METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}'),
                   'grid': ('LR-grid index', '{:.3f}')}
 SSIM_WINDOW = 11  # BasicSR's SSIM keeps only the pixels where its 11x11 Gaussian window fits

@@ -29,9 +29,9 @@ import torch
 from tqdm import tqdm
 
 from ciaosr_arch import CheckpointError, load_model, super_resolve
-from ciaosr_arch.checkpoint import SHIPPED_MODELS
 from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_plan, output_size, speed_tile
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
+from ciaosr_arch.shipped import SHIPPED_MODELS
 
 from . import image_io, video
 from .cli import (
