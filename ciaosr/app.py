@@ -42,8 +42,9 @@ import cv2
 import numpy as np
 
 from ciaosr_arch import CheckpointError, load_model
-from ciaosr_arch.checkpoint import SHIPPED_MODELS, shipped_weights
+from ciaosr_arch.files import atomic_file
 from ciaosr_arch.runtime import openvino_version, use_runtime
+from ciaosr_arch.shipped import SHIPPED_MODELS, shipped_weights
 
 from . import image_io, pipeline
 from .cli import (
@@ -58,8 +59,6 @@ from .cli import (
 )
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
-MODEL_NOTES = {'default': 'bicubic-trained, best up to x4', 'real': 'real-world photos, GAN',
-               'real-l1': 'real-world photos, L1'}
 TARGETS = ('scale', 'width', 'height', 'long side')
 PREVIEW_SIDE = 2048  # the fitted comparison is at most this long (the 1:1 detail is always full resolution)
 DETAIL_SIDE = 384  # side of the 1:1 detail view in output pixels
@@ -128,12 +127,12 @@ class AppSession:
         self.output = Path(output).resolve()
         self.device = device
         self.models = {}  # spec -> label, in the order offered
-        for name in SHIPPED_MODELS:
+        for name, model in SHIPPED_MODELS.items():
             try:
                 shipped_weights(name)
             except CheckpointError:
                 continue  # not shipped in this checkout (e.g. 'real' before it is trained)
-            self.models[name] = f'{name} ({MODEL_NOTES.get(name, "shipped")})'
+            self.models[name] = f'{name} ({model.use})'
         for path in extra_models:
             self.models[str(Path(path).resolve())] = str(path)
         self.default_model = str(Path(extra_models[0]).resolve()) if extra_models else 'default'
@@ -338,16 +337,11 @@ def time_left(seconds, done_pixels, left_pixels):
 
 
 def write_zip(path, files):
-    """A zip of `files` (stored, images are compressed already) at `path`, written whole or not at all."""
-    temporary = path.with_name(f'.{path.name}.part')
-    try:
-        with zipfile.ZipFile(temporary, 'w', zipfile.ZIP_STORED) as archive:
-            for file in files:
-                archive.write(file, file.name)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """A zip of `files` (stored, images are compressed already) at `path`, written whole or not at all
+    (`atomic_file`)."""
+    with atomic_file(path) as out, zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as archive:
+        for file in files:
+            archive.write(file, file.name)
     return path
 
 

@@ -45,6 +45,7 @@ from ciaosr_arch.evaluation import (
     to_rgb,
     to_uint8,
 )
+from ciaosr_arch.shipped import SHIPPED_MODELS
 from realsr.degradations import (
     KERNEL_DEFAULTS,
     KERNEL_PAD_TO,
@@ -60,7 +61,8 @@ from .other_upscalers import TILE_PAD, FixedScaleUpscaler
 from .reporting import grid_result, load_network, profile_line, table_lines, to_tensor, upscale_tensor
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
-MAX_IN_SCALE = 4  # CiaoSR/LIIF train on x1-x4: larger scales are out-of-scale
+# The default model's largest trained scale (LIIF's too: same recipe); larger scales are out-of-scale
+MAX_IN_SCALE = SHIPPED_MODELS['default'].scales[1]
 METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}'),
                   'grid': ('LR-grid index', '{:.3f}')}
 SSIM_WINDOW = 11  # BasicSR's SSIM keeps only the pixels where its 11x11 Gaussian window fits

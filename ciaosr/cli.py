@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 import ciaosr_arch.runtime as runtimes
-from ciaosr_arch.checkpoint import SHIPPED_MODELS
 from ciaosr_arch.evaluation import as_scale
+from ciaosr_arch.shipped import SHIPPED_MODELS
 
 BICUBIC = 'bicubic'  # the baseline's name in every table
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ciaosr_arch import load_model
-from ciaosr_arch.checkpoint import save_safetensors
+from ciaosr_arch.files import save_safetensors
 
 from .cli import UsageError, exit_on_error
 

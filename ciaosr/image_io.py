@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
-from ciaosr_arch.checkpoint import atomic_file, is_abandoned
+from ciaosr_arch.files import atomic_file, is_abandoned
 
 from . import photo_formats
 
@@ -388,7 +388,7 @@ def _tiff_with_icc(tiff, icc):
 
 
 def write_atomic(path, data):
-    """Write bytes to `path` all at once (`ciaosr_arch.checkpoint.atomic_file`: a hidden temporary file in the
+    """Write bytes to `path` all at once (`ciaosr_arch.files.atomic_file`: a hidden temporary file in the
     same folder, fsync, rename). An interruption leaves either the old file or the complete new one, never a
     truncated image (a SIGKILL can leave a `.NAME.PID-*.part` file behind, which `remove_partial_files` clears)."""
     with atomic_file(path) as file:
@@ -398,7 +398,7 @@ def write_atomic(path, data):
 def remove_partial_files(folder, recursive=False):
     """Delete the temporary files that `write_atomic` left in `folder` (and its sub-folders if `recursive`) when
     its process was killed: hidden `.NAME.PID-XXXXXXXX.part` files whose writing process no longer runs
-    (`ciaosr_arch.checkpoint.is_abandoned`), so the files that other runs are writing now stay. Returns the deleted
+    (`ciaosr_arch.files.is_abandoned`), so the files that other runs are writing now stay. Returns the deleted
     paths, sorted."""
     folder = Path(folder)
     removed = []

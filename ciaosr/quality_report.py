@@ -30,10 +30,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ciaosr_arch import CheckpointError
-from ciaosr_arch.checkpoint import SHIPPED_MODELS, resolve_weights
 from ciaosr_arch.engine import output_size
 from ciaosr_arch.evaluation import as_scale, scale_label, to_uint8
 from ciaosr_arch.resize import resize_pil
+from ciaosr_arch.shipped import SHIPPED_MODELS, resolve_weights
 
 from . import image_io
 from .cli import (

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ciaosr_arch import load_model, super_resolve
-from ciaosr_arch.checkpoint import read_checkpoint, resolve_weights
+from ciaosr_arch.checkpoint import read_checkpoint
+from ciaosr_arch.shipped import resolve_weights
 
 from .grid_index import GridIndexUndefined, grid_index
 from .other_upscalers import FixedScaleUpscaler

@@ -27,9 +27,9 @@ import torch
 from tqdm import tqdm
 
 from ciaosr_arch import load_model
-from ciaosr_arch.checkpoint import SHIPPED_MODELS
 from ciaosr_arch.engine import MIN_TILE
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
+from ciaosr_arch.shipped import SHIPPED_MODELS
 
 from . import image_io, pipeline, video
 from .cli import (

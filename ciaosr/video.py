@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ciaosr_arch.checkpoint import atomic_file
+from ciaosr_arch.files import atomic_file, atomic_path
 
 from . import image_io
 from .pipeline import HEADROOM, check_upscale
@@ -268,13 +268,12 @@ def process_video(job, upscaler, since, rank=0, world=1, bar_position=0, prefix=
 
 
 def _encode_segment(job, segment, upscaler, bar):
-    """Decode the segment's frames, upscale each and encode it into the segment's MP4 file (written under a
-    temporary name and renamed when complete)."""
+    """Decode the segment's frames, upscale each and encode it into the segment's MP4 file (written whole or not
+    at all: `atomic_path`)."""
     av = require_av()
-    path = job.segment_path(segment)
-    temporary = path.with_name(f'.{path.name}.tmp')
     try:
-        with av.open(str(job.src)) as source, av.open(str(temporary), 'w', format='mp4') as out:
+        with (atomic_path(job.segment_path(segment)) as temporary, av.open(str(job.src)) as source,
+              av.open(str(temporary), 'w', format='mp4') as out):
             stream = source.streams.video[0]
             context = stream.codec_context
             encoder = out.add_stream(CODECS[job.codec], rate=stream.average_rate, options={'crf': str(job.crf)})
@@ -300,11 +299,8 @@ def _encode_segment(job, segment, upscaler, bar):
                 out.mux(encoder.encode(encoded))
                 bar.update()
             out.mux(encoder.encode(None))
-        os.replace(temporary, path)
     except av.error.FFmpegError as err:
         raise VideoError(f'damaged or truncated video stream ({err})') from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _join(job):

@@ -5,7 +5,8 @@ Public API: `load_model`, `super_resolve`, `make_coord`, the archs `CiaoSR` and 
 from . import compat, data, models  # noqa: F401  (compat first: it must run before basicsr is imported)
 from .archs import LIIF, CiaoSR
 from .archs.coords import make_cell, make_coord
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import load_model
 from .engine import super_resolve
+from .errors import CheckpointError
 
 __all__ = ['CiaoSR', 'LIIF', 'CheckpointError', 'load_model', 'make_cell', 'make_coord', 'super_resolve']

@@ -1,43 +1,33 @@
-"""Loading CiaoSR/LIIF weights from official mmediting checkpoints, BasicSR checkpoints and safetensors.
+"""Loading CiaoSR/LIIF weights from official mmediting checkpoints, BasicSR checkpoints and safetensors: the load
+story (`load_model`): read the file, refuse other networks, take or infer the arch options, check them, build the
+network's skeleton, match it with the file, check the values, load.
 
 Checkpoints are read with `torch.load(..., weights_only=True)` or safetensors: nothing in a file is
 ever executed. Arch options are taken from the safetensors metadata when present, otherwise
 inferred from key names and tensor shapes (official files store no config we could trust).
 
 Nothing in a file decides how much memory we allocate: the options are type- and range-checked,
-the network is first built on the meta device (no storage) and compared key by key and shape by
-shape with the file's tensors, and only then built for real. Weights must be finite floats.
+the network is first built on the meta device (no storage, `safe_build`) and compared key by key and shape by
+shape with the file's tensors, and only then built for real. Weights must be finite floats. How the options are
+read off the keys is the archs' knowledge (`options_from_state` of the encoders, CiaoSR and LIIF); the shipped
+models' names are resolved by `shipped`; files are written by `files`.
 """
 import inspect
 import json
 import math
-import os
 import pickle
-import re
-import secrets
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
-from safetensors.torch import save as safetensors_bytes
-from torch.nn.modules.module import register_module_parameter_registration_hook
-from torch.overrides import TorchFunctionMode
 
-from .archs import LIIF, CiaoSR
-from .archs.encoders import ENCODERS
+from .archs import ARCHS, build_net
+from .archs.encoders import ENCODERS, encoder_from_state
+from .errors import CheckpointError, listing
+from .safe_build import build_skeleton
+from .shipped import SHIPPED_MODELS, resolve_weights
 
-ARCHS = {'CiaoSR': CiaoSR, 'LIIF': LIIF}
-WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'  # package data
-DEFAULT_WEIGHTS = WEIGHTS_DIR / 'ciaosr_edsr_baseline.safetensors'
-SHIPPED_MODELS = {  # name -> file in WEIGHTS_DIR ('default' is DEFAULT_WEIGHTS)
-    'default': DEFAULT_WEIGHTS.name,  # bicubic degradation, scales 1-4
-    'real-l1': 'ciaosr_realnet_x4_edsr.safetensors',  # real-world degradations, stage 1 (L1)
-    'real': 'ciaosr_real_rrdb_x4.safetensors',  # real-world: Real-ESRGAN's trunk + CiaoSR head, L1 then GAN stage
-}
-# `atomic_file`'s temporary files: .NAME.PID-XXXXXXXX.part, PID the writing process
-PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')
 IGNORED_PREFIXES = ('discriminator.', 'perceptual_loss.', 'step_counter', 'net_d.')
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # weights load from any of these
 # Other super-resolution networks people pass as --model, by keys that only their full network has (checked only
@@ -56,10 +46,6 @@ FOREIGN_NETWORKS = (
 )
 MAX_OPTION = 2 ** 16  # largest integer option (channels, widths, block counts, sizes) a checkpoint may declare
 MAX_LIST = 64  # longest list option (hidden widths, SwinIR stages) a checkpoint may declare
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, unsafe, malformed, or not a CiaoSR/LIIF generator."""
 
 
 def read_checkpoint(path, param_key=None, partial=False):
@@ -155,66 +141,23 @@ def generator_state_dict(obj, source='checkpoint'):
     return state
 
 
-def _count(state, pattern):
-    """Number of distinct integers N in keys matching pattern (with one (\\d+) group)."""
-    return len({m.group(1) for k in state if (m := re.fullmatch(pattern, k))})
-
-
-def _hidden(state, prefix):
-    n_layers = _count(state, re.escape(prefix) + r'\.layers\.(\d+)\.weight')
-    return [state[f'{prefix}.layers.{2 * i}.weight'].shape[0] for i in range(n_layers - 1)]
-
-
-def infer_encoder(state):
-    """(encoder name, encoder_opt) from the encoder's keys and shapes."""
-    if 'sfe1.weight' in state:
-        return 'rdn', {'num_feat': state['sfe1.weight'].shape[0],
-                       'num_block': _count(state, r'rdbs\.(\d+)\.lff\.weight'),
-                       'num_layer': _count(state, r'rdbs\.0\.layers\.(\d+)\.conv\.weight'),
-                       'growth': state['rdbs.0.layers.0.conv.weight'].shape[0]}
-    if 'patch_embed.norm.weight' in state:
-        dim = state['conv_first.weight'].shape[0]
-        n_layers = _count(state, r'layers\.(\d+)\.conv\.weight')
-        table = state['layers.0.residual_group.blocks.0.attn.relative_position_bias_table']
-        window = (round(table.shape[0] ** 0.5) + 1) // 2
-        masks = [v for k, v in state.items() if k.endswith('attn_mask')]
-        img_size = round(masks[0].shape[0] ** 0.5) * window if masks else 48
-        return 'swinir', {
-            'img_size': img_size, 'embed_dim': dim, 'window_size': window,
-            'depths': [_count(state, rf'layers\.{i}\.residual_group\.blocks\.(\d+)\.norm1\.weight')
-                       for i in range(n_layers)],
-            'num_heads': [state[f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table'].shape[1]
-                          for i in range(n_layers)],
-            'mlp_ratio': state['layers.0.residual_group.blocks.0.mlp.fc1.weight'].shape[0] / dim}
-    if 'body.0.rdb1.conv1.weight' in state:
-        return 'rrdb', {'num_feat': state['conv_first.weight'].shape[0],
-                        'num_block': _count(state, r'body\.(\d+)\.rdb1\.conv1\.weight'),
-                        'num_grow_ch': state['body.0.rdb1.conv1.weight'].shape[0],
-                        **({'upsampler': True} if 'conv_up1.weight' in state else {})}
-    if 'body.0.conv1.weight' in state:
-        return 'edsr_baseline', {'num_feat': state['conv_first.weight'].shape[0],
-                                 'num_block': _count(state, r'body\.(\d+)\.conv1\.weight')}
-    raise CheckpointError('unknown encoder: expected EDSR (body.*), RDN (sfe1.*), SwinIR (patch_embed.*) or RRDB '
-                          '(body.*.rdb1.*) keys')
-
-
 def infer_arch(state):
-    """{'type': 'CiaoSR'|'LIIF', **options} from a generator state_dict."""
-    encoder, encoder_opt = infer_encoder(state)
+    """{'type': 'CiaoSR'|'LIIF', 'encoder': ..., 'encoder_opt': {...}, **head options} from a generator state_dict,
+    read off its keys and shapes by the encoders' and the archs' `options_from_state`.
+
+    Raises CheckpointError when no encoder's or no head's keys are there; LookupError, TypeError or ArithmeticError
+    when they are there but incomplete or oddly shaped (`load_model` words both for the file).
+    """
+    found = encoder_from_state(state)
+    if found is None:
+        raise CheckpointError('unknown encoder: expected EDSR (body.*), RDN (sfe1.*), SwinIR (patch_embed.*) or RRDB '
+                              '(body.*.rdb1.*) keys')
+    encoder, encoder_opt = found
     channels = encoder_opt.get('num_feat', encoder_opt.get('embed_dim'))
-    if 'imnet_q.layers.0.weight' in state and 'imnet_k.layers.0.weight' in state:
-        scales = [2 if m.group(1) is None else int(m.group(1))
-                  for k in state if (m := re.fullmatch(r'cs_attn\.down(?:x(\d+))?\.weight', k))]
-        return {'type': 'CiaoSR', 'encoder': encoder, 'encoder_opt': encoder_opt,
-                'feat_unfold': state['imnet_k.layers.0.weight'].shape[1] - 4 == 9 * channels,
-                'non_local_attn': bool(scales), 'multi_scale': scales or [2],
-                'decoder_hidden': _hidden(state, 'imnet_q'), 'key_hidden': _hidden(state, 'imnet_k'),
-                'value_hidden': _hidden(state, 'imnet_v')}
-    if 'imnet.layers.0.weight' in state:
-        in_dim = state['imnet.layers.0.weight'].shape[1]
-        feat_unfold = in_dim - 2 >= 9 * channels
-        return {'type': 'LIIF', 'encoder': encoder, 'encoder_opt': encoder_opt, 'feat_unfold': feat_unfold,
-                'cell_decode': in_dim - channels * (9 if feat_unfold else 1) == 4, 'hidden': _hidden(state, 'imnet')}
+    for kind, arch in ARCHS.items():
+        options = arch.options_from_state(state, channels)
+        if options is not None:
+            return {'type': kind, 'encoder': encoder, 'encoder_opt': encoder_opt, **options}
     raise CheckpointError('not a CiaoSR or LIIF generator: no imnet_q/imnet_k or imnet keys')
 
 
@@ -275,58 +218,6 @@ def check_arch(arch, source):
     return {'type': kind, **options}
 
 
-def build_net(arch):
-    """Network (random weights) from an arch dict {'type': ..., **options} that passed `check_arch`."""
-    options = dict(arch)
-    return ARCHS[options.pop('type')](**options)
-
-
-class _LinspaceOnCpu(TorchFunctionMode):
-    """Inside `torch.device('meta')`: make `torch.linspace` on the CPU. SwinIR reads its per-block drop-path
-    rates with `.item()`, which meta tensors cannot do; they are one float per block (bounded by `check_arch`)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.linspace and kwargs.get('device') is None:
-            kwargs = {**kwargs, 'device': 'cpu'}
-        return func(*args, **kwargs)
-
-
-def build_skeleton(arch, max_parameters, source):
-    """The network of a checked `arch` on the meta device: every shape, no storage.
-
-    Building stops with CheckpointError as soon as the network has more than `max_parameters` parameter
-    tensors (pass the file's tensor count: strict loading needs one tensor per parameter), so options
-    that declare a huge network cost neither memory nor time. Any other build failure (e.g. an option
-    value the constructor rejects) is a CheckpointError naming `source`.
-    """
-    count = 0
-
-    def count_parameter(module, name, param):
-        nonlocal count
-        count += 1
-        if count > max_parameters:
-            raise CheckpointError(f'{source}: its options declare more parameters than the {max_parameters} '
-                                  f'tensors it holds')
-
-    handle = register_module_parameter_registration_hook(count_parameter)
-    try:
-        with torch.device('meta'), _LinspaceOnCpu():
-            return build_net(arch)
-    except CheckpointError:
-        raise
-    except Exception as err:  # the constructors' own checks (ValueError, AssertionError ...), shape arithmetic
-        raise CheckpointError(f'{source}: cannot build {arch["type"]} from its options '
-                              f'({type(err).__name__}: {err})') from None
-    finally:
-        handle.remove()
-
-
-def listing(items, limit=8):
-    """'a, b, c' for a list of strings: the first `limit`, then '... (N in all)'; 'none' for an empty list."""
-    return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit else '') or 'none'
-
-
 def match_state(state, expected, source, network, strict=True):
     """Raise CheckpointError unless `state` fits `expected` (a state_dict, possibly on the meta device) key by key
     (when `strict`) and shape by shape; the message names `source`, `network` and the missing, unexpected and
@@ -369,48 +260,6 @@ def check_values(state, expected, source):
         raise CheckpointError(f'{source}: unusable tensors: {listing(problems)}')
 
 
-def shipped_weights(name):
-    """Path of a shipped model by name (SHIPPED_MODELS); CheckpointError if the name is unknown or the file missing."""
-    if name not in SHIPPED_MODELS:
-        raise CheckpointError(f'unknown model name {name!r}; shipped models: {", ".join(SHIPPED_MODELS)}')
-    path = DEFAULT_WEIGHTS if name == 'default' else WEIGHTS_DIR / SHIPPED_MODELS[name]
-    if not path.is_file():
-        raise CheckpointError(f'the {name} weights are missing ({path}); pass a checkpoint path')
-    return path
-
-
-def resolve_weights(spec=None):
-    """Checkpoint path for `spec`: None -> the default model; a shipped name (SHIPPED_MODELS) -> its file
-    (unless a file of that name exists in the working directory); anything else -> Path(spec)."""
-    if spec is None:
-        return shipped_weights('default')
-    if str(spec) in SHIPPED_MODELS and not Path(spec).exists():
-        return shipped_weights(str(spec))
-    return Path(spec)
-
-
-def without_non_local(state):
-    """CiaoSR weights with the non-local branch removed, as the network without it (`non_local_attn=False`).
-
-    The value net reads [unfolded u (K), non-local n, rel and cell (4)] and gates [u, n]; the decoder reads
-    the gated values. Dropping n's input columns, n's output rows and the decoder's n columns gives exactly
-    the original network with n = 0, the natural start for fine-tuning without the branch. A state_dict
-    without `cs_attn.*` keys is returned unchanged.
-    """
-    if not any(k.startswith('cs_attn.') for k in state):
-        return state
-    key_dim = state['imnet_k.layers.0.weight'].shape[1] - 4
-    keep_in = torch.cat([torch.arange(key_dim), torch.arange(state['imnet_v.layers.0.weight'].shape[1] - 4,
-                                                             state['imnet_v.layers.0.weight'].shape[1])])
-    last_v = 2 * (_count(state, r'imnet_v\.layers\.(\d+)\.weight') - 1)
-    state = {k: v for k, v in state.items() if not k.startswith('cs_attn.')}
-    state['imnet_v.layers.0.weight'] = state['imnet_v.layers.0.weight'][:, keep_in]
-    state[f'imnet_v.layers.{last_v}.weight'] = state[f'imnet_v.layers.{last_v}.weight'][:key_dim]
-    state[f'imnet_v.layers.{last_v}.bias'] = state[f'imnet_v.layers.{last_v}.bias'][:key_dim]
-    state['imnet_q.layers.0.weight'] = state['imnet_q.layers.0.weight'][:, :key_dim]
-    return state
-
-
 def load_model(path=None, device='cpu', **overrides):
     """CiaoSR/LIIF network in eval mode from a checkpoint or a shipped model's name (default: 'default').
 
@@ -444,60 +293,3 @@ def load_model(path=None, device='cpu', **overrides):
     net.load_state_dict(state)
     net.arch = arch
     return net.eval().to(device)
-
-
-@contextmanager
-def atomic_file(path):
-    """Binary file object for writing `path` all at once: a hidden `.NAME.PID-XXXXXXXX.part` file in the same
-    folder (PID: this process), flushed, fsynced and renamed over `path` when the block ends without an error (then
-    the folder is fsynced).
-
-    An error or a kill inside the block leaves `path` as it was (absent or the previous complete file); on an
-    error the temporary file is removed (a SIGKILL can leave it behind, hidden: see `is_abandoned`). Raises
-    OSError if the folder cannot be written.
-    """
-    path = Path(path)
-    temporary = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part')
-    try:
-        with open(temporary, 'xb') as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if os.name == 'posix':  # make the rename itself durable
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
-
-def is_abandoned(path):
-    """Whether `path` is a temporary file of `atomic_file` whose writer is gone: its name has `atomic_file`'s form
-    and the process whose id it holds no longer runs on this machine. Anything else, including a file whose writer
-    may still run (or whose process id was taken by another process since), is not abandoned. Always False where
-    processes cannot be checked without side effects (not POSIX)."""
-    match = PARTIAL_FILE.fullmatch(Path(path).name)
-    if not match or os.name != 'posix':
-        return False
-    try:
-        os.kill(int(match[1]), 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):  # another user's process; not a process id: not ours to judge
-        pass
-    return False
-
-
-def save_safetensors(net, path, arch, metadata=None, dtype=None):
-    """Write net's weights with its arch dict (and free-form string metadata) to a .safetensors file, atomically
-    (`atomic_file`); `dtype` (e.g. torch.float16: half the file) converts the floating-point tensors, which load
-    back into fp32 networks. The metadata keys 'format' and 'arch' are this function's; OSError if it cannot write."""
-    meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'format': 'pt', 'arch': json.dumps(arch)}
-    tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().contiguous().cpu()
-               for k, v in net.state_dict().items()}
-    with atomic_file(path) as file:
-        file.write(safetensors_bytes(tensors, metadata=meta))

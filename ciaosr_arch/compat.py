@@ -11,6 +11,8 @@ Nothing in site-packages is edited.
 import os
 import sys
 
+from .errors import CheckpointError
+
 try:
     import torchvision.transforms.functional_tensor  # noqa: F401  (torchvision < 0.17)
 except ImportError:
@@ -24,8 +26,6 @@ def read_training_state(path, device):
     `device`, read with weights_only=True. Raises CheckpointError naming the file if it is empty, truncated,
     unreadable or not such a state."""
     import torch
-
-    from .checkpoint import CheckpointError
 
     try:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -50,8 +50,6 @@ def load_resume_state(opt):
     """
     import torch
     from basicsr.utils import check_resume
-
-    from .checkpoint import CheckpointError
 
     device = torch.device('cuda', torch.cuda.current_device()) if opt['num_gpu'] else torch.device('cpu')
     state_dir = opt['path']['training_states']

@@ -12,7 +12,7 @@ SHARED = ROOT.parent / 'shared'
 
 import ciaosr_arch  # noqa: E402,F401  (registers archs/datasets/models; applies the basicsr fix)
 from ciaosr_arch import CiaoSR  # noqa: E402
-from ciaosr_arch.checkpoint import save_safetensors  # noqa: E402
+from ciaosr_arch.files import save_safetensors  # noqa: E402
 
 torch.set_num_threads(2)
 

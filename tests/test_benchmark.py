@@ -137,7 +137,7 @@ def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_mod
 
 
 def test_default_model_without_shipped_weights_fails_clearly(small_data_root, tmp_path, monkeypatch):
-    monkeypatch.setattr('ciaosr_arch.checkpoint.DEFAULT_WEIGHTS', tmp_path / 'missing.safetensors')
+    monkeypatch.setattr('ciaosr_arch.shipped.WEIGHTS_DIR', tmp_path)  # no shipped file there
     with pytest.raises(SystemExit, match='default weights are missing'):
         benchmark.run(['--model', 'default', '--data-root', str(small_data_root), '--datasets', 'Set14'])
 

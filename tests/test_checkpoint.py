@@ -1,6 +1,6 @@
 """Checkpoints: every weights file is loaded right or refused with one CheckpointError naming the
 file and the tensor or option at fault; no file makes us allocate more than its own tensors; convert fails in
-one line; files are written atomically."""
+one line."""
 import importlib
 import json
 import os
@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from ciaosr.convert import main as convert
 from ciaosr_arch import CheckpointError, CiaoSR, load_model
-from ciaosr_arch.checkpoint import atomic_file, read_checkpoint, refuse_foreign
+from ciaosr_arch.checkpoint import read_checkpoint, refuse_foreign
 
 ROOT = Path(__file__).resolve().parent.parent
 TENSOR = 'imnet_q.layers.0.weight'  # the tensor the bad-value cases spoil
@@ -199,18 +199,6 @@ def test_convert_fp16_halves_the_file_and_loads_into_fp32(tiny_model, tmp_path):
     reference = load_model(full).state_dict()
     for key, value in load_model(half).state_dict().items():
         assert value.dtype == torch.float32 and torch.equal(value, reference[key].half().float()), key
-
-
-def test_atomic_file_leaves_the_old_file_on_failure(tmp_path):
-    path = tmp_path / 'net_g_10.pth'
-    path.write_bytes(b'complete old file')
-    with pytest.raises(RuntimeError, match='killed'), atomic_file(path) as file:
-        file.write(b'half of the new')
-        raise RuntimeError('killed while writing')
-    assert path.read_bytes() == b'complete old file'
-    with atomic_file(path) as file:
-        file.write(b'new')
-    assert path.read_bytes() == b'new' and sorted(p.name for p in tmp_path.iterdir()) == ['net_g_10.pth']
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from PIL import Image, ImageCms
 from ciaosr import benchmark, image_io, pipeline
 from ciaosr import upscale as cli
 from ciaosr_arch import load_model, super_resolve
-from ciaosr_arch.checkpoint import atomic_file, save_safetensors
+from ciaosr_arch.files import atomic_file, save_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = os.path.join(os.path.dirname(ROOT), 'shared', 'cases')

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from ciaosr_arch import CheckpointError, CiaoSR, load_model, super_resolve
 from ciaosr_arch.checkpoint import infer_arch
+from ciaosr_arch.files import save_safetensors
 
 MEAN = torch.tensor((0.4488, 0.4371, 0.4040)).view(1, 1, 3)
 
@@ -120,7 +121,6 @@ def test_swinir_on_sizes_off_the_window_grid():
 
 
 def test_safetensors_and_basicsr_checkpoints(golden, stressed_weights, tmp_path):
-    from ciaosr_arch.checkpoint import save_safetensors
     net = CiaoSR()
     net.load_state_dict(golden['state_dict'])
     st = tmp_path / 'w.safetensors'

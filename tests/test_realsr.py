@@ -21,8 +21,8 @@ from torch.utils.data import default_collate
 
 import realsr  # noqa: F401  (registers the dataset and the two models)
 from ciaosr_arch import CiaoSR, load_model
+from ciaosr_arch.archs.ciaosr_arch import without_non_local
 from ciaosr_arch.archs.coords import sample_bilinear, switch_probes
-from ciaosr_arch.checkpoint import without_non_local
 from ciaosr_arch.options import OptionsError
 from realsr.data import RealWorldSRDataset
 from realsr.degradations import RealPairSynthesis, paired_window_crop

@@ -420,11 +420,11 @@ def test_damaged_or_unwritable_cache(tiny_model, cache, tmp_path, monkeypatch):
             out = super_resolve(net, lr, 4)
     assert (out - reference).abs().max() <= 1e-5 and blocked.read_text().startswith('a file')
 
-    def disk_full(model, path, **kwargs):  # writes part of the graph, then the disk is full
-        Path(path).write_text('<?xml')
+    def disk_full(model, graph, weights):  # writes part of the graph, then the disk is full
+        Path(graph).write_text('<?xml')
         raise OSError(28, 'No space left on device')
     monkeypatch.setenv('CIAOSR_CACHE_DIR', str(tmp_path / 'full'))
-    monkeypatch.setattr(import_openvino(), 'save_model', disk_full)
+    monkeypatch.setattr(import_openvino(), 'serialize', disk_full)
     use_runtime(net, 'openvino')
     with torch.no_grad(), pytest.warns(UserWarning, match='No space left on device'):
         assert torch.equal(super_resolve(net, lr, 4), out)

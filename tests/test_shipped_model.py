@@ -1,24 +1,26 @@
-"""The shipped models: load by name, record how they were made; the default beats bicubic, and README's
-first command (the CLI on the demo inputs, default weights) works with it."""
+"""The shipped models: load by name, record how they were made, are described by one table that README's follows;
+the default beats bicubic, and README's first command (the CLI on the demo inputs, default weights) works with it."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors import safe_open
 
 from ciaosr import upscale as inference_ciaosr
 from ciaosr_arch import load_model, super_resolve
-from ciaosr_arch.checkpoint import DEFAULT_WEIGHTS, shipped_weights
 from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim, to_uint8
+from ciaosr_arch.shipped import SHIPPED_MODELS, shipped_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_weights_carry_their_training_facts():
-    with safe_open(DEFAULT_WEIGHTS, 'pt') as weights:
+    with safe_open(shipped_weights('default'), 'pt') as weights:
         meta = weights.metadata()
     assert meta['encoder'] == 'edsr_baseline' and meta['weights'] == 'EMA' and int(meta['iterations']) > 0
     assert (ROOT / meta['recipe']).is_file() and 'T91' in meta['data']
@@ -59,3 +61,25 @@ def test_real_world_models_load_by_name_and_say_how_they_were_made():
     assert shipped_weights('real').stat().st_size < 40 * 2 ** 20
     lr = torch.rand(1, 3, 12, 10)
     assert super_resolve(gan, lr, scale=2.5).shape == super_resolve(stage1, lr, scale=2.5).shape == (1, 3, 30, 25)
+
+
+def test_readme_table_mirrors_the_shipped_models_table():
+    """README's "Shipped models" table lists the names and files of `SHIPPED_MODELS`, in its order."""
+    section = (ROOT / 'README.md').read_text().split('\n## Shipped models\n')[1].split('\n#')[0]
+    rows = re.findall(r'^\| `([^`]+)` \| `([^`]+)`', section, re.MULTILINE)
+    assert rows == [(name, model.file) for name, model in SHIPPED_MODELS.items()]
+
+
+def test_shipped_models_table_agrees_with_the_files():
+    """Every model of the table is there; its trained scale range is its recipes' and its licence the one its file
+    records (where it records one)."""
+    for name, model in SHIPPED_MODELS.items():
+        with safe_open(shipped_weights(name), 'pt') as weights:
+            meta = weights.metadata()
+        assert meta.get('licence', model.licence) == model.licence and model.use and model.description
+        for recipe in meta['recipe'].split(', '):
+            options = yaml.safe_load((ROOT / recipe).read_text())
+            train = options['datasets']['train']
+            scales = options['degradation']['scale_range'] if 'degradation' in options else \
+                [train['scale_min'], train['scale_max']]
+            assert tuple(scales) == model.scales, (name, recipe)

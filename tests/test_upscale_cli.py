@@ -301,7 +301,7 @@ def test_bad_arguments_fail_in_one_line(tmp_path, capsys, argv, message):
 def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkeypatch):
     Image.fromarray(photo[:8, :8]).save(tmp_path / 'a.png')
     (tmp_path / 'empty_dir').mkdir()
-    monkeypatch.setattr('ciaosr_arch.checkpoint.DEFAULT_WEIGHTS', tmp_path / 'missing.safetensors')
+    monkeypatch.setattr('ciaosr_arch.shipped.WEIGHTS_DIR', tmp_path / 'weights')  # no shipped file there
     cases = [(['-i', tmp_path / 'a.png'], 'the default weights are missing', 1),
              (['-i', tmp_path / 'a.png', '--model', tmp_path / 'nope.pth'], 'checkpoint not found', 1),
              (['-i', tmp_path / 'nowhere'], 'input not found', 1),

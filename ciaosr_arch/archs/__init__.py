@@ -2,4 +2,13 @@
 from .ciaosr_arch import CiaoSR
 from .liif_arch import LIIF
 
-__all__ = ['CiaoSR', 'LIIF']
+ARCHS = {'CiaoSR': CiaoSR, 'LIIF': LIIF}  # by the `type` of an arch dict
+
+
+def build_net(arch):
+    """Network (random weights) from an arch dict {'type': 'CiaoSR'|'LIIF', **constructor options}."""
+    options = dict(arch)
+    return ARCHS[options.pop('type')](**options)
+
+
+__all__ = ['ARCHS', 'CiaoSR', 'LIIF', 'build_net']

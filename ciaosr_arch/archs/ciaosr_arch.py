@@ -9,9 +9,12 @@ with skip = bilinear(LR) (official). An encoder with an up-sampling tail (`rrdb`
 image instead, its x4 output, sampled bicubically: the head then learns a residual over that network's result.
 The non-local feature n comes from the scale-aware cross-scale attention over the whole map (the
 outer attention). Module names are the official ones (imnet_q is the decoder, imnet_k the key net,
-imnet_v the value net, cs_attn the cross-scale attention), so official checkpoints load as they are.
+imnet_v the value net, cs_attn the cross-scale attention), so official checkpoints load as they are; the head's
+options are read back off a state_dict (`CiaoSR.options_from_state`), and `without_non_local` removes the non-local
+branch from a state_dict.
 """
 import itertools
+import re
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -20,7 +23,7 @@ from torch import nn
 from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels, sample_bilinear, sample_nearest_index
 from .cross_scale_attention import CrossScaleAttention
 from .encoders import build_encoder
-from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
+from .implicit_base import MLP, ImplicitSRNet, channels_last, count_indices, gather_pixels, unfold3x3
 
 PAIR_TABLE_MIN_RATIO = 4  # output pixels per LR pixel from which the key/query pair table pays off
 PAIR_TABLE_BAND_PIXELS = 4096  # LR pixels per band of the pair table's construction (bounds its temporaries)
@@ -61,6 +64,21 @@ class CiaoSR(ImplicitSRNet):
         if self.has_base_image:  # start as the base network itself: the decoder's output (the residual) is zero
             nn.init.zeros_(self.imnet_q.layers[-1].weight)
             nn.init.zeros_(self.imnet_q.layers[-1].bias)
+
+    @staticmethod
+    def options_from_state(state, channels):
+        """The head's options read off a state_dict whose encoder gives `channels` features (feature unfold, the
+        non-local branch and its factors, the three MLPs' hidden widths), or None when `state` holds no CiaoSR head
+        (`imnet_q.*` and `imnet_k.*`)."""
+        if 'imnet_q.layers.0.weight' not in state or 'imnet_k.layers.0.weight' not in state:
+            return None
+        scales = [2 if m.group(1) is None else int(m.group(1))
+                  for k in state if (m := re.fullmatch(r'cs_attn\.down(?:x(\d+))?\.weight', k))]
+        return {'feat_unfold': state['imnet_k.layers.0.weight'].shape[1] - 4 == 9 * channels,
+                'non_local_attn': bool(scales), 'multi_scale': scales or [2],
+                'decoder_hidden': MLP.hidden_from_state(state, 'imnet_q'),
+                'key_hidden': MLP.hidden_from_state(state, 'imnet_k'),
+                'value_hidden': MLP.hidden_from_state(state, 'imnet_v')}
 
     @property
     def min_input_side(self):
@@ -192,3 +210,25 @@ def displacement_code(query_index, index, width):
     if dy.abs().max() > 1 or dx.abs().max() > 1:
         raise ValueError('feature maps smaller than 2x2 are not supported')
     return (dy + 1) * 3 + dx + 1
+
+
+def without_non_local(state):
+    """CiaoSR weights with the non-local branch removed, as the network without it (`non_local_attn=False`).
+
+    The value net reads [unfolded u (K), non-local n, rel and cell (4)] and gates [u, n]; the decoder reads
+    the gated values. Dropping n's input columns, n's output rows and the decoder's n columns gives exactly
+    the original network with n = 0, the natural start for fine-tuning without the branch. A state_dict
+    without `cs_attn.*` keys is returned unchanged.
+    """
+    if not any(k.startswith('cs_attn.') for k in state):
+        return state
+    key_dim = state['imnet_k.layers.0.weight'].shape[1] - 4
+    keep_in = torch.cat([torch.arange(key_dim), torch.arange(state['imnet_v.layers.0.weight'].shape[1] - 4,
+                                                             state['imnet_v.layers.0.weight'].shape[1])])
+    last_v = 2 * (count_indices(state, r'imnet_v\.layers\.(\d+)\.weight') - 1)
+    state = {k: v for k, v in state.items() if not k.startswith('cs_attn.')}
+    state['imnet_v.layers.0.weight'] = state['imnet_v.layers.0.weight'][:, keep_in]
+    state[f'imnet_v.layers.{last_v}.weight'] = state[f'imnet_v.layers.{last_v}.weight'][:key_dim]
+    state[f'imnet_v.layers.{last_v}.bias'] = state[f'imnet_v.layers.{last_v}.bias'][:key_dim]
+    state['imnet_q.layers.0.weight'] = state['imnet_q.layers.0.weight'][:, :key_dim]
+    return state

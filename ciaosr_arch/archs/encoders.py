@@ -3,7 +3,8 @@
 Parameter names follow the official checkpoints (mmedit EDSR/RDN, BasicSR SwinIR and RRDBNet), so an
 encoder's state_dict keys are exactly the ones the official generator stores at its top level.
 Each encoder maps an RGB batch [B, 3, h, w] (mean already subtracted) to features [B, C, h, w] and
-exposes C as `out_channels`.
+exposes C as `out_channels`. Each also reads its options back off a state_dict (`options_from_state`, by the
+keys only its weights have and their shapes): `encoder_from_state` finds the encoder of a checkpoint.
 """
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from basicsr.archs.rrdbnet_arch import RRDB
 from basicsr.archs.swinir_arch import SwinIR
 from torch import nn
 
-from .implicit_base import RGB_MEAN
+from .implicit_base import RGB_MEAN, count_indices
 
 
 class EDSRBaselineEncoder(nn.Module):
@@ -24,6 +25,14 @@ class EDSRBaselineEncoder(nn.Module):
         self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
         self.body = make_layer(ResidualBlockNoBN, num_block, num_feat=num_feat, res_scale=res_scale)
         self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+
+    @staticmethod
+    def options_from_state(state):
+        """This encoder's options read off a state_dict, or None when `state` holds no EDSR blocks."""
+        if 'body.0.conv1.weight' not in state:
+            return None
+        return {'num_feat': state['conv_first.weight'].shape[0],
+                'num_block': count_indices(state, r'body\.(\d+)\.conv1\.weight')}
 
     def forward(self, x):
         x = self.conv_first(x)
@@ -65,6 +74,16 @@ class RDNEncoder(nn.Module):
         self.gff = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1),
                                  nn.Conv2d(num_feat, num_feat, 3, padding=1))
 
+    @staticmethod
+    def options_from_state(state):
+        """This encoder's options read off a state_dict, or None when `state` holds no RDN (`sfe1.*`)."""
+        if 'sfe1.weight' not in state:
+            return None
+        return {'num_feat': state['sfe1.weight'].shape[0],
+                'num_block': count_indices(state, r'rdbs\.(\d+)\.lff\.weight'),
+                'num_layer': count_indices(state, r'rdbs\.0\.layers\.(\d+)\.conv\.weight'),
+                'growth': state['rdbs.0.layers.0.conv.weight'].shape[0]}
+
     def forward(self, x):
         shallow = self.sfe1(x)
         x = self.sfe2(shallow)
@@ -95,6 +114,26 @@ class SwinIREncoder(SwinIR):
         self.out_channels = embed_dim
         # Reflect padding to the window needs fewer padded than real pixels: side > window / 2.
         self.min_input_side = window_size // 2 + 1
+
+    @staticmethod
+    def options_from_state(state):
+        """This encoder's options read off a state_dict, or None when `state` holds no SwinIR (`patch_embed.*`).
+        `img_size` comes from the stored attention masks (48 without them), `drop_path_rate` is not stored."""
+        if 'patch_embed.norm.weight' not in state:
+            return None
+        dim = state['conv_first.weight'].shape[0]
+        n_layers = count_indices(state, r'layers\.(\d+)\.conv\.weight')
+        table = state['layers.0.residual_group.blocks.0.attn.relative_position_bias_table']
+        window = (round(table.shape[0] ** 0.5) + 1) // 2
+        masks = [v for k, v in state.items() if k.endswith('attn_mask')]
+        img_size = round(masks[0].shape[0] ** 0.5) * window if masks else 48
+        return {
+            'img_size': img_size, 'embed_dim': dim, 'window_size': window,
+            'depths': [count_indices(state, rf'layers\.{i}\.residual_group\.blocks\.(\d+)\.norm1\.weight')
+                       for i in range(n_layers)],
+            'num_heads': [state[f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table'].shape[1]
+                          for i in range(n_layers)],
+            'mlp_ratio': state['layers.0.residual_group.blocks.0.mlp.fc1.weight'].shape[0] / dim}
 
     def forward(self, x):
         h, w = x.shape[-2:]
@@ -131,6 +170,17 @@ class RRDBEncoder(nn.Module):
             self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
         self.register_buffer('rgb_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
+    @staticmethod
+    def options_from_state(state):
+        """This encoder's options read off a state_dict, or None when `state` holds no RRDB blocks (`body.N.rdb1.*`);
+        `upsampler` (only when True) when RRDBNet's x4 tail is there (`conv_up1.*`)."""
+        if 'body.0.rdb1.conv1.weight' not in state:
+            return None
+        return {'num_feat': state['conv_first.weight'].shape[0],
+                'num_block': count_indices(state, r'body\.(\d+)\.rdb1\.conv1\.weight'),
+                'num_grow_ch': state['body.0.rdb1.conv1.weight'].shape[0],
+                **({'upsampler': True} if 'conv_up1.weight' in state else {})}
+
     def forward(self, x):
         feat = self.conv_first(x + self.rgb_mean)
         return self.conv_body(self.body(feat)) + feat
@@ -146,6 +196,17 @@ class RRDBEncoder(nn.Module):
 
 ENCODERS = {'edsr_baseline': EDSRBaselineEncoder, 'rdn': RDNEncoder, 'swinir': SwinIREncoder,
             'rrdb': RRDBEncoder}
+
+
+def encoder_from_state(state):
+    """(encoder name, encoder options) of the encoder whose weights a state_dict holds (each encoder's
+    `options_from_state`), or None when it holds none of theirs. LookupError, TypeError or ArithmeticError when
+    the keys are there but incomplete or oddly shaped."""
+    for name, encoder in ENCODERS.items():
+        options = encoder.options_from_state(state)
+        if options is not None:
+            return name, options
+    return None
 
 
 def build_encoder(name, **options):

@@ -6,6 +6,8 @@ feature-side work once and decode query points in chunks:
     rgb = net.decode(bank, coord, cell) # per chunk of queries
 and `net(lr, coord, cell) == net.decode(net.encode(lr), coord, cell)`.
 """
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +38,12 @@ class MLP(nn.Module):
     def forward(self, x):
         return self.layers(x)
 
+    @staticmethod
+    def hidden_from_state(state, prefix):
+        """Hidden widths (a list of ints) of the MLP whose weights are `state`'s keys `{prefix}.layers.N.*`."""
+        n_layers = count_indices(state, re.escape(prefix) + r'\.layers\.(\d+)\.weight')
+        return [state[f'{prefix}.layers.{2 * i}.weight'].shape[0] for i in range(n_layers - 1)]
+
     def project(self, feat):
         """First layer on the leading feat.shape[-1] inputs, bias included: [..., D] -> [..., H1]."""
         return F.linear(feat, self.layers[0].weight[:, :feat.shape[-1]], self.layers[0].bias)
@@ -51,6 +59,12 @@ class MLP(nn.Module):
         """The output layer: [..., H] -> [..., out] (on flat rows, as `hidden`)."""
         out = self.layers[-1]
         return out(hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], out.out_features)
+
+
+def count_indices(state, pattern):
+    """Number of distinct integers N in the keys of a state_dict `state` that match `pattern` (a regular expression
+    with one (\\d+) group, e.g. r'body\\.(\\d+)\\.conv1\\.weight' counts the blocks)."""
+    return len({m.group(1) for k in state if (m := re.fullmatch(pattern, k))})
 
 
 def unfold3x3(feat):

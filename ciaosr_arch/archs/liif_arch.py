@@ -3,7 +3,8 @@
 Each of the 4 LR latent codes around a query predicts RGB with one MLP from
 [code, rel, cell]; the predictions are blended with the areas of the opposite sub-rectangles
 (local ensemble). Input/output conventions are those of CiaoSR (mean-subtracted inside, RGB in
-[0, 1] units out), so both archs train and evaluate with the same data, model and scripts.
+[0, 1] units out), so both archs train and evaluate with the same data, model and scripts. The options are read
+back off a state_dict by `LIIF.options_from_state`.
 """
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -35,6 +36,17 @@ class LIIF(ImplicitSRNet):
         self.cell_decode = cell_decode
         self.imnet = MLP(code_dim + (4 if cell_decode else 2), 3, hidden)
         self.attach_encoder(enc)
+
+    @staticmethod
+    def options_from_state(state, channels):
+        """The head's options read off a state_dict whose encoder gives `channels` features (feature unfold, cell
+        decode, hidden widths), or None when `state` holds no LIIF head (`imnet.*`)."""
+        if 'imnet.layers.0.weight' not in state:
+            return None
+        in_dim = state['imnet.layers.0.weight'].shape[1]
+        feat_unfold = in_dim - 2 >= 9 * channels
+        return {'feat_unfold': feat_unfold, 'cell_decode': in_dim - channels * (9 if feat_unfold else 1) == 4,
+                'hidden': MLP.hidden_from_state(state, 'imnet')}
 
     def encode(self, lr, out_size=None):
         feat = self.encoder(lr - self.rgb_mean)

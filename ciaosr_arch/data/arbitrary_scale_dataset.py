@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils import data
 
 from ..archs.coords import make_coord
-from ..checkpoint import listing
+from ..errors import listing
 from ..options import NUMBER, OneOf, Open
 from ..resize import downsample
 

@@ -12,8 +12,10 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import atomic_file, check_values, match_state, read_checkpoint, without_non_local
+from ..archs.ciaosr_arch import without_non_local
+from ..checkpoint import check_values, match_state, read_checkpoint
 from ..engine import super_resolve
+from ..files import atomic_file
 from ..options import NUMBER, OneOf, Open
 
 

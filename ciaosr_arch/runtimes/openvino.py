@@ -34,13 +34,14 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..files import atomic_path
 from . import int8 as int8_module
 from .base import CACHE_QUERIES, CALL_QUERIES
 from .int8 import CALIBRATION_DIR, calibrate, fake_quantized, int8_layers
@@ -250,9 +251,10 @@ class OpenVINORuntime:
 
     def _model(self, name, method, inputs):
         """The converted graph `name` with dynamic shapes: read from the disk cache, or traced from `method` with
-        float32 copies of `inputs` as examples and saved there (fp32 weights, written to a temporary name and
-        renamed, so concurrent processes never read half a file; a warning if it cannot be written, and one if a
-        cached graph cannot be read, which is then converted again and replaced)."""
+        float32 copies of `inputs` as examples and saved there (fp32 weights, each file written whole or not at all,
+        `atomic_path`, the weights before the graph that names them, so concurrent processes never read half a
+        graph; a warning if it cannot be written, and one if a cached graph cannot be read, which is then converted
+        again and replaced)."""
         if name in self.models:
             return self.models[name]
         path = self.cache / f'{name}-{self._fingerprint()}.xml'
@@ -275,16 +277,11 @@ class OpenVINORuntime:
                 with warnings.catch_warnings(), torch.autocast('cpu', enabled=False), quantized:
                     warnings.simplefilter('ignore')  # the tracer's notes on Python ints in shapes
                     model = self.ov.convert_model(_Method(self.net, method).eval(), example_input=examples)
-            partial = path.with_name(f'.{path.stem}.{os.getpid()}.xml')
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self.ov.save_model(model, partial, compress_to_fp16=False)
-                partial.with_suffix('.bin').replace(path.with_suffix('.bin'))
-                partial.replace(path)
+                with atomic_path(path, '.xml') as graph, atomic_path(path.with_suffix('.bin')) as weights:
+                    self.ov.serialize(model, graph, weights)  # save_model would name the weights after the graph
             except (OSError, RuntimeError) as err:  # a read-only or full disk: this process converts again
-                for leftover in (partial, partial.with_suffix('.bin')):
-                    with suppress(OSError):
-                        leftover.unlink()
                 warnings.warn(f'cannot cache the OpenVINO graph in {self.cache}: {err}', stacklevel=2)
             if self.report:
                 self.report(f'preparing the {GRAPH_NOTES[name]} for OpenVINO (once, then read from {self.cache}): '
