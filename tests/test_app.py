@@ -161,7 +161,7 @@ def test_browser_upload_scale_compare_download(tmp_path, tiny_model, capsys):
             route.abort()
 
     try:
-        wait_for_port(port, process, 45)
+        wait_for_port(port, process, 90)  # Gradio starts in 20-45 s on a loaded 2-core machine
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox'])
             page = browser.new_page(viewport={'width': 1400, 'height': 1000}, accept_downloads=True)
