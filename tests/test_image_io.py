@@ -406,7 +406,7 @@ def test_output_folder_problems_stop_before_any_work(tmp_path, tiny_model, capsy
     taken, inside = tmp_path / 'taken', tmp_path / 'taken' / 'sub'
     for out, message in ((taken, f'the output folder {taken} exists and is not a folder'),
                          (inside, f'cannot write to the output folder {inside}')):
-        assert run_cli('-i', tmp_path / 'a.png', '-o', out, '-s', 2, model=tiny_model) == 2
+        assert run_cli('-i', tmp_path / 'a.png', '-o', out, '-s', 2, model=tiny_model) == 1  # an output: 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f'error: {message}')
 
@@ -415,7 +415,7 @@ def test_output_folder_problems_stop_before_any_work(tmp_path, tiny_model, capsy
 def test_unwritable_output_folder_is_refused(tmp_path, tiny_model, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
     (tmp_path / 'locked').mkdir(mode=0o555)
-    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'locked', '-s', 2, model=tiny_model) == 2
+    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'locked', '-s', 2, model=tiny_model) == 1
     assert f'cannot write to the output folder {tmp_path / "locked"}' in capsys.readouterr().err
 
 
