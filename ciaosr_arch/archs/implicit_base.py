@@ -124,6 +124,7 @@ class ImplicitSRNet(nn.Module, Generic[Bank]):
 
     encoder: Encoder
     rgb_mean: torch.Tensor  # [1, 3, 1, 1], a buffer (`register_buffer`)
+    arch: dict[str, Any]  # the arch dict ({'type': ..., **options}) of a net that `load_model` made
 
     def __init__(self):
         super().__init__()
