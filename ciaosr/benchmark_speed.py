@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -174,7 +175,7 @@ def build_nets(weights, realesrgan, keys):
     copy with OpenVINO's int8 decode, 'realesrgan': the spandrel model}, only those that `keys` use."""
     torch.manual_seed(0)
     net = load_model(weights) if weights else CiaoSR().eval()
-    nets = {'torch': net}
+    nets: dict[str, Any] = {'torch': net}  # CiaoSR nets, and a spandrel model
     if {'d', 'e'} & set(keys):
         nets['openvino'] = copy.deepcopy(net)
         use_runtime(nets['openvino'], 'openvino')
@@ -280,7 +281,7 @@ def main(argv=None):
     an --isa run (else None: 0). A command line that cannot be used exits with status 2 (argparse), --weights,
     --realesrgan or --photos that cannot be used with one line and status 1 (`cli.exit_on_error`). The same
     function runs each measurement in a child process (the hidden --_child option)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO)
     parser.add_argument('--sizes', type=int, nargs='+', default=[48, 96])
     parser.add_argument('--scales', type=float, nargs='+', default=[4, 8])
     parser.add_argument('--repeat', type=int, default=2, help='interleaved timing rounds (default 2)')

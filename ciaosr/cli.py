@@ -13,7 +13,10 @@ import re
 import secrets
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 import torch
 
@@ -30,7 +33,7 @@ class UsageError(Exception):
 
 
 @contextlib.contextmanager
-def exit_on_error():
+def exit_on_error() -> Iterator[None]:
     """Ends the console script in the block on an error with one line on stderr, `error: ...` (no traceback), and
     the exit status of every console script: 2 for a command line that cannot be used (UsageError, as argparse's
     own errors), 1 for an input, a checkpoint or an output that cannot be used (ValueError, which CheckpointError,
@@ -45,7 +48,7 @@ def exit_on_error():
         sys.exit(f'error: {err}')  # Python prints it; exit status 1
 
 
-def console_script_setup():
+def console_script_setup() -> None:
     """What every console script's main() sets up first, so that it holds for the installed script, `python -m`
     and the scripts in inference/ alike (ValueError outside the main thread, where Python cannot set signal
     handlers):
@@ -57,15 +60,16 @@ def console_script_setup():
       arrive as surrogates), or a strict non-UTF-8 console.
     """
     signal.signal(signal.SIGTERM, _interrupt)
-    if hasattr(sys.stdout, 'reconfigure'):  # a TextIOWrapper, not an object put in its place
-        sys.stdout.reconfigure(errors='backslashreplace')
+    reconfigure = getattr(sys.stdout, 'reconfigure', None)  # a TextIOWrapper's, not an object put in its place
+    if reconfigure:
+        reconfigure(errors='backslashreplace')
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def scale_arg(text):
+def scale_arg(text: str) -> float:
     """argparse type of a scale: `ciaosr_arch.evaluation.as_scale` with its message as the parser's error."""
     try:
         return as_scale(text)
@@ -73,7 +77,7 @@ def scale_arg(text):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def add_model_options(parser, extra=''):
+def add_model_options(parser: argparse.ArgumentParser, extra: str = '') -> None:
     """--model (repeatable: a shipped name, a checkpoint path`extra`) and --name (one per --model)."""
     parser.add_argument('--model', action='append',
                         help=f'a shipped model ({", ".join(SHIPPED_MODELS)}) or a checkpoint path{extra}; '
@@ -82,7 +86,7 @@ def add_model_options(parser, extra=''):
                                                         'file stem)')
 
 
-def model_specs(args):
+def model_specs(args: argparse.Namespace) -> dict[str, str]:
     """{method name: --model value} in order ('bicubic' left out: it is the baseline, always present).
 
     Names come from --name, else the shipped name or the file stem. UsageError (one line) when --name is not
@@ -97,7 +101,7 @@ def model_specs(args):
     return dict(zip(names, specs))
 
 
-def add_device_options(parser, int8=False):
+def add_device_options(parser: argparse.ArgumentParser, int8: bool = False) -> None:
     """--device auto|cpu|cuda and the autocast precision --fp16 / --bf16 (mutually exclusive); with `int8`, also
     --int8 (the OpenVINO int8 decode, `ciaosr_arch.runtime`)."""
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
@@ -112,7 +116,7 @@ def add_device_options(parser, int8=False):
                                     '62.9-71 dB on photos (README: Performance)')
 
 
-def pick_device(choice, local_rank=0):
+def pick_device(choice: str, local_rank: int = 0) -> torch.device:
     """torch.device for 'auto' | 'cpu' | 'cuda'; with CUDA, GPU number `local_rank`. UsageError if unavailable."""
     if choice == 'auto':
         choice = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -126,7 +130,8 @@ def pick_device(choice, local_rank=0):
     return torch.device('cuda', local_rank)
 
 
-def pick_precision(device, fp16=False, bf16=False, int8=False):
+def pick_precision(device: torch.device, fp16: bool = False, bf16: bool = False,
+                   int8: bool = False) -> torch.dtype | None:
     """Autocast dtype of --fp16 / --bf16 / --int8 (at most one true) on `device` (None: float32; int8: bfloat16 where
     the CPU has it natively, else None); UsageError where it cannot run, and for int8 on a CPU where it is slower
     than the default path (`ciaosr_arch.runtime.int8_problem`)."""
@@ -149,7 +154,7 @@ def pick_precision(device, fp16=False, bf16=False, int8=False):
     return None
 
 
-def parse_bytes(text):
+def parse_bytes(text: str) -> int:
     """Bytes in '4GB', '2.5G', '512MiB', '3000000000' (K/M/G/T, decimal or binary: both taken as powers of 1024);
     ValueError (one line, naming --max-memory) for anything else."""
     match = re.fullmatch(r'\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*', text)
@@ -158,7 +163,7 @@ def parse_bytes(text):
     return int(float(match[1]) * 1024 ** ' KMGT'.index(match[2].upper() or ' '))
 
 
-def prepare_output(outdir):
+def prepare_output(outdir: Path) -> None:
     """Create the output folder `outdir` (a Path) if needed and check that files can be written in it; OSError (one
     line naming the folder) otherwise."""
     if outdir.exists() and not outdir.is_dir():
@@ -172,7 +177,7 @@ def prepare_output(outdir):
         raise OSError(f'cannot write to the output folder {outdir}: {err.strerror or err}') from None
 
 
-def device_memory(device):
+def device_memory(device: torch.device) -> int:
     """Bytes of memory `device` has: the GPU's total memory on CUDA; on the CPU the machine's physical memory, or
     its cgroup limit (a container's, /sys/fs/cgroup/memory.max) where that is lower."""
     if device.type == 'cuda':
@@ -185,7 +190,7 @@ def device_memory(device):
     return min(total, int(limit)) if limit.isdigit() else total
 
 
-def memory_warning(budget, device):
+def memory_warning(budget: float, device: torch.device) -> str | None:
     """A one-line warning when a memory budget (bytes, --max-memory) is more than `device` has, else None: plans
     made for memory that is not there end in swapping or in the process being killed, not in a clear message."""
     total = device_memory(device)
@@ -196,7 +201,7 @@ def memory_warning(budget, device):
             f'runs that need it will swap or be killed')
 
 
-def cpu_has_bf16():
+def cpu_has_bf16() -> bool:
     """Whether this CPU runs bfloat16 natively (AVX-512 BF16 or AMX, as oneDNN reports it)."""
     try:
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -204,7 +209,7 @@ def cpu_has_bf16():
         return False
 
 
-def cpu_path_line(runtime, dtype, int8=False):
+def cpu_path_line(runtime: str, dtype: torch.dtype | None, int8: bool = False) -> str:
     """The line naming the path a CPU run takes: the CPU's kind (marked when emulated, `EMULATION_ENV`), PyTorch's
     threads, what decodes (`runtime`: 'torch' or 'openvino') and in which precision (autocast `dtype`, None for
     fp32; `int8`: the int8 decode)."""

@@ -58,7 +58,7 @@ def check_output(output):
 
 
 def main(argv=None):
-    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO: no docstrings)
     parser.add_argument('checkpoint', type=Path)
     parser.add_argument('output', type=Path)
     parser.add_argument('--meta', nargs='*', default=[], metavar='KEY=VALUE', help='extra metadata to record')

@@ -53,11 +53,11 @@ class Picture:
     icc_profile: bytes | None = None
 
     @property
-    def has_alpha(self):
+    def has_alpha(self) -> bool:
         return self.pixels.shape[2] in (2, 4)
 
     @property
-    def is_gray(self):
+    def is_gray(self) -> bool:
         return self.pixels.shape[2] in (1, 2)
 
 
@@ -77,16 +77,16 @@ class ImageInfo:
     upright_copy: bool = False
 
     @property
-    def has_alpha(self):
+    def has_alpha(self) -> bool:
         return self.channels in (2, 4)
 
     @property
-    def pixel_bytes(self):
+    def pixel_bytes(self) -> int:
         """Bytes of `read_image`'s array: height * width * channels * itemsize."""
         return self.height * self.width * self.channels * self.itemsize
 
     @property
-    def decode_bytes(self):
+    def decode_bytes(self) -> int:
         """Peak memory of `read_image` in bytes (an upper bound): the file, the decoder's buffer (PIL keeps up to
         4 bytes per 8-bit pixel, OpenCV C samples; twice if turned upright by a copy, by the decoder or by us: that
         copy is never larger), the array, a band and its copies."""
@@ -94,12 +94,12 @@ class ImageInfo:
         return self.file_bytes + decoder * (2 if self.upright_copy else 1) + self.pixel_bytes + 4 * BAND_BYTES
 
 
-def has_alpha(image):
+def has_alpha(image: Image.Image) -> bool:
     """Whether a PIL image (opened, not necessarily decoded) carries transparency."""
     return image.mode in ALPHA_MODES or (image.mode in ('P', 'L', 'RGB') and 'transparency' in image.info)
 
 
-def open_checked(source):
+def open_checked(source: str | Path | bytes) -> Image.Image:
     """PIL image of a path or bytes, header read only; ImageReadError if empty, not an image or absurdly large.
 
     Images over PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, about 89 megapixels) are refused; a
@@ -143,7 +143,7 @@ def _check_jxl_size(source):
                              f'{Image.MAX_IMAGE_PIXELS} pixels')
 
 
-def probe_image(path):
+def probe_image(path: str | Path) -> ImageInfo:
     """ImageInfo of the image file at `path`, from its header alone: no pixel is decoded.
 
     Raises ImageReadError (one line) for every file that `read_image` refuses before decoding: missing or empty,
@@ -154,7 +154,7 @@ def probe_image(path):
         return _header_info(image, os.path.getsize(path))
 
 
-def read_image(path):
+def read_image(path: str | Path) -> Picture:
     """Picture of the image file at `path`: pixels [H, W, C] uint8 or uint16, upright, and its ICC profile.
 
     C is 1 (gray, also 1-bit and 16/32-bit integer gray), 2 (gray + alpha), 3 (RGB: also palette, CMYK through
@@ -321,7 +321,7 @@ def _cmyk_converter(icc):
     return lambda band: np.asarray(band.convert('RGB'))
 
 
-def encode_image(picture, ext):
+def encode_image(picture: Picture, ext: str) -> bytes:
     """Bytes of `picture` as a file of type `ext` (a key of FORMATS), with its ICC profile.
 
     JPEG, WebP and AVIF hold 8 bits (16-bit pixels are rounded to 8); JPEG and WebP no gray + alpha, WebP no gray
@@ -349,7 +349,7 @@ def encode_image(picture, ext):
     return buffer.getvalue()
 
 
-def to_8bit(pixels):
+def to_8bit(pixels: np.ndarray) -> np.ndarray:
     """uint8 pixels [H, W, C] of uint8 (returned as they are) or uint16 ones (round(x / 257), no float copy)."""
     if pixels.dtype == np.uint8:
         return pixels
@@ -387,7 +387,7 @@ def _tiff_with_icc(tiff, icc):
     return body[:4] + struct.pack(order + 'I', len(body)) + body[8:] + directory
 
 
-def write_atomic(path, data):
+def write_atomic(path: str | Path, data: bytes) -> None:
     """Write bytes to `path` all at once (`ciaosr_arch.files.atomic_file`: a hidden temporary file in the
     same folder, fsync, rename). An interruption leaves either the old file or the complete new one, never a
     truncated image (a SIGKILL can leave a `.NAME.PID-*.part` file behind, which `remove_partial_files` clears)."""
@@ -395,7 +395,7 @@ def write_atomic(path, data):
         file.write(data)
 
 
-def remove_partial_files(folder, recursive=False):
+def remove_partial_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     """Delete the temporary files that `write_atomic` left in `folder` (and its sub-folders if `recursive`) when
     its process was killed: hidden `.NAME.PID-XXXXXXXX.part` files whose writing process no longer runs
     (`ciaosr_arch.files.is_abandoned`), so the files that other runs are writing now stay. Returns the deleted
@@ -409,7 +409,7 @@ def remove_partial_files(folder, recursive=False):
     return removed
 
 
-def list_images(root, recursive=False):
+def list_images(root: Path, recursive: bool = False) -> list[Path]:
     """Image files in the folder `root` (with `recursive`, in its sub-folders too), sorted: list[Path].
 
     An image file is one of `list_files` whose suffix, in any case, is in IMAGE_SUFFIXES. Nothing is opened: see
@@ -418,7 +418,7 @@ def list_images(root, recursive=False):
     return [path for path in list_files(root, recursive) if path.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def list_files(root, recursive=False):
+def list_files(root: Path, recursive: bool = False) -> list[Path]:
     """Regular files (or links to one) in the folder `root` (with `recursive`, in its sub-folders too), sorted.
 
     Hidden files and folders (names starting with '.': `.DS_Store`, macOS `._photo.jpg` resource forks,

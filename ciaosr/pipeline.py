@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ciaosr_arch import super_resolve
-from ciaosr_arch.engine import MIN_TILE, default_overlap, largest_tile, memory_plan, output_size, speed_tile
+from ciaosr_arch.engine import MIN_TILE, Net, default_overlap, largest_tile, memory_plan, output_size, speed_tile
 
 from . import image_io
 
@@ -205,7 +205,7 @@ class Upscaler:
     sharp enough and costs nothing.
     """
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None,
+    def __init__(self, net: Net, device: torch.device, dtype: torch.dtype | None = None,
                  budget: int | None = None, steps: int = 1, tile: int = 0, tile_overlap: int | None = None):
         if steps < 1:
             raise ValueError(f'steps must be at least 1, got {steps}')
@@ -334,7 +334,7 @@ class Upscaler:
         return Upscaled(dst, in_size, size, steps, note)
 
 
-def bleed_colour(colour, alpha):
+def bleed_colour(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """A copy of colour [h, w, C] in which every fully transparent pixel (alpha == 0) has the colour of the
     nearest visible one (alpha > 0; OpenCV's Euclidean distance transform); zeros if nothing is visible."""
     hidden = alpha == 0
@@ -350,6 +350,6 @@ def bleed_colour(colour, alpha):
     return filled
 
 
-def resize_alpha(alpha, size):
+def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Alpha [h, w] (uint8/uint16) resampled bicubically (OpenCV) to size (H, W), rounded and clipped to its range."""
     return cv2.resize(np.ascontiguousarray(alpha), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)

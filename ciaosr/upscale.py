@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from .cli import (
 LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Upscale images and videos with CiaoSR at any scale (LR-space tiling, bounded memory, seam-free).')
     parser.add_argument('-i', '--input', required=True,
@@ -102,7 +103,7 @@ def build_parser():
     return parser
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parsed and checked arguments; every problem ends the run through parser.error (one line, exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -158,11 +159,11 @@ class Job:
     dst: Path | None = None
     problem: str | None = None
     info: image_io.ImageInfo | None = None
-    stamp: tuple | None = None
+    stamp: tuple[int, int] | None = None
     note: str | None = None
 
 
-def file_stamp(path):
+def file_stamp(path: Path) -> tuple[int, int] | None:
     """(bytes, modification time in ns) of a file, None if it cannot be read: a file whose stamp changed has
     changed."""
     try:
@@ -172,7 +173,8 @@ def file_stamp(path):
     return stat.st_size, stat.st_mtime_ns
 
 
-def find_images(root, recursive, outdir, suffix):
+def find_images(root: Path, recursive: bool, outdir: Path,
+                suffix: str) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
     """(inputs, earlier outputs left out, ignored): image and video files under `root` (or `root` itself), sorted,
     and the other files as [(path, why)].
 
@@ -203,7 +205,7 @@ def find_images(root, recursive, outdir, suffix):
     return inputs, earlier, ignored
 
 
-def plan_jobs(files, root, outdir, args):
+def plan_jobs(files: Sequence[Path], root: Path, outdir: Path, args: argparse.Namespace) -> list[Job]:
     """A Job per file, in order: output path from the relative path, --suffix and the format (images:
     `pipeline.output_format`, from the header, which the job keeps; videos: `video.output_suffix`); a job whose file
     is refused from its header (unreadable, animated, a video without PyAV, ...), whose output would be an input
@@ -235,12 +237,13 @@ def plan_jobs(files, root, outdir, args):
     return jobs
 
 
-def video_ext(src, args):
+def video_ext(src: Path, args: argparse.Namespace) -> str:
     """The output suffix (without the dot) of the video `src`; VideoError if PyAV is missing or it is unreadable."""
     return video.output_suffix(src, video.pick_codec(src, args)[0])[1:]
 
 
-def process(job, upscaler, args, bar_position, prefix='', planned=frozenset(), since=0.0, rank=0, world=1):
+def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar_position: int, prefix: str = '',
+            planned: Collection[Path] = frozenset(), since: float = 0.0, rank: int = 0, world: int = 1) -> str:
     """Upscale one job's file with `upscaler` (pipeline.Upscaler): 'done', 'skipped' or (a video whose other
     segments are other ranks') 'waiting'; raises (ImageReadError, VideoError, ValueError, ...) on failure. `since`:
     this run's start (seconds since the epoch); rank and world: this process's share of a video's segments (videos:
@@ -253,6 +256,7 @@ def process(job, upscaler, args, bar_position, prefix='', planned=frozenset(), s
     output paths planned for the run's files): then it fails with a message."""
     if job.problem:
         raise ValueError(job.problem)
+    assert job.dst is not None  # a job without a problem has its output (`plan_jobs`)
     if args.skip_existing and job.dst.exists():
         return 'skipped'
     if video.is_video(job.src):
@@ -260,7 +264,7 @@ def process(job, upscaler, args, bar_position, prefix='', planned=frozenset(), s
         return video.process_video(clip, upscaler, since, rank, world, bar_position, prefix)
     start = time.perf_counter()
     info, note = job.info, job.note
-    if file_stamp(job.src) != job.stamp:
+    if info is None or file_stamp(job.src) != job.stamp:  # (an image's job has its header: `plan_jobs`)
         info = image_io.probe_image(job.src)
         ext, note = pipeline.output_format(job.src, info, args.target.size((info.height, info.width)), args.ext)
         if job.dst.suffix != f'.{ext}':
@@ -273,14 +277,8 @@ def process(job, upscaler, args, bar_position, prefix='', planned=frozenset(), s
     bar = None
     if size[0] * size[1] >= LONG_IMAGE_PIXELS:
         bar = tqdm(desc=job.src.name, unit='px', unit_scale=True, leave=False, position=bar_position, total=1)
-
-    def progress(done, total):
-        if bar.total != total:  # a new step of --steps
-            bar.reset(total)
-        bar.update(done - bar.n)
-
     try:
-        done = upscaler.upscale_file(job.src, job.dst, args.target, info, progress if bar else None)
+        done = upscaler.upscale_file(job.src, job.dst, args.target, info, bar_progress(bar) if bar else None)
     finally:
         if bar:
             bar.close()
@@ -290,7 +288,16 @@ def process(job, upscaler, args, bar_position, prefix='', planned=frozenset(), s
     return 'done'
 
 
-def run(args):
+def bar_progress(bar: tqdm) -> pipeline.Progress:
+    """The pipeline's progress(done, total) shown on a tqdm `bar` of pixels, reset at each new step of --steps."""
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:  # a new step of --steps
+            bar.reset(total)
+        bar.update(done - bar.n)
+    return progress
+
+
+def run(args: argparse.Namespace) -> int:
     """Process this rank's share of the inputs; returns the exit status (0: every file succeeded).
 
     Before any work: the inputs are listed (FileNotFoundError, or ValueError if there are none), the output folder
@@ -365,7 +372,7 @@ def run(args):
     return 1 if counts['failed'] else 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """The console script (also `python -m ciaosr.upscale` and inference/inference_ciaosr.py): `run` with the
     command line; returns the exit status (0; 1 if a file failed, or an input, the model or the output folder
     cannot be used; 2 for a command line that cannot be used (`ciaosr.cli.exit_on_error`'s convention); 130 when

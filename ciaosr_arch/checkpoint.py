@@ -16,14 +16,17 @@ import inspect
 import json
 import math
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from .archs import ARCHS, build_net
 from .archs.encoders import ENCODERS, encoder_from_state
+from .archs.implicit_base import ImplicitSRNet
 from .errors import CheckpointError, listing
 from .safe_build import build_skeleton
 from .shipped import SHIPPED_MODELS, resolve_weights
@@ -48,7 +51,8 @@ MAX_OPTION = 2 ** 16  # largest integer option (channels, widths, block counts, 
 MAX_LIST = 64  # longest list option (hidden widths, SwinIR stages) a checkpoint may declare
 
 
-def read_checkpoint(path, param_key=None, partial=False):
+def read_checkpoint(path: str | Path, param_key: str | None = None,
+                    partial: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Generator state_dict {key: tensor} and arch metadata (dict or None) of a .pth/.safetensors file.
 
     With `partial=True` the file may hold only part of a network, such as Real-ESRGAN's trunk in its own file
@@ -90,7 +94,7 @@ def read_checkpoint(path, param_key=None, partial=False):
     return state, None
 
 
-def refuse_foreign(state, source):
+def refuse_foreign(state: Mapping[str, Any], source: str | Path) -> None:
     """Raise CheckpointError naming `source` if `state` ({key: tensor}) is the whole of another super-resolution
     network (FOREIGN_NETWORKS: RRDBNet, SRVGGNetCompact, SwinIR, RCAN, EDSR) rather than a CiaoSR/LIIF one."""
     if any(key.startswith('imnet') for key in state):
@@ -102,7 +106,7 @@ def refuse_foreign(state, source):
                                   'checkpoint')
 
 
-def parse_arch_metadata(text, source):
+def parse_arch_metadata(text: str | None, source: str | Path) -> dict[str, Any] | None:
     """The safetensors metadata entry 'arch' (a JSON string, or None when absent) as a dict or None.
 
     Raises CheckpointError naming `source` when it is not JSON or not a JSON object.
@@ -118,7 +122,7 @@ def parse_arch_metadata(text, source):
     return arch
 
 
-def generator_state_dict(obj, source='checkpoint'):
+def generator_state_dict(obj: Any, source: str | Path = 'checkpoint') -> dict[str, torch.Tensor]:
     """Pick the generator weights out of a loaded checkpoint object.
 
     BasicSR: `params_ema`, else `params`. mmediting: `state_dict` with `generator_ema.` (preferred)
@@ -141,7 +145,7 @@ def generator_state_dict(obj, source='checkpoint'):
     return state
 
 
-def infer_arch(state):
+def infer_arch(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """{'type': 'CiaoSR'|'LIIF', 'encoder': ..., 'encoder_opt': {...}, **head options} from a generator state_dict,
     read off its keys and shapes by the encoders' and the archs' `options_from_state`.
 
@@ -161,11 +165,11 @@ def infer_arch(state):
     raise CheckpointError('not a CiaoSR or LIIF generator: no imnet_q/imnet_k or imnet keys')
 
 
-def _is_size(value):
+def _is_size(value: object) -> bool:
     return type(value) is int and 1 <= value <= MAX_OPTION
 
 
-def _option_problem(name, value, default):
+def _option_problem(name: str, value: Any, default: Any) -> str | None:
     """Why `value` is refused for the constructor argument `name` whose default is `default`; None if it is fine."""
     if name == 'encoder':
         return None if isinstance(value, str) and value in ENCODERS else f'must be one of {", ".join(ENCODERS)}'
@@ -186,7 +190,7 @@ def _option_problem(name, value, default):
     return 'cannot be set from a checkpoint'
 
 
-def _check_options(options, constructor, where):
+def _check_options(options: Mapping[str, Any], constructor: Any, where: str) -> None:
     """Raise CheckpointError unless every option is an argument of `constructor` with an acceptable value."""
     params = inspect.signature(constructor).parameters
     for name, value in options.items():
@@ -197,7 +201,7 @@ def _check_options(options, constructor, where):
             raise CheckpointError(f'{where}: option {name} = {value!r:.80} {problem}')
 
 
-def check_arch(arch, source):
+def check_arch(arch: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
     """`arch` ({'type': 'CiaoSR'|'LIIF', **options}) with `encoder` made explicit, after checking every option.
 
     The rules follow the constructors' defaults: booleans must be booleans; integers (channels, widths,
@@ -218,7 +222,8 @@ def check_arch(arch, source):
     return {'type': kind, **options}
 
 
-def match_state(state, expected, source, network, strict=True):
+def match_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str | Path,
+                network: str, strict: bool = True) -> None:
     """Raise CheckpointError unless `state` fits `expected` (a state_dict, possibly on the meta device) key by key
     (when `strict`) and shape by shape; the message names `source`, `network` and the missing, unexpected and
     wrongly shaped keys."""
@@ -231,7 +236,8 @@ def match_state(state, expected, source, network, strict=True):
                               f'unexpected keys: {listing(unexpected)}; wrong shapes: {listing(wrong_shape)}')
 
 
-def check_values(state, expected, source):
+def check_values(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                 source: str | Path) -> None:
     """Raise CheckpointError naming every tensor of `state` that would load wrong into `expected` (a real state_dict).
 
     Where `expected` holds floats, the file must hold a dense float16/bfloat16/float32/float64 tensor whose values
@@ -260,7 +266,8 @@ def check_values(state, expected, source):
         raise CheckpointError(f'{source}: unusable tensors: {listing(problems)}')
 
 
-def load_model(path=None, device='cpu', **overrides):
+def load_model(path: str | Path | None = None, device: str | torch.device = 'cpu',
+               **overrides: Any) -> ImplicitSRNet[Any]:
     """CiaoSR/LIIF network in eval mode from a checkpoint or a shipped model's name (default: 'default').
 
     `path`: a file, or one of SHIPPED_MODELS ('default', 'real-l1', 'real'); see `resolve_weights`.

@@ -14,7 +14,7 @@ import sys
 from .errors import CheckpointError
 
 try:
-    import torchvision.transforms.functional_tensor  # noqa: F401  (torchvision < 0.17)
+    import torchvision.transforms.functional_tensor  # noqa: F401  # pyright: ignore[reportMissingImports]  (torchvision < 0.17)
 except ImportError:
     import torchvision.transforms._functional_tensor as _functional_tensor
 

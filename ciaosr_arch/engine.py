@@ -14,11 +14,14 @@ decode per call and how much memory each holds.
 """
 import math
 import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .archs.coords import axis_centres
+from .archs.implicit_base import ImplicitSRNet
 from .runtimes.base import CACHE_QUERIES
 
 # Peak memory of encoding one t x t tile for the full EDSR-baseline CiaoSR, CPU, fp32: growth of peak RSS over the
@@ -47,8 +50,13 @@ MIN_AUTO_TILE = 32  # smallest automatic tile side (`memory_plan`): a smaller bu
 # 64.46 dB with bands of 4 LR pixels (64 output pixels), 58.78 / 67.27 / 64.41 dB with 1 (16), the same max |diff|.
 BAND_OUTPUT_PIXELS = 16
 
+Net = ImplicitSRNet[Any]  # a CiaoSR or LIIF
+Progress = Callable[[int, int], object]  # progress(done, total): decoded queries so far, of all
+Tile = tuple[int, float, float, float]  # an axis tile of `axis_tiles`: (start, lo, hi, band)
 
-def output_size(in_size, scale=None, size=None):
+
+def output_size(in_size: Sequence[int], scale: float | None = None,
+                size: Sequence[int] | None = None) -> tuple[int, int]:
     """(H, W) of the result: `size` if given, else round(h * scale), round(w * scale).
 
     `scale`: any real number (Python, NumPy) that is finite and > 0; `size`: two integers >= 1 (H, W). ValueError
@@ -69,12 +77,13 @@ def output_size(in_size, scale=None, size=None):
     return max(1, round(in_size[0] * float(scale))), max(1, round(in_size[1] * float(scale)))
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     """Whether `value` is an integer (Python or NumPy), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_arguments(net, lr, chunk, tile, tile_overlap, progress):
+def check_arguments(net: Net, lr: torch.Tensor, chunk: int | None, tile: int, tile_overlap: int,
+                    progress: Progress | None) -> None:
     """Raise TypeError or ValueError (one line, naming the argument and what is accepted) unless `super_resolve`
     can run them as documented: lr a float tensor [B, 3, h, w] (B, h, w >= 1) of the dtype and on the device of
     the net's weights; chunk None or an integer >= 1; tile 0 or an integer >= MIN_TILE; tile_overlap an integer
@@ -106,25 +115,25 @@ def check_arguments(net, lr, chunk, tile, tile_overlap, progress):
         raise TypeError(f'progress must be a function progress(done, total) or None, got {type(progress).__name__}')
 
 
-def speed_tile(device):
+def speed_tile(device: torch.device | str) -> int:
     """Largest automatic tile side on a device (torch.device or its name): SPEED_TILE by device type."""
     return SPEED_TILE.get(torch.device(device).type, SPEED_TILE['cuda'])
 
 
-def default_overlap(tile):
+def default_overlap(tile: int) -> int:
     """The overlap (LR pixels) of tiles of side `tile` that the tools use unless told: a quarter of the tile, at
     most 32 (measured: Urban100 x4, first 4 images, bf16, PSNR of tiles 64/16 and 96/24 within 0.01 dB of whole
     images, see README)."""
     return min(32, tile // 4)
 
 
-def largest_tile(net, work_bytes):
+def largest_tile(net: Net, work_bytes: float) -> int:
     """The largest LR tile side (pixels, possibly 0) whose encoding fits in `work_bytes` bytes (see `memory_plan`)."""
     encode = ENCODE_PIXEL_BYTES * net.encoder.out_channels / 64
     return math.isqrt(int(max(work_bytes - TILE_OVERHEAD_BYTES, 0) / encode))
 
 
-def memory_plan(net, work_bytes, half=False, tile=0):
+def memory_plan(net: Net, work_bytes: float, half: bool = False, tile: int = 0) -> tuple[int, int]:
     """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most the
     device's SPEED_TILE) and the query chunk whose peak memory fits in `work_bytes`.
 
@@ -150,7 +159,8 @@ def memory_plan(net, work_bytes, half=False, tile=0):
     return tile, max(CACHE_QUERIES, min(net.runtime.chunk(device), chunk))
 
 
-def _decode_grid(net, bank, rows, cols, cells, chunk, on_chunk):
+def _decode_grid(net: Net, bank: Any, rows: torch.Tensor, cols: torch.Tensor, cells: torch.Tensor, chunk: int,
+                 on_chunk: Callable[[int], None]) -> torch.Tensor:
     """Decode the grid rows x cols (coordinates [n], [m]) in chunks -> [B, 3, n, m]; on_chunk(queries) after each.
     Within the `decoding()` context of the net's runtime."""
     batch, n, m = cells.shape[0], rows.numel(), cols.numel()
@@ -165,13 +175,13 @@ def _decode_grid(net, bank, rows, cols, cells, chunk, on_chunk):
     return out.view(batch, 3, n, m)
 
 
-def tile_origins(length, tile, overlap):
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     """Tile starts along one axis: every (tile - overlap) pixels, plus a last one flush with the end."""
     stride = max(1, tile - overlap)
     return list(range(0, length - tile, stride)) + [length - tile]
 
 
-def axis_tiles(length, side, overlap, blend, max_band=math.inf):
+def axis_tiles(length: int, side: int, overlap: int, blend: str, max_band: float = math.inf) -> list[Tile]:
     """Tiles along one axis as (start, lo, hi, band), in LR pixels.
 
     The tile covers [start, start + side) and contributes the output pixels whose centres lie in
@@ -193,7 +203,7 @@ def axis_tiles(length, side, overlap, blend, max_band=math.inf):
     return list(zip(starts, los, his, [band] * count))
 
 
-def _axis_weights(positions, lo, hi, band, length):
+def _axis_weights(positions: torch.Tensor, lo: float, hi: float, band: float, length: int) -> torch.Tensor:
     """Raised-cosine weights of output pixel centres (LR units) in [lo, hi): 1 inside, ramps of width
     `band` at lo > 0 and hi < length; neighbouring tiles' ramps sum to 1."""
     weight = torch.ones_like(positions)
@@ -205,7 +215,7 @@ def _axis_weights(positions, lo, hi, band, length):
     return weight
 
 
-def _spans(positions, tiles):
+def _spans(positions: torch.Tensor, tiles: list[Tile]) -> list[tuple[int, float, float, float, int, int]]:
     """Each tile of `axis_tiles` with the index range [first, last) of the sorted output pixel centres
     `positions` (LR units) that it contributes: (start, lo, hi, band, first, last)."""
     return [(start, lo, hi, band, *torch.searchsorted(positions, positions.new_tensor([lo, hi])).tolist())
@@ -213,8 +223,9 @@ def _spans(positions, tiles):
 
 
 @torch.no_grad()
-def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overlap=32, blend='smooth',
-                  progress=None):
+def super_resolve(net: Net, lr: torch.Tensor, scale: float | None = None, size: Sequence[int] | None = None,
+                  chunk: int | None = None, tile: int = 0, tile_overlap: int = 32, blend: str = 'smooth',
+                  progress: Progress | None = None) -> torch.Tensor:
     """Super-resolve lr [B, 3, h, w] in [0, 1] to [B, 3, H, W] in [0, 1]: clamped, except that every value the
     network got wrong (NaN, or infinite from an overflow) comes out as NaN, never as a plausible 0 or 1.
 
@@ -259,7 +270,7 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
     total_queries = sum(r1 - r0 for *_, r0, r1 in row_spans) * sum(c1 - c0 for *_, c0, c1 in col_spans)
     done = 0
 
-    def on_chunk(n):
+    def on_chunk(n: int) -> None:
         nonlocal done
         done += n
         if progress is not None:
@@ -288,6 +299,6 @@ def super_resolve(net, lr, scale=None, size=None, chunk=None, tile=0, tile_overl
     return _clamp(out.div_(total))
 
 
-def _clamp(out):
+def _clamp(out: torch.Tensor) -> torch.Tensor:
     """out clamped to [0, 1] in place, with infinities turned into NaN first (clamping would hide them)."""
     return out.masked_fill_(out.isinf(), math.nan).clamp_(0, 1)

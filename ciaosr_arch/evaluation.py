@@ -12,6 +12,7 @@
   copied gray image instead scales its differences by 219/255 (+1.3 dB on bridge, +0.09 dB on the Set14 mean).
 """
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from .resize import resize_matlab
 LUMA_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 219  # BT.601 R, G, B weights: Y rescaled to [0, 255]
 
 
-def as_scale(text):
+def as_scale(text: str | float) -> float:
     """A scale from text or a number: a finite number > 0, as int when whole (so records and labels read 'x4', not
     'x4.0'). ValueError otherwise."""
     try:
@@ -36,21 +37,22 @@ def as_scale(text):
     return int(scale) if scale.is_integer() else scale
 
 
-def scale_label(scale):
+def scale_label(scale: float) -> str:
     return f'x{scale:g}'
 
 
-def lr_size(hr_size, scale):
+def lr_size(hr_size: Sequence[int], scale: float) -> tuple[int, int]:
     """LIIF's LR size (floor(H / s + 1e-9), floor(W / s + 1e-9)) of an HR size (H, W)."""
-    return tuple(math.floor(side / scale + 1e-9) for side in hr_size)
+    h, w = hr_size
+    return math.floor(h / scale + 1e-9), math.floor(w / scale + 1e-9)
 
 
-def to_rgb(img):
+def to_rgb(img: np.ndarray) -> np.ndarray:
     """uint8 [H, W] gray or [H, W, 3] RGB -> [H, W, 3] RGB."""
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
 
-def benchmark_pair(hr, scale, downsample='matlab'):
+def benchmark_pair(hr: np.ndarray, scale: float, downsample: str = 'matlab') -> tuple[torch.Tensor, np.ndarray]:
     """(LR float [1, 3, h, w] in [0, 1] at 8-bit levels, HR uint8 [H', W'(, 3)] cropped) of an HR image.
 
     hr: uint8 [H, W, 3] RGB or [H, W] gray (kept single-channel in the returned HR for `psnr_ssim`).
@@ -61,26 +63,27 @@ def benchmark_pair(hr, scale, downsample='matlab'):
         raise ValueError(f'HR image {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}')
     hr = hr[:round(h * scale), :round(w * scale)]
     lr = make_lr(to_rgb(hr), (h, w), downsample)  # uint8, as the training data's LR
-    return img2tensor(lr.astype(np.float32) / 255, bgr2rgb=False)[None], hr
+    # BasicSR's untyped img2tensor returns a list for a list, a tensor for an array:
+    return img2tensor(lr.astype(np.float32) / 255, bgr2rgb=False)[None], hr  # pyright: ignore[reportCallIssue, reportArgumentType]
 
 
-def bicubic_upsample(lr, size):
+def bicubic_upsample(lr: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bicubic baseline of the published tables: MATLAB bicubic imresize of lr [B, 3, h, w] to size (H, W)."""
     up = resize_matlab(lr.permute(2, 3, 0, 1).cpu().numpy(), size).clip(0, 1)  # [H, W, B, 3]
     return torch.from_numpy(np.ascontiguousarray(up.transpose(2, 3, 0, 1), dtype=np.float32)).to(lr.device)
 
 
-def to_uint8(sr):
+def to_uint8(sr: torch.Tensor) -> np.ndarray:
     """SR [1, 3, H, W] in [0, 1] -> uint8 [H, W, 3] RGB, clamped and rounded as BasicSR's tensor2img (a saved PNG)."""
-    return tensor2img(sr, rgb2bgr=False)
+    return tensor2img(sr, rgb2bgr=False)  # pyright: ignore[reportReturnType]  (an array for a tensor; a list for a list)
 
 
-def shave(scale, rgb_shave6=False):
+def shave(scale: float, rgb_shave6: bool = False) -> int:
     """Border pixels excluded from the metrics: ceil(scale), plus 6 in the DIV2K protocol."""
     return math.ceil(scale) + (6 if rgb_shave6 else 0)
 
 
-def psnr_ssim(sr, hr, scale, rgb_shave6=False):
+def psnr_ssim(sr: np.ndarray, hr: np.ndarray, scale: float, rgb_shave6: bool = False) -> tuple[float, float]:
     """(PSNR, SSIM) of sr uint8 [H, W, 3] RGB against hr uint8 [H, W, 3] RGB or [H, W] gray (same H, W).
 
     Y channel with shave = ceil(scale); single-channel hr: its gray intensity against the luma of sr;

@@ -7,17 +7,21 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
+import torch
 from safetensors.torch import save as safetensors_bytes
+from torch import nn
 
 # The temporary files of `atomic_path` and `atomic_file`: .NAME.PID-XXXXXXXX.part, PID the writing process
 PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')
 
 
 @contextmanager
-def atomic_path(path, suffix=''):
+def atomic_path(path: str | Path, suffix: str = '') -> Iterator[Path]:
     """A temporary path for writing `path` all at once: a hidden `.NAME.PID-XXXXXXXX.part` file in the same folder
     (PID: this process; `suffix` appended for writers that check the name's ending, e.g. '.xml'). When the block
     ends without an error, the file written there is fsynced and renamed over `path`, then the folder is fsynced.
@@ -45,7 +49,7 @@ def atomic_path(path, suffix=''):
 
 
 @contextmanager
-def atomic_file(path):
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     """Binary file object for writing `path` all at once (`atomic_path`: a hidden `.NAME.PID-XXXXXXXX.part` file in
     the same folder, closed, fsynced and renamed over `path` when the block ends without an error).
 
@@ -56,7 +60,7 @@ def atomic_file(path):
         yield file
 
 
-def is_abandoned(path):
+def is_abandoned(path: str | Path) -> bool:
     """Whether `path` is a temporary file of `atomic_file` whose writer is gone: its name has `atomic_file`'s form
     and the process whose id it holds no longer runs on this machine. Anything else, including a file whose writer
     may still run (or whose process id was taken by another process since), is not abandoned. Always False where
@@ -73,7 +77,8 @@ def is_abandoned(path):
     return False
 
 
-def save_safetensors(net, path, arch, metadata=None, dtype=None):
+def save_safetensors(net: nn.Module, path: str | Path, arch: Mapping[str, Any],
+                     metadata: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None) -> None:
     """Write net's weights with its arch dict (and free-form string metadata) to a .safetensors file, atomically
     (`atomic_file`); `dtype` (e.g. torch.float16: half the file) converts the floating-point tensors, which load
     back into fp32 networks. The metadata keys 'format' and 'arch' are this function's; OSError if it cannot write."""

@@ -15,6 +15,7 @@ datasets (their OPTIONS, plus the keys BasicSR's data loader reads) and the argu
 import difflib
 import inspect
 from collections import OrderedDict
+from typing import Any
 
 import yaml
 
@@ -73,12 +74,12 @@ def parse_value(text):
         raise OptionsError(f'--force_yml value {text!r}: {yaml_problem(err)}') from None
 
 
-def _describe(kind):
+def _describe(kind: Any) -> str:
     if isinstance(kind, OneOf):
         return 'one of ' + ', '.join(map(repr, kind))
     if kind in KIND_NAMES:
         return KIND_NAMES[kind]
-    return ' or '.join(KIND_NAMES.get(k, k.__name__) for k in kind)
+    return ' or '.join(KIND_NAMES[k] if k in KIND_NAMES else k.__name__ for k in kind)
 
 
 def _is_kind(value, kind):

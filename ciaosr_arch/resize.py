@@ -11,7 +11,7 @@ from PIL import Image
 
 def resize_pil(img, size):
     """PIL bicubic (antialiased) resize of a uint8 HxWxC array to size (H, W); uint8 out."""
-    return np.array(Image.fromarray(img).resize((size[1], size[0]), Image.BICUBIC))
+    return np.array(Image.fromarray(img).resize((size[1], size[0]), Image.Resampling.BICUBIC))
 
 
 def matlab_resize_matrix(in_length, out_length):

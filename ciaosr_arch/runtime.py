@@ -8,9 +8,13 @@ VNNI (`int8_problem`). EMULATION_ENV limits PyTorch and OpenVINO to a narrower k
 and benchmarks.
 """
 import os
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
+from torch import nn
 
+from .archs.ciaosr_arch import CiaoSR
 from .runtimes.base import TorchRuntime, attach
 from .runtimes.int8 import CALIBRATION_DIR
 from .runtimes.openvino import OpenVINORuntime, openvino_version
@@ -61,7 +65,7 @@ EMULATION_ENV = {
 }
 
 
-def cpu_flags():
+def cpu_flags() -> frozenset[str]:
     """The instruction-set flags of this CPU that `cpu_kind` reads (avx2, avx512f, avx512_vnni, avx512_bf16,
     avx_vnni), Linux's /proc/cpuinfo names, as a frozenset; limited to what $ONEDNN_MAX_CPU_ISA allows when it is
     set (an emulated narrower CPU, `EMULATION_ENV`; an unknown value limits nothing, as in oneDNN). Without
@@ -81,7 +85,7 @@ def cpu_flags():
     return frozenset(flags)
 
 
-def cpu_kind(flags=None):
+def cpu_kind(flags: frozenset[str] | set[str] | None = None) -> str:
     """This CPU's kind, a key of CPU_KINDS, from `flags` (default: `cpu_flags()`, which honours an emulated limit)."""
     flags = cpu_flags() if flags is None else flags
     if 'avx512f' in flags:
@@ -92,13 +96,13 @@ def cpu_kind(flags=None):
     return 'older'
 
 
-def emulated_kind():
+def emulated_kind() -> str | None:
     """The CPU kind whose `EMULATION_ENV` this process runs under (all its variables set as there), else None."""
     return next((kind for kind, env in EMULATION_ENV.items()
                  if all(os.environ.get(name) == value for name, value in env.items())), None)
 
 
-def int8_problem(kind=None):
+def int8_problem(kind: str | None = None) -> str | None:
     """Why the int8 decode is not offered on CPU kind `kind` (default: this CPU's), or None where it is faster
     than the default path (CPU_PLANS)."""
     kind = kind or cpu_kind()
@@ -108,7 +112,8 @@ def int8_problem(kind=None):
             f'decode is slower than the default fp32 path')
 
 
-def use_runtime(net, runtime='auto', threads=None, int8=False, report=None):
+def use_runtime(net: nn.Module, runtime: str = 'auto', threads: int | None = None, int8: bool = False,
+                report: Callable[[str], Any] | None = None) -> str:
     """Choose what runs `net`'s matrix arithmetic, attach it (`net.runtime`, a new `DecodeRuntime`) and return the
     choice ('torch' or 'openvino', its `name`).
 
@@ -126,7 +131,7 @@ def use_runtime(net, runtime='auto', threads=None, int8=False, report=None):
         raise ValueError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
     problem = None
     if runtime != 'torch':
-        if not hasattr(net, 'pair_rows'):
+        if not isinstance(net, CiaoSR):
             problem = f'{type(net).__name__} has no OpenVINO path (CiaoSR has)'
         elif next(net.parameters()).device.type != 'cpu':
             problem = f'OpenVINO runs on the CPU; the model is on {next(net.parameters()).device}'
@@ -140,5 +145,6 @@ def use_runtime(net, runtime='auto', threads=None, int8=False, report=None):
         raise RuntimeError(f'runtime openvino: {problem}')
     if runtime == 'auto':
         runtime = 'torch' if problem or not int8 and CPU_PLANS[cpu_kind()]['exact'] == 'torch' else 'openvino'
-    attach(net, OpenVINORuntime(net, threads, int8=int8, report=report) if runtime == 'openvino' else TorchRuntime())
+    attach(net, OpenVINORuntime(cast(CiaoSR, net), threads, int8=int8, report=report)  # a CiaoSR: `problem`
+           if runtime == 'openvino' else TorchRuntime())
     return runtime

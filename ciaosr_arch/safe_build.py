@@ -7,11 +7,15 @@ network for real only once the skeleton matches the file key by key and shape by
 drop-path rates during construction with `.item()`, which meta tensors cannot do: `_LinspaceOnCpu` makes them on
 the CPU (one float per block, a count `checkpoint.check_arch` bounds).
 """
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch.nn.modules.module import register_module_parameter_registration_hook
 from torch.overrides import TorchFunctionMode
 
-from .archs import build_net
+from .archs import LIIF, CiaoSR, build_net
 from .errors import CheckpointError
 
 
@@ -26,7 +30,7 @@ class _LinspaceOnCpu(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def build_skeleton(arch, max_parameters, source):
+def build_skeleton(arch: Mapping[str, Any], max_parameters: int, source: str | Path) -> CiaoSR | LIIF:
     """The network of a checked `arch` ({'type': ..., **options}, see `checkpoint.check_arch`) on the meta device:
     every shape, no storage.
 

@@ -20,12 +20,12 @@ class ShippedModel:
 
     file: str
     description: str
-    scales: tuple
+    scales: tuple[float, float]
     licence: str
     use: str
 
     @property
-    def path(self):
+    def path(self) -> Path:
         """Where its file is (it may be missing, e.g. in a checkout where it was not trained yet)."""
         return WEIGHTS_DIR / self.file
 
@@ -45,7 +45,7 @@ SHIPPED_MODELS = {  # name -> model, in the order the tools offer them ('default
 }
 
 
-def shipped_weights(name):
+def shipped_weights(name: str) -> Path:
     """Path of a shipped model by name (SHIPPED_MODELS); CheckpointError if the name is unknown or the file missing."""
     if name not in SHIPPED_MODELS:
         raise CheckpointError(f'unknown model name {name!r}; shipped models: {", ".join(SHIPPED_MODELS)}')
@@ -55,7 +55,7 @@ def shipped_weights(name):
     return path
 
 
-def resolve_weights(spec=None):
+def resolve_weights(spec: str | Path | None = None) -> Path:
     """Checkpoint path for `spec`: None -> the default model; a shipped name (SHIPPED_MODELS) -> its file
     (unless a file of that name exists in the working directory); anything else -> Path(spec)."""
     if spec is None:

@@ -101,7 +101,9 @@ def gaussian_noise(img):
     """
     if np.random.uniform() < CORRELATED_NOISE_PROB:
         return channel_correlated_noise(img)
-    return random_add_gaussian_noise_pt(img, sigma_range=NOISE_LEVELS, gray_prob=0.5, clip=True, rounds=False)
+    return random_add_gaussian_noise_pt(
+        img, sigma_range=NOISE_LEVELS, gray_prob=0.5,  # pyright: ignore[reportArgumentType]  (BasicSR's untyped
+        clip=True, rounds=False)  # default gray_prob=0 makes checkers take it for an int; it is a probability)
 
 
 def channel_correlated_noise(img):

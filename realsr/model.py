@@ -118,7 +118,8 @@ class RealCiaoSRNetModel(CiaoSRModel):
         term is on."""
         coord, cell = self.coord, self.cell
         if self.continuity:
-            probes = switch_probes(coord.shape[0], self.continuity['num_probes'], *self.lq.shape[-2:],
+            lq_h, lq_w = self.lq.shape[-2:]
+            probes = switch_probes(coord.shape[0], self.continuity['num_probes'], lq_h, lq_w,
                                    self.continuity['delta'], self.device)
             coord = torch.cat([coord, probes], 1)
             cell = torch.cat([cell, cell[:, :1].expand(-1, probes.shape[1], -1)], 1)
@@ -138,7 +139,8 @@ class RealCiaoSRNetModel(CiaoSRModel):
         losses = OrderedDict()
         losses['l_pix'] = self.cri_pix(self.predict_queries(losses), self.gt)
         self.stop_if_not_finite(losses, current_iter)
-        sum(losses.values()).backward()
+        sum(losses.values()).backward()  # pyright: ignore[reportAttributeAccessIssue]  (a sum of tensors, which
+        # typeshed's sum() types as possibly its int start)
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(losses)
         if self.ema_decay > 0:
@@ -186,7 +188,7 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
             losses['l_g_percep'], _ = self.cri_perceptual(sr, self.gt_usm_window)
         losses['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)
         self.stop_if_not_finite(losses, current_iter)
-        sum(losses.values()).backward()
+        sum(losses.values()).backward()  # pyright: ignore[reportAttributeAccessIssue]  (a sum of tensors)
         self.optimizer_g.step()
 
         for p in self.net_d.parameters():

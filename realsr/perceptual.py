@@ -114,7 +114,8 @@ def vgg_weights_file(path, vgg_type):
     (experiments/pretrained_models/ under the working directory) or torchvision's download cache
     ($TORCH_HOME/hub/checkpoints/). Raises FileNotFoundError naming the places and the alternatives.
     """
-    url = torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1.url
+    url = torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1.url  # pyright: ignore[reportAttributeAccessIssue]
+    # (get_model_weights is typed as returning the base enum; VGG's weights enums have IMAGENET1K_V1)
     name = osp.basename(url)
     candidates = [path] if path else [osp.join('experiments', 'pretrained_models', name),
                                       osp.join(torch.hub.get_dir(), 'checkpoints', name)]

@@ -12,7 +12,7 @@ LAYERS = {'ciaosr_arch': 0, 'realsr': 1, 'ciaosr': 2}  # a package imports only 
 ENTRY_SCRIPTS = {ROOT / 'ciaosr_arch' / 'train.py', ROOT / 'ciaosr_arch' / 'test.py'}  # BasicSR-style scripts
 
 
-def test_wheel_holds_the_packages_the_shipped_weights_and_the_console_scripts(tmp_path):
+def test_wheel_holds_the_packages_their_types_the_shipped_weights_and_the_console_scripts(tmp_path):
     build = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
                             str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
@@ -28,6 +28,7 @@ def test_wheel_holds_the_packages_the_shipped_weights_and_the_console_scripts(tm
     calibration = {f'ciaosr_arch/calibration/{p.name}' for p in (ROOT / 'ciaosr_arch' / 'calibration').glob('*.png')}
     assert len(calibration) == 4 and calibration <= names  # the int8 decode's calibration crops
     assert {'ciaosr/upscale.py', 'realsr/meta/realsrset_val.txt', 'ciaosr_arch/engine.py'} <= names
+    assert {f'{package}/py.typed' for package in LAYERS} <= names  # typed packages (PEP 561)
     assert not any(n.startswith(('tests/', 'inference/', 'options/', 'experiments/')) for n in names)
     scripts = {line.split('=')[0].strip() for line in entry_points.split('[console_scripts]')[1].splitlines()
                if '=' in line}

@@ -15,6 +15,8 @@ branch from a state_dict.
 """
 import itertools
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any, NotRequired, TypedDict
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -22,15 +24,38 @@ from torch import nn
 
 from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels, sample_bilinear, sample_nearest_index
 from .cross_scale_attention import CrossScaleAttention
-from .encoders import build_encoder
+from .encoders import RRDBEncoder, build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, count_indices, gather_pixels, unfold3x3
 
 PAIR_TABLE_MIN_RATIO = 4  # output pixels per LR pixel from which the key/query pair table pays off
 PAIR_TABLE_BAND_PIXELS = 4096  # LR pixels per band of the pair table's construction (bounds its temporaries)
 
 
+class AttendTables(TypedDict):
+    """The per-LR-pixel tables of a bank that `CiaoSR.attend` reads (what a runtime's `attend` is given), one row
+    per LR pixel p = y * w + x: K = 9C with feature unfold (else C) channels, D = K + C * len(multi_scale) with the
+    non-local branch (else K), H1 the first hidden width of the key / value net, H the key net's last one. The pair
+    table is there (both entries) when the output has >= PAIR_TABLE_MIN_RATIO queries per LR pixel."""
+
+    unfolded: torch.Tensor  # [B, hw, K]: the unfolded features u, a view of the first K channels of `values`
+    values: torch.Tensor  # [B, hw, D]: [u, n], with n the cross-scale attention's features
+    key_proj: torch.Tensor  # [B, hw, H1]: the key net's first layer on u, bias included (`MLP.project`)
+    value_proj: torch.Tensor  # [B, hw, H1]: the value net's first layer on [u, n]
+    pair_key: NotRequired[torch.Tensor]  # [B, hw * 9, H], row p * 9 + d: `CiaoSR.pair_table`
+    pair_bias: NotRequired[torch.Tensor]  # [B, hw * 9]
+
+
+class CiaoSRBank(AttendTables):
+    """What `CiaoSR.encode` returns, once per image or tile, for `CiaoSR.decode`: the tables of `AttendTables` and
+    what `query_layout` reads."""
+
+    skip: torch.Tensor  # mean-subtracted RGB the residual is added to: the LR image [B, 3, h, w], or the encoder's
+    # base image [B, 3, 4h, 4w] (`rrdb` with `upsampler=True`)
+    size: tuple[int, int]  # (h, w) of the feature map, the LR image's
+
+
 @ARCH_REGISTRY.register()
-class CiaoSR(ImplicitSRNet):
+class CiaoSR(ImplicitSRNet[CiaoSRBank]):
     """CiaoSR generator.
 
     Args:
@@ -43,9 +68,11 @@ class CiaoSR(ImplicitSRNet):
         decoder_hidden, key_hidden, value_hidden: hidden widths of imnet_q, imnet_k, imnet_v.
     """
 
-    def __init__(self, encoder='edsr_baseline', encoder_opt=None, local_size=2, feat_unfold=True,
-                 non_local_attn=True, multi_scale=(2,), softmax_scale=1.0, decoder_hidden=(256,) * 4,
-                 key_hidden=(256,) * 4, value_hidden=(256,) * 4):
+    def __init__(self, encoder: str = 'edsr_baseline', encoder_opt: Mapping[str, Any] | None = None,
+                 local_size: int = 2, feat_unfold: bool = True, non_local_attn: bool = True,
+                 multi_scale: Sequence[int] = (2,), softmax_scale: float = 1.0,
+                 decoder_hidden: Sequence[int] = (256,) * 4, key_hidden: Sequence[int] = (256,) * 4,
+                 value_hidden: Sequence[int] = (256,) * 4):
         super().__init__()
         if local_size not in NEIGHBOUR_OFFSETS:
             raise ValueError(f'local_size must be 1, 2 or 3, got {local_size}')
@@ -62,11 +89,11 @@ class CiaoSR(ImplicitSRNet):
         self.cs_attn = CrossScaleAttention(channels, multi_scale) if non_local_attn else None
         self.attach_encoder(enc)
         if self.has_base_image:  # start as the base network itself: the decoder's output (the residual) is zero
-            nn.init.zeros_(self.imnet_q.layers[-1].weight)
-            nn.init.zeros_(self.imnet_q.layers[-1].bias)
+            nn.init.zeros_(self.imnet_q.output_layer.weight)
+            nn.init.zeros_(self.imnet_q.output_layer.bias)
 
     @staticmethod
-    def options_from_state(state, channels):
+    def options_from_state(state: Mapping[str, torch.Tensor], channels: int) -> dict[str, Any] | None:
         """The head's options read off a state_dict whose encoder gives `channels` features (feature unfold, the
         non-local branch and its factors, the three MLPs' hidden widths), or None when `state` holds no CiaoSR head
         (`imnet_q.*` and `imnet_k.*`)."""
@@ -81,41 +108,48 @@ class CiaoSR(ImplicitSRNet):
                 'value_hidden': MLP.hidden_from_state(state, 'imnet_v')}
 
     @property
-    def min_input_side(self):
+    def min_input_side(self) -> int:
         """2 pixels at least: the neighbour step divides by (side - 1) and the neighbours of a query must
         differ; the cross-scale attention reflect-pads to a multiple of its factor s, which needs side > s / 2."""
         factors = self.cs_attn.scales if self.cs_attn is not None else ()
         return max(super().min_input_side, 2, *(s // 2 + 1 for s in factors))
 
-    def encode(self, lr, out_size=None):
+    def encode(self, lr: torch.Tensor, out_size: tuple[int, int] | None = None) -> CiaoSRBank:
         """Per-image work, done once: encoder, unfold, non-local attention, first-layer products, and
         (when the output will have >= PAIR_TABLE_MIN_RATIO queries per LR pixel) the key/query pair table."""
         lr = lr - self.rgb_mean
         feat = self.encoder(lr)
         h, w = feat.shape[-2:]
-        skip = self.encoder.base_image(feat) - self.rgb_mean if self.has_base_image else lr
+        base = self.base_network
+        skip = base.base_image(feat) - self.rgb_mean if base is not None else lr
         values = unfold3x3(feat) if self.feat_unfold else feat
         if self.cs_attn is not None:
             values = torch.cat([values, self.cs_attn(feat)], 1)
         values = channels_last(values).contiguous()  # [B, hw, D]: one row per LR pixel, gathered by index
         unfolded = self.unfolded(values)
-        bank = {'skip': skip, 'size': (h, w), 'unfolded': unfolded, 'values': values,
-                'key_proj': self.imnet_k.project(unfolded), 'value_proj': self.imnet_v.project(values)}
+        bank: CiaoSRBank = {'skip': skip, 'size': (h, w), 'unfolded': unfolded, 'values': values,
+                            'key_proj': self.imnet_k.project(unfolded), 'value_proj': self.imnet_v.project(values)}
         if out_size is not None and out_size[0] * out_size[1] >= PAIR_TABLE_MIN_RATIO * h * w:
             bank['pair_key'], bank['pair_bias'] = self.pair_table(unfolded, h, w)
         return bank
 
     @property
-    def has_base_image(self):
-        """Whether the skip is the encoder's base image (`rrdb` with `upsampler=True`) rather than the LR image."""
-        return getattr(self.encoder, 'upsampler', False)
+    def base_network(self) -> RRDBEncoder | None:
+        """The encoder when the skip is its base image (`rrdb` with `upsampler=True`), else None (the LR image)."""
+        encoder = self.encoder
+        return encoder if isinstance(encoder, RRDBEncoder) and encoder.upsampler else None
 
-    def unfolded(self, values):
+    @property
+    def has_base_image(self) -> bool:
+        """Whether the skip is the encoder's base image (`rrdb` with `upsampler=True`) rather than the LR image."""
+        return self.base_network is not None
+
+    def unfolded(self, values: torch.Tensor) -> torch.Tensor:
         """The unfolded features u [..., 9C] (or [..., C]) of a bank's `values` [..., D]: a view of their first
         channels (the rest are the cross-scale attention's)."""
-        return values[..., :self.imnet_k.layers[-1].out_features]
+        return values[..., :self.imnet_k.output_layer.out_features]
 
-    def pair_table(self, unfolded, h, w):
+    def pair_table(self, unfolded: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Query-key products folded into the key net's output layer, per LR pixel p and displacement d.
 
         The attention logit of a query at pixel p and a key at pixel p + d (|d| <= 1 on each axis) is
@@ -126,7 +160,7 @@ class CiaoSR(ImplicitSRNet):
         """
         b, _, dim = unfolded.shape
         grid = unfolded.view(b, h, w, dim)
-        out_layer = self.imnet_k.layers[-1]
+        out_layer = self.imnet_k.output_layer
         pair_key = unfolded.new_empty(b, h, w, 9, out_layer.in_features)
         pair_bias = unfolded.new_empty(b, h, w, 9)
         band = max(1, PAIR_TABLE_BAND_PIXELS // w)
@@ -141,18 +175,19 @@ class CiaoSR(ImplicitSRNet):
                 pair_key[:, r0:r1, :, d], pair_bias[:, r0:r1, :, d] = self.runtime.pair_rows(self, products)
         return pair_key.view(b, h * w * 9, -1), pair_bias.view(b, -1)
 
-    def pair_rows(self, products):
+    def pair_rows(self, products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of the pair table for products u_p * u_{p+d} [..., K]: (products @ W [..., H], products @ b [...]),
         with W, b the key net's output layer."""
-        out_layer = self.imnet_k.layers[-1]
+        out_layer = self.imnet_k.output_layer
         return products @ out_layer.weight, products @ out_layer.bias
 
-    def decode(self, bank, coord, cell):
+    def decode(self, bank: CiaoSRBank, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """RGB [B, Q, 3] at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]: `attend` at the queries'
         `query_layout`, run by the runtime attached as `self.runtime` (`ciaosr_arch.runtimes`: PyTorch by default)."""
         return self.runtime.attend(self, bank, *self.query_layout(bank, coord, cell))
 
-    def query_layout(self, bank, coord, cell):
+    def query_layout(self, bank: CiaoSRBank, coord: torch.Tensor, cell: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Where each query reads the bank: index work only, no feature arithmetic.
 
         Returns the neighbours' flat LR indices [B, Q, N], the extra MLP inputs [B, Q, N, 4] (`neighbours`),
@@ -169,11 +204,12 @@ class CiaoSR(ImplicitSRNet):
         skip = sample_bilinear(bank['skip'], coord, 'bicubic' if self.has_base_image else 'bilinear')
         return index, extra, score_index, skip
 
-    def attend(self, bank, index, extra, score_index, residual):
+    def attend(self, bank: AttendTables, index: torch.Tensor, extra: torch.Tensor, score_index: torch.Tensor,
+               residual: torch.Tensor) -> torch.Tensor:
         """RGB [B, Q, 3] from the bank's per-pixel tables at a `query_layout`: key and value nets, the softmax
         attention over the N neighbours, the decoder, plus the residual and the mean (the per-query arithmetic)."""
         key_hidden = self.imnet_k.hidden(gather_pixels(bank['key_proj'], index), extra)
-        if 'pair_key' in bank:
+        if 'pair_key' in bank and 'pair_bias' in bank:  # the pair table (both or neither)
             logits = (gather_pixels(bank['pair_key'], score_index) * key_hidden).sum(-1)
             logits = logits + gather_pixels(bank['pair_bias'], score_index)
         else:
@@ -187,7 +223,8 @@ class CiaoSR(ImplicitSRNet):
         rgb = self.imnet_q(attended) + residual
         return rgb + self.rgb_mean.view(1, 1, 3)
 
-    def neighbours(self, coord, cell, h, w):
+    def neighbours(self, coord: torch.Tensor, cell: torch.Tensor, h: int, w: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """LR pixels each query attends to, and the 4 extra MLP inputs [rel_row, rel_col, cell_h, cell_w].
 
         The neighbour step is (1 - cell) / (size - 1) per axis (official; LIIF uses 1 / size), taken
@@ -199,7 +236,7 @@ class CiaoSR(ImplicitSRNet):
         return index, torch.cat([rel, (cell * size).unsqueeze(2).expand_as(rel)], -1)
 
 
-def displacement_code(query_index, index, width):
+def displacement_code(query_index: torch.Tensor, index: torch.Tensor, width: int) -> torch.Tensor:
     """Position d in 0..8 ((dy + 1) * 3 + dx + 1) of each neighbour pixel relative to its query's pixel.
 
     query_index [B, Q], index [B, Q, N] (flat LR indices) -> [B, Q, N]. Neighbours are never more than
@@ -212,7 +249,7 @@ def displacement_code(query_index, index, width):
     return (dy + 1) * 3 + dx + 1
 
 
-def without_non_local(state):
+def without_non_local(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CiaoSR weights with the non-local branch removed, as the network without it (`non_local_attn=False`).
 
     The value net reads [unfolded u (K), non-local n, rel and cell (4)] and gates [u, n]; the decoder reads

@@ -6,6 +6,7 @@ centres sit at -1 + (2k + 1) / n, and every coordinate tensor has its last dimen
 `sample_bilinear` and nowhere else.
 """
 import itertools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,19 +16,20 @@ NEIGHBOUR_OFFSETS = {1: [(0, 0)], 2: list(itertools.product((-1, 1), repeat=2)),
                      3: list(itertools.product((-1, 0, 1), repeat=2))}  # local_size -> (row, col) offsets
 
 
-def axis_centres(n, device=None):
+def axis_centres(n: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Pixel-centre coordinates of one axis of length n, float32 [n] (bit-identical to official)."""
     r = 1 / n
     return (-1 + r) + (2 * r) * torch.arange(n, device=device, dtype=torch.float32)
 
 
-def make_coord(shape, device=None):
+def make_coord(shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
     """Pixel-centre coordinates of an (n1, n2) grid, flattened row-major: float32 [n1 * n2, 2]."""
     rows, cols = (axis_centres(n, device) for n in shape)
     return torch.stack(torch.meshgrid(rows, cols, indexing='ij'), dim=-1).view(-1, 2)
 
 
-def make_cell(size, n_query, batch=1, device=None):
+def make_cell(size: Sequence[int], n_query: int, batch: int = 1,
+              device: torch.device | str | None = None) -> torch.Tensor:
     """Size of one output pixel in the same units, (2 / H, 2 / W) for every query: [B, Q, 2]."""
     cell = torch.ones(batch, n_query, 2, device=device)
     cell[..., 0] *= 2 / size[0]
@@ -35,7 +37,7 @@ def make_cell(size, n_query, batch=1, device=None):
     return cell
 
 
-def sample_nearest_index(coord, height, width):
+def sample_nearest_index(coord: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Flat index (row * width + col) of the LR pixel that nearest `grid_sample` picks at each coord.
 
     The index map is sampled through `grid_sample` itself, so ties round exactly as in the
@@ -50,14 +52,14 @@ def sample_nearest_index(coord, height, width):
     return index[:, 0, 0, :].long()
 
 
-def pixel_centres(index, height, width):
+def pixel_centres(index: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Coordinates [B, Q, 2] of the LR pixel centres with the given flat indices."""
     rows = axis_centres(height, index.device)[index // width]
     cols = axis_centres(width, index.device)[index % width]
     return torch.stack([rows, cols], dim=-1)
 
 
-def shift_coord(coord, offset, shift):
+def shift_coord(coord: torch.Tensor, offset: tuple[int, int], shift: torch.Tensor) -> torch.Tensor:
     """Move queries by offset (a, b) in {-1, 0, 1}^2 LR steps of `shift` [B, 2], as the official heads do.
 
     A non-zero offset moves its axis by offset * shift + 1e-6 (the nudge is added for both signs);
@@ -70,7 +72,8 @@ def shift_coord(coord, offset, shift):
     return moved.clamp_(-1 + EPS_SHIFT, 1 - EPS_SHIFT)
 
 
-def neighbour_pixels(coord, offsets, shift, height, width):
+def neighbour_pixels(coord: torch.Tensor, offsets: Sequence[tuple[int, int]], shift: torch.Tensor, height: int,
+                     width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The LR pixels each query reads and the query's position relative to their centres (the heads' shared loop).
 
     coord [B, Q, 2]; offsets: (row, col) steps in {-1, 0, 1} (`NEIGHBOUR_OFFSETS`); shift [B, 2]: one step in
@@ -86,7 +89,8 @@ def neighbour_pixels(coord, offsets, shift, height, width):
     return torch.stack(index, 2), torch.stack(rel, 2)
 
 
-def switch_probes(batch, count, height, width, delta, device=None):
+def switch_probes(batch: int, count: int, height: int, width: int, delta: float,
+                  device: torch.device | str | None = None) -> torch.Tensor:
     """Quadruples of queries straddling the lines where a head's inputs switch from one LR pixel to the next.
 
     The 2x2 neighbour set of CiaoSR/LIIF switches where a query crosses an LR pixel centre, the nearest pixel (the
@@ -110,7 +114,7 @@ def switch_probes(batch, count, height, width, delta, device=None):
     return (pos / size * 2 - 1).view(batch, count * 4, 2)
 
 
-def sample_bilinear(image, coord, mode='bilinear'):
+def sample_bilinear(image: torch.Tensor, coord: torch.Tensor, mode: str = 'bilinear') -> torch.Tensor:
     """Bilinear (or `mode='bicubic'`: cubic convolution, a = -0.75) sample of image [B, C, h, w] at coord [B, Q, 2]
     (border padding) -> [B, Q, C]. Both reproduce a pixel's value exactly at its centre."""
     grid = coord.flip(-1).unsqueeze(1)

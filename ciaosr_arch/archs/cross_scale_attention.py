@@ -1,4 +1,6 @@
 """CiaoSR's non-local branch: cross-scale attention over the LR feature map (as the official CiaoSR code)."""
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -8,7 +10,7 @@ from ..runtimes.base import DecodeRuntime, TorchRuntime
 ATTENTION_BAND = 4096  # query positions scored at once: the score map is held [L, ~4096] at a time, not [L, h*w]
 
 
-def _conv1x1_prelu(in_channels, out_channels):
+def _conv1x1_prelu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.PReLU())
 
 
@@ -23,7 +25,10 @@ class CrossScaleAttention(nn.Module):
     band of ATTENTION_BAND query positions at a time, so memory grows with h * w (times L = h*w / s^2) only.
     """
 
-    def __init__(self, channels=64, scales=(2,), reduction=2, softmax_scale=10.0):
+    escape_NaN: torch.Tensor  # a buffer (`register_buffer`)
+
+    def __init__(self, channels: int = 64, scales: Sequence[int] = (2,), reduction: int = 2,
+                 softmax_scale: float = 10.0):
         super().__init__()
         self.runtime: DecodeRuntime = TorchRuntime()  # what runs `paste` (`ciaosr_arch.runtimes`; not a module)
         self.scales = tuple(scales)
@@ -36,14 +41,14 @@ class CrossScaleAttention(nn.Module):
             self.add_module(self.down_name(s), nn.Conv2d(channels, channels, 3, stride=s, padding=1))
 
     @staticmethod
-    def down_name(scale):
+    def down_name(scale: int) -> str:
         """Official name of the strided conv for factor `scale`: `down` for 2, else `downx{scale}`."""
         return 'down' if scale == 2 else f'downx{scale}'
 
-    def forward(self, feat):
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.attend(feat, s) for s in self.scales], 1)
 
-    def attend(self, feat, s):
+    def attend(self, feat: torch.Tensor, s: int) -> torch.Tensor:
         """Cross-scale attention with factor s: [B, C, h, w] -> [B, C, h, w].
 
         The official code correlates with a conv2d and reconstructs with a conv_transpose2d per image;
@@ -75,7 +80,7 @@ class CrossScaleAttention(nn.Module):
         out = getattr(self, self.down_name(s))(out[..., s:-s, :]) / 6
         return out[..., :h, :w]
 
-    def paste(self, filters, queries, patches):
+    def paste(self, filters: torch.Tensor, queries: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """Pasted columns [B, C * 9s^2, P] of P query positions: the softmax over the L down-scaled positions of
         the queries' scores (3x3-unfolded matching features queries [B, C/2 * 9, P] against filters
         [B, L, C/2 * 9], times softmax_scale), as weights of the patches [B, C * 9s^2, L]."""

@@ -4,9 +4,12 @@ Every implicit net here splits its forward pass in two, so that whole-image infe
 feature-side work once and decode query points in chunks:
     bank = net.encode(lr)               # once per image: encoder, unfold, per-pixel products
     rgb = net.decode(bank, coord, cell) # per chunk of queries
-and `net(lr, coord, cell) == net.decode(net.encode(lr), coord, cell)`.
+and `net(lr, coord, cell) == net.decode(net.encode(lr), coord, cell)`. What the bank holds is each arch's own
+(`CiaoSRBank`, `LIIFBank`): `ImplicitSRNet` is generic in it.
 """
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +18,16 @@ from torch import nn
 from ..runtimes.base import DecodeRuntime, TorchRuntime
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean, subtracted from the input and added to the output
+Bank = TypeVar('Bank', bound=Mapping[str, Any])  # what an arch's `encode` returns and its `decode` reads
+
+
+class Encoder(Protocol):
+    """What a head needs of its encoder (`encoders`: an nn.Module): RGB [B, 3, h, w] (mean subtracted) to features
+    [B, out_channels, h, w]."""
+
+    out_channels: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 class MLP(nn.Module):
@@ -26,7 +39,7 @@ class MLP(nn.Module):
     head(hidden(project(feat), extra)) == forward(cat([feat, extra], -1)).
     """
 
-    def __init__(self, in_dim, out_dim, hidden=(256, 256, 256, 256)):
+    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256, 256, 256)):
         super().__init__()
         dims = [in_dim, *hidden]
         layers = []
@@ -35,50 +48,60 @@ class MLP(nn.Module):
         layers.append(nn.Linear(dims[-1], out_dim))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
     @staticmethod
-    def hidden_from_state(state, prefix):
+    def hidden_from_state(state: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
         """Hidden widths (a list of ints) of the MLP whose weights are `state`'s keys `{prefix}.layers.N.*`."""
         n_layers = count_indices(state, re.escape(prefix) + r'\.layers\.(\d+)\.weight')
         return [state[f'{prefix}.layers.{2 * i}.weight'].shape[0] for i in range(n_layers - 1)]
 
-    def project(self, feat):
-        """First layer on the leading feat.shape[-1] inputs, bias included: [..., D] -> [..., H1]."""
-        return F.linear(feat, self.layers[0].weight[:, :feat.shape[-1]], self.layers[0].bias)
+    @property
+    def input_layer(self) -> nn.Linear:
+        """The first linear layer (`layers.0`)."""
+        return cast(nn.Linear, self.layers[0])
 
-    def hidden(self, projected, extra):
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The last linear layer, the output layer."""
+        return cast(nn.Linear, self.layers[-1])
+
+    def project(self, feat: torch.Tensor) -> torch.Tensor:
+        """First layer on the leading feat.shape[-1] inputs, bias included: [..., D] -> [..., H1]."""
+        return F.linear(feat, self.input_layer.weight[:, :feat.shape[-1]], self.input_layer.bias)
+
+    def hidden(self, projected: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
         """Last hidden activation for inputs [feat, extra] given project(feat): extra [..., E] -> [..., H]."""
-        weight = self.layers[0].weight[:, -extra.shape[-1]:]
+        weight = self.input_layer.weight[:, -extra.shape[-1]:]
         x = torch.addmm(projected.reshape(-1, projected.shape[-1]), extra.reshape(-1, extra.shape[-1]), weight.t())
         # Rows stay flat through the layers: OpenVINO fuses the bias into an int8 product only for 2-D inputs.
-        return self.layers[2:-1](x.relu_()).view(*projected.shape[:-1], self.layers[-1].in_features)
+        return self.layers[2:-1](x.relu_()).view(*projected.shape[:-1], self.output_layer.in_features)
 
-    def head(self, hidden):
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output layer: [..., H] -> [..., out] (on flat rows, as `hidden`)."""
-        out = self.layers[-1]
+        out = self.output_layer
         return out(hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], out.out_features)
 
 
-def count_indices(state, pattern):
+def count_indices(state: Mapping[str, Any], pattern: str) -> int:
     """Number of distinct integers N in the keys of a state_dict `state` that match `pattern` (a regular expression
     with one (\\d+) group, e.g. r'body\\.(\\d+)\\.conv1\\.weight' counts the blocks)."""
     return len({m.group(1) for k in state if (m := re.fullmatch(pattern, k))})
 
 
-def unfold3x3(feat):
+def unfold3x3(feat: torch.Tensor) -> torch.Tensor:
     """3x3 neighbourhood of every pixel, zero padded, channel-major: [B, C, h, w] -> [B, 9C, h, w]."""
     b, c, h, w = feat.shape
     return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
 
 
-def channels_last(feat):
+def channels_last(feat: torch.Tensor) -> torch.Tensor:
     """[B, C, h, w] -> [B, h*w, C], so that LR pixels can be gathered by flat index."""
     return feat.flatten(2).transpose(1, 2)
 
 
-def gather_pixels(table, index):
+def gather_pixels(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows of a per-pixel table [B, h*w, *D] at flat indices [B, ...] -> [B, ..., *D].
 
     One index_select over the batch-flattened table: several times faster on CPU than advanced
@@ -90,7 +113,7 @@ def gather_pixels(table, index):
     return rows.view(*index.shape, *table.shape[2:])
 
 
-class ImplicitSRNet(nn.Module):
+class ImplicitSRNet(nn.Module, Generic[Bank]):
     """An encoder (without up-sampling tail) followed by an implicit head; subclasses build the head.
 
     Input: LR RGB in [0, 1]. The head works in mean-subtracted space like the official restorer,
@@ -99,6 +122,10 @@ class ImplicitSRNet(nn.Module):
     not `encoder.conv_first.weight`), which is the official layout.
     """
 
+    encoder: Encoder
+    rgb_mean: torch.Tensor  # [1, 3, 1, 1], a buffer (`register_buffer`)
+    arch: dict[str, Any]  # the arch dict ({'type': ..., **options}) of a net that `load_model` made
+
     def __init__(self):
         super().__init__()
         # What runs the decode's arithmetic (`ciaosr_arch.runtimes`; `ciaosr_arch.runtime.use_runtime` swaps it). Not
@@ -106,26 +133,27 @@ class ImplicitSRNet(nn.Module):
         self.runtime: DecodeRuntime = TorchRuntime()
         self.register_buffer('rgb_mean', torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
-    def attach_encoder(self, encoder):
+    def attach_encoder(self, encoder: Encoder) -> None:
         """Register the encoder after the head (official key order) and store its keys flat."""
         self.encoder = encoder
         self.register_state_dict_post_hook(_flatten_encoder_keys)
         self.register_load_state_dict_pre_hook(_nest_encoder_keys)
 
     @property
-    def min_input_side(self):
+    def min_input_side(self) -> int:
         """Smallest LR height and width (pixels) that `encode` accepts; `super_resolve` pads smaller images."""
         return getattr(self.encoder, 'min_input_side', 1)
 
-    def forward(self, lr, coord, cell):
+    def forward(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """lr [B, 3, h, w] in [0, 1]; coord, cell [B, Q, 2] (row, col) -> RGB [B, Q, 3]."""
         return self.decode(self.encode(lr), coord, cell)
 
-    def encode(self, lr, out_size=None):
+    def encode(self, lr: torch.Tensor, out_size: tuple[int, int] | None = None) -> Bank:
         """Per-image work; `out_size` (H, W) is the size it will be decoded at, when known in advance."""
         raise NotImplementedError
 
-    def decode(self, bank, coord, cell):
+    def decode(self, bank: Bank, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """RGB [B, Q, 3] (in [0, 1] units, not clamped) at coord [B, Q, 2] for output pixels of size cell [B, Q, 2]."""
         raise NotImplementedError
 
 

@@ -6,6 +6,9 @@ Each of the 4 LR latent codes around a query predicts RGB with one MLP from
 [0, 1] units out), so both archs train and evaluate with the same data, model and scripts. The options are read
 back off a state_dict by `LIIF.options_from_state`.
 """
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
+
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -14,8 +17,15 @@ from .encoders import build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, gather_pixels, unfold3x3
 
 
+class LIIFBank(TypedDict):
+    """What `LIIF.encode` returns, once per image or tile, for `LIIF.decode`."""
+
+    size: tuple[int, int]  # (h, w) of the feature map, the LR image's
+    code_proj: torch.Tensor  # [B, hw, H1]: the MLP's first layer on each LR pixel's code, bias included
+
+
 @ARCH_REGISTRY.register()
-class LIIF(ImplicitSRNet):
+class LIIF(ImplicitSRNet[LIIFBank]):
     """LIIF generator.
 
     Args:
@@ -26,8 +36,9 @@ class LIIF(ImplicitSRNet):
         hidden: hidden widths of `imnet`.
     """
 
-    def __init__(self, encoder='edsr_baseline', encoder_opt=None, local_ensemble=True, feat_unfold=True,
-                 cell_decode=True, hidden=(256,) * 4):
+    def __init__(self, encoder: str = 'edsr_baseline', encoder_opt: Mapping[str, Any] | None = None,
+                 local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True,
+                 hidden: Sequence[int] = (256,) * 4):
         super().__init__()
         enc = build_encoder(encoder, **(encoder_opt or {}))
         code_dim = enc.out_channels * (9 if feat_unfold else 1)
@@ -38,7 +49,7 @@ class LIIF(ImplicitSRNet):
         self.attach_encoder(enc)
 
     @staticmethod
-    def options_from_state(state, channels):
+    def options_from_state(state: Mapping[str, torch.Tensor], channels: int) -> dict[str, Any] | None:
         """The head's options read off a state_dict whose encoder gives `channels` features (feature unfold, cell
         decode, hidden widths), or None when `state` holds no LIIF head (`imnet.*`)."""
         if 'imnet.layers.0.weight' not in state:
@@ -48,12 +59,13 @@ class LIIF(ImplicitSRNet):
         return {'feat_unfold': feat_unfold, 'cell_decode': in_dim - channels * (9 if feat_unfold else 1) == 4,
                 'hidden': MLP.hidden_from_state(state, 'imnet')}
 
-    def encode(self, lr, out_size=None):
+    def encode(self, lr: torch.Tensor, out_size: tuple[int, int] | None = None) -> LIIFBank:
         feat = self.encoder(lr - self.rgb_mean)
+        h, w = feat.shape[-2:]
         codes = channels_last(unfold3x3(feat) if self.feat_unfold else feat)
-        return {'size': feat.shape[-2:], 'code_proj': self.imnet.project(codes)}
+        return {'size': (h, w), 'code_proj': self.imnet.project(codes)}
 
-    def decode(self, bank, coord, cell):
+    def decode(self, bank: LIIFBank, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         h, w = bank['size']
         size = coord.new_tensor([h, w])
         index, rel = neighbour_pixels(coord, self.offsets, 1 / size.expand(coord.shape[0], 2), h, w)  # [B, Q, N, .]

@@ -38,6 +38,10 @@ class CiaoSRModel(SRModel):
     (checked by `ciaosr_arch.options` before training starts).
     """
 
+    coord: torch.Tensor  # [B, Q, 2] of a training batch (`feed_data`), as `cell`
+    cell: torch.Tensor
+    cri_pix: torch.nn.Module  # the pixel loss (SRModel's `init_training_settings`: `train.pixel_opt`)
+
     OPTIONS = {
         'train': {'total_iter': NUMBER, 'warmup_iter': NUMBER, 'ema_decay': NUMBER, 'autocast': OneOf(('bf16',)),
                   'freeze_encoder': bool, 'optim_g': Open(type=str, lr=NUMBER), 'scheduler': Open(type=str),

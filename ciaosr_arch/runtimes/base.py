@@ -6,11 +6,18 @@ products (`CrossScaleAttention.paste`); and tells the engine (`ciaosr_arch.engin
 call (`chunk`), how much memory each of them holds (`query_bytes`) and in which context to decode (`decoding`).
 A runtime is not a module: attaching one never changes a net's parameters or state_dict.
 """
+from __future__ import annotations
+
 from contextlib import AbstractContextManager, nullcontext
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # the archs import this module
+    from ..archs.ciaosr_arch import AttendTables, CiaoSR
+    from ..archs.cross_scale_attention import CrossScaleAttention
+    from ..archs.implicit_base import ImplicitSRNet
 
 # A cache-sized number of queries: their decode activations (~45 MB fp32 for EDSR-baseline) stay near the CPU's
 # caches. The PyTorch decode's chunk on CPUs (1024 decodes ~30% faster than 16384 on one core here, with 5% of the
@@ -31,16 +38,16 @@ class DecodeRuntime(Protocol):
 
     name: str  # 'torch' or 'openvino', as `ciaosr_arch.runtime.use_runtime` names it
 
-    def attend(self, net: nn.Module, bank: dict, index: torch.Tensor, extra: torch.Tensor,
+    def attend(self, net: CiaoSR, bank: AttendTables, index: torch.Tensor, extra: torch.Tensor,
                score_index: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """`net.attend(bank, index, extra, score_index, residual)`: RGB [B, Q, 3] of Q queries."""
         ...
 
-    def pair_rows(self, net: nn.Module, products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pair_rows(self, net: CiaoSR, products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`net.pair_rows(products)`: products [..., K] -> ([..., H], [...])."""
         ...
 
-    def paste(self, attention: nn.Module, filters: torch.Tensor, queries: torch.Tensor,
+    def paste(self, attention: CrossScaleAttention, filters: torch.Tensor, queries: torch.Tensor,
               patches: torch.Tensor) -> torch.Tensor:
         """`attention.paste(filters, queries, patches)` of a CrossScaleAttention: [B, C * 9s^2, P]."""
         ...
@@ -49,7 +56,7 @@ class DecodeRuntime(Protocol):
         """Queries per decode call on `device` (`super_resolve`'s default chunk)."""
         ...
 
-    def query_bytes(self, net: nn.Module, half: bool) -> float:
+    def query_bytes(self, net: ImplicitSRNet[Any], half: bool) -> float:
         """Bytes of memory per query of a decode call of `net` (`half`: under fp16/bf16 autocast)."""
         ...
 
@@ -64,25 +71,27 @@ class TorchRuntime:
 
     name = 'torch'
 
-    def attend(self, net, bank, index, extra, score_index, residual):
+    def attend(self, net: CiaoSR, bank: AttendTables, index: torch.Tensor, extra: torch.Tensor,
+               score_index: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return net.attend(bank, index, extra, score_index, residual)
 
-    def pair_rows(self, net, products):
+    def pair_rows(self, net: CiaoSR, products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return net.pair_rows(products)
 
-    def paste(self, attention, filters, queries, patches):
+    def paste(self, attention: CrossScaleAttention, filters: torch.Tensor, queries: torch.Tensor,
+              patches: torch.Tensor) -> torch.Tensor:
         return attention.paste(filters, queries, patches)
 
-    def chunk(self, device):
+    def chunk(self, device: torch.device | str) -> int:
         """PREFERRED_CHUNK by the type of `device` (torch.device or its name; GPUs' for any but the CPU)."""
         return PREFERRED_CHUNK.get(torch.device(device).type, PREFERRED_CHUNK['cuda'])
 
-    def query_bytes(self, net, half):
+    def query_bytes(self, net: ImplicitSRNet[Any], half: bool) -> float:
         """QUERY_BYTES scaled by the encoder's width relative to 64 channels (approximate for RDN/SwinIR), halved
         under autocast."""
         return QUERY_BYTES * (net.encoder.out_channels / 64) / (2 if half else 1)
 
-    def decoding(self):
+    def decoding(self) -> AbstractContextManager[None]:
         return nullcontext()
 
 
@@ -91,4 +100,5 @@ def attach(net: nn.Module, runtime: DecodeRuntime) -> None:
     one (a CiaoSR's cross-scale attention)."""
     for module in net.modules():
         if 'runtime' in vars(module):
-            module.runtime = runtime
+            module.runtime = runtime  # pyright: ignore[reportArgumentType]  (torch types Module.__setattr__ for
+            # tensors and modules; any other value is set as a plain attribute)

@@ -26,6 +26,8 @@ With `int8=True` (opt-in, `--int8`), the decode's key and value nets run as uint
 
 The `openvino` package is imported only when a runtime is made (`import_openvino`), so this module imports without it.
 """
+from __future__ import annotations
+
 import hashlib
 import inspect
 import os
@@ -34,8 +36,11 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,30 +51,32 @@ from . import int8 as int8_module
 from .base import CACHE_QUERIES, CALL_QUERIES
 from .int8 import CALIBRATION_DIR, calibrate, fake_quantized, int8_layers
 
+if TYPE_CHECKING:  # the archs import the runtimes' base
+    from ..archs.ciaosr_arch import AttendTables, CiaoSR
+    from ..archs.cross_scale_attention import CrossScaleAttention
+
 CALL_QUERY_BYTES = 1024  # memory per query of an `attend` call: its index tensors (the activations are per block)
 COMPILED_KEPT = 8  # compiled models kept per runtime, most recently used first: images of many sizes pile up
 CACHE_ENV = 'CIAOSR_CACHE_DIR'  # overrides the cache folder
-# Tables of the bank that `attend` reads, per kind of bank (pair table or not); 'unfolded' is a view of 'values'.
-TABLES = {'pair': ('key_proj', 'value_proj', 'values', 'pair_key', 'pair_bias'),
-          'plain': ('key_proj', 'value_proj', 'values')}
 GRAPH_NOTES = {'attend-pair': 'decode', 'attend-plain': 'decode (scales < 2)', 'attend-pair-int8': 'int8 decode',
                'attend-plain-int8': 'int8 decode (scales < 2)', 'pair_rows': "decode's pair table",
                'paste': 'cross-scale attention'}  # graph names as the one-time conversion message names them
 
 
-def import_openvino():
+def import_openvino() -> ModuleType:
     """The `openvino` module, imported without its usage reports. OpenVINO sends an event to Google Analytics when
     it is imported and at each model conversion (package openvino-telemetry, on unless the user opted out); this
     project never contacts the network, so unless openvino or openvino-telemetry is already imported, the import
     is made with openvino-telemetry hidden from the process (`sys.modules` entry None), which OpenVINO treats as
     not installed (it falls back to its own no-op stand-in). ImportError when OpenVINO is not installed."""
     if 'openvino' not in sys.modules:
-        sys.modules.setdefault('openvino_telemetry', None)
+        sys.modules.setdefault('openvino_telemetry', None)  # pyright: ignore[reportArgumentType]  (None in
+        # sys.modules is the documented way to make an import fail; typeshed allows modules only)
     import openvino
     return openvino
 
 
-def openvino_version():
+def openvino_version() -> str | None:
     """The installed OpenVINO's version string, or None when it is not installed."""
     try:
         return import_openvino().__version__
@@ -77,7 +84,7 @@ def openvino_version():
         return None
 
 
-def cache_root():
+def cache_root() -> Path:
     """Folder of this package's caches: $CIAOSR_CACHE_DIR, else $XDG_CACHE_HOME/ciaosr, else ~/.cache/ciaosr."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
@@ -85,7 +92,7 @@ def cache_root():
 
 
 @contextmanager
-def torch_threads(count):
+def torch_threads(count: int) -> Iterator[None]:
     """PyTorch's thread count set to `count` within the block, and back to what it was when the block ends."""
     threads = torch.get_num_threads()
     torch.set_num_threads(count)
@@ -95,20 +102,40 @@ def torch_threads(count):
         torch.set_num_threads(threads)
 
 
-def _precision():
+def _precision() -> str:
     """OpenVINO's inference precision for the caller: 'bf16' under a CPU bfloat16 autocast, else 'f32'."""
     return 'bf16' if torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16 else 'f32'
+
+
+def graph_tables(bank: AttendTables) -> list[torch.Tensor]:
+    """The tables of a bank that the decode graph takes, as its leading inputs: key_proj, value_proj, values, then
+    the pair table's pair_key and pair_bias when the bank has one ('unfolded', a view of 'values', is taken in the
+    graph)."""
+    tables = [bank['key_proj'], bank['value_proj'], bank['values']]
+    if 'pair_key' in bank and 'pair_bias' in bank:
+        tables += [bank['pair_key'], bank['pair_bias']]
+    return tables
+
+
+def bank_tables(net: CiaoSR, tables: Sequence[torch.Tensor]) -> AttendTables:
+    """The `AttendTables` of `net` whose `graph_tables` are `tables`."""
+    key_proj, value_proj, values, *pair = tables
+    bank: AttendTables = {'unfolded': net.unfolded(values), 'values': values, 'key_proj': key_proj,
+                          'value_proj': value_proj}
+    if pair:
+        bank['pair_key'], bank['pair_bias'] = pair
+    return bank
 
 
 class _Method(nn.Module):
     """`function` of tensors (positional inputs and outputs) that uses the module `owner`, the form OpenVINO's
     converter traces: `owner` is registered, so that its weights are traced as parameters."""
 
-    def __init__(self, owner, function):
+    def __init__(self, owner: nn.Module, function: Callable[..., Any]):
         super().__init__()
         self.owner, self.function = owner, function
 
-    def forward(self, *tensors):
+    def forward(self, *tensors: torch.Tensor) -> Any:
         return self.function(*tensors)
 
 
@@ -126,27 +153,33 @@ class OpenVINORuntime:
 
     name = 'openvino'
 
-    def __init__(self, net, threads=None, block=CACHE_QUERIES, cache=None, int8=False, report=None):
+    def __init__(self, net: CiaoSR, threads: int | None = None, block: int = CACHE_QUERIES,
+                 cache: str | Path | None = None, int8: bool = False, report: Callable[[str], object] | None = None):
         self.ov, self.net, self.block, self.int8, self.report = import_openvino(), net, block, int8, report
         self.threads = threads or torch.get_num_threads()
         self.cache = Path(cache) if cache is not None else cache_root() / 'openvino'
         self.core = self.ov.Core()
-        self.models, self.compiled, self.fingerprint, self.ranges = {}, OrderedDict(), None, None
-        self.checked = (None, True)  # (weak reference to the last bank's `values`, whether it is finite)
+        self.models: dict[str, Any] = {}  # converted graphs (openvino.Model) by name
+        self.compiled: OrderedDict[tuple, Any] = OrderedDict()  # infer requests, most recently used last
+        self.fingerprint: str | None = None
+        self.ranges: list[float] | None = None  # the int8 layers' calibrated input ranges
+        # (weak reference to the last bank's `values`, whether it is finite)
+        self.checked: tuple[weakref.ref[torch.Tensor] | None, bool] = (None, True)
 
-    def attend(self, net, bank, index, extra, score_index, residual):
+    def attend(self, net: CiaoSR, bank: AttendTables, index: torch.Tensor, extra: torch.Tensor,
+               score_index: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """`CiaoSR.attend` -> RGB [B, Q, 3] float32. A bank whose features hold NaN or infinite values goes to
         PyTorch instead: OpenVINO's ReLU maps NaN to 0, which would turn a broken encode into plausible output."""
         if not self._finite(bank['values']):
             return net.attend(bank, index, extra, score_index, residual).float()
         kind = 'pair' if 'pair_key' in bank else 'plain'
-        tables = [bank[name].contiguous() for name in TABLES[kind]]  # alive until the end: OpenVINO borrows them
+        tables = [t.contiguous() for t in graph_tables(bank)]  # alive until the end: OpenVINO borrows them
         layout = [index, extra, score_index, residual]
         batch, queries = index.shape[:2]
         shapes = [t.shape for t in tables] + [(t.shape[0], self.block, *t.shape[2:]) for t in layout]
         first_block = [part[:, :self.block] for part in layout]  # the example a first conversion traces
         name = f'attend-{kind}' + ('-int8' if self.int8 else '')
-        request = self._request(name, self._attend_method(kind), tables + first_block, shapes)
+        request = self._request(name, self._attend_method(len(tables)), tables + first_block, shapes)
         for i, table in enumerate(tables):
             request.set_input_tensor(i, self._tensor(table))
         out = torch.empty(batch, queries, 3)
@@ -162,16 +195,16 @@ class OpenVINORuntime:
             out[:, start:start + count] = torch.from_numpy(request.get_output_tensor(0).data[:, :count])
         return out
 
-    def chunk(self, device):
+    def chunk(self, device: torch.device | str) -> int:
         """CALL_QUERIES queries per decode call, in blocks of `block` (OpenVINO runs on the CPU only)."""
         return CALL_QUERIES
 
-    def query_bytes(self, net, half):
+    def query_bytes(self, net: Any, half: bool) -> float:
         """CALL_QUERY_BYTES: a decode call holds its queries' index tensors; activations only a block's."""
         return CALL_QUERY_BYTES
 
     @contextmanager
-    def decoding(self):
+    def decoding(self) -> Iterator[None]:
         """PyTorch on one thread within the block (`ciaosr_arch.engine` decodes in it): the index work between decode
         calls is light, and after each of its parallel regions PyTorch's idle OpenMP threads spin-wait, taking the
         cores from OpenVINO's. Measured, x16 decode of a 64 x 64 tile, int8, 2 threads: 84 ms per 16384 queries with
@@ -180,7 +213,7 @@ class OpenVINORuntime:
         with torch_threads(1):
             yield
 
-    def _finite(self, values):
+    def _finite(self, values: torch.Tensor) -> bool:
         """Whether a bank's feature table `values` (its other tables are linear in it) is finite, checked once per
         bank by its fp32 sum, which NaN and infinities reach (the last bank's table is remembered by a weak
         reference, so a freed bank is never taken for a new one). Measured for a 64 x 64 tile: 0.3 ms, where an
@@ -191,19 +224,21 @@ class OpenVINORuntime:
             self.checked = (weakref.ref(values), finite)
         return finite
 
-    def pair_rows(self, net, products):
+    def pair_rows(self, net: CiaoSR, products: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`CiaoSR.pair_rows`: products [..., K] -> ([..., H], [...]); in PyTorch under bf16 autocast."""
         if _precision() == 'bf16':
             return net.pair_rows(products)
-        return self._run('pair_rows', net.pair_rows, [products.contiguous()])
+        key, bias = self._run('pair_rows', net.pair_rows, [products.contiguous()])
+        return key, bias
 
-    def paste(self, attention, filters, queries, patches):
+    def paste(self, attention: CrossScaleAttention, filters: torch.Tensor, queries: torch.Tensor,
+              patches: torch.Tensor) -> torch.Tensor:
         """`CrossScaleAttention.paste` -> [B, C * 9s^2, P]; in PyTorch under bf16 autocast."""
         if _precision() == 'bf16':
             return attention.paste(filters, queries, patches)
         return self._run('paste', attention.paste, [t.contiguous() for t in (filters, queries, patches)])[0]
 
-    def _run(self, name, method, inputs):
+    def _run(self, name: str, method: Callable[..., Any], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Outputs (new float32 tensors) of graph `name` (traced from `method`) on inputs compiled at their shapes."""
         request = self._request(name, method, inputs, [t.shape for t in inputs])
         for i, tensor in enumerate(inputs):
@@ -211,22 +246,22 @@ class OpenVINORuntime:
         request.infer()
         return [torch.from_numpy(tensor.data.copy()) for tensor in request.output_tensors]
 
-    def _attend_method(self, kind):
-        """`net.attend` with the bank's tables of `kind` as leading positional inputs."""
-        def attend(*tensors):
-            bank = dict(zip(TABLES[kind], tensors))
-            bank['unfolded'] = self.net.unfolded(bank['values'])
-            return self.net.attend(bank, *tensors[len(TABLES[kind]):])
+    def _attend_method(self, count: int) -> Callable[..., torch.Tensor]:
+        """`net.attend` with the `count` tables of a bank, as `graph_tables` lists them, as leading positional
+        inputs."""
+        def attend(*tensors: torch.Tensor) -> torch.Tensor:
+            return self.net.attend(bank_tables(self.net, tensors[:count]), *tensors[count:])
         return attend
 
-    def _tensor(self, tensor):
+    def _tensor(self, tensor: torch.Tensor) -> Any:
         """An OpenVINO tensor over the memory of a contiguous CPU tensor (bfloat16 through its 16-bit pattern)."""
         if tensor.dtype == torch.bfloat16:
             bits = tensor.view(torch.int16).numpy()
             return self.ov.Tensor(bits, list(bits.shape), self.ov.Type.bf16)
         return self.ov.Tensor(np.ascontiguousarray(tensor.numpy()), shared_memory=True)
 
-    def _request(self, name, method, inputs, shapes):
+    def _request(self, name: str, method: Callable[..., Any], inputs: Sequence[torch.Tensor],
+                 shapes: Sequence[Sequence[int]]) -> Any:
         """An infer request of graph `name` compiled for these input shapes and dtypes, in the caller's precision
         (`_precision`); compiled on first use."""
         precision = _precision()
@@ -249,7 +284,7 @@ class OpenVINORuntime:
         self.compiled.move_to_end(key)
         return self.compiled[key]
 
-    def _model(self, name, method, inputs):
+    def _model(self, name: str, method: Callable[..., Any], inputs: Sequence[torch.Tensor]) -> Any:
         """The converted graph `name` with dynamic shapes: read from the disk cache, or traced from `method` with
         float32 copies of `inputs` as examples and saved there (fp32 weights, each file written whole or not at all,
         `atomic_path`, the weights before the graph that names them, so concurrent processes never read half a
@@ -289,7 +324,7 @@ class OpenVINORuntime:
         self.models[name] = model
         return model
 
-    def _fingerprint(self):
+    def _fingerprint(self) -> str:
         """Hex digest of everything the graphs depend on: the code of the archs (with the encoders and coordinates,
         which the int8 calibration runs), of this runtime and of the int8 module, the weights and options of the
         model, the torch, BasicSR and OpenVINO versions, the calibration crops (computed once)."""
