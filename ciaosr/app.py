@@ -345,14 +345,6 @@ def write_zip(path, files):
     return path
 
 
-def to_display(pixels):
-    """8-bit RGB or RGBA of a Picture's pixels (16-bit rounded as the writer does, gray repeated) for the browser."""
-    pixels = image_io.to_8bit(pixels)
-    if pixels.shape[2] in (1, 2):
-        pixels = pixels[..., [0, 0, 0, 1][:pixels.shape[2] + 2]]
-    return pixels
-
-
 def read_own_output(path):
     """Pixels [H, W, C] (C 1-4, uint8 or uint16, RGB order) of an image file that this app wrote.
 
@@ -375,10 +367,11 @@ def read_own_output(path):
 
 @lru_cache(maxsize=2)
 def display_pair(src, dst):
-    """(before, after) 8-bit arrays of equal size: the input resized bicubically to the output, and the output
-    (this app's own file, `read_own_output`); ImageReadError if either cannot be read."""
-    after = to_display(read_own_output(dst))
-    before = to_display(image_io.read_image(src).pixels)  # the same channels: the writer keeps gray and alpha
+    """(before, after) 8-bit RGB or RGBA arrays of equal size for the browser (`image_io.as_rgb`: 16-bit rounded as
+    the writer does, gray repeated): the input resized bicubically to the output, and the output (this app's own
+    file, `read_own_output`); ImageReadError if either cannot be read."""
+    after = image_io.as_rgb(read_own_output(dst), alpha=True)
+    before = image_io.as_rgb(image_io.read_image(src).pixels, alpha=True)  # the writer keeps gray and alpha
     before = cv2.resize(before, (after.shape[1], after.shape[0]), interpolation=cv2.INTER_CUBIC)
     return before, after
 

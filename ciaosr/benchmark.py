@@ -43,8 +43,8 @@ from ciaosr_arch.evaluation import (
     scale_label,
     shave,
     to_rgb,
-    to_uint8,
 )
+from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.shipped import SHIPPED_MODELS
 from realsr.degradations import (
     KERNEL_DEFAULTS,
@@ -58,7 +58,7 @@ from realsr.degradations import (
 from . import cli, image_io
 from .iqa import LPIPS_FILE, MetricUnavailable, create_lpips
 from .other_upscalers import TILE_PAD, FixedScaleUpscaler
-from .reporting import grid_result, load_network, profile_line, table_lines, to_tensor, upscale_tensor
+from .reporting import grid_result, load_network, profile_line, table_lines, upscale_tensor
 
 DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 # The default model's largest trained scale (LIIF's too: same recipe); larger scales are out-of-scale
@@ -82,9 +82,9 @@ def load_hr(path):
     """uint8 HR image of a file read by `image_io.read_image`: [H, W] for gray files (scored as gray, see
     evaluation), else [H, W, 3] RGB; 16-bit samples are rounded to 8 bits and alpha is dropped.
     ImageReadError (one line) if the file cannot be read."""
-    pixels = image_io.read_image(path).pixels
-    pixels = image_io.to_8bit(pixels[..., :1] if pixels.shape[2] <= 2 else pixels[..., :3])
-    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+    picture = image_io.read_image(path)
+    rgb = image_io.as_rgb(picture.pixels)
+    return np.ascontiguousarray(rgb[..., 0]) if picture.is_gray else rgb
 
 
 def too_small(hr_size, scale, rgb_shave6=False, min_sides=(1, 1)):
@@ -119,7 +119,7 @@ def upscale_model(net, lr, size, device, dtype=None, **tiling):
 def upscale_fixed(upscaler, lr, size):
     """A `FixedScaleUpscaler`'s output [1, 3, H, W] in [0, 1] (8-bit levels) for lr [1, 3, h, w] at 8-bit levels:
     the network at its native scale, its 8-bit output resized to `size` with Lanczos4 (Real-ESRGAN's --outscale)."""
-    return to_tensor(upscaler(to_uint8(lr), size))
+    return to_tensor(upscaler(to_pixels(lr[0]), size))
 
 
 def load_methods(args, device, dtype=None):
@@ -220,9 +220,8 @@ DEGRADATIONS = {
 
 def lpips_score(metric, sr, hr, border):
     """LPIPS of uint8 sr against hr (RGB; gray hr copied to RGB) without `border` pixels per side."""
-    def crop_tensor(img):
-        return torch.from_numpy(np.ascontiguousarray(to_rgb(img)[border:-border, border:-border])).permute(2, 0, 1)
-    return metric(crop_tensor(sr)[None].float() / 255, crop_tensor(hr)[None].float() / 255).item()
+    sr, hr = (to_tensor(to_rgb(img)[border:-border, border:-border]) for img in (sr, hr))
+    return metric(sr, hr).item()
 
 
 def bicubic_pair(hr, scale, name, downsample='matlab'):
@@ -289,12 +288,12 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=
                     folder = Path(save_lr) / dataset / scale_label(scale)
                     folder.mkdir(parents=True, exist_ok=True)
                     image_io.write_atomic(folder / f'{path.stem}.png',
-                                          image_io.encode_image(image_io.Picture(to_uint8(lr)), 'png'))
+                                          image_io.encode_image(image_io.Picture(to_pixels(lr[0])), 'png'))
                 for method, upscale in methods.items():
                     start = time.perf_counter()
                     sr = upscale(lr, hr.shape[:2])
                     if torch.isfinite(sr).all():
-                        sr = to_uint8(sr)
+                        sr = to_pixels(sr[0])
                         values = dict(zip(('psnr', 'ssim'), psnr_ssim(sr, hr, scale, rgb_shave6)))
                         if lpips is not None:
                             values['lpips'] = lpips_score(lpips, sr, hr, shave(scale, rgb_shave6))

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
 from ciaosr_arch.engine import default_overlap
+from ciaosr_arch.image import to_tensor
 from ciaosr_arch.runtime import (
     CPU_KINDS,
     CPU_PLANS,
@@ -248,11 +249,9 @@ def photo_precision(folder, count, size, scales):
     nets = build_nets('default', None, keys)
     rows = []
     for path in image_io.list_images(folder)[:count]:
-        pixels = image_io.read_image(path).pixels
-        pixels = (np.repeat(pixels[..., :1], 3, 2) if pixels.shape[2] < 3 else pixels[..., :3])
+        pixels = image_io.as_rgb(image_io.read_image(path).pixels, keep_depth=True)
         top, left = max(0, (pixels.shape[0] - size) // 2), max(0, (pixels.shape[1] - size) // 2)
-        crop = pixels[top:top + size, left:left + size]
-        lr = torch.from_numpy(crop.astype(np.float32) / np.iinfo(crop.dtype).max).permute(2, 0, 1)[None]
+        lr = to_tensor(pixels[top:top + size, left:left + size])
         for scale in scales:
             out = {key: PATHS[key](nets, lr, scale) for key in keys}
             rows.append({'photo': path.name, 'scale': scale, 'c': psnr(out['c'], out['b']),

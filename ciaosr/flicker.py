@@ -15,6 +15,9 @@ import torch
 from PIL import Image
 
 from ciaosr_arch import load_model, super_resolve
+from ciaosr_arch.image import to_pixels, to_tensor
+
+from . import image_io
 
 
 def pan_frames(photo, size, count, shift=1):
@@ -41,11 +44,10 @@ def upscale_clip(net, frames, scale):
     """Each frame [h, w, 3] uint8 upscaled by the network (whole, fp32) to round(scale * side): [H, W, 3] uint8."""
     outputs = []
     for frame in frames:
-        lr = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255
         size = (round(frame.shape[0] * scale), round(frame.shape[1] * scale))
         with torch.no_grad():
-            sr = super_resolve(net, lr, size=size)
-        outputs.append((sr[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+            sr = super_resolve(net, to_tensor(frame), size=size)
+        outputs.append(to_pixels(sr[0]))
     return outputs
 
 
@@ -57,7 +59,7 @@ def main(argv=None):
     parser.add_argument('--size', type=int, default=64, help='LR crop side (default 64)')
     parser.add_argument('--frames', type=int, default=6, help='frames in the clip (default 6)')
     args = parser.parse_args(argv)
-    photo = np.asarray(Image.open(args.photo).convert('RGB'))
+    photo = image_io.as_rgb(image_io.read_image(args.photo).pixels)
     frames = pan_frames(photo, args.size, args.frames)
     net = load_model(args.model)
     margin = 4 * args.scale

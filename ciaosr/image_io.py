@@ -356,6 +356,19 @@ def to_8bit(pixels: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
 
 
+def as_rgb(pixels, alpha=False, keep_depth=False):
+    """RGB pixels [H, W, 3] (alpha: RGBA [H, W, 4] where the pixels have alpha) of a Picture's pixels [H, W, C].
+
+    Gray (C = 1, 2) is copied to the three channels; alpha (C = 2, 4) is dropped unless `alpha`. uint16 samples
+    are rounded to uint8 as the writer does (`to_8bit`: round(x / 257), the same as np.round(x / 257) for every
+    level) unless `keep_depth`. RGB pixels that need no change are returned as a view, not a copy.
+    """
+    channels = pixels.shape[2]
+    kept = channels if alpha or channels in (1, 3) else channels - 1  # colour channels (and alpha)
+    colour = pixels[..., :kept] if keep_depth else to_8bit(pixels[..., :kept])
+    return colour[..., [0, 0, 0, 1][:kept + 2]] if kept < 3 else colour
+
+
 def _png_with_icc(png, icc):
     """PNG bytes with an iCCP chunk (the profile, zlib-compressed) inserted after IHDR, which ends at byte 33."""
     if not icc:

@@ -10,10 +10,10 @@ and scores them as they are.
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
-from ciaosr_arch.evaluation import scale_label, to_uint8
+from ciaosr_arch.evaluation import scale_label
+from ciaosr_arch.image import to_pixels, to_tensor
 
 from . import image_io
 
@@ -114,9 +114,9 @@ class FixedScaleUpscaler:
     def native(self, img):
         """uint8 [h * scale, w * scale, 3] network output for a uint8 [h, w, 3] image (cached for the last one)."""
         if self._last is None or self._last[0] is not img:
-            lr = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(self.device, torch.float32)
             tile = 0 if self.model.tiling.name == 'INTERNAL' else self.tile  # spandrel.ModelTiling
-            self._last = (img, to_uint8(run_tiled(self.model, lr / 255, self.scale, tile, self.tile_pad)))
+            sr = run_tiled(self.model, to_tensor(img, self.device), self.scale, tile, self.tile_pad)
+            self._last = (img, to_pixels(sr[0]))
             self.runs += 1
         return self._last[1]
 

@@ -35,6 +35,7 @@ import torch
 
 from ciaosr_arch import super_resolve
 from ciaosr_arch.engine import MIN_TILE, Net, default_overlap, largest_tile, memory_plan, output_size, speed_tile
+from ciaosr_arch.image import to_pixels, to_tensor
 
 from . import image_io
 
@@ -274,16 +275,13 @@ class Upscaler:
         profile; `progress(done, total)` is called as the output queries of each step are decoded. ValueError if
         the network's output is not finite: nothing to write."""
         pixels = picture.pixels
-        peak = np.iinfo(pixels.dtype).max
         colour = bleed_colour(pixels[..., :-1], pixels[..., -1]) if picture.has_alpha else pixels
         neutral = picture.is_gray or (np.array_equal(colour[..., 0], colour[..., 1])
                                       and np.array_equal(colour[..., 1], colour[..., 2]))
         if neutral:
             colour = colour[..., :1]
-        image = torch.empty((1, colour.shape[2], *colour.shape[:2]))  # converted on the CPU (uint16 too)
-        image[0].copy_(torch.from_numpy(colour).permute(2, 0, 1))
+        image = to_tensor(colour, self.device).expand(-1, 3, -1, -1)
         del colour
-        image = image.to(self.device).div_(peak).expand(-1, 3, -1, -1)
         for step in steps:
             with torch.autocast(self.device.type, self.dtype) if self.dtype else nullcontext():
                 image = super_resolve(self.net, image, size=step.size, chunk=step.chunk, tile=step.tile,
@@ -291,10 +289,10 @@ class Upscaler:
         if not torch.isfinite(image).all():
             raise ValueError('the network produced NaN or infinite values, so nothing was written '
                              '(a broken checkpoint, or an overflow in --fp16)')
-        colour = (image[0].mean(0, keepdim=True) if neutral else image[0]).mul_(peak).round_()
+        colour = image[0].mean(0, keepdim=True) if neutral else image[0]
         del image
         out = np.empty((*steps[-1].size, pixels.shape[2]), pixels.dtype)
-        out[..., :pixels.shape[2] - picture.has_alpha] = colour.permute(1, 2, 0).cpu().numpy()  # neutral: broadcast
+        to_pixels(colour, out=out[..., :pixels.shape[2] - picture.has_alpha])  # neutral: one channel to each
         del colour
         if picture.has_alpha:
             out[..., -1] = resize_alpha(pixels[..., -1], steps[-1].size)

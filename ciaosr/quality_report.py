@@ -31,7 +31,8 @@ from PIL import Image, ImageDraw
 
 from ciaosr_arch import CheckpointError
 from ciaosr_arch.engine import output_size
-from ciaosr_arch.evaluation import as_scale, scale_label, to_uint8
+from ciaosr_arch.evaluation import as_scale, scale_label
+from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.resize import resize_pil
 from ciaosr_arch.shipped import SHIPPED_MODELS, resolve_weights
 
@@ -50,7 +51,7 @@ from .cli import (
 from .grid_index import grid_index
 from .iqa import METRICS, MetricUnavailable, create_metric
 from .other_upscalers import TILE_PAD, FixedScaleUpscaler, MissingOutput, OutputsFolder, UpscalerError
-from .reporting import grid_result, load_network, profile_line, table_lines, to_tensor, upscale_tensor
+from .reporting import grid_result, load_network, profile_line, table_lines, upscale_tensor
 
 NR_METRICS = ('niqe', 'brisque', 'piqe')
 GRID = 'grid'  # the LR-grid index (`ciaosr.grid_index`), a column like the metrics
@@ -69,10 +70,7 @@ def load_rgb(path):
 
     ImageReadError (one line) if the file is not a readable image.
     """
-    pixels = image_io.read_image(path).pixels
-    if pixels.dtype == np.uint16:
-        pixels = np.round(pixels / 257).astype(np.uint8)
-    return pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    return image_io.as_rgb(image_io.read_image(path).pixels)
 
 
 @dataclass
@@ -115,7 +113,7 @@ def load_inputs(paths, max_side):
 def upscale_model(net, img, size, tile, tile_overlap, device, dtype=None):
     """A CiaoSR/LIIF network's uint8 [H, W, 3] output for a uint8 [h, w, 3] input, LR-tiled, autocast to `dtype`
     (None: float32)."""
-    return to_uint8(upscale_tensor(net, to_tensor(img), size, device, dtype, tile=tile, tile_overlap=tile_overlap))
+    return to_pixels(upscale_tensor(net, to_tensor(img), size, device, dtype, tile=tile, tile_overlap=tile_overlap)[0])
 
 
 def score(name, metric, img, device='cpu'):

@@ -6,7 +6,6 @@ Each report keeps what is its own: its options, its protocol, its records and ho
 """
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 
 from ciaosr_arch import load_model, super_resolve
@@ -15,11 +14,6 @@ from ciaosr_arch.shipped import resolve_weights
 
 from .grid_index import GridIndexUndefined, grid_index
 from .other_upscalers import FixedScaleUpscaler
-
-
-def to_tensor(img):
-    """uint8 [h, w, 3] array -> float [1, 3, h, w] in [0, 1] (a writable copy)."""
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
 
 
 def is_implicit_checkpoint(path):

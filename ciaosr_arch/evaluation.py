@@ -3,9 +3,9 @@
 - LR: the HR image is cropped with LIIF's rule (h = floor(H / s + 1e-9), HR cropped to round(h * s): the usual
   mod-s crop for integer s), down-sampled to (h, w) by MATLAB bicubic `imresize` and rounded to 8 bits, as the
   published benchmark LR files are.
-- Metrics: the SR output rounded to 8 bits (BasicSR's `tensor2img`), BasicSR's PSNR and SSIM on the Y channel
-  (BT.601, float) with `ceil(s)` border pixels shaved (= s for integer scales; rounding up also covers the
-  boundary-affected band at non-integer ones), or in the DIV2K protocol on RGB shaving `ceil(s) + 6`.
+- Metrics: the SR output rounded to 8 bits (`image.to_pixels`, as BasicSR's `tensor2img`), BasicSR's PSNR and SSIM
+  on the Y channel (BT.601, float) with `ceil(s)` border pixels shaved (= s for integer scales; rounding up also
+  covers the boundary-affected band at non-integer ones), or in the DIV2K protocol on RGB shaving `ceil(s) + 6`.
 - Single-channel HR images (Set14 bridge.png): the network gets the gray image copied to RGB and the metrics use the
   gray intensity itself, the SR output reduced to it by BT.601 luma. This is what MATLAB evaluation code does
   (Y only `if size(im, 3) == 3`) and what the published bicubic Set14 numbers need: taking the Y channel of the
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
-from basicsr.utils import img2tensor, tensor2img
 
+from .image import to_tensor
 from .resize import downsample as make_lr
 from .resize import resize_matlab
 
@@ -63,19 +63,13 @@ def benchmark_pair(hr: np.ndarray, scale: float, downsample: str = 'matlab') -> 
         raise ValueError(f'HR image {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}')
     hr = hr[:round(h * scale), :round(w * scale)]
     lr = make_lr(to_rgb(hr), (h, w), downsample)  # uint8, as the training data's LR
-    # BasicSR's untyped img2tensor returns a list for a list, a tensor for an array:
-    return img2tensor(lr.astype(np.float32) / 255, bgr2rgb=False)[None], hr  # pyright: ignore[reportCallIssue, reportArgumentType]
+    return to_tensor(lr), hr
 
 
 def bicubic_upsample(lr: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bicubic baseline of the published tables: MATLAB bicubic imresize of lr [B, 3, h, w] to size (H, W)."""
     up = resize_matlab(lr.permute(2, 3, 0, 1).cpu().numpy(), size).clip(0, 1)  # [H, W, B, 3]
     return torch.from_numpy(np.ascontiguousarray(up.transpose(2, 3, 0, 1), dtype=np.float32)).to(lr.device)
-
-
-def to_uint8(sr: torch.Tensor) -> np.ndarray:
-    """SR [1, 3, H, W] in [0, 1] -> uint8 [H, W, 3] RGB, clamped and rounded as BasicSR's tensor2img (a saved PNG)."""
-    return tensor2img(sr, rgb2bgr=False)  # pyright: ignore[reportReturnType]  (an array for a tensor; a list for a list)
 
 
 def shave(scale: float, rgb_shave6: bool = False) -> int:

@@ -1,8 +1,8 @@
 """Training data of the real-world pipeline: GT crops and degradation kernels (the degradations run in the model)."""
 import cv2
 import numpy as np
-import torch
 from basicsr.data.transforms import augment
+from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from ciaosr_arch.data import ArbitraryScaleSRDataset
@@ -42,7 +42,7 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
         top, left = np.random.randint(img.shape[0] - size + 1), np.random.randint(img.shape[1] - size + 1)
         gt = augment(img[top:top + size, left:left + size], self.opt.get('use_hflip', True),
                      self.opt.get('use_rot', True))
-        return {'gt': torch.from_numpy(np.ascontiguousarray(gt.transpose(2, 0, 1))).float() / 255,
+        return {'gt': img2tensor(gt, bgr2rgb=False) / 255,
                 'kernel1': blur_kernel(self.kernel_opt), 'kernel2': blur_kernel(self.kernel_opt, '2'),
                 'sinc_kernel': final_sinc_kernel(self.kernel_opt['final_sinc_prob']),
                 'gt_path': self.paths[index]}

@@ -14,8 +14,8 @@ from PIL import Image
 from ciaosr import benchmark
 from ciaosr.iqa import LPIPS_FILE, MetricUnavailable, create_lpips
 from ciaosr.quality_report import load_rgb
-from ciaosr.reporting import to_tensor
-from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, lr_size, psnr_ssim, shave, to_rgb, to_uint8
+from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, lr_size, psnr_ssim, shave, to_rgb
+from ciaosr_arch.image import to_pixels, to_tensor
 
 # Bicubic (Y, shave = scale) as published in the EDSR/RCAN/LIIF tables: (PSNR, SSIM) for x2, x3, x4.
 PUBLISHED_BICUBIC = {
@@ -62,7 +62,7 @@ def test_gray_images_are_scored_on_their_intensity():
     gray = random_image(48, 48, channels=1)
     lr, hr = benchmark_pair(gray, 2)
     assert hr.ndim == 2 and torch.equal(lr[:, 0], lr[:, 1]) and torch.equal(lr[:, 0], lr[:, 2])
-    sr = to_uint8(bicubic_upsample(lr, hr.shape))
+    sr = to_pixels(bicubic_upsample(lr, hr.shape)[0])
     psnr, ssim = psnr_ssim(sr, hr, 2)
     assert psnr == pytest.approx(calculate_psnr(sr[..., 0], hr, 2))
     # The Y channel of the gray image copied to RGB would scale the error by 219/255 (+1.32 dB).
@@ -127,7 +127,7 @@ def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_mod
         scores = []
         for img in images:
             lr, hr = benchmark_pair(img, scale)
-            scores.append(psnr_ssim(to_uint8(bicubic_upsample(lr, hr.shape[:2])), hr, scale))
+            scores.append(psnr_ssim(to_pixels(bicubic_upsample(lr, hr.shape[:2])[0]), hr, scale))
         assert (record['psnr'], record['ssim']) == pytest.approx(tuple(np.mean(scores, axis=0)))
 
     report = out['out.md'].read_text()
@@ -273,7 +273,7 @@ def test_real_world_mode_perfect_method_and_saved_lr(real_world_root, tmp_path, 
         assert bicubic['grid'] < 1 and len(bicubic['grid_profile']) == scale and bicubic['n_images'] == 2
     saved = np.asarray(Image.open(tmp_path / 'lr' / 'Set14' / 'x8' / 'bridge.png'))
     lr, _ = benchmark.realesrgan_pair(benchmark.load_hr(images['Set14'][1]), 8, 'Set14/bridge.png')
-    np.testing.assert_array_equal(saved, to_uint8(lr))
+    np.testing.assert_array_equal(saved, to_pixels(lr[0]))
 
 
 def test_real_world_cli_with_real_esrgan(real_world_root, tmp_path, tiny_model, iqa_weights, shared_data):

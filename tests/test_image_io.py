@@ -187,6 +187,26 @@ def test_benchmark_reads_16bit_images_through_image_io(tmp_path, shared_data):
     assert records[0]['n_images'] == 2 and 20 < records[0]['psnr'] < 60
 
 
+def test_as_rgb_of_every_channel_layout_and_depth():
+    """Gray copied to RGB, alpha dropped or kept, 16 bits rounded to 8 as the writer does: round(x / 257)."""
+    deep = np.arange(65536, dtype=np.uint16).reshape(256, 256, 1)
+    np.testing.assert_array_equal(image_io.as_rgb(deep), np.repeat(np.round(deep / 257), 3, axis=2))
+    rgba = np.random.default_rng(5).integers(0, 65536, (4, 6, 4), dtype=np.uint16)
+    eight = np.round(rgba / 257).astype(np.uint8)
+    for channels, rgb, with_alpha in [(1, [0, 0, 0], [0, 0, 0]), (2, [0, 0, 0], [0, 0, 0, 1]),
+                                      (3, [0, 1, 2], [0, 1, 2]), (4, [0, 1, 2], [0, 1, 2, 3])]:
+        for alpha, picked in ((False, rgb), (True, with_alpha)):
+            out = image_io.as_rgb(rgba[..., :channels], alpha=alpha)
+            assert out.dtype == np.uint8
+            np.testing.assert_array_equal(out, eight[..., picked])
+            np.testing.assert_array_equal(image_io.as_rgb(eight[..., :channels], alpha=alpha), eight[..., picked])
+            kept = image_io.as_rgb(rgba[..., :channels], alpha=alpha, keep_depth=True)
+            assert kept.dtype == np.uint16
+            np.testing.assert_array_equal(kept, rgba[..., picked])
+    rgb8 = eight[..., :3].copy()
+    assert image_io.as_rgb(rgb8).base is rgb8  # nothing to change: a view
+
+
 def test_icc_profile_of_a_16bit_tiff_is_kept(tmp_path, tiny_model):
     deep = (np.random.default_rng(1).random((12, 16, 3)) * 65535).astype(np.uint16)
     (tmp_path / 'in').mkdir()

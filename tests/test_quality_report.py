@@ -20,7 +20,8 @@ from ciaosr import other_upscalers, quality_report, reporting
 from ciaosr.cli import model_specs
 from ciaosr.grid_index import GridIndexUndefined, grid_index
 from ciaosr.iqa import MetricUnavailable, create_metric
-from ciaosr_arch.evaluation import LUMA_WEIGHTS, to_uint8
+from ciaosr_arch.evaluation import LUMA_WEIGHTS
+from ciaosr_arch.image import to_pixels
 from ciaosr_arch.resize import resize_pil
 
 # pyiqa's calibration images (shipped in its wheel) and its published scores for them.
@@ -243,7 +244,7 @@ def save_rrdbnet(path):
 def run_rrdbnet(net, img):
     """uint8 [4h, 4w, 3] output of a BasicSR RRDBNet for a uint8 [h, w, 3] image, whole, fp32."""
     with torch.no_grad():
-        return to_uint8(net(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255))
+        return to_pixels(net(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255)[0])
 
 
 def test_fixed_scale_model_runs_once_and_resizes_with_lanczos(tmp_path):

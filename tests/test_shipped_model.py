@@ -13,7 +13,8 @@ from safetensors import safe_open
 
 from ciaosr import upscale as inference_ciaosr
 from ciaosr_arch import load_model, super_resolve
-from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim, to_uint8
+from ciaosr_arch.evaluation import benchmark_pair, bicubic_upsample, psnr_ssim
+from ciaosr_arch.image import to_pixels
 from ciaosr_arch.shipped import SHIPPED_MODELS, shipped_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +34,8 @@ def test_beats_bicubic(shared_data, scale):
     hr = np.asarray(Image.open(shared_data / 'Set5' / 'butterfly.png').convert('RGB'))[64:192, 64:192]
     lr, hr = benchmark_pair(hr, scale)
     net = load_model()
-    model = psnr_ssim(to_uint8(super_resolve(net, lr, size=hr.shape[:2])), hr, scale)[0]
-    bicubic = psnr_ssim(to_uint8(bicubic_upsample(lr, hr.shape[:2])), hr, scale)[0]
+    model = psnr_ssim(to_pixels(super_resolve(net, lr, size=hr.shape[:2])[0]), hr, scale)[0]
+    bicubic = psnr_ssim(to_pixels(bicubic_upsample(lr, hr.shape[:2])[0]), hr, scale)[0]
     assert model > bicubic + 0.5
 
 

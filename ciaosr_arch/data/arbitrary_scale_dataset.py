@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, get_root_logger, imfrombytes
+from basicsr.utils import FileClient, get_root_logger, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from PIL import Image
 from torch.utils import data
@@ -160,6 +160,6 @@ class ArbitraryScaleSRDataset(data.Dataset):
         gt = np.ascontiguousarray(img[y:y + gt_side, x:x + gt_side])
         lq = downsample(gt, (self.lq_size, self.lq_size), self.opt.get('downsample', 'pil'))
         gt, lq = augment([gt, lq], self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
-        gt, lq = (torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float() / 255 for a in (gt, lq))
+        gt, lq = (a / 255 for a in img2tensor([gt, lq], bgr2rgb=False))
         rgb, coord, cell = sample_queries(gt, self.opt.get('sample_q', 2304))
         return {'lq': lq, 'gt': rgb, 'coord': coord, 'cell': cell, 'scale': scale, 'gt_path': self.paths[index]}

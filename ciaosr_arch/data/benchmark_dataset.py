@@ -1,8 +1,7 @@
 """Validation/test data: HR benchmark images and their LR at a fixed (possibly non-integer) scale."""
 import cv2
-import torch
 from basicsr.data.data_util import paths_from_folder
-from basicsr.utils import FileClient, imfrombytes
+from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
@@ -37,5 +36,5 @@ class SRBenchmarkDataset(data.Dataset):
         hr = imfrombytes(self.file_client.get(self.paths[index], 'gt'), flag='unchanged', float32=False)
         hr = hr if hr.ndim == 2 else cv2.cvtColor(hr[..., :3], cv2.COLOR_BGR2RGB)
         lq, hr = benchmark_pair(hr, self.opt['scale'], self.opt.get('downsample', 'matlab'))
-        gt = torch.from_numpy(to_rgb(hr).transpose(2, 0, 1).copy()).float() / 255
+        gt = img2tensor(to_rgb(hr), bgr2rgb=False) / 255
         return {'lq': lq[0], 'gt': gt, 'lq_path': self.paths[index], 'gt_path': self.paths[index]}
