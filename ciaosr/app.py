@@ -34,14 +34,18 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import torch
 
 from ciaosr_arch import CheckpointError, load_model
+from ciaosr_arch.engine import Net
 from ciaosr_arch.files import atomic_file
 from ciaosr_arch.runtime import openvino_version, use_runtime
 from ciaosr_arch.shipped import SHIPPED_MODELS, shipped_weights
@@ -57,6 +61,9 @@ from .cli import (
     pick_precision,
     prepare_output,
 )
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
 TARGETS = ('scale', 'width', 'height', 'long side')
@@ -74,7 +81,7 @@ UPLOAD_LIMIT = 2 ** 30  # bytes of one upload request (all its photos), refused 
 FILE_ROUTE = re.compile(r'/file[=/](.*)')  # Gradio's routes that serve files by path
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The app's command line."""
     parser = argparse.ArgumentParser(description='A local web app for CiaoSR upscaling (http://127.0.0.1 only).')
     parser.add_argument('-o', '--output', default='results',
@@ -105,7 +112,7 @@ class Photo:
     src: Path
     dst: Path | None = None
     info: image_io.ImageInfo | None = None
-    size: tuple = (0, 0)
+    size: tuple[int, int] = (0, 0)
     problem: str | None = None
 
 
@@ -113,8 +120,8 @@ class Photo:
 class Outcome:
     """A finished run: one line per photo, the outputs as (name, input, output), the zip and the run folder (None
     when nothing was written)."""
-    lines: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    outputs: list[tuple[str, Path, Path]] = field(default_factory=list)
     archive: Path | None = None
     folder: Path | None = None
 
@@ -123,7 +130,7 @@ class AppSession:
     """What the page works with while the app runs: one device, the models it offers, the network of the last run
     (kept for the next), and the output folder that holds a folder per run."""
 
-    def __init__(self, output, device, extra_models=()):
+    def __init__(self, output: str | Path, device: torch.device, extra_models: Sequence[str | Path] = ()) -> None:
         self.output = Path(output).resolve()
         self.device = device
         self.models = {}  # spec -> label, in the order offered
@@ -136,9 +143,9 @@ class AppSession:
         for path in extra_models:
             self.models[str(Path(path).resolve())] = str(path)
         self.default_model = str(Path(extra_models[0]).resolve()) if extra_models else 'default'
-        self._net = (None, None)  # ((spec, int8), network) of the last model used
+        self._net: tuple[tuple[str, bool], Net] | None = None  # ((spec, int8), network) of the last model used
 
-    def precisions(self):
+    def precisions(self) -> list[str]:
         """Precisions this device supports, as offered on the page (fp32 first): the autocast ones, and the CLI's
         int8 decode on a CPU where OpenVINO is installed."""
         offered = ['fp32']
@@ -151,15 +158,15 @@ class AppSession:
                 pass
         return offered
 
-    def default_memory(self):
+    def default_memory(self) -> str:
         """The CLI's default --max-memory for this device (`pipeline.default_budget`), as text."""
         return f'{pipeline.default_budget(self.device) / 2 ** 30:.1f}GB'
 
-    def network(self, spec, int8=False):
+    def network(self, spec: str, int8: bool = False) -> Net:
         """The network of a model spec, loaded once (only the last one used is kept), on the CLI's default runtime
         (`--runtime auto`: the faster runtime for this CPU's kind), with its int8 decode if `int8`."""
-        if self._net[0] != (spec, int8):
-            self._net = (None, None)
+        if self._net is None or self._net[0] != (spec, int8):
+            self._net = None
             try:
                 net = load_model(spec, device=self.device)
                 use_runtime(net, 'auto', int8=int8)
@@ -168,7 +175,7 @@ class AppSession:
             self._net = ((spec, int8), net)
         return self._net[1]
 
-    def settings(self, options):
+    def settings(self, options: Options) -> tuple[pipeline.Target, int, torch.dtype | None]:
         """(pipeline.Target, memory budget in bytes, autocast dtype) of these options; UsageError (one line) if one
         is not valid: the scale is checked by the pipeline's own check, as the CLI's --scale is."""
         if options.target not in TARGETS:
@@ -189,7 +196,7 @@ class AppSession:
         flags = {} if options.precision == 'fp32' else {options.precision: True}
         return target, budget, pick_precision(self.device, **flags)
 
-    def new_folder(self):
+    def new_folder(self) -> Path:
         """A fresh run folder under the output folder, named by the time (with -2, -3 ... if taken)."""
         stamp = time.strftime('%Y%m%d-%H%M%S')
         for attempt in range(1, 1000):
@@ -201,7 +208,8 @@ class AppSession:
                 continue
         raise UsageError(f'cannot make a run folder in {self.output}')
 
-    def run(self, files, options, report=None):
+    def run(self, files: Sequence[str | Path], options: Options,
+            report: Callable[[float, str], object] | None = None) -> Outcome:
         """Upscale `files` (paths) as the CLI does; `report(fraction, text)` says how far it is (see Meter).
 
         Settings problems raise UsageError before any photo is touched; a photo that fails gets the CLI's
@@ -213,17 +221,18 @@ class AppSession:
         net = self.network(options.model, int8)
         upscaler = pipeline.Upscaler(net, self.device, dtype, budget)
         warning = memory_warning(budget, self.device)
-        outcome = Outcome(lines=[warning] if warning else [], folder=self.new_folder())
+        folder = self.new_folder()
+        outcome = Outcome(lines=[warning] if warning else [], folder=folder)
         if self.device.type == 'cpu':
             outcome.lines.append(cpu_path_line(net.runtime.name, dtype, int8))
-        photos = plan(files, outcome.folder, target)
+        photos = plan(files, folder, target)
         meter = Meter([(photo.src.name, photo.size[0] * photo.size[1]) for photo in photos], report)
         seconds = 0.0
         for index, photo in enumerate(photos):
             meter.start_photo(index)
             start = time.perf_counter()
             try:
-                if photo.problem:
+                if photo.dst is None:  # plan found a problem
                     raise ValueError(photo.problem)
                 done = upscaler.upscale_file(photo.src, photo.dst, target, photo.info, meter.update)
             except Exception as err:  # noqa: BLE001  (one line per failed photo; the batch goes on)
@@ -237,16 +246,16 @@ class AppSession:
                                  f'in {time.perf_counter() - start:.1f} s')
             outcome.outputs.append((photo.src.name, photo.src, done.dst))
         if len(outcome.outputs) > 1:
-            outcome.archive = write_zip(outcome.folder / f'ciaosr_{outcome.folder.name}.zip',
+            outcome.archive = write_zip(folder / f'ciaosr_{folder.name}.zip',
                                         [dst for _, _, dst in outcome.outputs])
         failed = len(photos) - len(outcome.outputs)
         if not outcome.outputs:  # the folder is empty: no run folder is left, none is announced
-            outcome.folder.rmdir()
+            folder.rmdir()
             outcome.folder = None
             outcome.lines.append(f'0 done, {failed} failed; nothing was saved')
             return outcome
         outcome.lines.append(f'{len(outcome.outputs)} done, {failed} failed, '
-                             f'{seconds / len(outcome.outputs):.1f} s per image; saved in {outcome.folder}')
+                             f'{seconds / len(outcome.outputs):.1f} s per image; saved in {folder}')
         return outcome
 
 
@@ -255,7 +264,7 @@ class Meter:
     from the time per output pixel so far. Text: 'NAME (i of n) - about N s left'. Reports within a photo come at
     most every REPORT_SECONDS."""
 
-    def __init__(self, photos, report):
+    def __init__(self, photos: Sequence[tuple[str, int]], report: Callable[[float, str], object] | None) -> None:
         self.names = [name for name, _ in photos]
         self.pixels = [pixels for _, pixels in photos]
         self.report = report
@@ -265,18 +274,18 @@ class Meter:
         self.started = time.perf_counter()
         self.last = 0.0
 
-    def start_photo(self, index):
+    def start_photo(self, index: int) -> None:
         """Photo `index` begins."""
         self.index, self.part = index, 0.0
         self._send()
 
-    def update(self, done, total):
+    def update(self, done: int, total: int) -> None:
         """`done` of `total` output queries of the current photo are decoded."""
         self.part = done / total if total else 0.0
         if time.perf_counter() - self.last >= REPORT_SECONDS:
             self._send()
 
-    def end_photo(self, done):
+    def end_photo(self, done: bool) -> None:
         """The current photo is finished (`done`) or failed (its pixels leave the total)."""
         if done:
             self.done += self.pixels[self.index]
@@ -294,7 +303,7 @@ class Meter:
         self.report(fraction, text + time_left(self.last - self.started, done, self.total - done))
 
 
-def plan(files, folder, target):
+def plan(files: Iterable[str | Path], folder: Path, target: pipeline.Target) -> list[Photo]:
     """A Photo per uploaded file (paths), in order, upscaled to `target` (pipeline.Target) into `folder`.
 
     Each header is read here, once: it gives the output size and the output's name and format as the CLI's
@@ -320,7 +329,7 @@ def plan(files, folder, target):
     return photos
 
 
-def failure_message(err):
+def failure_message(err: BaseException) -> str:
     """The CLI's one-line message for an exception (its type named when it is not an expected kind)."""
     message = str(err).splitlines()[0] if str(err) else ''
     if not isinstance(err, (image_io.ImageReadError, ValueError, MemoryError)):
@@ -328,7 +337,7 @@ def failure_message(err):
     return message
 
 
-def time_left(seconds, done_pixels, left_pixels):
+def time_left(seconds: float, done_pixels: float, left_pixels: float) -> str:
     """' - about N s left' from the time per output pixel so far ('' until a first output pixel is done)."""
     if not done_pixels or not seconds:
         return ''
@@ -336,7 +345,7 @@ def time_left(seconds, done_pixels, left_pixels):
     return f' - about {left:.0f} s left' if left < 120 else f' - about {left / 60:.0f} min left'
 
 
-def write_zip(path, files):
+def write_zip(path: Path, files: Iterable[Path]) -> Path:
     """A zip of `files` (stored, images are compressed already) at `path`, written whole or not at all
     (`atomic_file`)."""
     with atomic_file(path) as out, zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED) as archive:
@@ -345,7 +354,7 @@ def write_zip(path, files):
     return path
 
 
-def read_own_output(path):
+def read_own_output(path: str | Path) -> np.ndarray:
     """Pixels [H, W, C] (C 1-4, uint8 or uint16, RGB order) of an image file that this app wrote.
 
     PIL's decompression-bomb limit (89.5 MP, `image_io.read_image`) guards against files from elsewhere; an
@@ -366,7 +375,7 @@ def read_own_output(path):
 
 
 @lru_cache(maxsize=2)
-def display_pair(src, dst):
+def display_pair(src: str | Path, dst: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(before, after) 8-bit RGB or RGBA arrays of equal size for the browser (`image_io.as_rgb`: 16-bit rounded as
     the writer does, gray repeated): the input resized bicubically to the output, and the output (this app's own
     file, `read_own_output`); ImageReadError if either cannot be read."""
@@ -376,7 +385,7 @@ def display_pair(src, dst):
     return before, after
 
 
-def preview(pair):
+def preview(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
     """The pair shrunk (area average) to at most PREVIEW_SIDE on the long side, for the fitted comparison."""
     h, w = pair[1].shape[:2]
     factor = PREVIEW_SIDE / max(h, w)
@@ -386,7 +395,7 @@ def preview(pair):
     return tuple(cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in pair)
 
 
-def detail(pair, x_percent, y_percent):
+def detail(pair: tuple[np.ndarray, np.ndarray], x_percent: float, y_percent: float) -> tuple[np.ndarray, ...]:
     """A DETAIL_SIDE square (or the whole image, if smaller) of the pair at 1:1, centred at the given point."""
     h, w = pair[1].shape[:2]
     side_h, side_w = min(DETAIL_SIDE, h), min(DETAIL_SIDE, w)
@@ -399,11 +408,12 @@ class ComparisonError(Exception):
     """The before/after views of a written output cannot be made (one line; the output file itself is fine)."""
 
 
-def comparison(name, x_percent, y_percent, state):
+def comparison(name: str | None, x_percent: float, y_percent: float, state: dict[str, tuple[str, str]] | None
+               ) -> tuple[tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
     """(fitted pair, 1:1 detail pair) of the output called `name` in `state` ({name: (input path, output path)}),
     the detail centred at (x_percent, y_percent); (None, None) for no such output. ComparisonError (one line)
     when the files cannot be read back or the views do not fit in memory."""
-    if not name or name not in (state or {}):
+    if not name or not state or name not in state:
         return None, None
     try:
         pair = display_pair(*state[name])
@@ -412,7 +422,7 @@ def comparison(name, x_percent, y_percent, state):
     return preview(pair), detail(pair, x_percent, y_percent)
 
 
-def build_app(session):
+def build_app(session: AppSession) -> 'gr.Blocks':
     """The Gradio page (Blocks) for an AppSession, with its queue set to one job at a time."""
     import gradio as gr
 
@@ -554,11 +564,12 @@ class RequestGuard:
         return None
 
 
-def accept_only_images():
+def accept_only_images() -> None:
     """Make Gradio's multipart parser refuse, as each file part begins, a file whose name does not end in one of
     image_io.IMAGE_SUFFIXES: Gradio removes what the request stored so far and answers 400 with the message."""
     import gradio.route_utils
     import gradio.routes
+    from starlette.formparsers import MultiPartException
 
     parser = gradio.route_utils.GradioMultiPartParser
     if getattr(parser, 'images_only', False):
@@ -571,13 +582,14 @@ def accept_only_images():
             super().on_headers_finished()
             upload = self._current_part.file
             if upload is not None and Path(upload.filename or '').suffix.lower() not in image_io.IMAGE_SUFFIXES:
-                raise gradio.route_utils.MultiPartException(
+                raise MultiPartException(
                     f'{upload.filename}: not an accepted image ({", ".join(image_io.IMAGE_SUFFIXES)})')
 
-    gradio.route_utils.GradioMultiPartParser = gradio.routes.GradioMultiPartParser = ImageUploadParser
+    # gradio.routes imports the parser by name: both names are replaced (it is not in gradio.routes' exports)
+    gradio.route_utils.GradioMultiPartParser = gradio.routes.GradioMultiPartParser = ImageUploadParser  # pyright: ignore[reportPrivateImportUsage]
 
 
-def check_port(port):
+def check_port(port: int) -> None:
     """UsageError (one line naming the port and --port) unless `port` can be listened on at HOST now."""
     if not 1 <= port <= 65535:
         raise UsageError(f'--port must be between 1 and 65535, got {port}')
@@ -597,14 +609,14 @@ async def guarded(app):
     yield
 
 
-def serve(session, port=None, browser=False, block=True):
+def serve(session: AppSession, port: int | None = None, browser: bool = False, block: bool = True) -> 'gr.Blocks':
     """Serve the page of `session` on HOST:port (None: the first free port from 7860) behind a RequestGuard, with
     uploads limited to images; returns the Gradio Blocks once it stops, or at once, still serving, unless
     `block` (stop it with `.close()`). Gradio's temporary folder (GRADIO_TEMP_DIR) holds what it serves."""
-    import gradio as gr
+    from gradio.themes import Default
 
     accept_only_images()
-    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
+    theme = Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
     demo = build_app(session)
     # allowed_paths lets Gradio copy the outputs into its temporary folder; the guard serves only that folder.
     demo.launch(server_name=HOST, server_port=port, share=False, inbrowser=browser,
@@ -613,7 +625,7 @@ def serve(session, port=None, browser=False, block=True):
     return demo
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Start the app on 127.0.0.1 and serve until interrupted; returns the exit status (`ciaosr.cli.exit_on_error`'s
     convention: 2 for a command line that cannot be used, a port that is taken or Gradio missing; 1 for a checkpoint
     or an output folder that cannot be used)."""

@@ -71,13 +71,14 @@ def check_upscale(in_size: tuple[int, int], size: tuple[int, int]) -> None:
 class Target:
     """The output size asked for: one of a scale (any finite factor > 1, `check_scale`), a width and/or a height in
     pixels (one side alone keeps the aspect), or the long side in pixels (the width of a landscape or square
-    picture, else the height). ValueError (one line) when none or several are given, or a side is not >= 1."""
+    picture, else the height). ValueError (one line) when none or several are given, or a side is not >= 1.
+    Sides may be given as whole floats (512.0, as a number field sends them); they are stored as ints."""
     scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    long_side: int | None = None
+    width: float | None = None
+    height: float | None = None
+    long_side: float | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         given = [name for name, values in (('a scale', [self.scale]), ('a width/height', [self.width, self.height]),
                                            ('a long side', [self.long_side]))
                  if any(value is not None for value in values)]
@@ -90,9 +91,11 @@ class Target:
             value = getattr(self, name)
             if value is None:
                 continue
-            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value) and value >= 1):
+            number = (int(value) if isinstance(value, numbers.Integral) else
+                      float(value) if isinstance(value, numbers.Real) else math.nan)
+            if not (math.isfinite(number) and number == int(number) and number >= 1):
                 raise ValueError(f'the {name.replace("_", " ")} must be a whole number of pixels >= 1, got {value}')
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, int(number))
 
     def size(self, in_size: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output of an (h, w) input."""
@@ -102,11 +105,12 @@ class Target:
         width, height = self.width, self.height
         if self.long_side is not None:
             width, height = (self.long_side, None) if w >= h else (None, self.long_side)
-        if width is not None and height is not None:
-            return height, width
-        if width is not None:
-            return max(1, round(h * width / w)), width
-        return height, max(1, round(w * height / h))
+        if width is None:
+            assert height is not None  # __post_init__: a width, a height or a long side is given
+            return int(height), max(1, round(w * height / h))
+        if height is None:
+            return max(1, round(h * width / w)), int(width)
+        return int(height), int(width)
 
 
 def output_format(src: str | Path, info: image_io.ImageInfo, size: tuple[int, int],
