@@ -13,26 +13,32 @@ torchrun rank r encodes segments r, r + N, ...; whichever rank finds them all do
 Timestamps (variable frame rate too), the rotation (display matrix), colour range, matrix, primaries and
 transfer of the input are kept. Codecs that need even sizes get them: an odd output side is rounded up by one.
 """
+import argparse
 import hashlib
 import json
 import math
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
+from typing import Literal
 
 from tqdm import tqdm
 
 from ciaosr_arch.files import atomic_file, atomic_path
 
 from . import image_io
-from .pipeline import HEADROOM, check_upscale
+from .pipeline import HEADROOM, Upscaler, check_upscale
 
 EXTRA = 'video'
 VIDEO_SUFFIXES = ('.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi')
-CODECS = {'h264': 'libx264', 'h265': 'libx265', 'av1': 'libsvtav1', 'vp9': 'libvpx-vp9'}  # --video-codec
+Encoder = Literal['libx264', 'libx265', 'libsvtav1', 'libvpx-vp9']  # FFmpeg's encoders that we use
+# --video-codec
+CODECS: dict[str, Encoder] = {'h264': 'libx264', 'h265': 'libx265', 'av1': 'libsvtav1', 'vp9': 'libvpx-vp9'}
 DEFAULT_CRF = {'h264': 18, 'h265': 22, 'av1': 32, 'vp9': 31}  # visually near-lossless for each encoder
 CONTAINERS = {'.mp4': 'mp4', '.m4v': 'mp4', '.mov': 'mov', '.mkv': 'matroska', '.webm': 'webm'}  # kept as is
 FALLBACK_SUFFIX = '.mkv'  # for other inputs, and where the kept container cannot hold a stream
@@ -47,16 +53,18 @@ class VideoError(ValueError):
     """A video that cannot be upscaled here; the message says why in one line."""
 
 
-def require_av():
+def require_av() -> ModuleType:
     """The `av` module (PyAV); VideoError naming the extra to install if it is missing."""
     try:
         import av
+        import av.codec  # the modules of Codec and FFmpegError, named as such (`av` does not export FFmpegError)
+        import av.error
     except ImportError:
         raise VideoError(f'videos need the `{EXTRA}` extra: pip install "ciaosr[{EXTRA}]"') from None
     return av
 
 
-def is_video(path):
+def is_video(path: str | Path) -> bool:
     """Whether the file's suffix is a video container this module reads (VIDEO_SUFFIXES, any case)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
@@ -82,16 +90,16 @@ class VideoInfo:
     frames: int
     rate: Fraction | None
     time_base: Fraction
-    segments: tuple
+    segments: tuple[Segment, ...]
 
     @property
-    def display_size(self):
+    def display_size(self) -> tuple[int, int]:
         """(h, w) as displayed: the coded size, swapped for a rotation of +-90 degrees."""
         turned = self.rotation % 180 == 90
         return (self.width, self.height) if turned else (self.height, self.width)
 
 
-def plan_segments(packets, min_frames=None):
+def plan_segments(packets: Iterable[tuple[int, bool]], min_frames: int | None = None) -> tuple[Segment, ...]:
     """Segments [Segment] of a video stream from its packets [(pts, is_keyframe)] in any order: each starts at a
     keyframe and holds at least `min_frames` (default SEGMENT_FRAMES) frames, except the last. They depend on the
     stream alone, never on the number of ranks, so any split of the work gives the same file."""
@@ -106,7 +114,7 @@ def plan_segments(packets, min_frames=None):
                  for i, (a, b) in enumerate(zip(bounds, bounds[1:])))
 
 
-def probe_video(path, min_frames=None):
+def probe_video(path: str | Path, min_frames: int | None = None) -> VideoInfo:
     """VideoInfo of the video file at `path`, from its packets (no frame is upscaled; one is decoded to check the
     codec and read the rotation). Raises VideoError (one line) for: PyAV missing, not a readable container, no
     video stream, a codec FFmpeg cannot decode, a truncated or damaged stream, no frames."""
@@ -127,6 +135,8 @@ def probe_video(path, min_frames=None):
                 raise VideoError('the video stream has no frames')
             size, rate, time_base = (stream.codec_context.width, stream.codec_context.height), stream.average_rate, \
                 stream.time_base
+            if time_base is None:
+                raise VideoError('the video stream has no time base')
         with av.open(str(path)) as container:
             first = next(container.decode(container.streams.video[0]), None)
         if first is None:
@@ -139,19 +149,20 @@ def probe_video(path, min_frames=None):
                      plan_segments(packets, min_frames))
 
 
-def even_size(size):
+def even_size(size: tuple[int, int]) -> tuple[int, int]:
     """(H, W) with each odd side rounded up by one pixel, as 4:2:0 video codecs need."""
-    return tuple(side + side % 2 for side in size)
+    h, w = size
+    return h + h % 2, w + w % 2
 
 
-def pick_codec(src, args):
+def pick_codec(src: str | Path, args: argparse.Namespace) -> tuple[str, int]:
     """(codec, crf) for the video `src`: --video-codec (default: vp9 for WebM, which cannot hold H.264, else h264)
     and --crf (default: DEFAULT_CRF of the codec)."""
     codec = args.video_codec or ('vp9' if Path(src).suffix.lower() == '.webm' else 'h264')
     return codec, DEFAULT_CRF[codec] if args.crf is None else args.crf
 
 
-def output_suffix(src, codec):
+def output_suffix(src: str | Path, codec: str) -> str:
     """The output file's suffix for the video `src` encoded with `codec` (a key of CODECS): the input's own
     container where it can hold that codec and every stream that is copied (audio, subtitles), else .mkv.
     VideoError if PyAV is missing or the file is not a readable container."""
@@ -174,7 +185,7 @@ def _copied_streams(container):
     return [stream for stream in container.streams if stream.type in ('audio', 'subtitle')]
 
 
-def settings_key(src, size, args):
+def settings_key(src: str | Path, size: tuple[int, int], args: argparse.Namespace) -> str:
     """A short hash of everything the encoded frames depend on: the input file (path, bytes, mtime), the output
     size, the model and precision, the engine's options and the encoder's; segments are named with it, so a
     segment of other settings is never reused."""
@@ -192,14 +203,14 @@ class VideoJob:
     file's decoding memory. Raises VideoError, ValueError (a downscale) or MemoryError (one line).
     """
 
-    def __init__(self, src, dst, upscaler, args):
+    def __init__(self, src: str | Path, dst: str | Path, upscaler: Upscaler, args: argparse.Namespace) -> None:
         self.src, self.dst, self.args = Path(src), Path(dst), args
         self.info = info = probe_video(src)
         h, w = info.display_size
         size = even_size(args.target.size((h, w)))
         check_upscale((h, w), size)
         self.display_out = size
-        self.size = size[::-1] if info.rotation % 180 == 90 else size  # coded (H, W)
+        self.size = (size[1], size[0]) if info.rotation % 180 == 90 else size  # coded (H, W)
         self.codec, self.crf = pick_codec(src, args)
         codec_bytes = (DECODER_FRAMES * info.width * info.height
                        + ENCODER_FRAMES * self.size[0] * self.size[1]) * YUV_BYTES
@@ -213,16 +224,16 @@ class VideoJob:
         self.key = settings_key(src, self.size, args)
         self.parts = self.dst.with_name(f'.{self.dst.name}.parts')
 
-    def segment_path(self, segment):
+    def segment_path(self, segment: Segment) -> Path:
         return self.parts / f'segment-{segment.index:05d}-{self.key}.mp4'
 
-    def done(self, segment, since):
+    def done(self, segment: Segment, since: float) -> bool:
         """Whether the segment's file exists and may be used: any with --skip-existing, else only one written
         since `since` (seconds since the epoch: this run's start, by another rank)."""
         path = self.segment_path(segment)
         return path.is_file() and (self.args.skip_existing or path.stat().st_mtime >= since)
 
-    def write_manifest(self):
+    def write_manifest(self) -> None:
         """The plan as JSON in the parts folder (the same bytes from every rank)."""
         manifest = {'source': str(self.src), 'output': str(self.dst), 'size': list(self.size[::-1]),
                     'settings': self.key, 'codec': self.codec, 'crf': self.crf,
@@ -231,7 +242,8 @@ class VideoJob:
         image_io.write_atomic(self.parts / MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
-def process_video(job, upscaler, since, rank=0, world=1, bar_position=0, prefix=''):
+def process_video(job: VideoJob, upscaler: Upscaler, since: float, rank: int = 0, world: int = 1,
+                  bar_position: int = 0, prefix: str = '') -> str:
     """Upscale this rank's segments of a video (`VideoJob`), then join them if they are all done: 'done' or
     'waiting' (other ranks' segments are not done yet). `since`: this run's start in seconds since the epoch
     (segments written since then by other ranks count as done); rank r of `world` takes segments r, r + world, ...;
@@ -279,8 +291,7 @@ def _encode_segment(job, segment, upscaler, bar):
             encoder = out.add_stream(CODECS[job.codec], rate=stream.average_rate, options={'crf': str(job.crf)})
             encoder.width, encoder.height = job.size[1], job.size[0]
             encoder.pix_fmt = 'yuv420p'
-            encoder.time_base = stream.time_base
-            encoder.codec_context.time_base = stream.time_base
+            encoder.time_base = encoder.codec_context.time_base = job.info.time_base
             for name in ('color_range', 'colorspace', 'color_primaries', 'color_trc'):
                 setattr(encoder.codec_context, name, getattr(context, name))
             if segment.index:
@@ -295,7 +306,7 @@ def _encode_segment(job, segment, upscaler, bar):
                 encoded = av.VideoFrame.from_ndarray(result, format='rgb24').reformat(
                     format='yuv420p', src_color_range='JPEG', dst_colorspace=frame.colorspace or None,
                     dst_color_range=frame.color_range)
-                encoded.pts, encoded.time_base = frame.pts, stream.time_base
+                encoded.pts, encoded.time_base = frame.pts, job.info.time_base
                 out.mux(encoder.encode(encoded))
                 bar.update()
             out.mux(encoder.encode(None))
