@@ -25,16 +25,17 @@ import math
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ciaosr_arch.engine import MIN_TILE
+from ciaosr_arch.engine import MIN_TILE, Net
 from ciaosr_arch.evaluation import (
     benchmark_pair,
     bicubic_upsample,
@@ -65,10 +66,11 @@ DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 MAX_IN_SCALE = SHIPPED_MODELS['default'].scales[1]
 METRIC_FORMATS = {'psnr': ('PSNR (dB)', '{:.2f}'), 'ssim': ('SSIM', '{:.4f}'), 'lpips': ('LPIPS', '{:.4f}'),
                   'grid': ('LR-grid index', '{:.3f}')}
+Method = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]  # upscale(lr [1, 3, h, w], (H, W)) -> [1, 3, H, W]
 SSIM_WINDOW = 11  # BasicSR's SSIM keeps only the pixels where its 11x11 Gaussian window fits
 
 
-def dataset_images(data_root, dataset, limit=None):
+def dataset_images(data_root: str | Path, dataset: str, limit: int | None = None) -> list[Path]:
     """Image files of data_root/dataset (`image_io.list_images`: hidden files skipped), sorted by name (the first
     `limit` ones); FileNotFoundError if the folder is missing or holds no images."""
     folder = Path(data_root) / dataset
@@ -78,7 +80,7 @@ def dataset_images(data_root, dataset, limit=None):
     return files[:limit]
 
 
-def load_hr(path):
+def load_hr(path: str | Path) -> np.ndarray:
     """uint8 HR image of a file read by `image_io.read_image`: [H, W] for gray files (scored as gray, see
     evaluation), else [H, W, 3] RGB; 16-bit samples are rounded to 8 bits and alpha is dropped.
     ImageReadError (one line) if the file cannot be read."""
@@ -87,7 +89,8 @@ def load_hr(path):
     return np.ascontiguousarray(rgb[..., 0]) if picture.is_gray else rgb
 
 
-def too_small(hr_size, scale, rgb_shave6=False, min_sides=(1, 1)):
+def too_small(hr_size: tuple[int, int], scale: float, rgb_shave6: bool = False,
+              min_sides: tuple[int, int] = (1, 1)) -> str | None:
     """Why an HR image of hr_size (H, W) cannot be scored at `scale`, or None: its cropped HR or its LR would be
     smaller than min_sides (HR, LR) px per side (1: not empty), or what is left of the cropped HR after the shave
     has no room for SSIM's window."""
@@ -105,7 +108,8 @@ def too_small(hr_size, scale, rgb_shave6=False, min_sides=(1, 1)):
     return None
 
 
-def upscale_model(net, lr, size, device, dtype=None, **tiling):
+def upscale_model(net: Net, lr: torch.Tensor, size: tuple[int, int], device: torch.device,
+                  dtype: torch.dtype | None = None, **tiling: Any) -> torch.Tensor:
     """A CiaoSR/LIIF network's output [1, 3, H, W] in [0, 1] for lr [1, 3, h, w].
 
     Tiled up to x4 only, as the official test configs (larger scales run on the whole LR image);
@@ -116,18 +120,19 @@ def upscale_model(net, lr, size, device, dtype=None, **tiling):
     return upscale_tensor(net, lr, size, device, dtype, **tiling)
 
 
-def upscale_fixed(upscaler, lr, size):
+def upscale_fixed(upscaler: FixedScaleUpscaler, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A `FixedScaleUpscaler`'s output [1, 3, H, W] in [0, 1] (8-bit levels) for lr [1, 3, h, w] at 8-bit levels:
     the network at its native scale, its 8-bit output resized to `size` with Lanczos4 (Real-ESRGAN's --outscale)."""
     return to_tensor(upscaler(to_pixels(lr[0]), size))
 
 
-def load_methods(args, device, dtype=None):
+def load_methods(args: argparse.Namespace, device: torch.device,
+                 dtype: torch.dtype | None = None) -> dict[str, Method]:
     """{name: upscale(lr, size)}: bicubic first, then each --model (`cli.model_specs`, `reporting.load_network`):
     shipped names and CiaoSR/LIIF checkpoints (autocast to `dtype`, None: float32), or fixed-scale networks spandrel
     loads (fp32, `--tile` LR tiles with TILE_PAD px of context). UsageError for --name that does not fit --model;
     CheckpointError / UpscalerError (one line) for a file neither can use."""
-    methods = {cli.BICUBIC: bicubic_upsample}
+    methods: dict[str, Method] = {cli.BICUBIC: bicubic_upsample}
     tiling = {'tile': args.tile, 'tile_overlap': args.tile_overlap, 'blend': args.blend, 'dtype': dtype}
     for name, spec in cli.model_specs(args).items():
         network = load_network(spec, device, args.tile, TILE_PAD)
@@ -136,13 +141,13 @@ def load_methods(args, device, dtype=None):
     return methods
 
 
-def degradation_seed(seed, name, scale):
+def degradation_seed(seed: int, name: str, scale: float) -> int:
     """The RNG seed of one image's degradation at one scale: `seed` plus the CRC-32 of 'name xSCALE', mod 2**32, so
     an image's LR depends only on the seed, its name and the scale (not on the methods or the other images)."""
     return (seed + zlib.crc32(f'{name} {scale_label(scale)}'.encode())) % 2**32
 
 
-def crop_to_lr_grid(hr, scale):
+def crop_to_lr_grid(hr: np.ndarray, scale: float) -> np.ndarray:
     """The top-left round(h * scale) x round(w * scale) of hr [H, W(, 3)], (h, w) = `lr_size` (LIIF's crop rule, as
     `benchmark_pair`). ValueError if the LR would be empty."""
     h, w = lr_size(hr.shape[:2], scale)
@@ -156,7 +161,7 @@ REALESRGAN_MIN_LR = KERNEL_PAD_TO // 2 + 1  # filter2D reflect-pads 21x21 kernel
 REALESRGAN_MIN_SIDES = (math.ceil(REALESRGAN_MIN_LR / SYNTHESIS_DEFAULTS['resize_range'][0]), REALESRGAN_MIN_LR)
 
 
-def realesrgan_pair(hr, scale, name, seed=0):
+def realesrgan_pair(hr: np.ndarray, scale: float, name: str, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
     """(LR float [1, 3, h, w] in [0, 1] at 8-bit levels, HR uint8 [H', W'(, 3)] cropped) of an HR image degraded by
     Real-ESRGAN's second-order pipeline, as in training (`realsr.degradations`).
 
@@ -184,7 +189,7 @@ def realesrgan_pair(hr, scale, name, seed=0):
     return lr, hr
 
 
-def bsrgan_pair(hr, scale, name, seed=0):
+def bsrgan_pair(hr: np.ndarray, scale: float, name: str, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
     """(LR float [1, 3, h, w] in [0, 1] at 8-bit levels, HR uint8 [H', W'(, 3)] cropped) of an HR image degraded by
     BSRGAN's degradation model (`realsr.bsrgan.bsrgan_degrade`, seeded with `degradation_seed(seed, name, scale)`;
     the global generators are left as they were). hr and the crop as `realesrgan_pair`; ValueError if the LR would
@@ -202,9 +207,9 @@ class Degradation:
     'dataset/file name', e.g. to seed it), described in reports by `description`; images whose cropped HR or LR
     would be smaller than min_sides (HR, LR) px per side are left out."""
 
-    make_pair: Callable
+    make_pair: Callable[..., tuple[torch.Tensor, np.ndarray]]  # (hr, scale, name) -> (LR, cropped HR)
     description: str
-    min_sides: tuple = (1, 1)
+    min_sides: tuple[int, int] = (1, 1)
 
 
 # --degradation NAME -> its pipeline (the seed is bound in `run`); a new one is an entry whose maker has
@@ -218,25 +223,30 @@ DEGRADATIONS = {
 }
 
 
-def lpips_score(metric, sr, hr, border):
+def lpips_score(metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sr: np.ndarray, hr: np.ndarray,
+                border: int) -> float:
     """LPIPS of uint8 sr against hr (RGB; gray hr copied to RGB) without `border` pixels per side."""
-    sr, hr = (to_tensor(to_rgb(img)[border:-border, border:-border]) for img in (sr, hr))
-    return metric(sr, hr).item()
+    a, b = (to_tensor(to_rgb(img)[border:-border, border:-border]) for img in (sr, hr))
+    return metric(a, b).item()
 
 
-def bicubic_pair(hr, scale, name, downsample='matlab'):
+def bicubic_pair(hr: np.ndarray, scale: float, name: str,
+                 downsample: str = 'matlab') -> tuple[torch.Tensor, np.ndarray]:
     """`benchmark_pair` with the pair-maker signature of `evaluate` (the name is not used: no randomness)."""
     return benchmark_pair(hr, scale, downsample)
 
 
-def grid_values(sr, scale):
+def grid_values(sr: np.ndarray, scale: float) -> dict[str, Any]:
     """{'grid': LR-grid index, 'grid_profile': phase profile} of a uint8 [H, W, 3] output (`grid_index`), or
     {'grid': None, 'grid_unavailable': why} (not an integer scale, a flat output)."""
     index, why, profile = grid_result(sr, scale)
     return {'grid': index, 'grid_profile': profile} if why is None else {'grid': None, 'grid_unavailable': why}
 
 
-def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=None, save_lr=None):
+def evaluate(methods: dict[str, Method], images: dict[str, list[Path]], scales: Sequence[float],
+             lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None, rgb_shave6: bool = False,
+             degradation: Degradation | None = None,
+             save_lr: str | Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """(records, left out): records {method, dataset, scale, psnr, ssim (, lpips), grid, grid_profile, n_images,
     seconds} with the means over each dataset's images, and a line per image left out.
 
@@ -255,6 +265,7 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=
         left_out.append(line)
         tqdm.write(f'left out: {line}', file=sys.stderr)
 
+    degradation = degradation or Degradation(bicubic_pair, 'MATLAB bicubic')
     work = {}  # path -> the scales it is scored at
     for path in itertools.chain(*images.values()):
         try:
@@ -270,7 +281,6 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=
             else:
                 work[path].append(scale)
     metrics = ('psnr', 'ssim') + (('lpips',) if lpips is not None else ()) + ('grid',)
-    degradation = degradation or Degradation(bicubic_pair, 'MATLAB bicubic')
     scores, seconds = {}, {}
     progress = tqdm(total=sum(map(len, work.values())), unit='img', desc='benchmark')
     for dataset, paths in images.items():
@@ -294,7 +304,7 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=
                     sr = upscale(lr, hr.shape[:2])
                     if torch.isfinite(sr).all():
                         sr = to_pixels(sr[0])
-                        values = dict(zip(('psnr', 'ssim'), psnr_ssim(sr, hr, scale, rgb_shave6)))
+                        values: dict[str, Any] = dict(zip(('psnr', 'ssim'), psnr_ssim(sr, hr, scale, rgb_shave6)))
                         if lpips is not None:
                             values['lpips'] = lpips_score(lpips, sr, hr, shave(scale, rgb_shave6))
                         values.update(grid_values(sr, scale))
@@ -316,7 +326,7 @@ def evaluate(methods, images, scales, lpips=None, rgb_shave6=False, degradation=
     return records, left_out
 
 
-def summarise(per_image, metrics, nothing):
+def summarise(per_image: Sequence[tuple[str, dict[str, Any]]], metrics: Iterable[str], nothing: str) -> dict[str, Any]:
     """{metric: mean} of [(image name, {metric: value or None})]; a metric that is None or not finite for some
     image is None, with the reason under 'METRIC_unavailable': the image's own 'METRIC_unavailable' if it has one,
     `nothing` when there are no images."""
@@ -338,7 +348,8 @@ def summarise(per_image, metrics, nothing):
     return summary
 
 
-def markdown_table(records, metric, methods, datasets, scales):
+def markdown_table(records: Sequence[dict[str, Any]], metric: str, methods: Sequence[str], datasets: Sequence[str],
+                   scales: Sequence[float]) -> list[str]:
     """Tables 2-3 layout: one row per method, columns dataset x scale; out-of-scale columns marked with *."""
     label, fmt = METRIC_FORMATS[metric]
     cells = {(r['method'], r['dataset'], r['scale']): r[metric] for r in records}
@@ -349,7 +360,8 @@ def markdown_table(records, metric, methods, datasets, scales):
     return [f'### {label}', ''] + table_lines(header, rows)
 
 
-def markdown(records, methods, datasets, scales, settings, left_out=()):
+def markdown(records: Sequence[dict[str, Any]], methods: Sequence[str], datasets: Sequence[str],
+             scales: Sequence[float], settings: dict[str, str], left_out: Sequence[str] = ()) -> str:
     """The report: settings, one Tables 2-3 style table per metric, the metrics that could not be computed and the
     images left out (lines of `evaluate`)."""
     n_images = {}
@@ -382,7 +394,8 @@ def markdown(records, methods, datasets, scales, settings, left_out=()):
     return '\n'.join(lines).rstrip() + '\n'
 
 
-def plot(records, methods, datasets, scales, path):
+def plot(records: Sequence[dict[str, Any]], methods: Sequence[str], datasets: Sequence[str], scales: Sequence[float],
+         path: str | Path) -> None:
     """PSNR vs scale, one panel per dataset, one line per method; the in-scale range shaded (needs matplotlib)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -406,8 +419,8 @@ def plot(records, methods, datasets, scales, path):
     plt.close(fig)
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or '').split('\n\n')[0])
     cli.add_model_options(parser, ' (the bicubic row is always included)')
     parser.add_argument('--data-root', default='../shared/data',
                         help='folder with one sub-folder of HR images per dataset (default: ../shared/data, '
@@ -448,7 +461,7 @@ def parse_args(argv):
     return args
 
 
-def run(argv=None):
+def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark; returns the records. A command line that cannot be used ends the process with one line
     and exit status 2, data or a model that cannot be used with one line and exit status 1 (`cli.exit_on_error`)."""
     args = parse_args(argv)
@@ -500,7 +513,7 @@ def run(argv=None):
     return records
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     """The console script: `run` with the command line; exit status 0 (errors exit earlier with one line: 2 for
     the command line, 1 for data or a model)."""
     run(argv)

@@ -59,7 +59,7 @@ class MetricUnavailable(RuntimeError):
     """A metric that cannot be computed here (parameters missing, unreadable or not downloadable); says why."""
 
 
-def create_metric(name, params_dir=None, device='cpu'):
+def create_metric(name: str, params_dir: str | Path | None = None, device: str | torch.device = 'cpu'):
     """pyiqa metric `name` (callable on [N, 3, H, W] RGB in [0, 1]); MetricUnavailable saying why it cannot be had.
 
     params_dir: folder holding the metric's parameter file (`METRICS[name].param_file`); a missing or
@@ -97,7 +97,7 @@ def create_metric(name, params_dir=None, device='cpu'):
         socket.setdefaulttimeout(previous_timeout)
 
 
-def create_lpips(params_dir=None, device='cpu'):
+def create_lpips(params_dir: str | Path | None = None, device: str | torch.device = 'cpu'):
     """LPIPS v0.1 with AlexNet (Zhang et al., CVPR 2018) of the `lpips` package: a callable (a, b) -> [N, 1, 1, 1]
     distances of two [N, 3, H, W] RGB batches in [0, 1] (0: identical; no gradients).
 
