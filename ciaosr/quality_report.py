@@ -22,15 +22,17 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from ciaosr_arch import CheckpointError
-from ciaosr_arch.engine import output_size
+from ciaosr_arch.engine import Net, output_size
 from ciaosr_arch.evaluation import as_scale, scale_label
 from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.resize import resize_pil
@@ -65,7 +67,7 @@ GAP, LABEL_H = 4, 16
 METRIC_ERRORS = (RuntimeError, ValueError, AssertionError)  # per-image failures (e.g. NIQE's SVD), not bugs
 
 
-def load_rgb(path):
+def load_rgb(path: str | Path) -> np.ndarray:
     """uint8 [h, w, 3] RGB array of an image file, upright: gray copied to RGB, alpha dropped, 16 bits rounded.
 
     ImageReadError (one line) if the file is not a readable image.
@@ -77,22 +79,22 @@ def load_rgb(path):
 class Input:
     """One scored input: its file, the file's (H, W), the scored window (top, left, h, w) and its uint8 pixels."""
     path: Path
-    size: tuple
-    box: tuple
+    size: tuple[int, int]
+    box: tuple[int, int, int, int]
     pixels: np.ndarray
 
-    def out_size(self, scale):
+    def out_size(self, scale: float) -> tuple[int, int]:
         """(H, W) of every method's output for the scored window at `scale`: round(h * scale), round(w * scale)."""
         return output_size(self.pixels.shape[:2], scale)
 
 
-def central_box(size, side):
+def central_box(size: tuple[int, int], side: int) -> tuple[int, int, int, int]:
     """(top, left, h, w) of the central window of at most side x side pixels of an (H, W) image (0: all of it)."""
     height, width = (min(side, s) if side else s for s in size)
     return (size[0] - height) // 2, (size[1] - width) // 2, height, width
 
 
-def load_inputs(paths, max_side):
+def load_inputs(paths: Iterable[Path], max_side: int) -> tuple[list[Input], list[dict[str, str]]]:
     """([Input], [{'name', 'reason'}]): the images to score, and the files skipped (unreadable, too small)."""
     inputs, skipped = [], []
     for path in paths:
@@ -110,13 +112,15 @@ def load_inputs(paths, max_side):
     return inputs, skipped
 
 
-def upscale_model(net, img, size, tile, tile_overlap, device, dtype=None):
+def upscale_model(net: Net, img: np.ndarray, size: tuple[int, int], tile: int, tile_overlap: int,
+                  device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
     """A CiaoSR/LIIF network's uint8 [H, W, 3] output for a uint8 [h, w, 3] input, LR-tiled, autocast to `dtype`
     (None: float32)."""
     return to_pixels(upscale_tensor(net, to_tensor(img), size, device, dtype, tile=tile, tile_overlap=tile_overlap)[0])
 
 
-def score(name, metric, img, device='cpu'):
+def score(name: str, metric: Callable[[torch.Tensor], torch.Tensor], img: np.ndarray,
+          device: str | torch.device = 'cpu') -> tuple[float | None, str | None]:
     """(value, None) of pyiqa no-reference metric `name` for a uint8 [H, W, 3] image, or (None, why not).
 
     No value for images below the metric's smallest size (`METRICS[name].min_side`), when pyiqa fails on the
@@ -132,7 +136,7 @@ def score(name, metric, img, device='cpu'):
     return (value, None) if math.isfinite(value) else (None, f'not a finite number ({value})')
 
 
-def non_negative_int(text):
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text}')
@@ -144,14 +148,15 @@ class Method:
     """A row of the report: upscale(Input, scale) -> uint8 [H, W, 3] (MissingOutput: none for this image)."""
     name: str
     description: str
-    upscale: Callable
+    upscale: Callable[[Input, float], np.ndarray]
 
 
-def bicubic_method():
+def bicubic_method() -> Method:
     return Method(BICUBIC, BICUBIC_NOTE, lambda item, scale: resize_pil(item.pixels, item.out_size(scale)))
 
 
-def model_method(name, spec, args, device, dtype=None):
+def model_method(name: str, spec: str, args: argparse.Namespace, device: torch.device,
+                 dtype: torch.dtype | None = None) -> Method:
     """Method of a --model (`reporting.load_network`): a shipped name or CiaoSR/LIIF checkpoint, else a fixed-scale
     network file spandrel loads (`FixedScaleUpscaler`). CheckpointError / UpscalerError (one line) otherwise."""
     path = resolve_weights(spec)
@@ -167,7 +172,7 @@ def model_method(name, spec, args, device, dtype=None):
                                                     args.tile_overlap, device, dtype))
 
 
-def outputs_method(name, folders, inputs):
+def outputs_method(name: str, folders: dict[float, str], inputs: Sequence[Input]) -> Method:
     """Method of --outputs NAME SCALE DIR (one folder per scale): the files as they are, cropped like the inputs.
 
     The files are checked against the inputs ([Input]) at once: UpscalerError (one line) for a folder that
@@ -180,7 +185,7 @@ def outputs_method(name, folders, inputs):
                                                      scale, load_rgb))
 
 
-def outputs_folders(args):
+def outputs_folders(args: argparse.Namespace) -> dict[str, dict[float, str]]:
     """{name: {scale: folder}} of the --outputs NAME SCALE DIR triples; UsageError (one line) for a bad one."""
     folders = {}
     for name, scale_text, folder in args.outputs or []:
@@ -197,7 +202,8 @@ def outputs_folders(args):
     return folders
 
 
-def load_methods(args, device, inputs, dtype=None):
+def load_methods(args: argparse.Namespace, device: torch.device, inputs: Sequence[Input],
+                 dtype: torch.dtype | None = None) -> list[Method]:
     """[Method]: bicubic first, then each --model, then each --outputs name (checked before any model loads).
     Without --model, the 'default' model is a method unless --outputs is given (scoring other tools' folders
     upscales nothing unasked).
@@ -219,7 +225,7 @@ def load_methods(args, device, inputs, dtype=None):
     return [bicubic_method(), *ours, *outside]
 
 
-def metric_info(name, metric, params_dir):
+def metric_info(name: str, metric: object, params_dir: str | Path | None) -> dict[str, str]:
     """For the report: how a metric is computed and from which parameters, or why it is unavailable."""
     if isinstance(metric, MetricUnavailable):
         return {'unavailable': str(metric)}
@@ -233,7 +239,7 @@ def metric_info(name, metric, params_dir):
     return {'variant': METRICS[name].variant, 'parameters': parameters}
 
 
-def contact_sheet(img, rows):
+def contact_sheet(img: np.ndarray, rows: Sequence[tuple[float, dict[str, np.ndarray | None]]]) -> Image.Image:
     """Contact sheet: one row per scale: the input with the crop marked, then each method's central crop.
 
     img: the uint8 [h, w, 3] input; rows: [(scale, {method: uint8 [H, W, 3] output or None (left blank)})], the
@@ -248,10 +254,12 @@ def contact_sheet(img, rows):
     h, w = img.shape[:2]
     thumb_zoom = CELL / max(h, w)
     thumb = Image.fromarray(img).resize((max(1, round(w * thumb_zoom)), max(1, round(h * thumb_zoom))),
-                                        Image.NEAREST if thumb_zoom >= 1 else Image.LANCZOS)
+                                        Image.Resampling.NEAREST if thumb_zoom >= 1 else Image.Resampling.LANCZOS)
     for row, (scale, outputs) in enumerate(rows):
         y = LABEL_H + row * (CELL + GAP)
-        out_h, out_w = outputs[names[0]].shape[:2]
+        first = outputs[names[0]]
+        assert first is not None  # the first method always has an output
+        out_h, out_w = first.shape[:2]
         crop_h, crop_w = min(CELL, out_h), min(CELL, out_w)
         top, left = (out_h - crop_h) // 2, (out_w - crop_w) // 2
         marked = thumb.copy()  # crop window in thumbnail pixels: output -> LR -> thumbnail
@@ -261,16 +269,18 @@ def contact_sheet(img, rows):
         draw.text((GAP + 2, y + 2), scale_label(scale), fill=(255, 255, 0))
         zoom = max(1, CELL // max(crop_h, crop_w))
         for col, name in enumerate(names, start=1):
-            if outputs[name] is None:
+            output = outputs[name]
+            if output is None:
                 draw.text((GAP + col * (CELL + GAP) + 2, y + 2), 'no output', fill=(255, 255, 255))
                 continue
-            crop = Image.fromarray(outputs[name][top:top + crop_h, left:left + crop_w])
-            sheet.paste(crop.resize((crop.width * zoom, crop.height * zoom), Image.NEAREST),
+            crop = Image.fromarray(output[top:top + crop_h, left:left + crop_w])
+            sheet.paste(crop.resize((crop.width * zoom, crop.height * zoom), Image.Resampling.NEAREST),
                         (GAP + col * (CELL + GAP), y))
     return sheet
 
 
-def summarise(per_image, methods, scales, metrics):
+def summarise(per_image: Sequence[dict[str, Any]], methods: Iterable[str], scales: Iterable[float],
+              metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """{method, scale, metric, mean, n_images} records; mean None when no image has a value.
 
     Unavailable metrics carry 'unavailable' (the reason); cells where some or all images have no value carry
@@ -299,7 +309,8 @@ def summarise(per_image, methods, scales, metrics):
     return records
 
 
-def table_rows(records, methods, scales, metrics, n_images):
+def table_rows(records: Sequence[dict[str, Any]], methods: Iterable[str], scales: Sequence[float],
+               metrics: Collection[str], n_images: int) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the Table 9 layout: one row per method, columns (scale, metric)."""
     cells = {(r['method'], r['scale'], r['metric']): r for r in records}
 
@@ -316,7 +327,8 @@ def table_rows(records, methods, scales, metrics, n_images):
     return header, rows
 
 
-def markdown(header, rows, settings, records):
+def markdown(header: list[str], rows: list[list[str]], settings: dict[str, Any],
+             records: Sequence[dict[str, Any]]) -> str:
     """The report as Markdown: settings, the table, why values are missing, how each metric was computed."""
     lines = ['# No-reference quality report', '',
              f'Inputs: `{settings["inputs"]}`, {len(settings["images"])} images; '
@@ -350,15 +362,15 @@ def markdown(header, rows, settings, records):
     return '\n'.join(lines) + '\n'
 
 
-def write_csv(path, header, rows):
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or '').split('\n\n')[0])
     parser.add_argument('--inputs', required=True, help='folder of real LR images (or one image)')
     parser.add_argument('--scales', type=scale_arg, nargs='+', default=[8, 16], help='upscaling factors')
     add_model_options(parser, ', or any fixed-scale network file spandrel loads (.pth/.safetensors: Real-ESRGAN, '
@@ -383,7 +395,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run(argv=None):
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the report; returns the results.json content. A command line that cannot be used ends the process with
     one line and exit status 2; inputs, a model or outputs folders that cannot be used with one line and exit status
     1 (`cli.exit_on_error`)."""
@@ -468,7 +480,7 @@ def run(argv=None):
     return results
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     """The console script: `run` with the command line; exit status 0 (errors exit earlier with one line: 2 for
     the command line, 1 for inputs, a model or outputs folders)."""
     run(argv)
