@@ -9,18 +9,20 @@ flicker: 0 for an upscaler that treats every position alike (bicubic is, up to t
 whose texture depends on where in the input a pixel sits (GAN texture), as a video player would show it.
 """
 import argparse
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ciaosr_arch import load_model, super_resolve
+from ciaosr_arch.engine import Net
 from ciaosr_arch.image import to_pixels, to_tensor
 
 from . import image_io
 
 
-def pan_frames(photo, size, count, shift=1):
+def pan_frames(photo: np.ndarray, size: int, count: int, shift: int = 1) -> list[np.ndarray]:
     """`count` crops [size, size, C] of photo [H, W, C], the window moving right by `shift` pixels a frame (the
     content moves left). ValueError if the photo is too small for the pan."""
     h, w = photo.shape[:2]
@@ -29,7 +31,7 @@ def pan_frames(photo, size, count, shift=1):
     return [photo[:size, k * shift:k * shift + size] for k in range(count)]
 
 
-def flicker(frames, step, margin):
+def flicker(frames: Sequence[np.ndarray], step: int, margin: int) -> float:
     """Mean absolute difference in levels between consecutive frames [H, W, C] (uint8) of a clip panned left by
     `step` output pixels a frame, after undoing that motion, leaving `margin` pixels at each border: float."""
     diffs = []
@@ -40,7 +42,7 @@ def flicker(frames, step, margin):
     return float(np.mean(diffs))
 
 
-def upscale_clip(net, frames, scale):
+def upscale_clip(net: Net, frames: Sequence[np.ndarray], scale: float) -> list[np.ndarray]:
     """Each frame [h, w, 3] uint8 upscaled by the network (whole, fp32) to round(scale * side): [H, W, 3] uint8."""
     outputs = []
     for frame in frames:
@@ -51,7 +53,7 @@ def upscale_clip(net, frames, scale):
     return outputs
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description='Flicker of frame-by-frame upscaling on a clip panned by LR pixels')
     parser.add_argument('--photo', required=True, help='a real photo to pan across')
     parser.add_argument('--model', default='default', help='a shipped model name or a checkpoint')
@@ -63,7 +65,8 @@ def main(argv=None):
     frames = pan_frames(photo, args.size, args.frames)
     net = load_model(args.model)
     margin = 4 * args.scale
-    bicubic = [np.asarray(Image.fromarray(f).resize((args.size * args.scale,) * 2, Image.BICUBIC)) for f in frames]
+    bicubic = [np.asarray(Image.fromarray(f).resize((args.size * args.scale,) * 2, Image.Resampling.BICUBIC))
+               for f in frames]
     print(f'{args.model}: {flicker(upscale_clip(net, frames, args.scale), args.scale, margin):.3f} levels; bicubic '
           f'{flicker(bicubic, args.scale, margin):.3f} ({args.frames} frames of {args.size}x{args.size} at '
           f'x{args.scale}, {margin}-pixel border left out)')

@@ -7,15 +7,21 @@ with context padding, rounded to 8 bits, then resized to the asked size with Ope
 (also when the asked scale is above the native one). `OutputsFolder` takes images another tool wrote
 and scores them as they are.
 """
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
+import numpy as np
 import torch
 
 from ciaosr_arch.evaluation import scale_label
 from ciaosr_arch.image import to_pixels, to_tensor
 
 from . import image_io
+
+if TYPE_CHECKING:
+    import spandrel
 
 TILE_PAD = 10  # context pixels around each tile: the default of Real-ESRGAN's --tile_pad
 
@@ -28,7 +34,7 @@ class MissingOutput(Exception):
     """An outputs folder has no usable image for one input at one scale; the message says why."""
 
 
-def lanczos_resize(img, size):
+def lanczos_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """OpenCV Lanczos4 (8x8 taps, no antialiasing) resize of a uint8 [h, w, C] array to size (H, W); uint8 out.
 
     This is the resize of Real-ESRGAN's `--outscale` (`cv2.resize(..., interpolation=cv2.INTER_LANCZOS4)` of its
@@ -40,7 +46,8 @@ def lanczos_resize(img, size):
 
 
 @torch.no_grad()
-def run_tiled(model, lr, scale, tile=0, tile_pad=TILE_PAD):
+def run_tiled(model: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor, scale: int, tile: int = 0,
+              tile_pad: int = TILE_PAD) -> torch.Tensor:
     """Output [1, C, h * scale, w * scale] of a fixed-scale network for lr [1, C, h, w], tile by tile.
 
     Real-ESRGAN's tiling: the input is cut into tile x tile squares (the last ones smaller); each is run with
@@ -62,7 +69,7 @@ def run_tiled(model, lr, scale, tile=0, tile_pad=TILE_PAD):
     return out
 
 
-def load_spandrel(path, device='cpu'):
+def load_spandrel(path: str | Path, device: str | torch.device = 'cpu') -> 'spandrel.ImageModelDescriptor[Any]':
     """spandrel ImageModelDescriptor of a 3-channel fixed-scale SR network file, fp32, in eval mode, on `device`.
 
     UpscalerError (one line) if the file is missing, cannot be read, holds an architecture spandrel does not
@@ -102,7 +109,8 @@ class FixedScaleUpscaler:
     of the same array (compared by identity, not content) runs the network once.
     """
 
-    def __init__(self, path, device='cpu', tile=0, tile_pad=TILE_PAD):
+    def __init__(self, path: str | Path, device: str | torch.device = 'cpu', tile: int = 0,
+                 tile_pad: int = TILE_PAD) -> None:
         self.path = Path(path)
         self.model = load_spandrel(path, device)
         self.device, self.tile, self.tile_pad = torch.device(device), tile, tile_pad
@@ -111,7 +119,7 @@ class FixedScaleUpscaler:
         self.runs = 0  # network passes over whole images (one per new input)
         self._last = None  # (input array, its native-scale uint8 output)
 
-    def native(self, img):
+    def native(self, img: np.ndarray) -> np.ndarray:
         """uint8 [h * scale, w * scale, 3] network output for a uint8 [h, w, 3] image (cached for the last one)."""
         if self._last is None or self._last[0] is not img:
             tile = 0 if self.model.tiling.name == 'INTERNAL' else self.tile  # spandrel.ModelTiling
@@ -120,10 +128,10 @@ class FixedScaleUpscaler:
             self.runs += 1
         return self._last[1]
 
-    def __call__(self, img, size):
+    def __call__(self, img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return lanczos_resize(self.native(img), size)
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for reports: the network and how it was run."""
         tiling = f'{self.tile}-px tiles with {self.tile_pad} px of context' if self.tile else 'whole images'
         return (f'{self.architecture} x{self.scale} via spandrel ({self.path}), fp32, {tiling}; other scales: '
@@ -141,7 +149,7 @@ class OutputsFolder:
     UpscalerError (one line) for a missing or empty folder, or two files with one stem.
     """
 
-    def __init__(self, name, folders):
+    def __init__(self, name: str, folders: Mapping[float, str | Path]) -> None:
         self.name, self.folders = name, {scale: Path(folder) for scale, folder in folders.items()}
         self.files = {}  # scale -> {stem: path}
         for scale, folder in self.folders.items():
@@ -159,7 +167,7 @@ class OutputsFolder:
                 by_stem[path.stem] = path
             self.files[scale] = by_stem
 
-    def check(self, inputs):
+    def check(self, inputs: dict[str, tuple[int, int]]) -> None:
         """Refuse (UpscalerError, one line) unreadable files, files of the wrong size, folders matching no input.
 
         inputs: {stem: (H, W) of the input file}. Reads image headers only.
@@ -182,12 +190,13 @@ class OutputsFolder:
                         f'--outputs {self.name}: {path} is {out_w}x{out_h}, but {scale_label(scale)} of the '
                         f'{width}x{height} input is {width * scale:g}x{height * scale:g}')
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for reports: where the outputs come from."""
         folders = ', '.join(f'{scale_label(scale)} from {folder}' for scale, folder in self.folders.items())
         return f'outputs of another tool, scored as they are (no resampling): {folders}'
 
-    def output(self, stem, full, box, size, scale, read_rgb):
+    def output(self, stem: str, full: tuple[int, int], box: tuple[int, int, int, int], size: tuple[int, int],
+               scale: float, read_rgb: Callable[[Path], np.ndarray]) -> np.ndarray:
         """uint8 [H', W', 3] window of the tool's output for one input, matching the report's window of it.
 
         full: (H, W) of the input file; box: (top, left, h, w) of the report's window in it, in input pixels;

@@ -42,7 +42,8 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
         top, left = np.random.randint(img.shape[0] - size + 1), np.random.randint(img.shape[1] - size + 1)
         gt = augment(img[top:top + size, left:left + size], self.opt.get('use_hflip', True),
                      self.opt.get('use_rot', True))
-        return {'gt': img2tensor(gt, bgr2rgb=False) / 255,
+        # One array gives one tensor; BasicSR's inferred return type is list-or-tensor
+        return {'gt': img2tensor(gt, bgr2rgb=False) / 255,  # pyright: ignore[reportOperatorIssue]
                 'kernel1': blur_kernel(self.kernel_opt), 'kernel2': blur_kernel(self.kernel_opt, '2'),
                 'sinc_kernel': final_sinc_kernel(self.kernel_opt['final_sinc_prob']),
                 'gt_path': self.paths[index]}

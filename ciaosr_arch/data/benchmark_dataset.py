@@ -34,7 +34,10 @@ class SRBenchmarkDataset(data.Dataset):
             backend = dict(self.opt.get('io_backend', {'type': 'disk'}))
             self.file_client = FileClient(backend.pop('type'), **backend)
         hr = imfrombytes(self.file_client.get(self.paths[index], 'gt'), flag='unchanged', float32=False)
+        if hr is None:  # OpenCV cannot decode the bytes
+            raise ValueError(f'{self.paths[index]}: the image data cannot be decoded (truncated or corrupt)')
         hr = hr if hr.ndim == 2 else cv2.cvtColor(hr[..., :3], cv2.COLOR_BGR2RGB)
         lq, hr = benchmark_pair(hr, self.opt['scale'], self.opt.get('downsample', 'matlab'))
-        gt = img2tensor(to_rgb(hr), bgr2rgb=False) / 255
+        # One array gives one tensor; BasicSR's inferred return type is list-or-tensor
+        gt = img2tensor(to_rgb(hr), bgr2rgb=False) / 255  # pyright: ignore[reportOperatorIssue]
         return {'lq': lq[0], 'gt': gt, 'lq_path': self.paths[index], 'gt_path': self.paths[index]}
