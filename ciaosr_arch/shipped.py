@@ -38,10 +38,12 @@ SHIPPED_MODELS = {  # name -> model, in the order the tools offer them ('default
         'ciaosr_realnet_x4_edsr.safetensors', 'the default model fine-tuned on real-world degradations (stage 1, L1)',
         (1, 4), "this project's weights, fine-tuned from the default model", 'real-world photos, L1'),
     'real': ShippedModel(
-        'ciaosr_real_rrdb_x4.safetensors', "real-world GAN: Real-ESRGAN x4plus's RRDB trunk (frozen) as the encoder "
-        '+ a CiaoSR head without the non-local branch, L1 then GAN stage, Real-ESRGAN and BSRGAN degradations',
-        (1, 4), "the trunk's weights: Real-ESRGAN x4plus, BSD-3-Clause (copyright Xintao Wang et al.); the rest: "
-        "this project's", 'real-world photos, GAN'),
+        'ciaosr_real_rrdb_x4.safetensors',
+        'real-world GAN, version 3: a CiaoSR head (without the non-local branch) as a '
+        "residual over Real-ESRGAN x4plus (its RRDBNet, frozen, is the encoder and gives the skip), one GAN stage on "
+        'Real-ESRGAN and BSRGAN degradations at scales 1-8', (1, 8),
+        "the RRDBNet's weights: Real-ESRGAN x4plus, BSD-3-Clause (copyright Xintao Wang et al.); the rest: this "
+        "project's", 'real-world photos, GAN'),
 }
 
 
