@@ -142,7 +142,7 @@ class AppSession:
             self.models[name] = f'{name} ({model.use})'
         for path in extra_models:
             self.models[str(Path(path).resolve())] = str(path)
-        self.default_model = str(Path(extra_models[0]).resolve()) if extra_models else 'default'
+        self.default_model = str(Path(extra_models[0]).resolve()) if extra_models else 'real'  # photos: real-world
         self._net: tuple[tuple[str, bool], Net] | None = None  # ((spec, int8), network) of the last model used
 
     def precisions(self) -> list[str]:
