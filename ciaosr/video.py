@@ -30,6 +30,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from ciaosr_arch.files import atomic_file, atomic_path
+from ciaosr_arch.runtime import cpu_flags
 
 from . import image_io
 from .pipeline import HEADROOM, Upscaler, check_upscale
@@ -46,6 +47,11 @@ SEGMENT_FRAMES = 240  # a segment starts at the first input keyframe after this 
 DECODER_FRAMES = 20  # frames the decoder may hold (references, threads), counted in the memory plan
 ENCODER_FRAMES = 60  # output frames the encoder may hold (x264's look-ahead, references, threads)
 YUV_BYTES = 1.5  # bytes per pixel of a 4:2:0 8-bit frame
+# x264's own CPU flags without AVX-512 (its names: "AVX2" includes SSE* to AVX and BMI1/2, LZCNT; AVX-512 CPUs have
+# them all). x264 165's AVX-512 code reads uninitialised memory: the same frames encoded twice in one process, with
+# other allocations between, gave different P- and I-frames (10 variants in 20 encodes of a 224x64 clip on this
+# machine; none with this setting, whose output equals x264's C code's). x264's assembly is bit-exact with its C.
+X264_WITHOUT_AVX512 = 'asm=AVX2,FMA3'
 MANIFEST = 'manifest.json'
 
 
@@ -279,6 +285,15 @@ def process_video(job: VideoJob, upscaler: Upscaler, since: float, rank: int = 0
     return 'done'
 
 
+def encoder_options(codec: str, crf: int) -> dict[str, str]:
+    """FFmpeg's options for the encoder of `codec` (a key of CODECS): the CRF, and for x264 on a CPU with AVX-512
+    X264_WITHOUT_AVX512."""
+    options = {'crf': str(crf)}
+    if CODECS[codec] == 'libx264' and 'avx512f' in cpu_flags(emulated=False):
+        options['x264-params'] = X264_WITHOUT_AVX512
+    return options
+
+
 def _encode_segment(job, segment, upscaler, bar):
     """Decode the segment's frames, upscale each and encode it into the segment's MP4 file (written whole or not
     at all: `atomic_path`)."""
@@ -288,7 +303,8 @@ def _encode_segment(job, segment, upscaler, bar):
               av.open(str(temporary), 'w', format='mp4') as out):
             stream = source.streams.video[0]
             context = stream.codec_context
-            encoder = out.add_stream(CODECS[job.codec], rate=stream.average_rate, options={'crf': str(job.crf)})
+            encoder = out.add_stream(CODECS[job.codec], rate=stream.average_rate,
+                                     options=encoder_options(job.codec, job.crf))
             encoder.width, encoder.height = job.size[1], job.size[0]
             encoder.pix_fmt = 'yuv420p'
             encoder.time_base = encoder.codec_context.time_base = job.info.time_base

@@ -65,10 +65,11 @@ EMULATION_ENV = {
 }
 
 
-def cpu_flags() -> frozenset[str]:
+def cpu_flags(emulated: bool = True) -> frozenset[str]:
     """The instruction-set flags of this CPU that `cpu_kind` reads (avx2, avx512f, avx512_vnni, avx512_bf16,
     avx_vnni), Linux's /proc/cpuinfo names, as a frozenset; limited to what $ONEDNN_MAX_CPU_ISA allows when it is
-    set (an emulated narrower CPU, `EMULATION_ENV`; an unknown value limits nothing, as in oneDNN). Without
+    set and `emulated` is true (an emulated narrower CPU, `EMULATION_ENV`; an unknown value limits nothing, as in
+    oneDNN): libraries that ignore the limit (x264) see the CPU's own flags, `emulated=False`. Without
     /proc/cpuinfo (macOS, Windows) from PyTorch's cpuinfo, which does not report AVX-VNNI."""
     wanted = {'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni'}
     try:
@@ -80,7 +81,7 @@ def cpu_flags() -> frozenset[str]:
         flags = [name for name, present in found.items() if present]
     flags = wanted.intersection(flags)
     limit = os.environ.get(ISA_LIMIT_ENV, '').upper()
-    if limit in ISA_LIMITS:
+    if emulated and limit in ISA_LIMITS:
         flags &= set(ISA_LIMITS[limit])
     return frozenset(flags)
 
