@@ -3,6 +3,7 @@ import io
 import pickle
 import zipfile
 
+import cv2
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -209,12 +210,11 @@ def test_rrdb_encoder_is_real_esrgans_trunk(shared_data):
 
 def test_rrdb_with_upsampler_starts_as_real_esrgan(shared_data):
     """With `upsampler=True` Real-ESRGAN x4plus loads whole (trunk and x4 tail), the decoder's output layer starts at
-    zero, so at x4 the network gives RRDBNet's own output (its pixels are the query centres); at x2.5 it gives that
-    output sampled bicubically; infer_arch finds the tail. A head with weights adds its residual over it."""
+    zero, so at x4 the network gives RRDBNet's own output (its pixels are the query centres); elsewhere it gives
+    that output resampled as OpenCV's Lanczos-4 resize does (Real-ESRGAN's `--outscale`); infer_arch finds the tail.
+    A head with weights adds its residual over it."""
     from basicsr.archs.rrdbnet_arch import RRDBNet
     from safetensors.torch import load_file
-
-    from ciaosr_arch.archs.coords import make_coord, sample_bilinear
 
     state = load_file(str(shared_data.parent / 'models' / 'RealESRGAN_x4plus.safetensors'))
     reference = RRDBNet(3, 3).eval()
@@ -229,9 +229,26 @@ def test_rrdb_with_upsampler_starts_as_real_esrgan(shared_data):
         base = reference(lr)
         assert torch.allclose(super_resolve(net, lr, scale=4), base.clamp(0, 1), atol=1e-5)
         out = super_resolve(net, lr, size=(22, 27))
-        expected = sample_bilinear(base, make_coord((22, 27))[None], 'bicubic').transpose(1, 2).view(1, 3, 22, 27)
-        assert torch.allclose(out, expected.clamp(0, 1), atol=1e-5)
+        expected = cv2.resize(base[0].permute(1, 2, 0).numpy(), (27, 22), interpolation=cv2.INTER_LANCZOS4)
+        assert torch.allclose(out[0].permute(1, 2, 0), torch.from_numpy(expected).clamp(0, 1), atol=1e-5)
         net.imnet_q.layers[-1].bias.fill_(0.01)
         assert torch.allclose(super_resolve(net, lr, scale=4), (base + 0.01).clamp(0, 1), atol=1e-5)
     assert infer_arch(net.state_dict())['encoder_opt'] == {'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32,
                                                            'upsampler': True}
+
+
+@pytest.mark.parametrize('size', [(13, 17), (26, 34), (40, 37), (7, 9)])
+def test_lanczos_sampling_is_opencvs_resize(size):
+    """`sample_lanczos` on an output grid = OpenCV's INTER_LANCZOS4 resize (borders included), and a pixel's own value
+    at its centre."""
+    from ciaosr_arch.archs.coords import make_coord, sample_lanczos
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 13, 17)
+    out = sample_lanczos(image, make_coord(size)[None].expand(2, -1, -1)).view(2, *size, 3)
+    for i in range(2):
+        expected = cv2.resize(image[i].permute(1, 2, 0).numpy(), size[::-1], interpolation=cv2.INTER_LANCZOS4)
+        assert torch.allclose(out[i], torch.from_numpy(expected), atol=1e-5)
+    if size == (13, 17):
+        assert torch.allclose(out, image.permute(0, 2, 3, 1), atol=1e-5)
+

@@ -6,7 +6,8 @@ For each query point, the head attends over the LR latent codes around it (the i
   values v_i = [u_i, n_i] * value_net([u_i, n_i, rel_i, cell])   (n_i: cross-scale non-local feature)
   rgb = decoder(sum_i softmax_i(<q, k_i> / softmax_scale) v_i) + skip(query)
 with skip = bilinear(LR) (official). An encoder with an up-sampling tail (`rrdb` with `upsampler=True`) gives a base
-image instead, its x4 output, sampled bicubically: the head then learns a residual over that network's result.
+image instead, its x4 output, sampled with a 4-lobe Lanczos kernel (`coords.sample_lanczos`): the head then
+learns a residual over that network's result.
 The non-local feature n comes from the scale-aware cross-scale attention over the whole map (the
 outer attention). Module names are the official ones (imnet_q is the decoder, imnet_k the key net,
 imnet_v the value net, cs_attn the cross-scale attention), so official checkpoints load as they are; the head's
@@ -22,7 +23,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels, sample_bilinear, sample_nearest_index
+from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels, sample_bilinear, sample_lanczos, sample_nearest_index
 from .cross_scale_attention import CrossScaleAttention
 from .encoders import RRDBEncoder, build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, count_indices, gather_pixels, unfold3x3
@@ -193,7 +194,7 @@ class CiaoSR(ImplicitSRNet[CiaoSRBank]):
         Returns the neighbours' flat LR indices [B, Q, N], the extra MLP inputs [B, Q, N, 4] (`neighbours`),
         the rows that score them (with a pair table: rows p*9 + d of it, [B, Q, N]; else the query's own
         LR pixel, [B, Q]) and the skip [B, Q, 3] (mean-subtracted RGB: the LR image bilinearly, or the encoder's base
-        image bicubically).
+        image by Lanczos).
         """
         h, w = bank['size']
         query_index = sample_nearest_index(coord, h, w)  # [B, Q]
@@ -201,7 +202,7 @@ class CiaoSR(ImplicitSRNet[CiaoSRBank]):
         score_index = query_index
         if 'pair_key' in bank:
             score_index = query_index.unsqueeze(-1) * 9 + displacement_code(query_index, index, w)
-        skip = sample_bilinear(bank['skip'], coord, 'bicubic' if self.has_base_image else 'bilinear')
+        skip = (sample_lanczos if self.has_base_image else sample_bilinear)(bank['skip'], coord)
         return index, extra, score_index, skip
 
     def attend(self, bank: AttendTables, index: torch.Tensor, extra: torch.Tensor, score_index: torch.Tensor,
