@@ -203,7 +203,27 @@ def test_flicker_is_zero_for_motion_undone_exactly():
 def test_x264_runs_without_avx512_where_the_cpu_has_it(monkeypatch):
     """x264's AVX-512 code made identical runs differ (`video.X264_WITHOUT_AVX512`): it is masked on such CPUs only
     (a mask naming instructions the CPU lacks would crash x264), whatever the emulated limit."""
-    for codec, flags, expected in [('h264', {'avx2', 'avx512f'}, {'crf': '18', 'x264-params': 'asm=AVX2,FMA3'}),
+    mask = {'crf': '18', 'x264-params': video.X264_WITHOUT_AVX512}
+    for codec, flags, expected in [('h264', {'avx2', 'avx512f'}, mask),
                                    ('h264', {'avx2'}, {'crf': '18'}), ('h265', {'avx2', 'avx512f'}, {'crf': '18'})]:
         monkeypatch.setattr(video, 'cpu_flags', lambda emulated=True, flags=flags: frozenset(() if emulated else flags))
         assert video.encoder_options(codec, 18) == expected
+
+
+def test_x264_accepts_the_mask():
+    """FFmpeg only logs a warning for an x264-params value that x264 rejects and encodes on: read the log."""
+    import io
+
+    import av.logging
+
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture() as logs, av.open(io.BytesIO(), 'w', format='mp4') as out:
+            stream = out.add_stream('libx264', rate=12, options={'crf': '18', 'x264-params': video.X264_WITHOUT_AVX512})
+            stream.width, stream.height, stream.pix_fmt = 64, 32, 'yuv420p'
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 64, 3), np.uint8), format='rgb24')))
+            out.mux(stream.encode(None))
+    finally:
+        av.logging.set_level(level)
+    assert not [message for _, _, message in logs if 'x264-params' in message or 'asm' in message], logs

@@ -130,7 +130,7 @@ def lanczos_taps(coord: torch.Tensor, n: int, lobes: int = LANCZOS_LOBES) -> tup
     sinc(d) sinc(d / lobes) at distance d (in pixels), normalised to sum 1 as OpenCV does.
 
     coord: [...] in the [-1, 1] frame (clamped to it). Returns the first tap's index,
-    int64 [...], between 1 - lobes and n - lobes (the axis must be extended by `lobes` pixels on each side), and
+    int64 [...], between -lobes and n - lobes (the axis must be extended by `lobes` pixels on each side), and
     the weights [..., 2 * lobes] in coord's dtype.
     """
     position = ((coord + 1) * (n / 2) - 0.5).clamp(-0.5, n - 0.5)  # pixel k's centre at k
@@ -147,7 +147,8 @@ def sample_lanczos(image: torch.Tensor, coord: torch.Tensor, lobes: int = LANCZO
     Bicubic sampling of an x4 image at x8 alternates sharp and soft output pixels in step with the x4 pixels
     (LR-grid index 0.14 on Real-ESRGAN x4plus outputs of RealSRSet photos); this 4-lobe kernel does not (0.04).
     Each query reads 2 * lobes runs of 2 * lobes pixels that lie side by side in a padded channels-last copy of
-    the image, one gather per run; memory 2 x [B, Q, 2 * lobes, C].
+    the image, one gather per run; memory: the padded copy of the image, made per call, and 2 x [B, Q, 2 * lobes, C].
+    Differentiable in the image (dense gradients of the padded copy: slow, unused while the base is frozen).
     """
     b, c, h, w = image.shape
     taps = 2 * lobes
@@ -159,7 +160,8 @@ def sample_lanczos(image: torch.Tensor, coord: torch.Tensor, lobes: int = LANCZO
     runs = padded.as_strided((b * hp * wp - taps + 1, taps * c), (c, 1))
     start = (first_row + lobes) * wp + first_col + lobes + torch.arange(0, b * hp * wp, hp * wp,
                                                                         device=image.device).view(b, 1)
-    columns = image.new_zeros(b, coord.shape[1], taps * c)  # the rows' weighted sum, per column tap
+    columns = image.new_zeros(b, coord.shape[1], taps * c,  # the rows' weighted sum, per column tap
+                              dtype=torch.promote_types(image.dtype, row_weights.dtype))
     for tap in range(taps):
         run = runs.index_select(0, (start + tap * wp).flatten()).view(b, -1, taps * c)
         columns.addcmul_(run, row_weights[..., tap:tap + 1])
