@@ -39,11 +39,11 @@ SHIPPED_MODELS = {  # name -> model, in the order the tools offer them ('default
         (1, 4), "this project's weights, fine-tuned from the default model", 'real-world photos, L1'),
     'real': ShippedModel(
         'ciaosr_real_rrdb_x4.safetensors',
-        'real-world GAN, version 3: a CiaoSR head (without the non-local branch) as a '
-        "residual over Real-ESRGAN x4plus (its RRDBNet, frozen, is the encoder and gives the skip), one GAN stage on "
-        'Real-ESRGAN and BSRGAN degradations at scales 1-8', (1, 8),
+        'real-world, version 4: a CiaoSR head (without the non-local branch) as a residual over Real-ESRGAN x4plus '
+        '(its RRDBNet, GAN-trained and frozen, is the encoder; its x4 output, resampled by Lanczos-4, is the skip), '
+        'trained with L1 on Real-ESRGAN and BSRGAN degradations at scales 4-8', (4, 8),
         "the RRDBNet's weights: Real-ESRGAN x4plus, BSD-3-Clause (copyright Xintao Wang et al.); the rest: this "
-        "project's", 'real-world photos, GAN'),
+        "project's", 'real-world photos'),
 }
 
 

