@@ -198,7 +198,7 @@ class Upscaler:
     precision (torch.float16 / torch.bfloat16, None for float32; `ciaosr.cli.pick_precision` checks it against the
     device); budget: bytes of memory for the whole process (None: `default_budget`); steps: the number of upscaling
     steps of scale^(1/steps) each (multi-step synthesis); tile: the LR tile side (0: the largest that fits the
-    budget, at most `speed_tile` of the device; else at least MIN_TILE); tile_overlap: LR pixels shared by
+    budget, at most `speed_tile` of the net and device; else at least MIN_TILE); tile_overlap: LR pixels shared by
     neighbouring tiles (None: `default_overlap` of the tile). ValueError for a setting out of range.
 
     Gray pictures, and colour ones whose three channels are equal everywhere (black-and-white photos stored as
@@ -265,10 +265,11 @@ class Upscaler:
             if overlap is None:
                 overlap = default_overlap(tile)
             elif not whole and 2 * overlap > tile:
+                cap = speed_tile(self.net, self.device)
+                limit = f', at most {cap} on {self.device.type.upper()}' if cap else ''
                 raise ValueError(f'--tile-overlap {overlap} needs LR tiles of at least {2 * overlap} pixels, but the '
                                  f'automatic tile is {tile} here (the largest that --max-memory '
-                                 f'{self.budget / gib:.2f} GiB allows, at most {speed_tile(self.device)} on '
-                                 f'{self.device.type.upper()}); lower --tile-overlap, or give --tile')
+                                 f'{self.budget / gib:.2f} GiB allows{limit}); lower --tile-overlap, or give --tile')
             steps.append(Step(step_size, tile, overlap, chunk, whole))
             previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
         return steps

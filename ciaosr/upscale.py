@@ -5,12 +5,12 @@
 
 Large images are cut into LR tiles that overlap; each tile is encoded once and decodes exactly the output
 pixels assigned to it, and neighbouring tiles cross-fade with a raised-cosine window, so there are no seams
-(`ciaosr_arch.engine.super_resolve`). The tile side is the largest that fits --max-memory, at most 64 on a
-CPU: the cross-scale attention's work is quadratic in the tile area (a (t^2/4) x t^2 score map, made a band at
-a time), which is what tiling bounds. Each file is checked from its header first (size, output size and memory
-plan against --max-memory, before any pixel is decoded), then read, upscaled and written on its own: one that
-fails gets one line and the batch goes on; outputs appear atomically and never hold NaN. Under torchrun every
-rank takes every WORLD_SIZE-th file.
+(`ciaosr_arch.engine.super_resolve`). The tile side is the largest that fits --max-memory, for models with
+the cross-scale attention (`default`, `real-l1`) at most 64 on a CPU: its work is quadratic in the tile area (a
+(t^2/4) x t^2 score map, made a band at a time), which is what tiling bounds (`ciaosr_arch.engine.speed_tile`).
+Each file is checked from its header first (size, output size and memory plan against --max-memory, before any
+pixel is decoded), then read, upscaled and written on its own: one that fails gets one line and the batch goes on;
+outputs appear atomically and never hold NaN. Under torchrun every rank takes every WORLD_SIZE-th file.
 
 This module is the command line (arguments, listing, output names, ranks, bars and log lines); the pictures and
 files themselves go through `ciaosr.pipeline.Upscaler`, built from the arguments, which the web app shares.
@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                              'if set (torchrun sets 1 per rank), else one per physical core)')
     parser.add_argument('--tile', type=int, default=0,
                         help=f'LR tile side in pixels, 0 or at least {MIN_TILE}; 0 (default) = the largest that '
-                             'fits --max-memory (about 20 KB per LR pixel), at most 64 on CPU and 512 on GPU (the '
-                             'cross-scale attention\'s work per pixel grows with the tile area); images no larger '
-                             'than the tile run whole')
+                             'fits --max-memory (about 20 KB per LR pixel), at most 512 on GPU, and 64 on CPU for '
+                             'models with the cross-scale attention (default, real-l1: its work per pixel grows '
+                             'with the tile area); images no larger than the tile run whole')
     parser.add_argument('--tile-overlap', type=int,
                         help='LR pixels shared by neighbouring tiles, at most half the tile '
                              '(default: a quarter of the tile, at most 32)')

@@ -31,12 +31,12 @@ from .runtimes.base import CACHE_QUERIES
 # 18,300 t^2; bf16 autocast 135 / 453 MB. The constants round that up. See `memory_plan`.
 TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several threads), whatever the tile
 ENCODE_PIXEL_BYTES = 20_000  # x t^2: features, a band of attention scores, building the bank (pair table)
-# Largest automatic tile side: the cross-scale attention's work per LR pixel grows with the tile area (scores and
-# paste-back: about 650 t^2 multiply-adds per pixel; the x4 decode is 42 M), so once memory no longer limits the
-# tile, speed does. Measured on this project's 2-core CPU, 256 x 256 photo at x4, bf16, OpenVINO decode: tiles of
-# 64 / 96 / 128 / 192 took 11.0 / 13.9 / 16.0 / 21.2 s, while Urban100 x4 (first 4 images) scored 22.775 / 22.772 /
-# 22.765 / 22.766 dB against 22.769 dB for whole images: no loss in PSNR. GPUs: 512, where the memory plan used to
-# land with ~60 GB.
+# Largest automatic tile side of networks with the cross-scale attention (`speed_tile`): its work per LR pixel
+# grows with the tile area (scores and paste-back: about 650 t^2 multiply-adds per pixel; the x4 decode is 42 M),
+# so once memory no longer limits the tile, speed does. Measured on this project's 2-core CPU, 256 x 256 photo
+# at x4, bf16, OpenVINO decode: tiles of 64 / 96 / 128 / 192 took 11.0 / 13.9 / 16.0 / 21.2 s, while Urban100 x4
+# (first 4 images) scored 22.775 / 22.772 / 22.765 / 22.766 dB against 22.769 dB for whole images: no loss in
+# PSNR. GPUs: 512, where the memory plan used to land with ~60 GB.
 SPEED_TILE = {'cpu': 64, 'cuda': 512}
 # Smallest LR tile side (`super_resolve` and the command-line tools): a tile under 8 pixels is mostly border for
 # the encoder's 3x3 convolutions and the cross-scale attention's 6x6 patches, and is slow (every tile is encoded on
@@ -115,9 +115,18 @@ def check_arguments(net: Net, lr: torch.Tensor, chunk: int | None, tile: int, ti
         raise TypeError(f'progress must be a function progress(done, total) or None, got {type(progress).__name__}')
 
 
-def speed_tile(device: torch.device | str) -> int:
-    """Largest automatic tile side on a device (torch.device or its name): SPEED_TILE by device type."""
-    return SPEED_TILE.get(torch.device(device).type, SPEED_TILE['cuda'])
+def speed_tile(net: Net, device: torch.device | str) -> int | None:
+    """Largest automatic tile side for `net` on a device (torch.device or its name): SPEED_TILE by device type,
+    except on CPUs for nets whose encode does not attend over the whole tile (`tile_wide_attention` False: `real`,
+    LIIF): None there (no limit but memory), since their work per pixel does not grow with the tile, and smaller
+    tiles only add overlap to encode twice and, with a deep encoder, move the output away from the whole image's
+    (Real-ESRGAN's RRDB trunk of `real` reaches far: 64-px tiles gave 38.2 dB PSNR to its whole-image output on a
+    128 x 128 RealSRSet crop at x4, 96-px tiles 48.8 dB). GPUs keep 512 for every net: the memory model was
+    measured on CPUs, and much larger tiles take `real`'s x4 tail past the 2^31 elements of 32-bit indexing."""
+    kind = torch.device(device).type
+    if kind == 'cpu' and not net.tile_wide_attention:
+        return None
+    return SPEED_TILE.get(kind, SPEED_TILE['cuda'])
 
 
 def default_overlap(tile: int) -> int:
@@ -134,8 +143,8 @@ def largest_tile(net: Net, work_bytes: float) -> int:
 
 
 def memory_plan(net: Net, work_bytes: float, half: bool = False, tile: int = 0) -> tuple[int, int]:
-    """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most the
-    device's SPEED_TILE) and the query chunk whose peak memory fits in `work_bytes`.
+    """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most
+    `speed_tile`) and the query chunk whose peak memory fits in `work_bytes`.
 
     Encoding a t x t tile peaks at TILE_OVERHEAD_BYTES + ENCODE_PIXEL_BYTES * t^2 (the cross-scale attention is
     scored in bands, so nothing grows faster than the tile area). Decoding holds the overhead, the bank (about
@@ -154,7 +163,7 @@ def memory_plan(net: Net, work_bytes: float, half: bool = False, tile: int = 0) 
     if fits < (tile or MIN_AUTO_TILE):
         raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {tile or MIN_AUTO_TILE}-pixel '
                           f'tile (the largest that fits is {fits})')
-    tile = tile or min(fits, speed_tile(device))
+    tile = tile or min(fits, speed_tile(net, device) or fits)
     chunk = int((room - encode / 2 * tile ** 2) / net.runtime.query_bytes(net, half))
     return tile, max(CACHE_QUERIES, min(net.runtime.chunk(device), chunk))
 

@@ -296,3 +296,11 @@ def test_real_world_cli_with_real_esrgan(real_world_root, tmp_path, tiny_model, 
         benchmark.parse_args(['--degradation', 'realesrgan', '--downsample', 'pil'])
     with pytest.raises(SystemExit):
         benchmark.parse_args(['--degradation', 'bsrgan', '--scales', '0.5'])
+
+
+def test_real_world_mode_blends_tiles_smoothly():
+    """The official uniform tiling for the bicubic protocol, the tools' smooth one for real-world degradations
+    (uniform averaging shows a deep trunk's tile borders), unless told."""
+    assert benchmark.parse_args([]).blend == 'uniform'
+    assert benchmark.parse_args(['--degradation', 'realesrgan']).blend == 'smooth'
+    assert benchmark.parse_args(['--degradation', 'bsrgan', '--blend', 'uniform']).blend == 'uniform'

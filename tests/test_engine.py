@@ -151,3 +151,9 @@ def test_memory_plan_follows_the_budget():
     assert engine.memory_plan(net, 2 ** 30, tile=64)[0] == 64
     with pytest.raises(MemoryError, match='too little room for a 32-pixel tile'):  # below MIN_AUTO_TILE
         engine.memory_plan(net, 2 ** 20)
+    # without the cross-scale attention the work per pixel does not grow with the tile: only memory caps it
+    for local in (CiaoSR(non_local_attn=False), LIIF()):
+        assert not local.tile_wide_attention and engine.speed_tile(local, 'cpu') is None
+        assert engine.memory_plan(local, 4 * 2 ** 30)[0] == engine.largest_tile(local, 4 * 2 ** 30) > 64
+        assert engine.speed_tile(local, 'cuda') == engine.SPEED_TILE['cuda']
+    assert net.tile_wide_attention and engine.speed_tile(net, 'cpu') == engine.SPEED_TILE['cpu']

@@ -100,7 +100,8 @@ def test_tiny_images_through_the_cli(tmp_path, tiny_model, monkeypatch, capsys):
 
 
 def test_too_large_tile_overlap_gets_its_own_message(tmp_path, tiny_model, capsys):
-    """The automatic tile on a CPU is at most 64 LR pixels: an overlap of 300 cannot fit in it (refused from the
+    """The automatic tile on a CPU is at most 64 LR pixels for a model with the cross-scale attention (the tiny
+    model has it): an overlap of 300 cannot fit in it (refused from the
     header, before decoding, naming the cap); the same overlap on an image that runs whole is no problem."""
     Image.fromarray(np.zeros((4, 2000, 3), np.uint8)).save(tmp_path / 'long.png')
     assert run_cli('-i', tmp_path / 'long.png', '-o', tmp_path / 'out', '-s', 2, '--tile-overlap', 300,

@@ -243,11 +243,11 @@ def test_rrdb_with_upsampler_starts_as_real_esrgan(shared_data):
 def test_lanczos_sampling_is_opencvs_resize(image_size, size):
     """`sample_lanczos` on an output grid = OpenCV's INTER_LANCZOS4 resize (borders included), and a pixel's own value
     at its centre."""
-    from ciaosr_arch.archs.coords import make_coord, sample_lanczos
+    from ciaosr_arch.archs.coords import lanczos_source, make_coord, sample_lanczos
 
     torch.manual_seed(0)
     image = torch.rand(2, 3, *image_size)
-    out = sample_lanczos(image, make_coord(size)[None].expand(2, -1, -1)).view(2, *size, 3)
+    out = sample_lanczos(lanczos_source(image), make_coord(size)[None].expand(2, -1, -1)).view(2, *size, 3)
     for i in range(2):
         expected = cv2.resize(image[i].permute(1, 2, 0).numpy(), size[::-1], interpolation=cv2.INTER_LANCZOS4)
         assert torch.allclose(out[i], torch.from_numpy(expected), atol=1e-5)

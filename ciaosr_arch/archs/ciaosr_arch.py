@@ -23,7 +23,14 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from .coords import NEIGHBOUR_OFFSETS, neighbour_pixels, sample_bilinear, sample_lanczos, sample_nearest_index
+from .coords import (
+    NEIGHBOUR_OFFSETS,
+    lanczos_source,
+    neighbour_pixels,
+    sample_bilinear,
+    sample_lanczos,
+    sample_nearest_index,
+)
 from .cross_scale_attention import CrossScaleAttention
 from .encoders import RRDBEncoder, build_encoder
 from .implicit_base import MLP, ImplicitSRNet, channels_last, count_indices, gather_pixels, unfold3x3
@@ -51,7 +58,7 @@ class CiaoSRBank(AttendTables):
     what `query_layout` reads."""
 
     skip: torch.Tensor  # mean-subtracted RGB the residual is added to: the LR image [B, 3, h, w], or the encoder's
-    # base image [B, 3, 4h, 4w] (`rrdb` with `upsampler=True`)
+    # base image (`rrdb` with `upsampler=True`) as its `lanczos_source` [B, 4h + 2 lobes, 4w + 2 lobes, 3]
     size: tuple[int, int]  # (h, w) of the feature map, the LR image's
 
 
@@ -115,6 +122,12 @@ class CiaoSR(ImplicitSRNet[CiaoSRBank]):
         factors = self.cs_attn.scales if self.cs_attn is not None else ()
         return max(super().min_input_side, 2, *(s // 2 + 1 for s in factors))
 
+    @property
+    def tile_wide_attention(self) -> bool:
+        """True with the cross-scale attention (official checkpoints), which scores every patch of a tile against
+        every other one."""
+        return self.cs_attn is not None
+
     def encode(self, lr: torch.Tensor, out_size: tuple[int, int] | None = None) -> CiaoSRBank:
         """Per-image work, done once: encoder, unfold, non-local attention, first-layer products, and
         (when the output will have >= PAIR_TABLE_MIN_RATIO queries per LR pixel) the key/query pair table."""
@@ -122,7 +135,7 @@ class CiaoSR(ImplicitSRNet[CiaoSRBank]):
         feat = self.encoder(lr)
         h, w = feat.shape[-2:]
         base = self.base_network
-        skip = base.base_image(feat) - self.rgb_mean if base is not None else lr
+        skip = lanczos_source(base.base_image(feat) - self.rgb_mean) if base is not None else lr
         values = unfold3x3(feat) if self.feat_unfold else feat
         if self.cs_attn is not None:
             values = torch.cat([values, self.cs_attn(feat)], 1)

@@ -140,28 +140,34 @@ def lanczos_taps(coord: torch.Tensor, n: int, lobes: int = LANCZOS_LOBES) -> tup
     return first.long(), weights / weights.sum(-1, keepdim=True)
 
 
-def sample_lanczos(image: torch.Tensor, coord: torch.Tensor, lobes: int = LANCZOS_LOBES) -> torch.Tensor:
-    """Lanczos sample of image [B, C, h, w] at coord [B, Q, 2] (border replicated) -> [B, Q, C]: a pixel's value
-    at its centre (to float rounding), and OpenCV's `resize(..., INTER_LANCZOS4)` on a regular up-scaling grid.
+def lanczos_source(image: torch.Tensor, lobes: int = LANCZOS_LOBES) -> torch.Tensor:
+    """image [B, C, h, w] as `sample_lanczos` reads it: border-replicated by `lobes` pixels per side, channels last,
+    contiguous -> [B, h + 2 * lobes, w + 2 * lobes, C]. Made once per image (a bank holds it), not per call."""
+    return F.pad(image, (lobes, lobes, lobes, lobes), mode='replicate').permute(0, 2, 3, 1).contiguous()
+
+
+def sample_lanczos(source: torch.Tensor, coord: torch.Tensor, lobes: int = LANCZOS_LOBES) -> torch.Tensor:
+    """Lanczos sample at coord [B, Q, 2] of an image given as its `lanczos_source` [B, h + 2 * lobes, w + 2 * lobes,
+    C] (border replicated, by the same `lobes`) -> [B, Q, C]: a pixel's value at its centre (to float rounding),
+    and OpenCV's `resize(..., INTER_LANCZOS4)` on a regular up-scaling grid.
 
     Bicubic sampling of an x4 image at x8 alternates sharp and soft output pixels in step with the x4 pixels
     (LR-grid index 0.14 on Real-ESRGAN x4plus outputs of RealSRSet photos); this 4-lobe kernel does not (0.04).
-    Each query reads 2 * lobes runs of 2 * lobes pixels that lie side by side in a padded channels-last copy of
-    the image, one gather per run; memory: the padded copy of the image, made per call, and 2 x [B, Q, 2 * lobes, C].
-    Differentiable in the image (dense gradients of the padded copy: slow, unused while the base is frozen).
+    Each query reads 2 * lobes runs of 2 * lobes pixels that lie side by side in the source, one gather per run;
+    memory: 2 x [B, Q, 2 * lobes, C]. Differentiable in the source (dense gradients: slow, unused while the base
+    is frozen).
     """
-    b, c, h, w = image.shape
+    source = source.contiguous()  # the runs below are strides of its memory (a no-op for `lanczos_source`)
+    b, hp, wp, c = source.shape
     taps = 2 * lobes
-    first_row, row_weights = lanczos_taps(coord[..., 0], h, lobes)  # [B, Q], [B, Q, T]
-    first_col, col_weights = lanczos_taps(coord[..., 1], w, lobes)
-    padded = F.pad(image, (lobes, lobes, lobes, lobes), mode='replicate').permute(0, 2, 3, 1).contiguous()
-    hp, wp = h + 2 * lobes, w + 2 * lobes
+    first_row, row_weights = lanczos_taps(coord[..., 0], hp - taps, lobes)  # [B, Q], [B, Q, T]
+    first_col, col_weights = lanczos_taps(coord[..., 1], wp - taps, lobes)
     # run k = the taps pixels starting at flat pixel k of the padded batch: overlapping rows of one buffer
-    runs = padded.as_strided((b * hp * wp - taps + 1, taps * c), (c, 1))
+    runs = source.as_strided((b * hp * wp - taps + 1, taps * c), (c, 1))
     start = (first_row + lobes) * wp + first_col + lobes + torch.arange(0, b * hp * wp, hp * wp,
-                                                                        device=image.device).view(b, 1)
-    columns = image.new_zeros(b, coord.shape[1], taps * c,  # the rows' weighted sum, per column tap
-                              dtype=torch.promote_types(image.dtype, row_weights.dtype))
+                                                                        device=source.device).view(b, 1)
+    columns = source.new_zeros(b, coord.shape[1], taps * c,  # the rows' weighted sum, per column tap
+                               dtype=torch.promote_types(source.dtype, row_weights.dtype))
     for tap in range(taps):
         run = runs.index_select(0, (start + tap * wp).flatten()).view(b, -1, taps * c)
         columns.addcmul_(run, row_weights[..., tap:tap + 1])

@@ -144,6 +144,13 @@ class ImplicitSRNet(nn.Module, Generic[Bank]):
         """Smallest LR height and width (pixels) that `encode` accepts; `super_resolve` pads smaller images."""
         return getattr(self.encoder, 'min_input_side', 1)
 
+    @property
+    def tile_wide_attention(self) -> bool:
+        """Whether `encode` attends over the whole tile, so that its work per LR pixel grows with the tile's area
+        (the tools then cap the automatic tile for speed, `ciaosr_arch.engine.speed_tile`). False here: the
+        encoders' convolutions and windows cost the same per pixel at any tile size."""
+        return False
+
     def forward(self, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """lr [B, 3, h, w] in [0, 1]; coord, cell [B, Q, 2] (row, col) -> RGB [B, Q, 3]."""
         return self.decode(self.encode(lr), coord, cell)
