@@ -167,8 +167,8 @@ def resident_bytes(device: torch.device) -> int:
 
 @dataclass
 class Step:
-    """One upscaling step: output size (H, W), LR tile side, tile overlap and query chunk; `whole`: the input fits
-    one tile."""
+    """One upscaling step: output size (H, W), largest LR tile side (`super_resolve` fits the tiles to the image,
+    `engine.fitted_side`), tile overlap and query chunk; `whole`: the input fits one tile."""
     size: tuple
     tile: int
     overlap: int
@@ -176,7 +176,8 @@ class Step:
     whole: bool
 
     def __str__(self):
-        return f'{"whole image" if self.whole else f"tile {self.tile}, overlap {self.overlap}"}, chunk {self.chunk}'
+        tiling = 'whole image' if self.whole else f'tiles of up to {self.tile}, overlap {self.overlap}'
+        return f'{tiling}, chunk {self.chunk}'
 
 
 @dataclass

@@ -190,6 +190,20 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     return list(range(0, length - tile, stride)) + [length - tile]
 
 
+def fitted_side(length: int, tile: int, overlap: int, min_side: int = 1) -> int:
+    """Side of 'smooth' tiles along an axis of `length` LR pixels: the smallest that needs no more tiles than tiles of
+    side `tile` overlapping by `overlap` do (at least min_side, at most the axis). The largest tile that fits memory
+    may leave a large overlap to encode twice: a 320-pixel axis in 241-pixel tiles takes two, overlapping by 162,
+    where two tiles of 176 overlap by 32 (`real` at x4 on a 320 x 320 photo: 4 x 241^2 LR pixels encoded, against
+    4 x 176^2 = 1.2 times the photo's)."""
+    side = max(min(tile, length), min_side)
+    if side >= length:
+        return side
+    overlap = min(overlap, side - 1)
+    count = math.ceil((length - overlap) / (side - overlap))
+    return max(math.ceil((length + (count - 1) * overlap) / count), min_side)
+
+
 def axis_tiles(length: int, side: int, overlap: int, blend: str, max_band: float = math.inf) -> list[Tile]:
     """Tiles along one axis as (start, lo, hi, band), in LR pixels.
 
@@ -272,7 +286,8 @@ def super_resolve(net: Net, lr: torch.Tensor, scale: float | None = None, size: 
     if blend == 'uniform' and tile:
         side_h = side_w = max(min(tile, h, w), min_side)
     else:
-        side_h, side_w = (max(min(tile, h), min_side), max(min(tile, w), min_side)) if tile else (h, w)
+        side_h, side_w = (fitted_side(h, tile, tile_overlap, min_side),
+                          fitted_side(w, tile, tile_overlap, min_side)) if tile else (h, w)
     # Cross-fade bands at most BAND_OUTPUT_PIXELS output pixels wide (in LR pixels: that many times h / out_h).
     row_spans = _spans(row_pos, axis_tiles(h, side_h, min(tile_overlap, side_h - 1), blend,
                                            BAND_OUTPUT_PIXELS * h / out_h))

@@ -138,6 +138,20 @@ def test_smooth_tiles_blend_to_one_and_stay_off_tile_edges(length, side, overlap
     decoded = sum(hi - lo for _, lo, hi, _ in tiles)
     assert decoded <= length + (len(tiles) - 1) * overlap / 4  # overlaps decoded twice only within the bands
 
+@pytest.mark.parametrize('length,tile,overlap', [(320, 241, 32), (256, 64, 16), (200, 64, 16), (97, 60, 30),
+                                                (1000, 330, 32), (50, 64, 16)])
+def test_fitted_tiles_are_the_smallest_for_their_count(length, tile, overlap):
+    def count(side):
+        return len(engine.axis_tiles(length, side, overlap, 'smooth'))
+    side = engine.fitted_side(length, tile, overlap)
+    assert side <= min(tile, length) and count(side) == count(min(tile, length))
+    if side < length:
+        assert count(side - 1) > count(side)  # the smallest with that count
+        starts = [start for start, *_ in engine.axis_tiles(length, side, overlap, 'smooth')]
+        assert min(b - a for a, b in zip(starts, starts[1:])) <= side - overlap  # still overlapping enough
+    assert engine.fitted_side(320, 241, 32) == 176 and engine.fitted_side(256, 64, 16) == 64
+
+
 def test_memory_plan_follows_the_budget():
     def encode_peak(t):  # the measured model of engine.memory_plan's docstring, fp32
         return engine.TILE_OVERHEAD_BYTES + engine.ENCODE_PIXEL_BYTES * t ** 2
