@@ -128,7 +128,7 @@ def test_explicit_tile_is_held_to_the_budget(tmp_path, tiny_model, photo, monkey
                          r'fits is (\d+); lower --tile or raise --max-memory', err)[1])
     assert engine.MIN_TILE <= fits < 64 and not (tmp_path / 'out' / 'p_out.png').exists()
     assert run_cli(*argv, '--tile', fits, model=tiny_model) == 0
-    assert f'(tile {fits}, overlap' in capsys.readouterr().out
+    assert f'(tiles of up to {fits}, overlap' in capsys.readouterr().out
 
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model, photo, monkeypatch, capsys):
