@@ -110,10 +110,10 @@ def add_device_options(parser: argparse.ArgumentParser, int8: bool = False) -> N
     precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (CUDA, or CPUs with native bf16)')
     if int8:
         precision.add_argument('--int8', action='store_true',
-                               help='fastest on CPUs with AVX-512 VNNI (refused on others, AVX-VNNI laptops included, '
-                                    'where it measured slower than the default): the decode\'s key and value nets in '
-                                    'int8 on OpenVINO, the rest in bf16 where the CPU has it (else fp32); PSNR against '
-                                    'fp32 62.9-71 dB on photos (README: Performance)')
+                               help='fastest on CPUs with VNNI (AVX-512 VNNI or AVX-VNNI; refused on others, where '
+                                    'it is slower than the default): the decode\'s key and value nets in int8 on '
+                                    'OpenVINO, the rest in bf16 where the CPU has it (else fp32); PSNR against fp32 '
+                                    '62.9-71 dB on photos (README: Performance)')
 
 
 def pick_device(choice: str, local_rank: int = 0) -> torch.device:

@@ -4,8 +4,8 @@ Every net is built with PyTorch's runtime attached (`ciaosr_arch.runtimes.base.T
 attaches the one chosen: PyTorch, the reference, or OpenVINO (`ciaosr_arch.runtimes.openvino`, an optional install,
 with its opt-in int8 decode, `ciaosr_arch.runtimes.int8`). Which is fastest depends on the CPU's kind (`cpu_kind`,
 CPU_PLANS): 'auto' takes OpenVINO on AVX-512 and AVX2 CPUs, PyTorch on older ones; the int8 decode pays only with
-AVX-512 VNNI (`int8_problem`). EMULATION_ENV limits PyTorch and OpenVINO to a narrower kind's instruction sets, for
-tests and benchmarks.
+VNNI (`int8_problem`). EMULATION_ENV limits PyTorch and OpenVINO to a narrower kind's instruction sets, for tests
+and benchmarks.
 """
 import os
 from collections.abc import Callable
@@ -35,14 +35,12 @@ CPU_KINDS = {
 # CPUs without AVX2 are not measured).
 # int8: whether the opt-in int8 decode is faster than the default there: it needs VNNI's uint8 x int8 products
 # (oneDNN's brgemm; without VNNI OpenVINO runs those layers as jit_gemm_I8, no faster than its fp32 brgemm, and adds
-# the quantizing reorders, see README: Performance). Not on AVX-VNNI either, until measured faster on one: emulated
-# there (EMULATION_ENV['avx2-vnni']), 128 x 128 at x4, 2 threads, tiles of 64, the int8 path took 81.1 s against
-# 10.4 s for the default, computing on one thread (not understood; see README: CPU kinds).
+# the quantizing reorders, see README: Performance).
 CPU_PLANS = {
     'avx512-bf16': {'exact': 'openvino', 'int8': True},
     'avx512-vnni': {'exact': 'openvino', 'int8': True},
     'avx512': {'exact': 'openvino', 'int8': False},
-    'avx2-vnni': {'exact': 'openvino', 'int8': False},
+    'avx2-vnni': {'exact': 'openvino', 'int8': True},
     'avx2': {'exact': 'openvino', 'int8': False},
     'older': {'exact': 'torch', 'int8': False},
 }
@@ -111,9 +109,6 @@ def int8_problem(kind: str | None = None) -> str | None:
     kind = kind or cpu_kind()
     if CPU_PLANS[kind]['int8']:
         return None
-    if kind == 'avx2-vnni':
-        return (f'this CPU ({CPU_KINDS[kind]}) runs the int8 decode slower than the default fp32 path (measured '
-                'emulating AVX-VNNI, 128 x 128 at x4: 81 s against 10 s)')
     return (f'this CPU ({CPU_KINDS[kind]}) has no VNNI int8 instructions (AVX-512 VNNI or AVX-VNNI), where the int8 '
             f'decode is slower than the default fp32 path')
 
