@@ -304,3 +304,17 @@ def test_real_world_mode_blends_tiles_smoothly():
     assert benchmark.parse_args([]).blend == 'uniform'
     assert benchmark.parse_args(['--degradation', 'realesrgan']).blend == 'smooth'
     assert benchmark.parse_args(['--degradation', 'bsrgan', '--blend', 'uniform']).blend == 'uniform'
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_int8_speed_path_runs_like_the_cli(monkeypatch, native):
+    """(f) of the speed benchmark autocasts to bf16 only where the CPU has it natively, as the CLI's --int8 does
+    (elsewhere PyTorch emulates bf16, which made (f) 4x slower than the CLI on emulated AVX-VNNI)."""
+    from ciaosr import benchmark_speed
+    seen = []
+    monkeypatch.setattr(benchmark_speed, 'cpu_has_bf16', lambda: native)
+    monkeypatch.setattr(benchmark_speed, 'super_resolve',
+                        lambda *args, **kwargs: seen.append(torch.is_autocast_enabled('cpu')))
+    benchmark_speed.PATHS['f']({'int8': None}, None, 4)
+    benchmark_speed.PATHS['e']({'openvino': None}, None, 4)
+    assert seen == [native, True]
