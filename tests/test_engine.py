@@ -138,6 +138,7 @@ def test_smooth_tiles_blend_to_one_and_stay_off_tile_edges(length, side, overlap
     decoded = sum(hi - lo for _, lo, hi, _ in tiles)
     assert decoded <= length + (len(tiles) - 1) * overlap / 4  # overlaps decoded twice only within the bands
 
+
 @pytest.mark.parametrize('length,tile,overlap', [(320, 241, 32), (256, 64, 16), (200, 64, 16), (97, 60, 30),
                                                 (1000, 330, 32), (50, 64, 16)])
 def test_fitted_tiles_are_the_smallest_for_their_count(length, tile, overlap):
