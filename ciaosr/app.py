@@ -25,6 +25,7 @@ live in a hidden `--output/.app-cache-XXXXXXXX/` folder that is removed when the
 """
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import os
 import re
@@ -422,11 +423,34 @@ def comparison(name: str | None, x_percent: float, y_percent: float, state: dict
     return preview(pair), detail(pair, x_percent, y_percent)
 
 
+def view_file(image: np.ndarray, folder: Path) -> str:
+    """Path of a PNG of `image` ((H, W, 3 or 4) uint8 RGB or RGBA) in `folder`, named by the SHA-256 of its bytes
+    and written only if absent, at once (`atomic_file`). The page's views go to Gradio as such paths, not arrays:
+    Gradio encodes an array into its cache under a name made from its bytes and rewrites that file in place each
+    time the same image is sent (twice in one response when the 1:1 detail is the whole image), and the page,
+    fetching it meanwhile, got a truncated file (net::ERR_CONTENT_LENGTH_MISMATCH, a broken image; gradio 6.31).
+    A path it copies into its cache only when absent, under a temporary name renamed into place."""
+    code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+    data = cv2.imencode('.png', cv2.cvtColor(image, code))[1].tobytes()
+    path = folder / f'{hashlib.sha256(data).hexdigest()}.png'
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as file:
+            file.write(data)
+    return str(path)
+
+
 def build_app(session: AppSession) -> 'gr.Blocks':
-    """The Gradio page (Blocks) for an AppSession, with its queue set to one job at a time."""
+    """The Gradio page (Blocks) for an AppSession, with its queue set to one job at a time. The views it shows are
+    PNG files (`view_file`) in a `views` folder of Gradio's temporary folder (GRADIO_TEMP_DIR)."""
     import gradio as gr
+    from gradio.utils import get_upload_folder
 
     tracker = gr.Progress()  # Gradio passes progress to a parameter whose default is a Progress
+    views_folder = Path(get_upload_folder()) / 'views'
+
+    def view_files(views: tuple[np.ndarray, ...] | None) -> tuple[str, ...] | None:
+        return None if views is None else tuple(view_file(image, views_folder) for image in views)
 
     def upscale(files, target, scale, pixels, model, precision, memory, progress=tracker):
         if not files:
@@ -447,11 +471,11 @@ def build_app(session: AppSession) -> 'gr.Blocks':
             except ComparisonError as err:  # the files are written: the log and the downloads still come
                 outcome.lines.append(str(err))
         return ('\n'.join(outcome.lines), downloads or None,
-                gr.update(choices=names, value=names[0] if names else None), state, *views)
+                gr.update(choices=names, value=names[0] if names else None), state, *map(view_files, views))
 
     def compare(name, x_percent, y_percent, state):
         try:
-            return comparison(name, x_percent, y_percent, state)
+            return tuple(map(view_files, comparison(name, x_percent, y_percent, state)))
         except ComparisonError as err:
             raise gr.Error(str(err)) from None
 
@@ -491,13 +515,13 @@ def build_app(session: AppSession) -> 'gr.Blocks':
                                     elem_id='downloads')
                 choice = gr.Dropdown([], label='Compare', elem_id='compare')
                 slider = gr.ImageSlider(label='Before (bicubic) / after (CiaoSR): drag the line, scroll to zoom',
-                                        type='numpy', format='png', interactive=False, elem_id='slider',
+                                        type='filepath', interactive=False, elem_id='slider',
                                         buttons=['fullscreen'])
                 with gr.Row():
                     x_percent = gr.Slider(0, 100, value=50, step=1, label='1:1 detail: x (%)')
                     y_percent = gr.Slider(0, 100, value=50, step=1, label='1:1 detail: y (%)')
-                zoomed = gr.ImageSlider(label='1:1 detail (one output pixel per screen pixel)', type='numpy',
-                                        format='png', interactive=False, elem_id='detail', buttons=['fullscreen'],
+                zoomed = gr.ImageSlider(label='1:1 detail (one output pixel per screen pixel)', type='filepath',
+                                        interactive=False, elem_id='detail', buttons=['fullscreen'],
                                         height=DETAIL_SIDE + 40, max_height=DETAIL_SIDE + 40)
         state = gr.State({})
         scale_slider.input(lambda v: v, scale_slider, scale, queue=False)
@@ -506,7 +530,8 @@ def build_app(session: AppSession) -> 'gr.Blocks':
         run.click(upscale, [files, target, scale, pixels, model, precision, memory],
                   [log, downloads, choice, state, slider, zoomed], concurrency_limit=1, concurrency_id='upscale',
                   show_progress_on=log)
-        choice.change(compare, [choice, x_percent, y_percent, state], [slider, zoomed])
+        # .input, not .change: upscale sets `choice` and its views itself
+        choice.input(compare, [choice, x_percent, y_percent, state], [slider, zoomed])
         for control in (x_percent, y_percent):
             control.release(zoom, [choice, x_percent, y_percent, state], zoomed)
     demo.queue(default_concurrency_limit=1)

@@ -18,6 +18,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -184,6 +185,12 @@ def test_browser_upload_scale_compare_download(tmp_path, tiny_model, capsys):
             page.wait_for_function('() => [...document.querySelectorAll("#slider img, #detail img")]'
                                    '.every(i => i.complete && i.naturalWidth > 0)', timeout=15_000)  # decoded
             sizes = images.evaluate_all('all => all.map(i => [i.naturalWidth, i.naturalHeight])')
+            shown = images.evaluate_all('all => all.map(i => i.src)')
+            page.locator('#compare input').click()  # the other photo: its views replace the first one's
+            page.get_by_role('option', name='photo.jpg').click()
+            page.wait_for_function(f'() => [...document.querySelectorAll("#slider img, #detail img")]'
+                                   f'.every((i, k) => i.complete && i.naturalWidth > 0 && i.src != {shown}[k])',
+                                   timeout=15_000)
             page.screenshot(path=str(tmp_path / 'app.png'), full_page=True)
             text = log.input_value()
             browser.close()
@@ -259,7 +266,8 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     log, downloads, _, state, fitted, zoomed = upscale([str(photos[0])], 'scale', 2, 3840, model, 'fp32', '2.5GB',
                                                        progress=lambda *args, **kwargs: None)
     assert log.splitlines()[-1].startswith('1 done') and len(downloads) == 1
-    assert [view.shape for view in fitted + zoomed] == [(40, 48, 3)] * 4
+    assert all(Path(view).parent == tmp_path / 'gradio' / 'views' for view in fitted + zoomed)
+    assert [cv2.imread(view, cv2.IMREAD_UNCHANGED).shape for view in fitted + zoomed] == [(40, 48, 3)] * 4
     def out_of_memory(path):
         raise MemoryError('Unable to allocate 25.2 GiB for an array')
 
@@ -272,6 +280,21 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     [compare] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'compare']
     with pytest.raises(gr.Error, match='no comparison for copy.png: Unable to allocate'):
         compare('copy.png', 50, 50, state)
+
+
+def test_a_view_is_written_once_and_exactly(tmp_path, monkeypatch):
+    """The same view sent again is the same file, not rewritten (a page may be fetching it); RGB and RGBA round-trip
+    exactly."""
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    first = app.view_file(rgba, tmp_path / 'views')
+    written = os.stat(first).st_mtime_ns
+    monkeypatch.setattr(app, 'atomic_file', None)  # a second write would fail
+    assert app.view_file(rgba.copy(), tmp_path / 'views') == first and os.stat(first).st_mtime_ns == written
+    assert (cv2.cvtColor(cv2.imread(first, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA) == rgba).all()
+    monkeypatch.undo()
+    rgb = app.view_file(rgba[..., :3], tmp_path / 'views')
+    assert rgb != first and (cv2.imread(rgb)[..., ::-1] == rgba[..., :3]).all()
+    assert sorted(path.name for path in (tmp_path / 'views').iterdir()) == sorted([Path(first).name, Path(rgb).name])
 
 
 def request(port, method, path, headers=(), body=b''):
