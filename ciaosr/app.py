@@ -425,15 +425,20 @@ def comparison(name: str | None, x_percent: float, y_percent: float, state: dict
 
 def view_file(image: np.ndarray, folder: Path) -> str:
     """Path of a PNG of `image` ((H, W, 3 or 4) uint8 RGB or RGBA) in `folder`, named by the SHA-256 of its bytes
-    and written only if absent, at once (`atomic_file`). The page's views go to Gradio as such paths, not arrays:
-    Gradio encodes an array into its cache under a name made from its bytes and rewrites that file in place each
-    time the same image is sent (twice in one response when the 1:1 detail is the whole image), and the page,
-    fetching it meanwhile, got a truncated file (net::ERR_CONTENT_LENGTH_MISMATCH, a broken image; gradio 6.31).
-    A path it copies into its cache only when absent, under a temporary name renamed into place."""
+    and written only if absent, at once (`atomic_file`); an existing one is touched instead.
+
+    The page's views go to Gradio as such paths, not arrays: Gradio encodes an array into its cache under a name
+    made from its bytes and rewrites that file in place each time the same image is sent (twice in one response
+    when the 1:1 detail is the whole image), and the page, fetching it meanwhile, got a truncated file
+    (net::ERR_CONTENT_LENGTH_MISMATCH, a broken image; gradio 6.31). A file inside Gradio's temporary folder it
+    serves as it is and deletes with its own files (`delete_cache`, by age: hence the touch).
+    """
     code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
     data = cv2.imencode('.png', cv2.cvtColor(image, code))[1].tobytes()
     path = folder / f'{hashlib.sha256(data).hexdigest()}.png'
-    if not path.exists():
+    try:
+        os.utime(path)
+    except FileNotFoundError:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as file:
             file.write(data)

@@ -186,6 +186,7 @@ def test_browser_upload_scale_compare_download(tmp_path, tiny_model, capsys):
                                    '.every(i => i.complete && i.naturalWidth > 0)', timeout=15_000)  # decoded
             sizes = images.evaluate_all('all => all.map(i => [i.naturalWidth, i.naturalHeight])')
             shown = images.evaluate_all('all => all.map(i => i.src)')
+            assert all(re.search(r'/\.app-cache-\w+/views/\w{64}\.png$', src) for src in shown)  # served, not copied
             page.locator('#compare input').click()  # the other photo: its views replace the first one's
             page.get_by_role('option', name='photo.jpg').click()
             page.wait_for_function(f'() => [...document.querySelectorAll("#slider img, #detail img")]'
@@ -283,13 +284,15 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
 
 
 def test_a_view_is_written_once_and_exactly(tmp_path, monkeypatch):
-    """The same view sent again is the same file, not rewritten (a page may be fetching it); RGB and RGBA round-trip
-    exactly."""
+    """The same view sent again is the same file, not rewritten (a page may be fetching it) but touched (Gradio
+    deletes its temporary files by age); RGB and RGBA round-trip exactly."""
     rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
     first = app.view_file(rgba, tmp_path / 'views')
-    written = os.stat(first).st_mtime_ns
+    written = os.stat(first).st_ino
+    os.utime(first, (0, 0))  # as if written long ago
     monkeypatch.setattr(app, 'atomic_file', None)  # a second write would fail
-    assert app.view_file(rgba.copy(), tmp_path / 'views') == first and os.stat(first).st_mtime_ns == written
+    assert app.view_file(rgba.copy(), tmp_path / 'views') == first and os.stat(first).st_ino == written
+    assert time.time() - os.stat(first).st_mtime < 60
     assert (cv2.cvtColor(cv2.imread(first, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA) == rgba).all()
     monkeypatch.undo()
     rgb = app.view_file(rgba[..., :3], tmp_path / 'views')
