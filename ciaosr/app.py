@@ -20,8 +20,9 @@ fonts), no model is ever downloaded, and share=False.
 
 Everything it writes goes under --output (default `results` in the working directory, as in the README's
 commands): each run gets a folder `YYYYMMDD-HHMMSS/` with the CLI's `NAME_out.EXT` files and, for several
-photos, a zip of them. Temporary files (Gradio's uploads and the copies it serves, matplotlib's cache)
-live in a hidden `--output/.app-cache-XXXXXXXX/` folder that is removed when the app stops (Ctrl-C or SIGTERM).
+photos, a zip of them. Temporary files (Gradio's uploads and the copies it serves, the comparison views,
+matplotlib's cache) live in a hidden `--output/.app-cache-XXXXXXXX/` folder that is removed when the app stops
+(Ctrl-C or SIGTERM).
 """
 import argparse
 import contextlib
@@ -66,7 +67,7 @@ from .cli import (
 if TYPE_CHECKING:
     import gradio as gr
 
-CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies), in --output
+CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies, views), in --output
 TARGETS = ('scale', 'width', 'height', 'long side')
 PREVIEW_SIDE = 2048  # the fitted comparison is at most this long (the 1:1 detail is always full resolution)
 DETAIL_SIDE = 384  # side of the 1:1 detail view in output pixels
