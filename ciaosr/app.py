@@ -458,7 +458,7 @@ def build_app(session: AppSession) -> 'gr.Blocks':
     def view_files(views: tuple[np.ndarray, ...] | None) -> tuple[str, ...] | None:
         return None if views is None else tuple(view_file(image, views_folder) for image in views)
 
-    def upscale(files, target, scale, pixels, model, precision, memory, progress=tracker):
+    def upscale(files, target, scale, pixels, model, precision, memory, x_percent, y_percent, progress=tracker):
         if not files:
             raise gr.Error('Drop one or more photos first.')
         value = scale if target == 'scale' else pixels
@@ -473,20 +473,23 @@ def build_app(session: AppSession) -> 'gr.Blocks':
         views = (None, None)
         if names:
             try:
-                views = comparison(names[0], 50, 50, state)
+                views = comparison(names[0], x_percent, y_percent, state)
             except ComparisonError as err:  # the files are written: the log and the downloads still come
                 outcome.lines.append(str(err))
         return ('\n'.join(outcome.lines), downloads or None,
                 gr.update(choices=names, value=names[0] if names else None), state, *map(view_files, views))
 
-    def compare(name, x_percent, y_percent, state):
+    def comparison_or_error(name, x_percent, y_percent, state):  # a ComparisonError as Gradio's error message
         try:
-            return tuple(map(view_files, comparison(name, x_percent, y_percent, state)))
+            return comparison(name, x_percent, y_percent, state)
         except ComparisonError as err:
             raise gr.Error(str(err)) from None
 
-    def zoom(name, x_percent, y_percent, state):
-        return compare(name, x_percent, y_percent, state)[1]
+    def compare(name, x_percent, y_percent, state):
+        return tuple(map(view_files, comparison_or_error(name, x_percent, y_percent, state)))
+
+    def zoom(name, x_percent, y_percent, state):  # the 1:1 detail only
+        return view_files(comparison_or_error(name, x_percent, y_percent, state)[1])
 
     def show_target(target):
         by_scale = target == 'scale'
@@ -533,7 +536,7 @@ def build_app(session: AppSession) -> 'gr.Blocks':
         scale_slider.input(lambda v: v, scale_slider, scale, queue=False)
         scale.input(lambda v: min(max(v or 1, SCALE_SLIDER[0]), SCALE_SLIDER[1]), scale, scale_slider, queue=False)
         target.change(show_target, target, [scale_slider, scale, pixels], queue=False)
-        run.click(upscale, [files, target, scale, pixels, model, precision, memory],
+        run.click(upscale, [files, target, scale, pixels, model, precision, memory, x_percent, y_percent],
                   [log, downloads, choice, state, slider, zoomed], concurrency_limit=1, concurrency_id='upscale',
                   show_progress_on=log)
         # .input, not .change: upscale sets `choice` and its views itself

@@ -265,7 +265,7 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     [upscale] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'upscale']
     model = str(tiny_model.resolve())
     log, downloads, _, state, fitted, zoomed = upscale([str(photos[0])], 'scale', 2, 3840, model, 'fp32', '2.5GB',
-                                                       progress=lambda *args, **kwargs: None)
+                                                       50, 50, progress=lambda *args, **kwargs: None)
     assert log.splitlines()[-1].startswith('1 done') and len(downloads) == 1
     assert all(Path(view).parent == tmp_path / 'gradio' / 'views' for view in fitted + zoomed)
     assert [cv2.imread(view, cv2.IMREAD_UNCHANGED).shape for view in fitted + zoomed] == [(40, 48, 3)] * 4
@@ -275,7 +275,7 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     monkeypatch.setattr(app, 'read_own_output', out_of_memory)
     shutil.copy(photos[0], tmp_path / 'in' / 'copy.png')  # a new pair (display_pair caches the last two)
     log, downloads, _, state, fitted, zoomed = upscale([str(tmp_path / 'in' / 'copy.png')], 'scale', 2, 3840, model,
-                                                       'fp32', '2.5GB', progress=lambda *args, **kwargs: None)
+                                                       'fp32', '2.5GB', 50, 50, progress=lambda *args, **kwargs: None)
     assert log.splitlines()[-1].startswith('no comparison for copy.png: ') and len(downloads) == 1
     assert fitted is None and zoomed is None
     [compare] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'compare']
@@ -283,21 +283,46 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
         compare('copy.png', 50, 50, state)
 
 
-def test_a_view_is_written_once_and_exactly(tmp_path, monkeypatch):
+def test_a_view_is_written_once_and_exactly(tmp_path):
     """The same view sent again is the same file, not rewritten (a page may be fetching it) but touched (Gradio
     deletes its temporary files by age); RGB and RGBA round-trip exactly."""
     rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
-    first = app.view_file(rgba, tmp_path / 'views')
-    written = os.stat(first).st_ino
+    first = Path(app.view_file(rgba, tmp_path / 'views'))
+    assert (cv2.cvtColor(cv2.imread(str(first), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA) == rgba).all()
+    first.write_bytes(b'marker')  # a rewrite, in place or not, would replace it
     os.utime(first, (0, 0))  # as if written long ago
-    monkeypatch.setattr(app, 'atomic_file', None)  # a second write would fail
-    assert app.view_file(rgba.copy(), tmp_path / 'views') == first and os.stat(first).st_ino == written
-    assert time.time() - os.stat(first).st_mtime < 60
-    assert (cv2.cvtColor(cv2.imread(first, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA) == rgba).all()
-    monkeypatch.undo()
-    rgb = app.view_file(rgba[..., :3], tmp_path / 'views')
-    assert rgb != first and (cv2.imread(rgb)[..., ::-1] == rgba[..., :3]).all()
-    assert sorted(path.name for path in (tmp_path / 'views').iterdir()) == sorted([Path(first).name, Path(rgb).name])
+    assert app.view_file(rgba.copy(), tmp_path / 'views') == str(first) and first.read_bytes() == b'marker'
+    assert time.time() - first.stat().st_mtime < 60
+    rgb = Path(app.view_file(rgba[..., :3], tmp_path / 'views'))
+    assert rgb != first and (cv2.imread(str(rgb))[..., ::-1] == rgba[..., :3]).all()
+    assert sorted((tmp_path / 'views').iterdir()) == sorted([first, rgb])
+
+
+def test_views_follow_the_detail_sliders_and_the_users_choice(tmp_path, tiny_model, monkeypatch):
+    """Upscale shows the first output's 1:1 detail where the x/y sliders point; releasing a slider re-makes the
+    detail only; the Compare list re-makes the views on the user's choice only (upscale sets it and its views)."""
+    monkeypatch.setenv('GRADIO_TEMP_DIR', str(tmp_path / 'gradio'))
+    pytest.importorskip('gradio', reason='the app extra is not installed (pip install "ciaosr[app]")')
+    monkeypatch.setattr(app, 'DETAIL_SIDE', 8)
+    photos = make_photos(tmp_path / 'in')
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    demo = app.build_app(session)
+    functions = {fn.name: fn for fn in demo.fns.values()}
+    _, _, _, state, fitted, zoomed = functions['upscale'].fn(
+        [str(photos[0])], 'scale', 2, 3840, str(tiny_model.resolve()), 'fp32', '2.5GB', 0, 100,
+        progress=lambda *args, **kwargs: None)
+    [name] = state
+    before, after = app.display_pair(*state[name])  # 40 x 48
+
+    def read(path):
+        return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+
+    assert (read(fitted[0]) == before).all() and (read(fitted[1]) == after).all()
+    assert (read(zoomed[0]) == before[-8:, :8]).all() and (read(zoomed[1]) == after[-8:, :8]).all()  # x 0, y 100 %
+    detail = functions['zoom'].fn(name, 100, 0, state)
+    assert (read(detail[0]) == before[:8, -8:]).all() and (read(detail[1]) == after[:8, -8:]).all()
+    [choice] = [block for block in demo.blocks.values() if getattr(block, 'elem_id', None) == 'compare']
+    assert functions['compare'].targets == [(choice._id, 'input')]
 
 
 def request(port, method, path, headers=(), body=b''):
