@@ -410,18 +410,24 @@ class ComparisonError(Exception):
     """The before/after views of a written output cannot be made (one line; the output file itself is fine)."""
 
 
-def comparison(name: str | None, x_percent: float, y_percent: float, state: dict[str, tuple[str, str]] | None
-               ) -> tuple[tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
-    """(fitted pair, 1:1 detail pair) of the output called `name` in `state` ({name: (input path, output path)}),
-    the detail centred at (x_percent, y_percent); (None, None) for no such output. ComparisonError (one line)
-    when the files cannot be read back or the views do not fit in memory."""
+def comparison_pair(name: str | None, state: dict[str, tuple[str, str]] | None
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """`display_pair` of the output called `name` in `state` ({name: (input path, output path)}); None for no such
+    output. ComparisonError (one line) when the files cannot be read back or the pair does not fit in memory."""
     if not name or not state or name not in state:
-        return None, None
+        return None
     try:
-        pair = display_pair(*state[name])
+        return display_pair(*state[name])
     except (image_io.ImageReadError, MemoryError, cv2.error) as err:
         raise ComparisonError(f'no comparison for {name}: {failure_message(err)}') from None
-    return preview(pair), detail(pair, x_percent, y_percent)
+
+
+def comparison(name: str | None, x_percent: float, y_percent: float, state: dict[str, tuple[str, str]] | None
+               ) -> tuple[tuple[np.ndarray, ...] | None, tuple[np.ndarray, ...] | None]:
+    """(fitted pair, 1:1 detail pair) of `comparison_pair`, the detail centred at (x_percent, y_percent); (None,
+    None) for no such output; its ComparisonError."""
+    pair = comparison_pair(name, state)
+    return (None, None) if pair is None else (preview(pair), detail(pair, x_percent, y_percent))
 
 
 def view_file(image: np.ndarray, folder: Path) -> str:
@@ -479,17 +485,21 @@ def build_app(session: AppSession) -> 'gr.Blocks':
         return ('\n'.join(outcome.lines), downloads or None,
                 gr.update(choices=names, value=names[0] if names else None), state, *map(view_files, views))
 
-    def comparison_or_error(name, x_percent, y_percent, state):  # a ComparisonError as Gradio's error message
+    @contextlib.contextmanager
+    def page_errors():  # a ComparisonError as Gradio's error message
         try:
-            return comparison(name, x_percent, y_percent, state)
+            yield
         except ComparisonError as err:
             raise gr.Error(str(err)) from None
 
     def compare(name, x_percent, y_percent, state):
-        return tuple(map(view_files, comparison_or_error(name, x_percent, y_percent, state)))
+        with page_errors():
+            return tuple(map(view_files, comparison(name, x_percent, y_percent, state)))
 
-    def zoom(name, x_percent, y_percent, state):  # the 1:1 detail only
-        return view_files(comparison_or_error(name, x_percent, y_percent, state)[1])
+    def zoom(name, x_percent, y_percent, state):  # the 1:1 detail only: no fitted views made
+        with page_errors():
+            pair = comparison_pair(name, state)
+        return None if pair is None else view_files(detail(pair, x_percent, y_percent))
 
     def show_target(target):
         by_scale = target == 'scale'
