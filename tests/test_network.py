@@ -48,14 +48,46 @@ def test_golden_fixture_through_official_checkpoint(golden, stressed_weights, tm
     net = load_model(official_checkpoint(tmp_path, stressed_weights, prefix))
     stress = golden['stress']
     with torch.no_grad():
-        for case in stress['cases'].values():
+        for name, case in stress['cases'].items():
             torch.testing.assert_close(net(golden['lr'], case['coord'], case['cell']), case['pred'] + MEAN,
                                        atol=1e-4, rtol=0)
+            # super_resolve decodes through the pair table (CiaoSR.pair_table), which the golden weights' logits are
+            # too small to check: a wrong table row moves their output by < 1e-5, the stressed ones' by ~2e-3
+            h, w = golden['cases'][name]['hr_size']
+            expected = (case['pred'] + MEAN).clamp(0, 1).view(1, h, w, 3).permute(0, 3, 1, 2)
+            torch.testing.assert_close(super_resolve(net, golden['lr'], size=(h, w)), expected, atol=1e-4, rtol=0)
         for case in stress['extra_cases'].values():
             torch.testing.assert_close(net(case['lr'], case['coord'], case['cell']), case['pred'] + MEAN,
                                        atol=1e-4, rtol=0)
         torch.testing.assert_close(net(golden['lr'], golden['probe']['coord'], golden['probe']['cell']),
                                    stress['probe_pred'] + MEAN, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('factor, size, band', [(2, (21, 17), 4096), (2, (21, 17), 40), (3, (19, 22), 4096),
+                                                  (3, (7, 5), 6), (4, (9, 12), 12)])
+def test_cross_scale_attention_equals_the_official_order(monkeypatch, factor, size, band):
+    """The cross-scale attention's sums in this project's order (`down`'s taps first, `paste_sources`, bands of
+    query rows) = the official conv2d, conv_transpose2d and strided conv (the speed benchmark's reference), output and
+    gradients, in float64 so that only rounding can differ: factors 2 to 4, sizes that need the reflect padding,
+    one band or several (one row each at `band` = 6 and 12), whose first row and column the official crop touches."""
+    from ciaosr.benchmark_speed import official_cross_scale_attention
+    from ciaosr_arch.archs import cross_scale_attention
+
+    torch.manual_seed(0)
+    attention = cross_scale_attention.CrossScaleAttention(8, [factor]).double()
+    for param in attention.parameters():
+        param.data.normal_(0, 0.5)  # large weights: a wrong or missing term shows far above rounding
+    feat = torch.randn(2, 8, *size, dtype=torch.float64, requires_grad=True)
+    official = official_cross_scale_attention(attention, feat)
+    monkeypatch.setattr(cross_scale_attention, 'ATTENTION_BAND', band)
+    ours = attention(feat)
+    assert (ours - official).abs().max() < 1e-12 * official.abs().max()
+    inputs = [feat, *attention.parameters()]
+    for grad, expected in zip(torch.autograd.grad(ours.square().sum(), inputs),
+                              torch.autograd.grad(official.square().sum(), inputs)):
+        assert (grad - expected).abs().max() <= 1e-11 * expected.abs().max()
+    with pytest.raises(ValueError, match='>= 2'):
+        cross_scale_attention.CrossScaleAttention(8, [factor, 1])
 
 
 def test_probe_intermediates(golden):

@@ -170,22 +170,30 @@ class CiaoSR(ImplicitSRNet[CiaoSRBank]):
         <u_p, u_{p+d} * (W h + b)> = <W^T (u_p * u_{p+d}), h> + <u_p * u_{p+d}, b>, with h the key net's
         last hidden activation. Tabulating both terms costs 9 products per LR pixel instead of one
         (W h) per query and neighbour. Returns [B, h*w*9, H] and [B, h*w*9], row p*9 + d.
-        Built one displacement and one band of rows at a time, so its temporaries stay small.
+        Built one displacement and one band of rows at a time, so its temporaries stay small. The product for p and
+        d is the one for p' = p + d and -d, so the last 4 displacements are copies of the first 4, shifted by d.
         """
         b, _, dim = unfolded.shape
         grid = unfolded.view(b, h, w, dim)
         out_layer = self.imnet_k.output_layer
-        pair_key = unfolded.new_empty(b, h, w, 9, out_layer.in_features)
-        pair_bias = unfolded.new_empty(b, h, w, 9)
+        pair_key = unfolded.new_zeros(b, h, w, 9, out_layer.in_features)
+        pair_bias = unfolded.new_zeros(b, h, w, 9)
         band = max(1, PAIR_TABLE_BAND_PIXELS // w)
         for d, (dy, dx) in enumerate(itertools.product((-1, 0, 1), repeat=2)):
             x0, x1 = max(0, -dx), min(w, w - dx)  # columns whose partner x + dx is inside the map
+            if d > 4:  # row (p, d) = row (p + d, 8 - d), 8 - d being the displacement -d; zero where p + d is outside
+                y0, y1 = max(0, -dy), min(h, h - dy)
+                for table in (pair_key, pair_bias):
+                    table[:, y0:y1, x0:x1, d] = table[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx, 8 - d]
+                continue
             for r0 in range(0, h, band):
                 r1 = min(h, r0 + band)
                 y0, y1 = max(r0, -dy), min(r1, h - dy)
-                products = grid.new_zeros(b, r1 - r0, w, dim)  # u_p * u_{p+d}; zero where p + d is outside
+                products = grid.new_empty(b, r1 - r0, w, dim)  # u_p * u_{p+d}; zero where p + d is outside
                 torch.mul(grid[:, y0:y1, x0:x1], grid[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx],
                           out=products[:, y0 - r0:y1 - r0, x0:x1])
+                for outside in (products[:, :y0 - r0], products[:, y1 - r0:], products[:, :, :x0], products[:, :, x1:]):
+                    outside.zero_()
                 pair_key[:, r0:r1, :, d], pair_bias[:, r0:r1, :, d] = self.runtime.pair_rows(self, products)
         return pair_key.view(b, h * w * 9, -1), pair_bias.view(b, -1)
 

@@ -48,8 +48,8 @@ class DecodeRuntime(Protocol):
         ...
 
     def paste(self, attention: CrossScaleAttention, filters: torch.Tensor, queries: torch.Tensor,
-              patches: torch.Tensor) -> torch.Tensor:
-        """`attention.paste(filters, queries, patches)` of a CrossScaleAttention: [B, C * 9s^2, P]."""
+              sources: torch.Tensor) -> torch.Tensor:
+        """`attention.paste(filters, queries, sources)` of a CrossScaleAttention: [B, M, P]."""
         ...
 
     def chunk(self, device: torch.device | str) -> int:
@@ -79,8 +79,8 @@ class TorchRuntime:
         return net.pair_rows(products)
 
     def paste(self, attention: CrossScaleAttention, filters: torch.Tensor, queries: torch.Tensor,
-              patches: torch.Tensor) -> torch.Tensor:
-        return attention.paste(filters, queries, patches)
+              sources: torch.Tensor) -> torch.Tensor:
+        return attention.paste(filters, queries, sources)
 
     def chunk(self, device: torch.device | str) -> int:
         """PREFERRED_CHUNK by the type of `device` (torch.device or its name; GPUs' for any but the CPU)."""

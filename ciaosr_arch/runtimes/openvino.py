@@ -232,11 +232,11 @@ class OpenVINORuntime:
         return key, bias
 
     def paste(self, attention: CrossScaleAttention, filters: torch.Tensor, queries: torch.Tensor,
-              patches: torch.Tensor) -> torch.Tensor:
-        """`CrossScaleAttention.paste` -> [B, C * 9s^2, P]; in PyTorch under bf16 autocast."""
+              sources: torch.Tensor) -> torch.Tensor:
+        """`CrossScaleAttention.paste` -> [B, M, P]; in PyTorch under bf16 autocast."""
         if _precision() == 'bf16':
-            return attention.paste(filters, queries, patches)
-        return self._run('paste', attention.paste, [t.contiguous() for t in (filters, queries, patches)])[0]
+            return attention.paste(filters, queries, sources)
+        return self._run('paste', attention.paste, [t.contiguous() for t in (filters, queries, sources)])[0]
 
     def _run(self, name: str, method: Callable[..., Any], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Outputs (new float32 tensors) of graph `name` (traced from `method`) on inputs compiled at their shapes."""
