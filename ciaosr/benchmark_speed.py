@@ -3,6 +3,8 @@ OpenVINO, and Real-ESRGAN x4plus (what people run instead) on the same input.
 
     ciaosr-benchmark-speed [--sizes 48 96] [--scales 4 8] [--threads N] [--weights PATH]
                            [--realesrgan RealESRGAN_x4plus.safetensors] [--photos DIR] [--isa avx2|avx2-vnni]
+    ciaosr-benchmark-speed --pipeline [--device auto|cpu|cuda] [--models default real] [--photo PATH]
+                           [--sizes 512 1024] [--scales 4 8 16] [--realesrgan RealESRGAN_x4plus.safetensors]
 
 It first prints the CPU's kind and flags (`ciaosr_arch.runtime.cpu_kind`) and the exact path that `--runtime auto`
 takes on it. --isa emulates a narrower CPU kind on this one: the benchmark runs again in a process whose PyTorch and
@@ -30,6 +32,14 @@ memory: under glibc's default, moving threshold the same run's peak RSS varies b
 to (r), max |b - a| and |d - a|, PSNR(c, b), PSNR(e, b) and PSNR(f, b). Weights: random (cost does not depend on them)
 unless --weights. With --photos, the precision of the opt-in paths on real photos: the shipped default model on
 centre crops of the first --photo-count images, PSNR of (c), (e) and (f) against (b) and max |d - b|.
+
+With --pipeline it times instead what the upscaling CLI runs, on any device (`pipeline_rows`): the CLI's `Upscaler`
+with its automatic tile and default memory budget, `--runtime auto` on the CPU and fp16 autocast on CUDA (the CLI's
+--fp16), for each model of --models, against Real-ESRGAN x4plus as its own CLI runs by default (one pass over the
+whole image, fp16 on CUDA, fp32 on the CPU; other scales: its 8-bit x4 output resized with OpenCV's Lanczos4), on
+centre crops of --photo (else the synthetic input) of each --sizes side; the first run apart (conversions, CUDA
+kernel selection), then the best of --repeat, and on CUDA the peak of allocated GPU memory above what was held
+before (`torch.cuda.max_memory_allocated`).
 """
 import argparse
 import copy
@@ -48,8 +58,8 @@ import torch.nn.functional as F
 
 from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
-from ciaosr_arch.engine import default_overlap
-from ciaosr_arch.image import to_tensor
+from ciaosr_arch.engine import default_overlap, output_size
+from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.runtime import (
     CPU_KINDS,
     CPU_PLANS,
@@ -63,7 +73,8 @@ from ciaosr_arch.runtime import (
 )
 
 from . import image_io
-from .cli import cpu_has_bf16, exit_on_error
+from .cli import cpu_has_bf16, exit_on_error, pick_device, pick_precision
+from .pipeline import Upscaler
 
 OFFICIAL_CHUNK = 30000
 LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}  # glibc: big blocks back to the OS when freed
@@ -276,14 +287,127 @@ def accuracy_notes(out):
     return notes
 
 
+def measured(device, repeat, run, *args):
+    """(seconds of the first call of `run(*args)`, best seconds of `repeat` more, peak MB of allocated CUDA memory above
+    what was allocated before them, or None off CUDA); CUDA work is waited for inside each timing."""
+    cuda = device.type == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        held = torch.cuda.memory_allocated(device)
+    for _ in range(1 + repeat):
+        sync()
+        start = time.perf_counter()
+        run(*args)
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated(device) - held) / 2 ** 20 if cuda else None
+    return times[0], min(times[1:]), peak
+
+
+def centre_crop(pixels, size):
+    """The size x size centre of uint8 RGB pixels [H, W, 3]; ValueError if the picture is smaller."""
+    height, width = pixels.shape[:2]
+    if min(height, width) < size:
+        raise ValueError(f'--photo is {width}x{height}, smaller than the {size}x{size} crop of --sizes')
+    top, left = (height - size) // 2, (width - size) // 2
+    return np.ascontiguousarray(pixels[top:top + size, left:left + size])
+
+
+@torch.no_grad()
+def pipeline_rows(device, pictures, scales, models, realesrgan, repeat, threads):
+    """Rows {'lr', 'scale', 'path', 'tile', 'first_seconds', 'seconds', 'peak_mb'} of the --pipeline table (see the
+    module's docstring): each model of `models` (names or files for `load_model`) through the CLI's `Upscaler`, and
+    Real-ESRGAN x4plus (`realesrgan`, a file for spandrel, or None: no rows), on each picture of `pictures` ({LR side:
+    uint8 RGB [side, side, 3]}) at each scale; `tile` is the LR tile of the Upscaler's plan (None: whole image)."""
+    rows = []
+    dtype = pick_precision(device, fp16=device.type == 'cuda')
+    for name in models:
+        net = load_model(name, device=device)
+        label = f'CiaoSR {name}, ' + ('fp16' if dtype else f'{use_runtime(net, threads=threads)} fp32') + ', CLI'
+        upscaler = Upscaler(net, device, dtype)
+        for side, pixels in pictures.items():
+            info = image_io.ImageInfo(side, side, 3, 1, 0)
+            for scale in scales:
+                steps = upscaler.plan(info, output_size((side, side), scale))
+                first, best, peak = measured(device, repeat, upscaler.upscale, image_io.Picture(pixels), steps)
+                rows.append({'lr': side, 'scale': scale, 'path': label, 'first_seconds': first, 'seconds': best,
+                             'peak_mb': peak, 'tile': None if steps[-1].whole else steps[-1].tile})
+    if realesrgan:
+        from .other_upscalers import load_spandrel
+        model = load_spandrel(realesrgan, device)
+        half = device.type == 'cuda'
+        if half:
+            model.half()
+        for side, pixels in pictures.items():
+            for scale in scales:
+                size = output_size((side, side), scale)
+                first, best, peak = measured(device, repeat, realesrgan_upscale, model, pixels, size)
+                rows.append({'lr': side, 'scale': scale, 'path': f'Real-ESRGAN x4plus, {"fp16" if half else "fp32"}'
+                             f'{"" if scale == model.scale else ", then Lanczos4"}', 'first_seconds': first,
+                             'seconds': best, 'peak_mb': peak, 'tile': None})
+    return rows
+
+
+def realesrgan_upscale(model, pixels, size):
+    """uint8 RGB [H, W, 3] of size (H, W) from pixels [h, w, 3] by a spandrel model (on its device and dtype) in one
+    pass, its 8-bit output resized with Lanczos4 where the size is not its own: Real-ESRGAN's CLI with --tile 0."""
+    from .other_upscalers import lanczos_resize
+    sr = model(to_tensor(pixels, model.device).to(model.dtype))
+    return lanczos_resize(to_pixels(sr[0].float()), size)
+
+
+def print_pipeline(rows):
+    """The --pipeline rows as a Markdown table, with each row's time and memory against Real-ESRGAN's row of the
+    same input and scale (where there is one) added to it as 'time_vs_realesrgan' and 'memory_vs_realesrgan'."""
+    print('| LR | scale | path | LR tile | first run s | seconds | peak MB | time / Real-ESRGAN '
+          '| memory / Real-ESRGAN |')
+    print('|---|---|---|---:|---:|---:|---:|---:|---:|')
+    for row in rows:
+        other = next((r for r in rows if r['path'].startswith('Real-ESRGAN') and (r['lr'], r['scale']) == (
+            row['lr'], row['scale'])), None)
+        row['time_vs_realesrgan'] = row['seconds'] / other['seconds'] if other else None
+        row['memory_vs_realesrgan'] = (row['peak_mb'] / other['peak_mb'] if other and row['peak_mb'] is not None
+                                       and other['peak_mb'] else None)
+        print(f"| {row['lr']}² | ×{row['scale']:g} | {row['path']} | {_fmt(row['tile'], 'd')} | "
+              f"{row['first_seconds']:.2f} | {row['seconds']:.2f} | {_fmt(row['peak_mb'], '.0f')} | "
+              f"{_fmt(row['time_vs_realesrgan'], '.2f', '×')} | {_fmt(row['memory_vs_realesrgan'], '.2f', '×')} |",
+              flush=True)
+
+
+def pipeline_main(parser, args):
+    """--pipeline (see the module's docstring): its table on stdout and the rows in --json."""
+    if args.isa and emulated_kind() != args.isa:
+        parser.error('--isa is an option of the CPU paths, not of --pipeline (run it with the variables of '
+                     '`ciaosr_arch.runtime.EMULATION_ENV` set instead)')
+    torch.set_num_threads(args.threads)
+    with exit_on_error():
+        device = pick_device(args.device or 'auto')
+        if args.photo:
+            pixels = image_io.as_rgb(image_io.read_image(args.photo).pixels)
+        sizes = args.sizes or [512, 1024]
+        pictures = {side: centre_crop(pixels, side) if args.photo else to_pixels(bench_input(side)[0])
+                    for side in sizes}
+        where = (f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}' if device.type == 'cuda' else
+                 f'CPU: {CPU_KINDS[cpu_kind()]}, {args.threads} threads, torch {torch.__version__}, '
+                 f'OpenVINO {openvino_version() or "not installed"}')
+        print(f'{where}; input: {f"centre crops of {args.photo}" if args.photo else "synthetic"}')
+        rows = pipeline_rows(device, pictures, args.scales or [4, 8, 16], args.models, args.realesrgan, args.repeat,
+                             args.threads)
+    print_pipeline(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
 def main(argv=None):
     """The console script: the measurements as a Markdown table on stdout (and --json); returns the exit status of
     an --isa run (else None: 0). A command line that cannot be used exits with status 2 (argparse), --weights,
     --realesrgan or --photos that cannot be used with one line and status 1 (`cli.exit_on_error`). The same
     function runs each measurement in a child process (the hidden --_child option)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO)
-    parser.add_argument('--sizes', type=int, nargs='+', default=[48, 96])
-    parser.add_argument('--scales', type=float, nargs='+', default=[4, 8])
+    parser.add_argument('--sizes', type=int, nargs='+', help='LR sides (default 48 96; --pipeline: 512 1024)')
+    parser.add_argument('--scales', type=float, nargs='+', help='scales (default 4 8; --pipeline: 4 8 16)')
     parser.add_argument('--repeat', type=int, default=2, help='interleaved timing rounds (default 2)')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
                         help='threads of PyTorch and OpenVINO (default: PyTorch\'s, one per physical core)')
@@ -304,8 +428,21 @@ def main(argv=None):
     parser.add_argument('--isa', choices=sorted(EMULATION_ENV),
                         help='emulate this narrower CPU kind (runs again with PyTorch and OpenVINO limited to its '
                              'instruction sets)')
+    parser.add_argument('--pipeline', action='store_true',
+                        help="time the upscaling CLI's pipeline against Real-ESRGAN x4plus instead, on --device")
+    parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'],
+                        help='with --pipeline: where to run (default auto: CUDA when there is a GPU)')
+    parser.add_argument('--models', nargs='+', default=['default', 'real'],
+                        help='with --pipeline: shipped model names or checkpoint files (default: default real)')
+    parser.add_argument('--photo', type=Path, help='with --pipeline: the photo whose centre crops are the inputs')
     parser.add_argument('--_child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.pipeline:
+        return pipeline_main(parser, args)
+    for option in ('device', 'photo'):
+        if getattr(args, option) is not None:
+            parser.error(f'--{option} is an option of --pipeline')
+    args.sizes, args.scales = args.sizes or [48, 96], args.scales or [4, 8]
     if not args._child:
         if set(args.paths) - set(PATHS):
             parser.error(f'--paths takes letters of {"".join(PATHS)}, got {args.paths!r}')

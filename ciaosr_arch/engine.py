@@ -32,11 +32,13 @@ from .runtimes.base import CACHE_QUERIES
 TILE_OVERHEAD_BYTES = 300 * 2 ** 20  # allocator and oneDNN scratch (several threads), whatever the tile
 ENCODE_PIXEL_BYTES = 20_000  # x t^2: features, a band of attention scores, building the bank (pair table)
 # Largest automatic tile side of networks with the cross-scale attention (`speed_tile`): its work per LR pixel
-# grows with the tile area (scores and paste-back: about 650 t^2 multiply-adds per pixel; the x4 decode is 42 M),
+# grows with the tile area (scores and paste-back: about 330 t^2 multiply-adds per pixel; the x4 decode is 42 M),
 # so once memory no longer limits the tile, speed does. Measured on this project's 2-core CPU, 256 x 256 photo
 # at x4, bf16, OpenVINO decode: tiles of 64 / 96 / 128 / 192 took 11.0 / 13.9 / 16.0 / 21.2 s, while Urban100 x4
 # (first 4 images) scored 22.775 / 22.772 / 22.765 / 22.766 dB against 22.769 dB for whole images: no loss in
-# PSNR. GPUs: 512, where the memory plan used to land with ~60 GB.
+# PSNR. With the paste-back's cost halved (`cross_scale_attention.paste_sources`), 2-core Sapphire Rapids VM, fp32
+# OpenVINO decode / int8: 64 / 96 / 128 took 23.8 / 24.0 / 26.4 s and 6.05 / 6.12 / 6.45 s: 64 stays.
+# GPUs: 512, where the memory plan used to land with ~60 GB.
 SPEED_TILE = {'cpu': 64, 'cuda': 512}
 # Smallest LR tile side (`super_resolve` and the command-line tools): a tile under 8 pixels is mostly border for
 # the encoder's 3x3 convolutions and the cross-scale attention's 6x6 patches, and is slow (every tile is encoded on

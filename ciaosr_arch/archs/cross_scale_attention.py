@@ -102,8 +102,8 @@ class CrossScaleAttention(nn.Module):
                 shifted[:, :, 1, 1, 0, 0] += edge[:, 4 * c:, 0]
             out[..., top:bottom + 3, :] += F.fold(shifted.reshape(b, c * 16, -1), (bottom - top + 3, wp + 1), 4,
                                                   padding=(0, 1))
-        out = (out[..., 1:hp + 1, :wp] + down.bias.view(1, -1, 1, 1)) / 6
-        return out[..., :h, :w]
+        out = (out[..., 1:hp + 1, :wp] + down.bias.view(1, -1, 1, 1)) / 6  # bias in fp32 under autocast, as a conv's
+        return out[..., :h, :w].to(values.dtype)
 
     def paste(self, filters: torch.Tensor, queries: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
         """Pasted columns [B, M, P] of P query positions: the softmax over the L down-scaled positions of the
