@@ -317,23 +317,12 @@ def centre_crop(pixels, size):
 
 @torch.no_grad()
 def pipeline_rows(device, pictures, scales, models, realesrgan, repeat, threads):
-    """Rows {'lr', 'scale', 'path', 'tile', 'first_seconds', 'seconds', 'peak_mb'} of the --pipeline table (see the
-    module's docstring): each model of `models` (names or files for `load_model`) through the CLI's `Upscaler`, and
-    Real-ESRGAN x4plus (`realesrgan`, a file for spandrel, or None: no rows), on each picture of `pictures` ({LR side:
-    uint8 RGB [side, side, 3]}) at each scale; `tile` is the LR tile of the Upscaler's plan (None: whole image)."""
-    rows = []
-    dtype = pick_precision(device, fp16=device.type == 'cuda')
-    for name in models:
-        net = load_model(name, device=device)
-        label = f'CiaoSR {name}, ' + ('fp16' if dtype else f'{use_runtime(net, threads=threads)} fp32') + ', CLI'
-        upscaler = Upscaler(net, device, dtype)
-        for side, pixels in pictures.items():
-            info = image_io.ImageInfo(side, side, 3, 1, 0)
-            for scale in scales:
-                steps = upscaler.plan(info, output_size((side, side), scale))
-                first, best, peak = measured(device, repeat, upscaler.upscale, image_io.Picture(pixels), steps)
-                rows.append({'lr': side, 'scale': scale, 'path': label, 'first_seconds': first, 'seconds': best,
-                             'peak_mb': peak, 'tile': None if steps[-1].whole else steps[-1].tile})
+    """Rows {'lr', 'scale', 'path', 'tile', 'first_seconds', 'seconds', 'peak_mb', 'error'} of the --pipeline table
+    (see the module's docstring), yielded as they are measured: Real-ESRGAN x4plus first (`realesrgan`, a file for
+    spandrel, or None: no rows), then each model of `models` (names or files for `load_model`) through the CLI's
+    `Upscaler`, on each picture of `pictures` ({LR side: uint8 RGB [side, side, 3]}) at each scale. `tile`: the LR tile
+    of the Upscaler's plan (None: whole image). A row that fails (out of memory, a non-finite fp16 output) has its
+    one-line `error` and no times; the others go on."""
     if realesrgan:
         from .other_upscalers import load_spandrel
         model = load_spandrel(realesrgan, device)
@@ -343,11 +332,38 @@ def pipeline_rows(device, pictures, scales, models, realesrgan, repeat, threads)
         for side, pixels in pictures.items():
             for scale in scales:
                 size = output_size((side, side), scale)
-                first, best, peak = measured(device, repeat, realesrgan_upscale, model, pixels, size)
-                rows.append({'lr': side, 'scale': scale, 'path': f'Real-ESRGAN x4plus, {"fp16" if half else "fp32"}'
-                             f'{"" if scale == model.scale else ", then Lanczos4"}', 'first_seconds': first,
-                             'seconds': best, 'peak_mb': peak, 'tile': None})
-    return rows
+                label = f'Real-ESRGAN x4plus, {"fp16" if half else "fp32"}'
+                yield _pipeline_row(device, repeat, side, scale, label + (
+                    '' if scale == model.scale else ', then Lanczos4'), None, realesrgan_upscale, model, pixels, size)
+        del model
+    dtype = pick_precision(device, fp16=device.type == 'cuda')
+    for name in models:
+        net = load_model(name, device=device)
+        label = f'CiaoSR {name}, ' + ('fp16' if dtype else f'{use_runtime(net, threads=threads)} fp32') + ', CLI'
+        upscaler = Upscaler(net, device, dtype)
+        for side, pixels in pictures.items():
+            info = image_io.ImageInfo(side, side, 3, 1, 0)
+            for scale in scales:
+                try:
+                    steps = upscaler.plan(info, output_size((side, side), scale))
+                except (ValueError, MemoryError) as err:
+                    yield {'lr': side, 'scale': scale, 'path': label, 'error': str(err)}
+                    continue
+                yield _pipeline_row(device, repeat, side, scale, label, None if steps[-1].whole else steps[-1].tile,
+                                    upscaler.upscale, image_io.Picture(pixels), steps)
+        del net, upscaler
+
+
+def _pipeline_row(device, repeat, side, scale, path, tile, run, *args):
+    """One --pipeline row: `measured(device, repeat, run, *args)`, or its error (ValueError, out of memory)."""
+    row = {'lr': side, 'scale': scale, 'path': path, 'tile': tile}
+    try:
+        row['first_seconds'], row['seconds'], row['peak_mb'] = measured(device, repeat, run, *args)
+    except (ValueError, MemoryError, torch.OutOfMemoryError) as err:
+        row['error'] = str(err).splitlines()[0]
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return row
 
 
 def realesrgan_upscale(model, pixels, size):
@@ -358,22 +374,33 @@ def realesrgan_upscale(model, pixels, size):
     return lanczos_resize(to_pixels(sr[0].float()), size)
 
 
-def print_pipeline(rows):
-    """The --pipeline rows as a Markdown table, with each row's time and memory against Real-ESRGAN's row of the
-    same input and scale (where there is one) added to it as 'time_vs_realesrgan' and 'memory_vs_realesrgan'."""
+def print_pipeline(rows, json_path=None):
+    """The --pipeline rows (an iterable, printed as they come) as a Markdown table, each with its time and memory
+    against the Real-ESRGAN row of the same input and scale so far (where there is one), added to the row as
+    'time_vs_realesrgan' and 'memory_vs_realesrgan'; all rows so far rewritten to `json_path` after each. Returns
+    the rows."""
     print('| LR | scale | path | LR tile | first run s | seconds | peak MB | time / Real-ESRGAN '
           '| memory / Real-ESRGAN |')
     print('|---|---|---|---:|---:|---:|---:|---:|---:|')
+    done = []
     for row in rows:
-        other = next((r for r in rows if r['path'].startswith('Real-ESRGAN') and (r['lr'], r['scale']) == (
-            row['lr'], row['scale'])), None)
-        row['time_vs_realesrgan'] = row['seconds'] / other['seconds'] if other else None
-        row['memory_vs_realesrgan'] = (row['peak_mb'] / other['peak_mb'] if other and row['peak_mb'] is not None
-                                       and other['peak_mb'] else None)
-        print(f"| {row['lr']}² | ×{row['scale']:g} | {row['path']} | {_fmt(row['tile'], 'd')} | "
-              f"{row['first_seconds']:.2f} | {row['seconds']:.2f} | {_fmt(row['peak_mb'], '.0f')} | "
-              f"{_fmt(row['time_vs_realesrgan'], '.2f', '×')} | {_fmt(row['memory_vs_realesrgan'], '.2f', '×')} |",
-              flush=True)
+        other = next((r for r in [*done, row] if r['path'].startswith('Real-ESRGAN') and 'error' not in r and (
+            r['lr'], r['scale']) == (row['lr'], row['scale'])), None)
+        if 'error' in row:
+            print(f"| {row['lr']}² | ×{row['scale']:g} | {row['path']} | failed: {row['error']} | | | | | |",
+                  flush=True)
+        else:
+            row['time_vs_realesrgan'] = row['seconds'] / other['seconds'] if other else None
+            row['memory_vs_realesrgan'] = (row['peak_mb'] / other['peak_mb'] if other and row['peak_mb'] is not None
+                                           and other['peak_mb'] else None)
+            print(f"| {row['lr']}² | ×{row['scale']:g} | {row['path']} | {_fmt(row['tile'], 'd')} | "
+                  f"{row['first_seconds']:.2f} | {row['seconds']:.2f} | {_fmt(row['peak_mb'], '.0f')} | "
+                  f"{_fmt(row['time_vs_realesrgan'], '.2f', '×')} | "
+                  f"{_fmt(row['memory_vs_realesrgan'], '.2f', '×')} |", flush=True)
+        done.append(row)
+        if json_path:
+            json_path.write_text(json.dumps(done, indent=1))
+    return done
 
 
 def pipeline_main(parser, args):
@@ -381,6 +408,9 @@ def pipeline_main(parser, args):
     if args.isa and emulated_kind() != args.isa:
         parser.error('--isa is an option of the CPU paths, not of --pipeline (run it with the variables of '
                      '`ciaosr_arch.runtime.EMULATION_ENV` set instead)')
+    for option in ('weights', 'photos', 'tile', 'paths', 'no_memory'):
+        if getattr(args, option) != parser.get_default(option):
+            parser.error(f'--{option.replace("_", "-")} is an option of the CPU paths, not of --pipeline')
     torch.set_num_threads(args.threads)
     with exit_on_error():
         device = pick_device(args.device or 'auto')
@@ -389,15 +419,17 @@ def pipeline_main(parser, args):
         sizes = args.sizes or [512, 1024]
         pictures = {side: centre_crop(pixels, side) if args.photo else to_pixels(bench_input(side)[0])
                     for side in sizes}
-        where = (f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}' if device.type == 'cuda' else
-                 f'CPU: {CPU_KINDS[cpu_kind()]}, {args.threads} threads, torch {torch.__version__}, '
-                 f'OpenVINO {openvino_version() or "not installed"}')
-        print(f'{where}; input: {f"centre crops of {args.photo}" if args.photo else "synthetic"}')
-        rows = pipeline_rows(device, pictures, args.scales or [4, 8, 16], args.models, args.realesrgan, args.repeat,
-                             args.threads)
-    print_pipeline(rows)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        if args.realesrgan:  # read before any measurement, as the models are
+            from .other_upscalers import load_spandrel
+            load_spandrel(args.realesrgan)
+        for name in args.models:
+            load_model(name)
+    where = (f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}' if device.type == 'cuda' else
+             f'CPU: {CPU_KINDS[cpu_kind()]}, {args.threads} threads, torch {torch.__version__}, '
+             f'OpenVINO {openvino_version() or "not installed"}')
+    print(f'{where}; input: {f"centre crops of {args.photo}" if args.photo else "synthetic"}', flush=True)
+    print_pipeline(pipeline_rows(device, pictures, args.scales or [4, 8, 16], args.models, args.realesrgan,
+                                 args.repeat, args.threads), args.json)
 
 
 def main(argv=None):
@@ -408,7 +440,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO)
     parser.add_argument('--sizes', type=int, nargs='+', help='LR sides (default 48 96; --pipeline: 512 1024)')
     parser.add_argument('--scales', type=float, nargs='+', help='scales (default 4 8; --pipeline: 4 8 16)')
-    parser.add_argument('--repeat', type=int, default=2, help='interleaved timing rounds (default 2)')
+    parser.add_argument('--repeat', type=int, default=2,
+                        help='timing rounds, interleaved across the paths (default 2); --pipeline: timed runs of each '
+                             'row after its first')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
                         help='threads of PyTorch and OpenVINO (default: PyTorch\'s, one per physical core)')
     parser.add_argument('--weights', help='checkpoint to use instead of random weights')
@@ -437,6 +471,8 @@ def main(argv=None):
     parser.add_argument('--photo', type=Path, help='with --pipeline: the photo whose centre crops are the inputs')
     parser.add_argument('--_child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f'--repeat must be at least 1, got {args.repeat}')
     if args.pipeline:
         return pipeline_main(parser, args)
     for option in ('device', 'photo'):

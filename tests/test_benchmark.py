@@ -185,11 +185,12 @@ def test_speed_benchmark_rows_and_accuracy(tmp_path, capfd):
     assert "--paths takes letters of abcdefr, got 'bx'" in capfd.readouterr().err
 
 
-def test_speed_benchmark_pipeline_mode(tmp_path, tiny_model, capfd):
-    """--pipeline on the CPU: the CLI's Upscaler for each model and Real-ESRGAN (a tiny RRDBNet, loaded by spandrel)
-    at each scale on a centre crop of --photo, a row each in that order, Real-ESRGAN's x2 named as its x4 output
-    resized, each row's time against Real-ESRGAN's row of its input and scale; no GPU memory off CUDA. A crop larger
-    than the photo, CUDA without a GPU and --device or --photo without --pipeline fail with one line."""
+def test_speed_benchmark_pipeline_mode(tmp_path, tiny_model, capfd, monkeypatch):
+    """--pipeline on the CPU: Real-ESRGAN (a tiny RRDBNet, loaded by spandrel), then the CLI's Upscaler for each model,
+    at each scale on a centre crop of --photo, a row each in that order, printed and saved as measured; Real-ESRGAN's
+    x2 named as its x4 output resized, each row's time against Real-ESRGAN's row of its input and scale; no GPU memory
+    off CUDA. A row that fails says why and the others go on. A crop larger than the photo, CUDA without a GPU,
+    --repeat 0, and options of the other mode fail with one line."""
     from basicsr.archs.rrdbnet_arch import RRDBNet
 
     from ciaosr import benchmark_speed
@@ -200,24 +201,35 @@ def test_speed_benchmark_pipeline_mode(tmp_path, tiny_model, capfd):
     photo = tmp_path / 'photo.png'
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(photo)
     out = tmp_path / 'rows.json'
+    argv = ['--pipeline', '--device', 'cpu', '--sizes', '12', '--scales', '2', '4', '--repeat', '1', '--threads', '1',
+            '--models', str(tiny_model), '--realesrgan', str(esrgan), '--photo', str(photo), '--json', str(out)]
     threads = torch.get_num_threads()
     try:
-        benchmark_speed.main(['--pipeline', '--device', 'cpu', '--sizes', '12', '--scales', '2', '4', '--repeat', '1',
-                              '--threads', '1', '--models', str(tiny_model), '--realesrgan', str(esrgan), '--photo',
-                              str(photo), '--json', str(out)])
+        benchmark_speed.main(argv)
+        rows = json.loads(out.read_text())
+        assert [(row['path'].split(',')[0], row['lr'], row['scale']) for row in rows] == [
+            ('Real-ESRGAN x4plus', 12, 2), ('Real-ESRGAN x4plus', 12, 4), (f'CiaoSR {tiny_model}', 12, 2),
+            (f'CiaoSR {tiny_model}', 12, 4)]
+        assert rows[0]['path'].endswith('then Lanczos4') and not rows[1]['path'].endswith('Lanczos4')
+        assert all(row['seconds'] > 0 and row['first_seconds'] > 0 and row['peak_mb'] is None for row in rows)
+        assert rows[3]['time_vs_realesrgan'] == pytest.approx(rows[3]['seconds'] / rows[1]['seconds'])
+        assert rows[1]['time_vs_realesrgan'] == 1 and rows[2]['tile'] is None  # a 12-px image runs whole
+        assert f'input: centre crops of {photo}' in capfd.readouterr().out
+
+        def broken(*args):
+            raise ValueError('the network produced NaN or infinite values, so nothing was written')
+        monkeypatch.setattr(benchmark_speed.Upscaler, 'upscale', broken)
+        benchmark_speed.main(argv)
     finally:
         torch.set_num_threads(threads)
     rows = json.loads(out.read_text())
-    assert [(row['path'].split(',')[0], row['lr'], row['scale']) for row in rows] == [
-        (f'CiaoSR {tiny_model}', 12, 2), (f'CiaoSR {tiny_model}', 12, 4), ('Real-ESRGAN x4plus', 12, 2),
-        ('Real-ESRGAN x4plus', 12, 4)]
-    assert rows[2]['path'].endswith('then Lanczos4') and not rows[3]['path'].endswith('Lanczos4')
-    assert all(row['seconds'] > 0 and row['first_seconds'] > 0 and row['peak_mb'] is None for row in rows)
-    assert rows[1]['time_vs_realesrgan'] == pytest.approx(rows[1]['seconds'] / rows[3]['seconds'])
-    assert rows[3]['time_vs_realesrgan'] == 1 and rows[0]['tile'] is None  # a 12-px image runs whole
-    assert f'input: centre crops of {photo}' in capfd.readouterr().out
+    assert [row.get('error') for row in rows] == [None, None] + ['the network produced NaN or infinite values, so '
+                                                                 'nothing was written'] * 2
+    assert '| failed: the network produced NaN' in capfd.readouterr().out
     for argv, message in [(['--pipeline', '--device', 'cpu', '--sizes', '32', '--photo', str(photo), '--models',
                             str(tiny_model)], 'error: --photo is 40x30, smaller than the 32x32 crop of --sizes'),
+                          (['--pipeline', '--repeat', '0'], '--repeat must be at least 1, got 0'),
+                          (['--pipeline', '--weights', str(tiny_model)], '--weights is an option of the CPU paths'),
                           (['--device', 'cpu'], '--device is an option of --pipeline'),
                           (['--photo', str(photo)], '--photo is an option of --pipeline')] + (
             [] if torch.cuda.is_available() else [(['--pipeline', '--device', 'cuda'], 'no CUDA device')]):

@@ -115,7 +115,8 @@ class CrossScaleAttention(nn.Module):
             weights = weights.softmax(1)
         else:  # inference: softmax over the L down-scaled positions in place, no second copy of the scores
             weights = weights.sub_(weights.amax(1, keepdim=True)).exp_()
-            weights = weights.div_(weights.sum(1, keepdim=True))
+            # summed in fp32: in fp16 (a .half() model) 65536 positions (a 512 tile) could pass its largest, 65504
+            weights = weights.div_(weights.sum(1, keepdim=True, dtype=torch.float32))
         return sources @ weights
 
 

@@ -49,7 +49,8 @@ class DecodeRuntime(Protocol):
 
     def paste(self, attention: CrossScaleAttention, filters: torch.Tensor, queries: torch.Tensor,
               sources: torch.Tensor) -> torch.Tensor:
-        """`attention.paste(filters, queries, sources)` of a CrossScaleAttention: [B, M, P]."""
+        """`attention.paste(filters, queries, sources)` of a CrossScaleAttention: [B, M, P], a new tensor (the caller
+        changes it in place)."""
         ...
 
     def chunk(self, device: torch.device | str) -> int:
