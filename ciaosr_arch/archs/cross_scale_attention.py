@@ -77,9 +77,9 @@ class CrossScaleAttention(nn.Module):
         filters = (filters / filters.norm(dim=1, keepdim=True).clamp_min(self.escape_NaN)).transpose(1, 2)
         queries = F.unfold(self.conv_match_1(feat), 3, padding=1)  # [B, C/2 * 9, hp * wp]
         down = getattr(self, self.down_name(s))
-        # down's 9 taps on every pixel, zero-padded by s: [B, 3, 3, C, hp + 2s, wp + 2s], summed in fp32 at least
+        # down's 9 taps on every pixel, zero-padded by s: [B, 3, 3, C, hp + 2s, wp + 2s]
         taps = F.conv2d(values, down.weight.permute(2, 3, 0, 1).reshape(9 * c, c, 1, 1), padding=s)
-        taps = taps.view(b, 3, 3, c, hp + 2 * s, wp + 2 * s).to(torch.promote_types(taps.dtype, torch.float32))
+        taps = taps.view(b, 3, 3, c, hp + 2 * s, wp + 2 * s)
         sources = paste_sources(taps, s).to(values.dtype)  # [B, C * 16, L]
         first_col = paste_sources(taps, s, first_col=True).to(values.dtype)  # [B, C * 4, L]
         first_row = paste_sources(taps, s, first_row=True)  # [B, C * 4, L]
@@ -129,13 +129,14 @@ def paste_sources(taps: torch.Tensor, s: int, first_row: bool = False, first_col
     values[s l + s r + a - 1], wherever o = s (r + 1) + a - 1 lies in [0, 3s): r in SHIFTS on each axis (s >= 2).
     taps [B, 3, 3, C, hp + 2s, wp + 2s]: tap (ay, ax) of `down`'s weight applied to every pixel of the values
     [B, C, hp, wp], zero-padded by s. Returns [B, C * 16, L] (rows c * 16 + (ry + 1) * 4 + rx + 1), the sums over
-    the taps of each shift. `first_row` / `first_col`: only shift 0 and tap 0 on that axis, the terms that the
+    the taps of each shift, in fp32 at least. `first_row` / `first_col`: only shift 0 and tap 0 on that axis, the terms that the
     official paste-back crops for queries of the map's first row / column ([B, C * 4, L], or [B, C, L] for both).
     """
     b, _, _, c, height, width = taps.shape
     rows, cols = height // s - 2, width // s - 2
     shifts_y, shifts_x = ([0] if first_row else SHIFTS), ([0] if first_col else SHIFTS)
-    sums = taps.new_zeros(b, c, len(shifts_y), len(shifts_x), rows, cols)
+    sums = taps.new_zeros(b, c, len(shifts_y), len(shifts_x), rows, cols,
+                          dtype=torch.promote_types(taps.dtype, torch.float32))  # fp32 at least (under autocast too)
     for (i, ry), (j, rx) in itertools.product(enumerate(shifts_y), enumerate(shifts_x)):
         for ay, ax in itertools.product(_taps(s, ry, first_row), _taps(s, rx, first_col)):
             y, x = s * (ry + 1) + ay - 1, s * (rx + 1) + ax - 1  # in the padded map
