@@ -129,8 +129,9 @@ def paste_sources(taps: torch.Tensor, s: int, first_row: bool = False, first_col
     values[s l + s r + a - 1], wherever o = s (r + 1) + a - 1 lies in [0, 3s): r in SHIFTS on each axis (s >= 2).
     taps [B, 3, 3, C, hp + 2s, wp + 2s]: tap (ay, ax) of `down`'s weight applied to every pixel of the values
     [B, C, hp, wp], zero-padded by s. Returns [B, C * 16, L] (rows c * 16 + (ry + 1) * 4 + rx + 1), the sums over
-    the taps of each shift, in fp32 at least. `first_row` / `first_col`: only shift 0 and tap 0 on that axis, the terms that the
-    official paste-back crops for queries of the map's first row / column ([B, C * 4, L], or [B, C, L] for both).
+    the taps of each shift, in fp32 at least. `first_row` / `first_col`: only shift 0 and tap 0 on that axis, the
+    terms that the official paste-back crops for queries of the map's first row / column ([B, C * 4, L], or [B, C, L]
+    for both).
     """
     b, _, _, c, height, width = taps.shape
     rows, cols = height // s - 2, width // s - 2
