@@ -452,7 +452,8 @@ def main(argv=None):
     parser.add_argument('--tile', type=int, default=0,
                         help='LR tiles of this side for (b)-(f), overlapping by a quarter of the side, at most 32, as '
                              'the CLI does (default 0: whole images)')
-    parser.add_argument('--realesrgan', help='Real-ESRGAN x4plus weights (.pth or .safetensors) for row (r)')
+    parser.add_argument('--realesrgan',
+                        help='Real-ESRGAN x4plus weights (.pth or .safetensors) for row (r) and --pipeline')
     parser.add_argument('--photos', type=Path, help='folder of photos for the precision check of (c)-(f)')
     parser.add_argument('--photo-count', type=int, default=6, help='photos taken from --photos (default 6)')
     parser.add_argument('--photo-size', type=int, default=96, help='side of their centre crops (default 96)')
@@ -475,8 +476,8 @@ def main(argv=None):
         parser.error(f'--repeat must be at least 1, got {args.repeat}')
     if args.pipeline:
         return pipeline_main(parser, args)
-    for option in ('device', 'photo'):
-        if getattr(args, option) is not None:
+    for option in ('device', 'photo', 'models'):
+        if getattr(args, option) != parser.get_default(option):
             parser.error(f'--{option} is an option of --pipeline')
     args.sizes, args.scales = args.sizes or [48, 96], args.scales or [4, 8]
     if not args._child:

@@ -231,7 +231,8 @@ def test_speed_benchmark_pipeline_mode(tmp_path, tiny_model, capfd, monkeypatch)
                           (['--pipeline', '--repeat', '0'], '--repeat must be at least 1, got 0'),
                           (['--pipeline', '--weights', str(tiny_model)], '--weights is an option of the CPU paths'),
                           (['--device', 'cpu'], '--device is an option of --pipeline'),
-                          (['--photo', str(photo)], '--photo is an option of --pipeline')] + (
+                          (['--photo', str(photo)], '--photo is an option of --pipeline'),
+                          (['--models', 'real'], '--models is an option of --pipeline')] + (
             [] if torch.cuda.is_available() else [(['--pipeline', '--device', 'cuda'], 'no CUDA device')]):
         with pytest.raises(SystemExit) as exit_info:
             benchmark_speed.main(argv)
