@@ -48,6 +48,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -512,8 +513,7 @@ def main(argv=None):
     print(f'CPU: {CPU_KINDS[kind]}{" (emulated)" if emulated_kind() else ""}; flags: {" ".join(sorted(cpu_flags()))}; '
           f'exact path of --runtime auto: {"(d)" if CPU_PLANS[kind]["exact"] == "openvino" else "(b)"}; int8 (f): '
           f'{int8_problem(kind) or "offered"}')
-    rows, tmp = [], Path(os.environ.get('TMPDIR', '/tmp')) / f'ciaosr_speed_{os.getpid()}'
-    tmp.mkdir(exist_ok=True)
+    rows = []
     tiles = f'LR tiles of {args.tile}' if args.tile else 'whole images'
     print(f'torch {torch.__version__}, OpenVINO {openvino_version() or "not installed"}, {args.threads} threads, '
           f'weights: {args.weights or "random"}, (b)-(f): {tiles}')
@@ -527,12 +527,13 @@ def main(argv=None):
                    '--tile', str(args.tile)] + (
                 ['--weights', args.weights] if args.weights else []) + (
                 ['--realesrgan', args.realesrgan] if args.realesrgan else [])
-            result = _run_child(cmd + ['--repeat', str(args.repeat), '--_child', ','.join(keys), str(size),
-                                       str(scale), str(tmp)])
-            out = {key: torch.load(tmp / f'{key}.pt', weights_only=True) for key in keys}
+            with tempfile.TemporaryDirectory(prefix='ciaosr_speed_') as tmp:  # the paths' outputs, removed after
+                result = _run_child(cmd + ['--repeat', str(args.repeat), '--_child', ','.join(keys), str(size),
+                                           str(scale), tmp])
+                out = {key: torch.load(Path(tmp) / f'{key}.pt', weights_only=True) for key in keys}
             for key in keys:
                 result[key]['peak_mb'] = None if args.no_memory else _run_child(
-                    cmd + ['--_child', f'memory:{key}', str(size), str(scale), str(tmp)], LIVE_MEMORY_ENV)['peak_mb']
+                    cmd + ['--_child', f'memory:{key}', str(size), str(scale), '-'], LIVE_MEMORY_ENV)['peak_mb']
             accuracy = accuracy_notes(out)
             ref, other = result.get('a'), result.get('r')
             for key in keys:

@@ -153,16 +153,22 @@ def test_bicubic_row_reproduces_published_psnr(shared_data, tmp_path):
             assert got_ssim == pytest.approx(ssim, abs=0.002), f'{dataset} x{scale}: SSIM {got_ssim:.4f} != {ssim}'
 
 
-def test_speed_benchmark_rows_and_accuracy(tmp_path, capfd):
+def test_speed_benchmark_rows_and_accuracy(tmp_path, capfd, monkeypatch):
     """ciaosr-benchmark-speed on a tiny input: one row per path, the exact paths equal the official-style (a), the
-    bf16 ones are compared with (b) in PSNR; ratios to (a) only where (a) ran; --isa avx2 runs it again on an
-    emulated AVX2 CPU and says so."""
+    bf16 ones are compared with (b) in PSNR; ratios to (a) only where (a) ran; its temporary files are removed;
+    --isa avx2 runs it again on an emulated AVX2 CPU and says so."""
+    import tempfile
+
     from ciaosr import benchmark_speed
     from ciaosr_arch.runtime import openvino_version
 
-    out = tmp_path / 'speed.json'
+    out, temporary = tmp_path / 'speed.json', tmp_path / 'temporary'
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(temporary))
+    monkeypatch.setenv('TMPDIR', str(temporary))  # and for the child processes
     benchmark_speed.main(['--sizes', '12', '--scales', '2', '--repeat', '1', '--no-memory', '--threads', '1',
                           '--json', str(out)])
+    assert not list(temporary.iterdir())
     rows = json.loads(out.read_text())
     expected = ['a', 'b', 'c'] + (['d', 'e', 'f'] if openvino_version() else [])
     assert [row['path'][1] for row in rows] == expected
