@@ -317,29 +317,25 @@ def centre_crop(pixels, size):
 
 
 @torch.no_grad()
-def pipeline_rows(device, pictures, scales, models, realesrgan, repeat, threads):
+def pipeline_rows(device, pictures, scales, nets, realesrgan, repeat, threads):
     """Rows {'lr', 'scale', 'path', 'tile', 'first_seconds', 'seconds', 'peak_mb', 'error'} of the --pipeline table
-    (see the module's docstring), yielded as they are measured: Real-ESRGAN x4plus first (`realesrgan`, a file for
-    spandrel, or None: no rows), then each model of `models` (names or files for `load_model`) through the CLI's
-    `Upscaler`, on each picture of `pictures` ({LR side: uint8 RGB [side, side, 3]}) at each scale. `tile`: the LR tile
-    of the Upscaler's plan (None: whole image). A row that fails (out of memory, a non-finite fp16 output) has its
-    one-line `error` and no times; the others go on."""
+    (see the module's docstring), yielded as they are measured: Real-ESRGAN x4plus first (`realesrgan`, a spandrel
+    model on `device`, or None: no rows), then each network of `nets` ({name: a `load_model` network on `device`})
+    through the CLI's `Upscaler`, on each picture of `pictures` ({LR side: uint8 RGB [side, side, 3]}) at each scale.
+    `tile`: the LR tile of the Upscaler's plan (None: whole image). A row that fails (out of memory, a non-finite fp16
+    output) has its one-line `error` and no times; the others go on."""
     if realesrgan:
-        from .other_upscalers import load_spandrel
-        model = load_spandrel(realesrgan, device)
-        half = device.type == 'cuda'
-        if half:
-            model.half()
+        if device.type == 'cuda':
+            realesrgan.half()
+        label = f'Real-ESRGAN x4plus, {"fp32" if realesrgan.dtype == torch.float32 else "fp16"}'
         for side, pixels in pictures.items():
             for scale in scales:
                 size = output_size((side, side), scale)
-                label = f'Real-ESRGAN x4plus, {"fp16" if half else "fp32"}'
                 yield _pipeline_row(device, repeat, side, scale, label + (
-                    '' if scale == model.scale else ', then Lanczos4'), None, realesrgan_upscale, model, pixels, size)
-        del model
+                    '' if scale == realesrgan.scale else ', then Lanczos4'), None, realesrgan_upscale, realesrgan,
+                    pixels, size)
     dtype = pick_precision(device, fp16=device.type == 'cuda')
-    for name in models:
-        net = load_model(name, device=device)
+    for name, net in nets.items():
         label = f'CiaoSR {name}, ' + ('fp16' if dtype else f'{use_runtime(net, threads=threads)} fp32') + ', CLI'
         upscaler = Upscaler(net, device, dtype)
         for side, pixels in pictures.items():
@@ -352,7 +348,6 @@ def pipeline_rows(device, pictures, scales, models, realesrgan, repeat, threads)
                     continue
                 yield _pipeline_row(device, repeat, side, scale, label, None if steps[-1].whole else steps[-1].tile,
                                     upscaler.upscale, image_io.Picture(pixels), steps)
-        del net, upscaler
 
 
 def _pipeline_row(device, repeat, side, scale, path, tile, run, *args):
@@ -420,17 +415,17 @@ def pipeline_main(parser, args):
         sizes = args.sizes or [512, 1024]
         pictures = {side: centre_crop(pixels, side) if args.photo else to_pixels(bench_input(side)[0])
                     for side in sizes}
-        if args.realesrgan:  # read before any measurement, as the models are
+        realesrgan = None
+        if args.realesrgan:  # the models, read before any measurement
             from .other_upscalers import load_spandrel
-            load_spandrel(args.realesrgan)
-        for name in args.models:
-            load_model(name)
+            realesrgan = load_spandrel(args.realesrgan, device)
+        nets = {name: load_model(name, device=device) for name in args.models}
     where = (f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}' if device.type == 'cuda' else
              f'CPU: {CPU_KINDS[cpu_kind()]}, {args.threads} threads, torch {torch.__version__}, '
              f'OpenVINO {openvino_version() or "not installed"}')
     print(f'{where}; input: {f"centre crops of {args.photo}" if args.photo else "synthetic"}', flush=True)
-    print_pipeline(pipeline_rows(device, pictures, args.scales or [4, 8, 16], args.models, args.realesrgan,
-                                 args.repeat, args.threads), args.json)
+    print_pipeline(pipeline_rows(device, pictures, args.scales or [4, 8, 16], nets, realesrgan, args.repeat,
+                                 args.threads), args.json)
 
 
 def main(argv=None):
