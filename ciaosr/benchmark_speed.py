@@ -7,8 +7,9 @@ OpenVINO, and Real-ESRGAN x4plus (what people run instead) on the same input.
                            [--sizes 512 1024] [--scales 4 8 16] [--realesrgan RealESRGAN_x4plus.safetensors]
 
 It first prints the CPU's kind and flags (`ciaosr_arch.runtime.cpu_kind`) and the exact path that `--runtime auto`
-takes on it. --isa emulates a narrower CPU kind on this one: the benchmark runs again in a process whose PyTorch and
-OpenVINO use only that kind's instruction sets (`ciaosr_arch.runtime.EMULATION_ENV`).
+takes on it. --isa emulates a narrower CPU kind on this one: the benchmark runs again in a process limited to that
+kind's instruction sets (`ciaosr_arch.emulation`: the libraries' limits, and CPUID masked where Linux allows it; where
+it does not, it says so, as timings then flatter the emulated CPU).
 
 For EDSR-baseline CiaoSR, per (LR size, scale), the paths are timed in one fresh process, interleaved
 (a, b, c, ... then again, --repeat rounds; the best of each), so that a machine whose load changes slows all
@@ -59,15 +60,14 @@ import torch.nn.functional as F
 
 from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
+from ciaosr_arch.emulation import EMULATION_ENV, cpuid_masked, emulated_kind, emulation_env
 from ciaosr_arch.engine import default_overlap, output_size
 from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.runtime import (
     CPU_KINDS,
     CPU_PLANS,
-    EMULATION_ENV,
     cpu_flags,
     cpu_kind,
-    emulated_kind,
     int8_problem,
     openvino_version,
     use_runtime,
@@ -402,8 +402,8 @@ def print_pipeline(rows, json_path=None):
 def pipeline_main(parser, args):
     """--pipeline (see the module's docstring): its table on stdout and the rows in --json."""
     if args.isa and emulated_kind() != args.isa:
-        parser.error('--isa is an option of the CPU paths, not of --pipeline (run it with the variables of '
-                     '`ciaosr_arch.runtime.EMULATION_ENV` set instead)')
+        parser.error('--isa is an option of the CPU paths, not of --pipeline (run it under '
+                     '`python -m ciaosr_arch.emulation KIND ciaosr-benchmark-speed --pipeline ...` instead)')
     for option in ('weights', 'photos', 'tile', 'paths', 'no_memory'):
         if getattr(args, option) != parser.get_default(option):
             parser.error(f'--{option.replace("_", "-")} is an option of the CPU paths, not of --pipeline')
@@ -457,8 +457,8 @@ def main(argv=None):
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     parser.add_argument('--json', type=Path, help='also write the results here')
     parser.add_argument('--isa', choices=sorted(EMULATION_ENV),
-                        help='emulate this narrower CPU kind (runs again with PyTorch and OpenVINO limited to its '
-                             'instruction sets)')
+                        help='emulate this narrower CPU kind (runs again limited to its instruction sets: '
+                             '`ciaosr_arch.emulation`)')
     parser.add_argument('--pipeline', action='store_true',
                         help="time the upscaling CLI's pipeline against Real-ESRGAN x4plus instead, on --device")
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'],
@@ -494,8 +494,10 @@ def main(argv=None):
 
     if args.isa and emulated_kind() != args.isa:
         argv = sys.argv[1:] if argv is None else argv
-        return subprocess.run([sys.executable, '-m', 'ciaosr.benchmark_speed', *argv],
-                              env={**os.environ, **EMULATION_ENV[args.isa]}).returncode
+        env, problem = emulation_env(args.isa)
+        if problem:
+            print(f'--isa {args.isa}: {problem}', file=sys.stderr)
+        return subprocess.run([sys.executable, '-m', 'ciaosr.benchmark_speed', *argv], env=env).returncode
     with exit_on_error():  # the files the command names, read before any measurement: one line and exit status 1
         if args.weights:
             load_model(args.weights)
@@ -505,7 +507,8 @@ def main(argv=None):
         if args.photos and not image_io.list_images(args.photos):
             raise FileNotFoundError(f'--photos: no images in {args.photos}')
     kind = cpu_kind()
-    print(f'CPU: {CPU_KINDS[kind]}{" (emulated)" if emulated_kind() else ""}; flags: {" ".join(sorted(cpu_flags()))}; '
+    emulated = f' (emulated, CPUID {"masked" if cpuid_masked() else "not masked"})' if emulated_kind() else ''
+    print(f'CPU: {CPU_KINDS[kind]}{emulated}; flags: {" ".join(sorted(cpu_flags()))}; '
           f'exact path of --runtime auto: {"(d)" if CPU_PLANS[kind]["exact"] == "openvino" else "(b)"}; int8 (f): '
           f'{int8_problem(kind) or "offered"}')
     rows = []

@@ -21,6 +21,7 @@ from typing import NoReturn
 import torch
 
 import ciaosr_arch.runtime as runtimes
+from ciaosr_arch import emulation
 from ciaosr_arch.evaluation import as_scale
 from ciaosr_arch.shipped import SHIPPED_MODELS
 
@@ -211,9 +212,9 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_path_line(runtime: str, dtype: torch.dtype | None, int8: bool = False) -> str:
-    """The line naming the path a CPU run takes: the CPU's kind (marked when emulated, `EMULATION_ENV`), PyTorch's
-    threads, what decodes (`runtime`: 'torch' or 'openvino') and in which precision (autocast `dtype`, None for
-    fp32; `int8`: the int8 decode)."""
-    emulated = ' (emulated)' if runtimes.emulated_kind() else ''
+    """The line naming the path a CPU run takes: the CPU's kind (marked when emulated: `ciaosr_arch.emulation`),
+    PyTorch's threads, what decodes (`runtime`: 'torch' or 'openvino') and in which precision (autocast `dtype`,
+    None for fp32; `int8`: the int8 decode)."""
+    emulated = ' (emulated)' if emulation.emulated_kind() else ''
     return (f'CPU: {runtimes.CPU_KINDS[runtimes.cpu_kind()]}{emulated}, {torch.get_num_threads()} thread(s); '
             f'decode on {runtime} in {"int8 + " if int8 else ""}{"bf16" if dtype else "fp32"}')

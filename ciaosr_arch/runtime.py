@@ -4,8 +4,8 @@ Every net is built with PyTorch's runtime attached (`ciaosr_arch.runtimes.base.T
 attaches the one chosen: PyTorch, the reference, or OpenVINO (`ciaosr_arch.runtimes.openvino`, an optional install,
 with its opt-in int8 decode, `ciaosr_arch.runtimes.int8`). Which is fastest depends on the CPU's kind (`cpu_kind`,
 CPU_PLANS): 'auto' takes OpenVINO on AVX-512 and AVX2 CPUs, PyTorch on older ones; the int8 decode pays only with
-VNNI (`int8_problem`). EMULATION_ENV limits PyTorch and OpenVINO to a narrower kind's instruction sets, for tests
-and benchmarks.
+VNNI (`int8_problem`). `ciaosr_arch.emulation` emulates a narrower kind on a wider CPU, for tests and benchmarks
+(`cpu_flags` and `cpu_kind` honour its limit).
 """
 import os
 from collections.abc import Callable
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .archs.ciaosr_arch import CiaoSR
+from .emulation import ISA_LIMIT_ENV, proc_cpu_flags
 from .runtimes.base import TorchRuntime, attach
 from .runtimes.int8 import CALIBRATION_DIR
 from .runtimes.openvino import OpenVINORuntime, openvino_version
@@ -31,8 +32,8 @@ CPU_KINDS = {
     'older': 'no AVX2',
 }
 # What runs fastest on each kind. exact: the runtime that `use_runtime(net, 'auto')` picks for the fp32 path
-# (OpenVINO with AVX2 too: emulated AVX2, 64 x 64 at x4, one thread, PyTorch 6.34x Real-ESRGAN's time, OpenVINO 1.46x;
-# CPUs without AVX2 are not measured).
+# (OpenVINO with AVX2 too: emulated AVX2 with CPUID masked, one thread, 64 x 64 at x4, PyTorch 2.94x Real-ESRGAN's
+# time, OpenVINO 2.40x; 96 x 96 whole, 2 threads, 6.09 s against 5.17 s; CPUs without AVX2 are not measured).
 # int8: whether the opt-in int8 decode is faster than the default there: it needs VNNI's uint8 x int8 products
 # (oneDNN's brgemm; without VNNI OpenVINO runs those layers as jit_gemm_I8, no faster than its fp32 brgemm, and adds
 # the quantizing reorders, see README: Performance).
@@ -46,7 +47,6 @@ CPU_PLANS = {
 }
 # The /proc/cpuinfo flags that `cpu_kind` reads, allowed under each value of oneDNN's ISA limit ONEDNN_MAX_CPU_ISA
 # (oneDNN's names; a limit allows the instruction sets that are subsets of it, so an AVX-512 limit drops AVX-VNNI).
-ISA_LIMIT_ENV = 'ONEDNN_MAX_CPU_ISA'
 _AVX512 = ('avx2', 'avx512f')
 _BF16 = (*_AVX512, 'avx512_vnni', 'avx512_bf16')
 ISA_LIMITS = {
@@ -54,28 +54,16 @@ ISA_LIMITS = {
     'AVX512_CORE': _AVX512, 'AVX512_CORE_VNNI': (*_AVX512, 'avx512_vnni'),
     'AVX512_CORE_BF16': _BF16, 'AVX512_CORE_FP16': _BF16, 'AVX10_1_512': _BF16,  # and the AMX ones: no limit here
 }
-# Environment that makes PyTorch (ATen's kernels, MKL, oneDNN) and OpenVINO (its CPU plugin's kernels and its oneDNN)
-# use only the instruction sets of a narrower CPU kind, for tests and benchmarks on a wider CPU. Read when those
-# libraries load: set it before the process starts (`ciaosr-benchmark-speed --isa` re-executes itself with it).
-EMULATION_ENV = {
-    'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2', ISA_LIMIT_ENV: 'AVX2',
-             'OV_CPU_MAX_ISA': 'AVX2'},
-    'avx2-vnni': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2', ISA_LIMIT_ENV: 'AVX2_VNNI',
-                  'OV_CPU_MAX_ISA': 'AVX2_VNNI'},
-}
-
-
 def cpu_flags(emulated: bool = True) -> frozenset[str]:
     """The instruction-set flags of this CPU that `cpu_kind` reads (avx2, avx512f, avx512_vnni, avx512_bf16,
     avx_vnni), Linux's /proc/cpuinfo names, as a frozenset; limited to what $ONEDNN_MAX_CPU_ISA allows when it is
-    set and `emulated` is true (an emulated narrower CPU, `EMULATION_ENV`; an unknown value limits nothing, as in
-    oneDNN): libraries that ignore the limit (x264) see the CPU's own flags, `emulated=False`. Without
-    /proc/cpuinfo (macOS, Windows) from PyTorch's cpuinfo, which does not report AVX-VNNI."""
+    set and `emulated` is true (an emulated narrower CPU, `ciaosr_arch.emulation`; an unknown value limits nothing,
+    as in oneDNN): libraries that ignore the limit (x264, unless CPUID is masked) see the CPU's own flags,
+    `emulated=False`. Without /proc/cpuinfo (macOS, Windows) from PyTorch's cpuinfo, which does not report
+    AVX-VNNI."""
     wanted = {'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni'}
-    try:
-        with open('/proc/cpuinfo') as info:
-            flags = next((line.split(':', 1)[1].split() for line in info if line.startswith('flags')), [])
-    except OSError:
+    flags = proc_cpu_flags()
+    if flags is None:
         found = {'avx2': torch.cpu._is_avx2_supported(), 'avx512f': torch.cpu._is_avx512_supported(),
                  'avx512_vnni': torch.cpu._is_vnni_supported(), 'avx512_bf16': torch.cpu._is_avx512_bf16_supported()}
         flags = [name for name, present in found.items() if present]
@@ -95,12 +83,6 @@ def cpu_kind(flags: frozenset[str] | set[str] | None = None) -> str:
     if 'avx2' in flags:
         return 'avx2-vnni' if 'avx_vnni' in flags else 'avx2'
     return 'older'
-
-
-def emulated_kind() -> str | None:
-    """The CPU kind whose `EMULATION_ENV` this process runs under (all its variables set as there), else None."""
-    return next((kind for kind, env in EMULATION_ENV.items()
-                 if all(os.environ.get(name) == value for name, value in env.items())), None)
 
 
 def int8_problem(kind: str | None = None) -> str | None:

@@ -156,10 +156,11 @@ def test_bicubic_row_reproduces_published_psnr(shared_data, tmp_path):
 def test_speed_benchmark_rows_and_accuracy(tmp_path, capfd, monkeypatch):
     """ciaosr-benchmark-speed on a tiny input: one row per path, the exact paths equal the official-style (a), the
     bf16 ones are compared with (b) in PSNR; ratios to (a) only where (a) ran; its temporary files are removed;
-    --isa avx2 runs it again on an emulated AVX2 CPU and says so."""
+    --isa avx2 runs it again on an emulated AVX2 CPU and says so, and whether CPUID is masked."""
     import tempfile
 
     from ciaosr import benchmark_speed
+    from ciaosr_arch.emulation import emulation_env
     from ciaosr_arch.runtime import openvino_version
 
     out, temporary = tmp_path / 'speed.json', tmp_path / 'temporary'
@@ -185,7 +186,9 @@ def test_speed_benchmark_rows_and_accuracy(tmp_path, capfd, monkeypatch):
     assert [row['path'][1] for row in rows] == ['b', 'c'] and rows[0]['speedup'] is None
     printed = capfd.readouterr().out
     assert 'PSNR vs (b)' in rows[1]['accuracy'] and '| - |' in printed
-    assert printed.startswith('CPU: AVX2 only (Zen 1-3, Core before Ice Lake) (emulated); flags: avx2;')
+    masked = 'not masked' if emulation_env('avx2')[1] else 'masked'
+    assert printed.startswith(f'CPU: AVX2 only (Zen 1-3, Core before Ice Lake) (emulated, CPUID {masked}); '
+                              'flags: avx2;')
     with pytest.raises(SystemExit):
         benchmark_speed.main(['--paths', 'bx'])
     assert "--paths takes letters of abcdefr, got 'bx'" in capfd.readouterr().err

@@ -27,7 +27,8 @@ def test_wheel_holds_the_packages_their_types_the_shipped_weights_and_the_consol
                                                                          for name in weights}  # logs, plots: docs/
     calibration = {f'ciaosr_arch/calibration/{p.name}' for p in (ROOT / 'ciaosr_arch' / 'calibration').glob('*.png')}
     assert len(calibration) == 4 and calibration <= names  # the int8 decode's calibration crops
-    assert {'ciaosr/upscale.py', 'realsr/meta/realsrset_val.txt', 'ciaosr_arch/engine.py'} <= names
+    assert {'ciaosr/upscale.py', 'realsr/meta/realsrset_val.txt', 'ciaosr_arch/engine.py',
+            'ciaosr_arch/cpuid_mask.c'} <= names  # the last: the CPUID mask's source, built where it is used
     assert {f'{package}/py.typed' for package in LAYERS} <= names  # typed packages (PEP 561)
     assert not any(n.startswith(('tests/', 'inference/', 'options/', 'experiments/')) for n in names)
     scripts = {line.split('=')[0].strip() for line in entry_points.split('[console_scripts]')[1].splitlines()

@@ -13,11 +13,11 @@ from ciaosr import upscale
 from ciaosr.cli import cpu_path_line
 from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.archs.coords import axis_centres
+from ciaosr_arch.emulation import emulation_env
 from ciaosr_arch.engine import _decode_grid
 from ciaosr_arch.runtime import (
     CPU_KINDS,
     CPU_PLANS,
-    EMULATION_ENV,
     cpu_flags,
     cpu_kind,
     openvino_version,
@@ -472,21 +472,55 @@ def test_automatic_choice_per_cpu_kind(tiny_model, tmp_path, monkeypatch, capsys
 
 
 def test_emulated_avx2_limits_pytorch_and_openvino():
-    """Under EMULATION_ENV['avx2'] (a fresh process) this package sees an AVX2 CPU, PyTorch dispatches AVX2 kernels
-    and finds no native bf16, and OpenVINO offers no bf16: what `.ci/run` and `ciaosr-benchmark-speed --isa avx2`
-    rely on (on a CPU with AVX2 at least)."""
-    import os
+    """Under `python -m ciaosr_arch.emulation avx2 COMMAND` this package sees an AVX2 CPU, PyTorch dispatches AVX2
+    kernels and finds no native bf16, and OpenVINO offers no bf16: what `.ci/run` and `ciaosr-benchmark-speed --isa
+    avx2` rely on (on a CPU with AVX2 at least). The wrapper's line says whether CPUID is masked."""
     import subprocess
     import sys
     if 'avx2' not in cpu_flags():
         pytest.skip('this CPU has no AVX2')
-    code = ('from ciaosr_arch.runtime import cpu_kind, emulated_kind, openvino_version\n'
+    code = ('from ciaosr_arch.runtime import cpu_kind, openvino_version\n'
+            'from ciaosr_arch.emulation import emulated_kind\n'
             'from ciaosr_arch.runtimes.openvino import import_openvino\n'
             'import torch\n'
             'caps = import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") '
             'if openvino_version() else []\n'
             'print(cpu_kind(), emulated_kind(), torch.backends.cpu.get_cpu_capability(), '
             'torch.ops.mkldnn._is_mkldnn_bf16_supported(), "BF16" in caps)')
-    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
-                          env={**os.environ, **EMULATION_ENV['avx2']})
+    done = subprocess.run([sys.executable, '-m', 'ciaosr_arch.emulation', 'avx2', sys.executable, '-c', code],
+                          capture_output=True, text=True, check=True)
     assert done.stdout.split() == ['avx2', 'avx2', 'AVX2', 'False', 'False']
+    problem = emulation_env('avx2')[1]
+    assert done.stderr.startswith(f'emulating CPU kind avx2: {problem or "libraries limited, CPUID masked"}\n')
+    from ciaosr_arch.emulation import main
+    assert main(['avx3', 'true']) == 2 and main(['avx2']) == 2
+    assert main(['avx2', '/nonexistent/command']) == 127
+
+
+def test_cpuid_mask_hides_avx512_and_keeps_real_crashes():
+    """With CPUID masked (`ciaosr_arch.emulation`: Linux with CPUID faulting, a C compiler), code that reads CPUID
+    itself (NumPy's and PyTorch's CPU detection) sees no AVX-512, which the libraries' limits alone leave it, also
+    with Python's faulthandler on; a real segmentation fault still ends the process with SIGSEGV, after faulthandler's
+    report where it is on."""
+    import signal
+    import subprocess
+    import sys
+    env, problem = emulation_env('avx2')
+    if problem:
+        pytest.skip(problem)
+    if 'avx512f' not in cpu_flags(emulated=False):
+        pytest.skip('this CPU has no AVX-512 to hide')
+    code = ('import os, numpy, torch\n'
+            'from numpy._core._multiarray_umath import __cpu_features__ as found\n'
+            'print(os.environ.get("CIAOSR_CPUID_MASKED"), found["AVX512F"], found["AVX2"], '
+            'torch.cpu._is_avx512_supported(), torch.cpu._is_avx2_supported())')
+    limits_only = subprocess.run([sys.executable, '-c', code], env={**env, 'LD_PRELOAD': ''}, capture_output=True,
+                                 text=True, check=True)
+    assert limits_only.stdout.split() == ['None', 'True', 'True', 'True', 'True']
+    for options in ([], ['-X', 'faulthandler']):
+        done = subprocess.run([sys.executable, *options, '-c', code], env=env, capture_output=True, text=True)
+        assert done.stdout.split() == ['1', 'False', 'True', 'False', 'True'], done.stderr
+        crash = subprocess.run([sys.executable, *options, '-c', 'import ctypes; ctypes.string_at(0)'], env=env,
+                               capture_output=True, text=True)
+        assert crash.returncode == -signal.SIGSEGV
+        assert ('Fatal Python error: Segmentation fault' in crash.stderr) == bool(options)

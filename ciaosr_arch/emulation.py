@@ -1,0 +1,144 @@
+"""A narrower CPU emulated on this one, for tests and benchmarks: `emulation_env(kind)` is the environment that limits a
+new process to the instruction sets of a CPU kind (`ciaosr_arch.runtime.CPU_KINDS`), and
+`python -m ciaosr_arch.emulation KIND COMMAND [ARG ...]` runs a command under it.
+
+Two layers:
+- the libraries' own limits (EMULATION_ENV): PyTorch's kernels (ATEN_CPU_CAPABILITY), MKL (MKL_ENABLE_INSTRUCTIONS),
+  oneDNN in PyTorch and in OpenVINO's CPU plugin (ONEDNN_MAX_CPU_ISA) and OpenVINO's own kernels (OV_CPU_MAX_ISA);
+- CPUID masking (`cpuid_mask.c`, built with the C compiler into `cache_root()` on first use, loaded with LD_PRELOAD;
+  Linux x86-64 with the cpuid_fault flag): code that picks its kernels from CPUID alone ignores those limits.
+  OpenVINO 2026.4 runs its fully connected layers without a fused activation on MLAS, which does: measured on an
+  Intel Sapphire Rapids (2 threads, 4096 x 1024 x 1024 fp32), MLAS ran at 120 G multiply-adds/s with the limits
+  alone, 85 with CPUID masked and 127 unlimited (MKL limited to AVX2: 96-103), so without the mask such layers keep
+  their AVX-512 kernels and an emulated AVX2 CPU looks faster than a real one. NumPy's and PyTorch's own CPU
+  detection (cpuinfo) see the masked CPU too.
+Without the mask (another OS, no compiler, no CPUID faulting) the limits alone apply, and `emulation_env` says why.
+An emulation keeps the host's caches, memory and clocks, so its timings approximate a real CPU of that kind.
+"""
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .files import atomic_path
+from .runtimes.openvino import cache_root
+
+ISA_LIMIT_ENV = 'ONEDNN_MAX_CPU_ISA'
+# The libraries' own limits per emulated kind. Read when those libraries load: set them before the process starts.
+EMULATION_ENV = {
+    'avx2': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2', ISA_LIMIT_ENV: 'AVX2',
+             'OV_CPU_MAX_ISA': 'AVX2'},
+    'avx2-vnni': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2', ISA_LIMIT_ENV: 'AVX2_VNNI',
+                  'OV_CPU_MAX_ISA': 'AVX2_VNNI'},
+}
+# CPUID feature bits (leaf, subleaf, register) -> {bit: name}, from Intel's SDM vol. 2A (CPUID) and AMD's APM vol. 3.
+_AVX512_AMX = {
+    (7, 0, 'ebx'): {16: 'avx512f', 17: 'avx512dq', 21: 'avx512ifma', 26: 'avx512pf', 27: 'avx512er', 28: 'avx512cd',
+                    30: 'avx512bw', 31: 'avx512vl'},
+    (7, 0, 'ecx'): {1: 'avx512vbmi', 6: 'avx512_vbmi2', 11: 'avx512_vnni', 12: 'avx512_bitalg',
+                    14: 'avx512_vpopcntdq'},
+    (7, 0, 'edx'): {2: 'avx512_4vnniw', 3: 'avx512_4fmaps', 8: 'avx512_vp2intersect', 22: 'amx_bf16',
+                    23: 'avx512_fp16', 24: 'amx_tile', 25: 'amx_int8'},
+    (7, 1, 'eax'): {5: 'avx512_bf16', 21: 'amx_fp16', 23: 'avx_ifma'},
+    (7, 1, 'edx'): {4: 'avx_vnni_int8', 5: 'avx_ne_convert', 8: 'amx_complex', 10: 'avx_vnni_int16', 19: 'avx10'},
+}
+# What each emulated kind hides: AVX-512, AMX and the VEX extensions after AVX2 (Zen 3 and Skylake have none of them;
+# Alder Lake adds AVX-VNNI only).
+CPUID_HIDDEN = {
+    'avx2': {**_AVX512_AMX, (7, 1, 'eax'): {**_AVX512_AMX[(7, 1, 'eax')], 4: 'avx_vnni'}},
+    'avx2-vnni': _AVX512_AMX,
+}
+_HIDE_REGISTERS = ((7, 0, 'ebx'), (7, 0, 'ecx'), (7, 0, 'edx'), (7, 1, 'eax'), (7, 1, 'edx'))  # cpuid_mask.c's order
+MASKED_ENV = 'CIAOSR_CPUID_MASKED'  # set to 1 by cpuid_mask.c in a process whose CPUID it masks
+
+
+def proc_cpu_flags() -> frozenset[str] | None:
+    """The CPU's flags as Linux's /proc/cpuinfo lists them (its first processor), or None where there is no such
+    file (macOS, Windows)."""
+    try:
+        with open('/proc/cpuinfo') as info:
+            return frozenset(next((line.split(':', 1)[1].split() for line in info if line.startswith('flags')), []))
+    except OSError:
+        return None
+
+
+def emulated_kind() -> str | None:
+    """The CPU kind whose `EMULATION_ENV` this process runs under (all its variables set as there), else None."""
+    return next((kind for kind, env in EMULATION_ENV.items()
+                 if all(os.environ.get(name) == value for name, value in env.items())), None)
+
+
+def cpuid_masked() -> bool:
+    """Whether this process's CPUID is masked (`cpuid_mask.c` loaded and CPUID faulting on)."""
+    return os.environ.get(MASKED_ENV) == '1'
+
+
+def cpuid_mask_library() -> Path:
+    """The CPUID-masking library, `cpuid_mask.c` compiled with $CC (else `cc`) into cache_root()/cpuid-mask on first
+    use (a file per source version, written whole or not at all). RuntimeError, with the reason, where it cannot
+    work: not Linux on x86-64, a CPU (or VM) without CPUID faulting, no C compiler, or a failed build."""
+    if sys.platform != 'linux' or platform.machine() not in ('x86_64', 'AMD64'):
+        raise RuntimeError(f'CPUID masking needs Linux on x86-64, not {sys.platform} on {platform.machine()}')
+    if 'cpuid_fault' not in (proc_cpu_flags() or ()):
+        raise RuntimeError('this CPU (or VM) offers no CPUID faulting (no cpuid_fault flag in /proc/cpuinfo)')
+    code = Path(__file__).with_name('cpuid_mask.c')
+    library = cache_root() / 'cpuid-mask' / f'cpuid_mask-{hashlib.sha256(code.read_bytes()).hexdigest()[:16]}.so'
+    if library.exists():
+        return library
+    compiler = shlex.split(os.environ.get('CC', '')) or [shutil.which('cc') or shutil.which('gcc') or '']
+    if not compiler[0]:
+        raise RuntimeError('no C compiler to build it with (set $CC, or install gcc)')
+    try:
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(library) as temporary:
+            built = subprocess.run([*compiler, '-O2', '-shared', '-fPIC', '-o', str(temporary), str(code), '-ldl'],
+                                   capture_output=True, text=True)
+            if built.returncode != 0:
+                raise RuntimeError(f'{compiler[0]} failed to build {code}: {built.stderr.strip()[-500:]}')
+    except OSError as err:  # an unwritable cache, a compiler that cannot be run
+        raise RuntimeError(f'cannot build {library}: {err}') from err
+    return library
+
+
+def emulation_env(kind: str) -> tuple[dict[str, str], str | None]:
+    """(environment, problem): this process's environment with what makes a new process see CPU kind `kind`
+    (a key of EMULATION_ENV): the libraries' limits, and CPUID masked (LD_PRELOAD of `cpuid_mask_library()`, the
+    bits of CPUID_HIDDEN[kind] cleared) with problem None; where the mask cannot work, the limits alone, and the
+    problem says why. KeyError for another kind."""
+    env = {name: value for name, value in os.environ.items() if name != MASKED_ENV}  # the library sets it anew
+    env.update(EMULATION_ENV[kind])
+    try:
+        library = cpuid_mask_library()
+    except RuntimeError as err:
+        return env, (f'CPUID not masked ({err}): code that reads CPUID alone, such as OpenVINO\'s MLAS products, '
+                     f'still uses this CPU\'s own instruction sets, so timings flatter the emulated CPU')
+    masks = [sum(1 << bit for bit in CPUID_HIDDEN[kind].get(register, {})) for register in _HIDE_REGISTERS]
+    env['CIAOSR_CPUID_HIDE'] = ' '.join(f'{mask:x}' for mask in masks)
+    env['LD_PRELOAD'] = ' '.join(filter(None, [str(library), os.environ.get('LD_PRELOAD')]))
+    return env, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ciaosr_arch.emulation KIND COMMAND [ARG ...]`: COMMAND run in place of this process under
+    `emulation_env(KIND)`, after one line on stderr saying what is emulated (and why CPUID is not masked, where it
+    is not). Exit status 2 with a usage line for a wrong command line, 127 with one line when COMMAND cannot be run."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2 or argv[0] not in EMULATION_ENV:
+        print(f'usage: python -m ciaosr_arch.emulation {{{",".join(EMULATION_ENV)}}} COMMAND [ARG ...]',
+              file=sys.stderr)
+        return 2
+    env, problem = emulation_env(argv[0])
+    print(f'emulating CPU kind {argv[0]}: {problem or "libraries limited, CPUID masked"}', file=sys.stderr, flush=True)
+    try:
+        os.execvpe(argv[1], argv[1:], env)
+    except OSError as err:
+        print(f'error: cannot run {argv[1]}: {err.strerror}', file=sys.stderr)
+        return 127
+
+
+if __name__ == '__main__':
+    sys.exit(main())
