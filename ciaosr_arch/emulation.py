@@ -1,6 +1,6 @@
 """A narrower CPU emulated on this one, for tests and benchmarks: `emulation_env(kind)` is the environment that limits a
 new process to the instruction sets of a CPU kind (`ciaosr_arch.runtime.CPU_KINDS`), and
-`python -m ciaosr_arch.emulation KIND COMMAND [ARG ...]` runs a command under it.
+`python -m ciaosr_arch.emulation KIND COMMAND [ARG ...]` runs a (Python) command under it.
 
 Two layers:
 - the libraries' own limits (EMULATION_ENV): PyTorch's kernels (ATEN_CPU_CAPABILITY), MKL (MKL_ENABLE_INSTRUCTIONS),
@@ -11,8 +11,11 @@ Two layers:
   Intel Sapphire Rapids (2 threads, 4096 x 1024 x 1024 fp32), MLAS ran at 120 G multiply-adds/s with the limits
   alone, 85 with CPUID masked and 127 unlimited (MKL limited to AVX2: 96-103), so without the mask such layers keep
   their AVX-512 kernels and an emulated AVX2 CPU looks faster than a real one. NumPy's and PyTorch's own CPU
-  detection (cpuinfo) see the masked CPU too.
-Without the mask (another OS, no compiler, no CPUID faulting) the limits alone apply, and `emulation_env` says why.
+  detection (cpuinfo) see the masked CPU too, and GLIBC_TUNABLES drops AVX-512 from glibc's string functions. What
+  the mask does not reach is in `cpuid_mask.c`'s header (a program's start-up code, static programs, some ways of
+  setting a SIGSEGV handler); a Python command is covered.
+Without the mask (another OS, no compiler, no CPUID faulting, a sandbox that refuses it) the limits alone apply, and
+`emulation_env` says why.
 An emulation keeps the host's caches, memory and clocks, so its timings approximate a real CPU of that kind.
 """
 import hashlib
@@ -22,10 +25,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from .files import atomic_path
-from .runtimes.openvino import cache_root
+from .runtimes.openvino import CACHE_ENV, cache_root
 
 ISA_LIMIT_ENV = 'ONEDNN_MAX_CPU_ISA'
 # The libraries' own limits per emulated kind. Read when those libraries load: set them before the process starts.
@@ -46,14 +50,22 @@ _AVX512_AMX = {
     (7, 1, 'eax'): {5: 'avx512_bf16', 21: 'amx_fp16', 23: 'avx_ifma'},
     (7, 1, 'edx'): {4: 'avx_vnni_int8', 5: 'avx_ne_convert', 8: 'amx_complex', 10: 'avx_vnni_int16', 19: 'avx10'},
 }
-# What each emulated kind hides: AVX-512, AMX and the VEX extensions after AVX2 (Zen 3 and Skylake have none of them;
-# Alder Lake adds AVX-VNNI only).
+_NEWER = {(7, 1, 'eax'): {0: 'sha512', 1: 'sm3', 2: 'sm4'}, (7, 1, 'edx'): {21: 'apx_f'}}  # Arrow Lake and later
+# What each emulated kind hides: AVX-512, AMX and the extensions after AVX2 (Zen 1-3 and Skylake have none of them,
+# GFNI included; Alder Lake adds AVX-VNNI and GFNI). VAES and VPCLMULQDQ stay (Zen 3 and Alder Lake have them).
 CPUID_HIDDEN = {
-    'avx2': {**_AVX512_AMX, (7, 1, 'eax'): {**_AVX512_AMX[(7, 1, 'eax')], 4: 'avx_vnni'}},
-    'avx2-vnni': _AVX512_AMX,
+    'avx2': {**_AVX512_AMX, (7, 0, 'ecx'): {**_AVX512_AMX[(7, 0, 'ecx')], 8: 'gfni'},
+             (7, 1, 'eax'): {**_AVX512_AMX[(7, 1, 'eax')], **_NEWER[(7, 1, 'eax')], 4: 'avx_vnni'},
+             (7, 1, 'edx'): {**_AVX512_AMX[(7, 1, 'edx')], **_NEWER[(7, 1, 'edx')]}},
+    'avx2-vnni': {**_AVX512_AMX, (7, 1, 'eax'): {**_AVX512_AMX[(7, 1, 'eax')], **_NEWER[(7, 1, 'eax')]},
+                  (7, 1, 'edx'): {**_AVX512_AMX[(7, 1, 'edx')], **_NEWER[(7, 1, 'edx')]}},
 }
+# glibc's own choice of its string functions, made before any library loads: its tunable drops AVX-512 there too.
+GLIBC_HWCAPS = 'glibc.cpu.hwcaps=-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX512ER,-AVX512PF'
 _HIDE_REGISTERS = ((7, 0, 'ebx'), (7, 0, 'ecx'), (7, 0, 'edx'), (7, 1, 'eax'), (7, 1, 'edx'))  # cpuid_mask.c's order
 MASKED_ENV = 'CIAOSR_CPUID_MASKED'  # set to 1 by cpuid_mask.c in a process whose CPUID it masks
+HIDE_ENV = 'CIAOSR_CPUID_HIDE'  # what cpuid_mask.c hides: its five masks
+_checked: dict[Path, str | None] = {}  # cpuid_mask_library's result for each library: None (works) or the problem
 
 
 def proc_cpu_flags() -> frozenset[str] | None:
@@ -79,37 +91,65 @@ def cpuid_masked() -> bool:
 
 def cpuid_mask_library() -> Path:
     """The CPUID-masking library, `cpuid_mask.c` compiled with $CC (else `cc`) into cache_root()/cpuid-mask on first
-    use (a file per source version, written whole or not at all). RuntimeError, with the reason, where it cannot
-    work: not Linux on x86-64, a CPU (or VM) without CPUID faulting, no C compiler, or a failed build."""
+    use (a file per source version, written whole or not at all), and checked once per process to turn the mask on
+    in a child. RuntimeError, with the reason, where it cannot work: not Linux on x86-64, a CPU (or VM) without CPUID
+    faulting, a cache path that LD_PRELOAD cannot name, no C compiler, a failed build, or a child in which the mask
+    did not come on (a seccomp sandbox)."""
     if sys.platform != 'linux' or platform.machine() not in ('x86_64', 'AMD64'):
         raise RuntimeError(f'CPUID masking needs Linux on x86-64, not {sys.platform} on {platform.machine()}')
     if 'cpuid_fault' not in (proc_cpu_flags() or ()):
         raise RuntimeError('this CPU (or VM) offers no CPUID faulting (no cpuid_fault flag in /proc/cpuinfo)')
     code = Path(__file__).with_name('cpuid_mask.c')
-    library = cache_root() / 'cpuid-mask' / f'cpuid_mask-{hashlib.sha256(code.read_bytes()).hexdigest()[:16]}.so'
-    if library.exists():
-        return library
+    try:
+        library = cache_root() / 'cpuid-mask' / f'cpuid_mask-{hashlib.sha256(code.read_bytes()).hexdigest()[:16]}.so'
+        if any(separator in str(library) for separator in ' :'):  # LD_PRELOAD splits its list at both
+            raise RuntimeError(f'LD_PRELOAD cannot name {library} (a space or colon in the path): set {CACHE_ENV}')
+        if not library.exists():
+            _build(code, library)
+        if library not in _checked:
+            probe = subprocess.run([sys.executable, '-c', f'import os; print(os.environ.get("{MASKED_ENV}"))'],
+                                   env={**_without_mask(os.environ), HIDE_ENV: '0 0 0 0 0', 'LD_PRELOAD': str(library)},
+                                   capture_output=True, text=True, timeout=60)
+            _checked[library] = None if probe.stdout.strip() == '1' else (
+                f'the mask did not come on in a child process ({probe.stderr.strip()[-300:] or "no message"})')
+    except (OSError, subprocess.TimeoutExpired) as err:  # an unwritable cache, a compiler that cannot be run
+        raise RuntimeError(f'cannot build or try the CPUID mask: {err}') from err
+    if _checked[library]:
+        raise RuntimeError(_checked[library])
+    return library
+
+
+def _build(code: Path, library: Path) -> None:
+    """`code` compiled into `library` (RuntimeError when there is no compiler or the build fails)."""
     compiler = shlex.split(os.environ.get('CC', '')) or [shutil.which('cc') or shutil.which('gcc') or '']
     if not compiler[0]:
         raise RuntimeError('no C compiler to build it with (set $CC, or install gcc)')
-    try:
-        library.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(library) as temporary:
-            built = subprocess.run([*compiler, '-O2', '-shared', '-fPIC', '-o', str(temporary), str(code), '-ldl'],
-                                   capture_output=True, text=True)
-            if built.returncode != 0:
-                raise RuntimeError(f'{compiler[0]} failed to build {code}: {built.stderr.strip()[-500:]}')
-    except OSError as err:  # an unwritable cache, a compiler that cannot be run
-        raise RuntimeError(f'cannot build {library}: {err}') from err
-    return library
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(library) as temporary:
+        built = subprocess.run([*compiler, '-O2', '-shared', '-fPIC', '-o', str(temporary), str(code), '-ldl'],
+                               capture_output=True, text=True, timeout=300)
+        if built.returncode != 0:
+            raise RuntimeError(f'{compiler[0]} failed to build {code}: '
+                               f'{built.stderr.strip()[-500:] or f"exit status {built.returncode}"}')
+
+
+def _without_mask(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without any CPUID mask: its variables, and cpuid_mask libraries in LD_PRELOAD, removed."""
+    env = {name: value for name, value in environ.items() if name not in (MASKED_ENV, HIDE_ENV)}
+    preload = [entry for entry in env.pop('LD_PRELOAD', '').replace(':', ' ').split()
+               if not Path(entry).name.startswith('cpuid_mask-')]
+    if preload:
+        env['LD_PRELOAD'] = ' '.join(preload)
+    return env
 
 
 def emulation_env(kind: str) -> tuple[dict[str, str], str | None]:
     """(environment, problem): this process's environment with what makes a new process see CPU kind `kind`
-    (a key of EMULATION_ENV): the libraries' limits, and CPUID masked (LD_PRELOAD of `cpuid_mask_library()`, the
-    bits of CPUID_HIDDEN[kind] cleared) with problem None; where the mask cannot work, the limits alone, and the
-    problem says why. KeyError for another kind."""
-    env = {name: value for name, value in os.environ.items() if name != MASKED_ENV}  # the library sets it anew
+    (a key of EMULATION_ENV): the libraries' limits, and CPUID masked (`cpuid_mask_library()` added to LD_PRELOAD,
+    the bits of CPUID_HIDDEN[kind] cleared, glibc's AVX-512 string functions dropped, GLIBC_HWCAPS) with problem
+    None; where the mask cannot work, the limits alone, and the problem says why. An outer mask (this process's) is
+    not passed on. KeyError for another kind."""
+    env = _without_mask(os.environ)
     env.update(EMULATION_ENV[kind])
     try:
         library = cpuid_mask_library()
@@ -117,8 +157,9 @@ def emulation_env(kind: str) -> tuple[dict[str, str], str | None]:
         return env, (f'CPUID not masked ({err}): code that reads CPUID alone, such as OpenVINO\'s MLAS products, '
                      f'still uses this CPU\'s own instruction sets, so timings flatter the emulated CPU')
     masks = [sum(1 << bit for bit in CPUID_HIDDEN[kind].get(register, {})) for register in _HIDE_REGISTERS]
-    env['CIAOSR_CPUID_HIDE'] = ' '.join(f'{mask:x}' for mask in masks)
-    env['LD_PRELOAD'] = ' '.join(filter(None, [str(library), os.environ.get('LD_PRELOAD')]))
+    env[HIDE_ENV] = ' '.join(f'{mask:x}' for mask in masks)
+    env['LD_PRELOAD'] = ' '.join(filter(None, [env.get('LD_PRELOAD'), str(library)]))  # after any (ASan first)
+    env['GLIBC_TUNABLES'] = ':'.join(filter(None, [env.get('GLIBC_TUNABLES'), GLIBC_HWCAPS]))
     return env, None
 
 

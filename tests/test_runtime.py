@@ -500,8 +500,9 @@ def test_emulated_avx2_limits_pytorch_and_openvino():
 def test_cpuid_mask_hides_avx512_and_keeps_real_crashes():
     """With CPUID masked (`ciaosr_arch.emulation`: Linux with CPUID faulting, a C compiler), code that reads CPUID
     itself (NumPy's and PyTorch's CPU detection) sees no AVX-512, which the libraries' limits alone leave it, also
-    with Python's faulthandler on; a real segmentation fault still ends the process with SIGSEGV, after faulthandler's
-    report where it is on."""
+    with Python's faulthandler on and with SIGSEGV blocked; a real segmentation fault still ends the process with
+    SIGSEGV, after faulthandler's report where it is on, and so does a stack overflow (unreported: the mask's handler
+    takes no alternate stack)."""
     import signal
     import subprocess
     import sys
@@ -510,17 +511,21 @@ def test_cpuid_mask_hides_avx512_and_keeps_real_crashes():
         pytest.skip(problem)
     if 'avx512f' not in cpu_flags(emulated=False):
         pytest.skip('this CPU has no AVX-512 to hide')
-    code = ('import os, numpy, torch\n'
+    env = {name: value for name, value in env.items() if name != 'PYTHONFAULTHANDLER'}
+    code = ('import os, signal\n'
+            'signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGSEGV})\n'  # a fault while blocked would end it
+            'import numpy, torch\n'
             'from numpy._core._multiarray_umath import __cpu_features__ as found\n'
             'print(os.environ.get("CIAOSR_CPUID_MASKED"), found["AVX512F"], found["AVX2"], '
             'torch.cpu._is_avx512_supported(), torch.cpu._is_avx2_supported())')
-    limits_only = subprocess.run([sys.executable, '-c', code], env={**env, 'LD_PRELOAD': ''}, capture_output=True,
-                                 text=True, check=True)
-    assert limits_only.stdout.split() == ['None', 'True', 'True', 'True', 'True']
+    limits_only = {name: value for name, value in env.items() if name not in ('LD_PRELOAD', 'CIAOSR_CPUID_HIDE')}
+    done = subprocess.run([sys.executable, '-c', code], env=limits_only, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ['None', 'True', 'True', 'True', 'True']
+    crashes = ['import faulthandler; faulthandler._stack_overflow()', 'import ctypes; ctypes.string_at(0)']
     for options in ([], ['-X', 'faulthandler']):
         done = subprocess.run([sys.executable, *options, '-c', code], env=env, capture_output=True, text=True)
         assert done.stdout.split() == ['1', 'False', 'True', 'False', 'True'], done.stderr
-        crash = subprocess.run([sys.executable, *options, '-c', 'import ctypes; ctypes.string_at(0)'], env=env,
-                               capture_output=True, text=True)
-        assert crash.returncode == -signal.SIGSEGV
-        assert ('Fatal Python error: Segmentation fault' in crash.stderr) == bool(options)
+        for crash in crashes:
+            ended = subprocess.run([sys.executable, *options, '-c', crash], env=env, capture_output=True, text=True)
+            assert ended.returncode == -signal.SIGSEGV, (crash, ended.stderr)
+        assert ('Fatal Python error: Segmentation fault' in ended.stderr) == bool(options), ended.stderr
