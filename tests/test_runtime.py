@@ -135,7 +135,7 @@ with torch.no_grad():
         'psnr': [float(10 * torch.log10(1 / (o - reference).square().mean())) for o in (out, out_bf16)],
         'u8_products': sum(op['layerType'].astype(str).startswith('FullyConnected')
                            and op['runtimePrecision'].astype(str) == 'u8' for op in ops),
-        'restored': restored and torch.equal(super_resolve(net, lr, scale), reference)}))
+        'restored': restored and bool((super_resolve(net, lr, scale) - reference).abs().max() <= 1e-5)}))
 """
 
 
@@ -146,7 +146,8 @@ def test_int8_decode_on_a_photo(cache, scale, products):
     crops): its products run in uint8 x int8 on OpenVINO (the key and value nets after their first layer; the key
     net's output layer is in the pair table at x4), PSNR >= 45 dB against PyTorch fp32 (also under bf16 autocast
     where the CPU has bf16, as the CLI runs it), and the PyTorch model is left as it was (the fake-quantized forward
-    is gone)."""
+    is gone, and its output is the first run's within float rounding, 1e-5, far below the int8 error: MKL's fp32
+    products need not repeat bit for bit, and under the emulated AVX2 CPU once did not)."""
     import json
     import subprocess
     import sys
