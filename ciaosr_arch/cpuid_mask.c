@@ -176,8 +176,10 @@ __attribute__((constructor)) static void install(void) {
     struct sigaction act;
     memset(&act, 0, sizeof act);
     act.sa_sigaction = on_segv;
-    act.sa_flags = SA_SIGINFO;  /* not SA_ONSTACK: with it, a pytest run of the CLI's tests died (a library's
-                                   alternate stack no longer usable); so a stack overflow ends the process unreported */
+    /* Not SA_ONSTACK: OpenVINO's CPU plugin points the alternate signal stack of the thread that creates it at a
+       20 KB buffer of its own, which is no longer usable once the plugin is gone (a CPUID answered there ended a
+       pytest run of the CLI's tests with SIGSEGV). So a stack overflow ends the process unreported. */
+    act.sa_flags = SA_SIGINFO;
     sigfillset(&act.sa_mask);  /* nothing else runs while CPUID faulting is switched off */
     if (real_sigaction()(SIGSEGV, &act, &program_action) != 0 || set_cpuid(0) != 0) {
         real_sigaction()(SIGSEGV, &program_action, NULL);
