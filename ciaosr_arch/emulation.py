@@ -39,27 +39,25 @@ EMULATION_ENV = {
     'avx2-vnni': {'ATEN_CPU_CAPABILITY': 'avx2', 'MKL_ENABLE_INSTRUCTIONS': 'AVX2', ISA_LIMIT_ENV: 'AVX2_VNNI',
                   'OV_CPU_MAX_ISA': 'AVX2_VNNI'},
 }
-# CPUID feature bits (leaf, subleaf, register) -> {bit: name}, from Intel's SDM vol. 2A (CPUID) and AMD's APM vol. 3.
-_AVX512_AMX = {
-    (7, 0, 'ebx'): {16: 'avx512f', 17: 'avx512dq', 21: 'avx512ifma', 26: 'avx512pf', 27: 'avx512er', 28: 'avx512cd',
-                    30: 'avx512bw', 31: 'avx512vl'},
-    (7, 0, 'ecx'): {1: 'avx512vbmi', 6: 'avx512_vbmi2', 11: 'avx512_vnni', 12: 'avx512_bitalg',
-                    14: 'avx512_vpopcntdq'},
-    (7, 0, 'edx'): {2: 'avx512_4vnniw', 3: 'avx512_4fmaps', 8: 'avx512_vp2intersect', 22: 'amx_bf16',
-                    23: 'avx512_fp16', 24: 'amx_tile', 25: 'amx_int8'},
-    (7, 1, 'eax'): {5: 'avx512_bf16', 21: 'amx_fp16', 23: 'avx_ifma'},
-    (7, 1, 'edx'): {4: 'avx_vnni_int8', 5: 'avx_ne_convert', 8: 'amx_complex', 10: 'avx_vnni_int16', 19: 'avx10'},
+# The CPUID feature bits an emulated kind may hide: name -> (leaf, subleaf, register, bit), from Intel's SDM vol. 2A
+# (CPUID) and AMD's APM vol. 3: AVX-512, AMX and the extensions after AVX2.
+CPUID_BITS = {
+    'avx512f': (7, 0, 'ebx', 16), 'avx512dq': (7, 0, 'ebx', 17), 'avx512ifma': (7, 0, 'ebx', 21),
+    'avx512pf': (7, 0, 'ebx', 26), 'avx512er': (7, 0, 'ebx', 27), 'avx512cd': (7, 0, 'ebx', 28),
+    'avx512bw': (7, 0, 'ebx', 30), 'avx512vl': (7, 0, 'ebx', 31),
+    'avx512vbmi': (7, 0, 'ecx', 1), 'avx512_vbmi2': (7, 0, 'ecx', 6), 'gfni': (7, 0, 'ecx', 8),
+    'avx512_vnni': (7, 0, 'ecx', 11), 'avx512_bitalg': (7, 0, 'ecx', 12), 'avx512_vpopcntdq': (7, 0, 'ecx', 14),
+    'avx512_4vnniw': (7, 0, 'edx', 2), 'avx512_4fmaps': (7, 0, 'edx', 3), 'avx512_vp2intersect': (7, 0, 'edx', 8),
+    'amx_bf16': (7, 0, 'edx', 22), 'avx512_fp16': (7, 0, 'edx', 23), 'amx_tile': (7, 0, 'edx', 24),
+    'amx_int8': (7, 0, 'edx', 25),
+    'sha512': (7, 1, 'eax', 0), 'sm3': (7, 1, 'eax', 1), 'sm4': (7, 1, 'eax', 2), 'avx_vnni': (7, 1, 'eax', 4),
+    'avx512_bf16': (7, 1, 'eax', 5), 'amx_fp16': (7, 1, 'eax', 21), 'avx_ifma': (7, 1, 'eax', 23),
+    'avx_vnni_int8': (7, 1, 'edx', 4), 'avx_ne_convert': (7, 1, 'edx', 5), 'amx_complex': (7, 1, 'edx', 8),
+    'avx_vnni_int16': (7, 1, 'edx', 10), 'avx10': (7, 1, 'edx', 19), 'apx_f': (7, 1, 'edx', 21),
 }
-_NEWER = {(7, 1, 'eax'): {0: 'sha512', 1: 'sm3', 2: 'sm4'}, (7, 1, 'edx'): {21: 'apx_f'}}  # Arrow Lake and later
-# What each emulated kind hides: AVX-512, AMX and the extensions after AVX2 (Zen 1-3 and Skylake have none of them,
-# GFNI included; Alder Lake adds AVX-VNNI and GFNI). VAES and VPCLMULQDQ stay (Zen 3 and Alder Lake have them).
-CPUID_HIDDEN = {
-    'avx2': {**_AVX512_AMX, (7, 0, 'ecx'): {**_AVX512_AMX[(7, 0, 'ecx')], 8: 'gfni'},
-             (7, 1, 'eax'): {**_AVX512_AMX[(7, 1, 'eax')], **_NEWER[(7, 1, 'eax')], 4: 'avx_vnni'},
-             (7, 1, 'edx'): {**_AVX512_AMX[(7, 1, 'edx')], **_NEWER[(7, 1, 'edx')]}},
-    'avx2-vnni': {**_AVX512_AMX, (7, 1, 'eax'): {**_AVX512_AMX[(7, 1, 'eax')], **_NEWER[(7, 1, 'eax')]},
-                  (7, 1, 'edx'): {**_AVX512_AMX[(7, 1, 'edx')], **_NEWER[(7, 1, 'edx')]}},
-}
+# What each emulated kind hides: Zen 1-3 and Skylake have none of CPUID_BITS; Alder Lake has AVX-VNNI and GFNI.
+# (VAES and VPCLMULQDQ stay: Zen 3 and Alder Lake have them.)
+CPUID_HIDDEN = {'avx2': frozenset(CPUID_BITS), 'avx2-vnni': frozenset(CPUID_BITS) - {'avx_vnni', 'gfni'}}
 # glibc's own choice of its string functions, made before any library loads: its tunable drops AVX-512 there too.
 GLIBC_HWCAPS = 'glibc.cpu.hwcaps=-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX512ER,-AVX512PF'
 _HIDE_REGISTERS = ((7, 0, 'ebx'), (7, 0, 'ecx'), (7, 0, 'edx'), (7, 1, 'eax'), (7, 1, 'edx'))  # cpuid_mask.c's order
@@ -156,7 +154,8 @@ def emulation_env(kind: str) -> tuple[dict[str, str], str | None]:
     except RuntimeError as err:
         return env, (f'CPUID not masked ({err}): code that reads CPUID alone, such as OpenVINO\'s MLAS products, '
                      f'still uses this CPU\'s own instruction sets, so timings flatter the emulated CPU')
-    masks = [sum(1 << bit for bit in CPUID_HIDDEN[kind].get(register, {})) for register in _HIDE_REGISTERS]
+    masks = [sum(1 << bit for name, (*where, bit) in CPUID_BITS.items() if name in CPUID_HIDDEN[kind]
+                 and tuple(where) == register) for register in _HIDE_REGISTERS]
     env[HIDE_ENV] = ' '.join(f'{mask:x}' for mask in masks)
     env['LD_PRELOAD'] = ' '.join(filter(None, [env.get('LD_PRELOAD'), str(library)]))  # after any (ASan first)
     env['GLIBC_TUNABLES'] = ':'.join(filter(None, [env.get('GLIBC_TUNABLES'), GLIBC_HWCAPS]))
