@@ -663,9 +663,13 @@ def serve(session: AppSession, port: int | None = None, browser: bool = False, b
     theme = Default(font=SYSTEM_FONTS, font_mono=SYSTEM_MONO_FONTS)
     demo = build_app(session)
     # allowed_paths lets Gradio copy the outputs into its temporary folder; the guard serves only that folder.
+    # quiet: Gradio's own lines include advice to set share=True, which this app never does; ours names the address.
     demo.launch(server_name=HOST, server_port=port, share=False, inbrowser=browser,
                 allowed_paths=[str(session.output)], footer_links=[], theme=theme, css=CSS, ssr_mode=False,
-                mcp_server=False, app_kwargs={'lifespan': guarded}, prevent_thread_lock=not block)
+                mcp_server=False, app_kwargs={'lifespan': guarded}, prevent_thread_lock=True, quiet=True)
+    print(f'serving on {demo.local_url} (this machine only; Ctrl-C stops it)', flush=True)
+    if block:
+        demo.block_thread()
     return demo
 
 

@@ -11,12 +11,9 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
-from typing import NoReturn
 
 import torch
 
@@ -24,6 +21,8 @@ import ciaosr_arch.runtime as runtimes
 from ciaosr_arch import emulation
 from ciaosr_arch.evaluation import as_scale
 from ciaosr_arch.shipped import SHIPPED_MODELS
+
+from .scripts import route_sigterm
 
 BICUBIC = 'bicubic'  # the baseline's name in every table
 
@@ -60,14 +59,10 @@ def console_script_setup() -> None:
       printing a file name never fails: names that are not UTF-8 (Latin-1 bytes from old zips and Samba shares
       arrive as surrogates), or a strict non-UTF-8 console.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
+    route_sigterm()
     reconfigure = getattr(sys.stdout, 'reconfigure', None)  # a TextIOWrapper's, not an object put in its place
     if reconfigure:
         reconfigure(errors='backslashreplace')
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 def scale_arg(text: str) -> float:
@@ -105,7 +100,8 @@ def model_specs(args: argparse.Namespace) -> dict[str, str]:
 def add_device_options(parser: argparse.ArgumentParser, int8: bool = False) -> None:
     """--device auto|cpu|cuda and the autocast precision --fp16 / --bf16 (mutually exclusive); with `int8`, also
     --int8 (the OpenVINO int8 decode, `ciaosr_arch.runtime`)."""
-    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
+                        help='where to run (default auto: the GPU when CUDA has one, else the CPU)')
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument('--fp16', action='store_true', help='float16 autocast (CUDA only)')
     precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (CUDA, or CPUs with native bf16)')

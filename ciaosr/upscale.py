@@ -44,6 +44,7 @@ from .cli import (
     pick_precision,
     prepare_output,
 )
+from .scripts import INTERRUPTED
 
 LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 
@@ -368,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     print(f'{prefix}{counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed{waiting}{ignored}, '
           f'{per_image} ({seconds:.0f} s){"; interrupted" if interrupted else ""}', flush=True)
     if interrupted:
-        return 130
+        return INTERRUPTED
     return 1 if counts['failed'] else 0
 
 
@@ -390,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == '__main__':

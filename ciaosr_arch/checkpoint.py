@@ -66,7 +66,8 @@ def read_checkpoint(path: str | Path, param_key: str | None = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f'checkpoint not found: {path}')
+        raise CheckpointError(f'checkpoint not found: {path} (a checkpoint file, or the name of a shipped model: '
+                              f'{", ".join(SHIPPED_MODELS)})')
     if path.suffix.lower() == '.safetensors':
         try:
             with safe_open(str(path), framework='pt') as f:

@@ -203,6 +203,8 @@ def test_browser_upload_scale_compare_download(tmp_path, tiny_model, capsys):
             process.kill()
             raise
     assert process.returncode == 0, server_output
+    assert f'serving on http://127.0.0.1:{port}/ (this machine only' in server_output
+    assert 'share=True' not in server_output  # Gradio's advice to make a public link, quieted
     assert external == []
     assert select.select([trap], [], [], 0)[0] == [], 'the app tried to reach the network'
     trap.close()

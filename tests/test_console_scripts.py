@@ -1,11 +1,17 @@
 """The exit convention of every console script in pyproject's [project.scripts]: 2 for a command line that cannot be
-used, 1 for an input that cannot be used, each with one `error: ...` line and no traceback."""
+used, 1 for an input that cannot be used, each with one `error: ...` line and no traceback; 130 when interrupted."""
 import importlib
+import signal
+import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from ciaosr import scripts
+from ciaosr.scripts import INTERRUPTED
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['scripts']
@@ -54,3 +60,26 @@ def test_a_missing_input_exits_1_with_one_line(script, tmp_path, monkeypatch, ca
         message = stop.code  # printed by Python on the way out, exit status 1
     assert isinstance(message, str) and message.startswith('error: ') and '\n' not in message, message
     assert 'missing' in message and not list(tmp_path.iterdir())  # named, and nothing written
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_during_the_imports_ends_like_one_during_the_work(signum, tmp_path):
+    """Ctrl-C or SIGTERM in the first seconds, while the script imports PyTorch and the network, gave a traceback
+    (Ctrl-C) or a silent exit 143 (SIGTERM): now `interrupted` and 130, as during the work. The input is missing, so a
+    script that got past its imports would exit 1 instead."""
+    script = Path(sys.executable).parent / 'ciaosr-upscale'
+    run = subprocess.Popen([script, '-i', str(tmp_path / 'missing.png'), '-o', str(tmp_path / 'out')],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # the interpreter has started the script; its imports take seconds
+    run.send_signal(signum)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == INTERRUPTED and err.strip().endswith('interrupted') and 'Traceback' not in err, err
+    assert out == '' and not (tmp_path / 'out').exists()
+
+
+def test_a_tool_without_a_handler_of_its_own_ends_on_an_interrupt_with_130(monkeypatch, capsys):
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(importlib.import_module('ciaosr.convert'), 'main', interrupted)
+    assert scripts.convert(['a.pth', 'b.safetensors']) == INTERRUPTED
+    assert capsys.readouterr().err == 'interrupted\n'

@@ -304,6 +304,7 @@ def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkey
     monkeypatch.setattr('ciaosr_arch.shipped.WEIGHTS_DIR', tmp_path / 'weights')  # no shipped file there
     cases = [(['-i', tmp_path / 'a.png'], 'the default weights are missing', 1),
              (['-i', tmp_path / 'a.png', '--model', tmp_path / 'nope.pth'], 'checkpoint not found', 1),
+             (['-i', tmp_path / 'a.png', '--model', 'rea1'], 'name of a shipped model: default, real-l1, real', 1),
              (['-i', tmp_path / 'nowhere'], 'input not found', 1),
              (['-i', tmp_path / 'empty_dir'], 'no images', 1),
              (['-i', tmp_path / 'a.png', '--model', tiny_model, '--fp16', '--device', 'cpu'], '--fp16 needs a CUDA', 2)]
