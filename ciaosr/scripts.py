@@ -4,14 +4,17 @@ Ctrl-C or SIGTERM at any moment ends a command in one way: a line `interrupted` 
 traceback. While a script imports its tool's module (PyTorch, OpenCV, BasicSR and the network: several seconds),
 nothing has been written yet and the process ends at once (a KeyboardInterrupt raised inside a library's import can
 leave the library half-initialized and fail with another error instead: NumPy's recursion error, seen in a test);
-after that SIGTERM raises KeyboardInterrupt as Ctrl-C does, and a tool with work to wind up (the upscaler's summary
-and temporary files, the web app's cache folder) catches it itself first.
+after that SIGTERM raises KeyboardInterrupt as Ctrl-C does, and a tool with work to wind up catches it itself first
+(the upscaler: its summary, temporary files removed, 130; the web app, whose normal end it is: its cache folder
+removed, 0). Exceptions: a signal that the parent set to be ignored (a shell's `command &`) stays ignored, and
+`ciaosr-train`/`-test` leave SIGTERM to its default action, as their DataLoader workers do (routed, a SIGTERM to
+the process group kills the workers before the main process winds up, which then reports them as killed).
 """
 import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NoReturn
@@ -27,38 +30,51 @@ def raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
 def end_at_once(signum: int, frame: FrameType | None) -> NoReturn:
     """Signal handler while a script imports its tool: `interrupted` on stderr and exit status INTERRUPTED at once
     (`os._exit`: nothing to flush or clean up yet)."""
-    os.write(sys.stderr.fileno(), b'interrupted\n')
+    os.write(2, b'interrupted\n')
     os._exit(INTERRUPTED)
 
 
-def route_sigterm() -> None:
-    """SIGTERM (kill, torchrun, a service manager) raises KeyboardInterrupt in the main thread from now on.
+def handle(signum: int, handler: Callable[[int, FrameType | None], Any]) -> None:
+    """Installs `handler` for signal `signum` unless the signal is ignored (SIG_IGN, set by the parent process).
     ValueError outside the main thread, where Python cannot set signal handlers."""
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    if signal.getsignal(signum) is not signal.SIG_IGN:
+        signal.signal(signum, handler)
+
+
+def route_sigterm() -> None:
+    """SIGTERM (kill, torchrun, a service manager) raises KeyboardInterrupt in the main thread from now on, as Ctrl-C
+    does (unless it is ignored). ValueError outside the main thread."""
+    handle(signal.SIGTERM, raise_keyboard_interrupt)
 
 
 @dataclass(frozen=True)
 class ConsoleScript:
-    """The entry point `function` of module `ciaosr.<module>`, imported when the script is called.
+    """The entry point `function` of module `ciaosr.<module>`, imported when the script is called; `sigterm`: whether
+    SIGTERM ends it as Ctrl-C does (else its default action).
 
-    Calling it with argv (a list of str; None: sys.argv[1:]) imports the module with Ctrl-C and SIGTERM ending the
-    process at once (`end_at_once`), then routes SIGTERM to KeyboardInterrupt (`route_sigterm`), puts Ctrl-C's
-    handler back, runs the function and returns what it returns (the exit status, or None for 0); on Ctrl-C or
-    SIGTERM before the function returns, INTERRUPTED, after a line `interrupted` on stderr.
+    Calling it with argv (a list of str; None: sys.argv[1:]) imports the module with Ctrl-C (and SIGTERM) ending the
+    process at once (`end_at_once`), then puts Ctrl-C's handler back, routes SIGTERM to KeyboardInterrupt
+    (`route_sigterm`), runs the function and returns what it returns (the exit status, or None for 0); on a
+    KeyboardInterrupt that reaches it, INTERRUPTED, after a line `interrupted` on stderr. Signals set to be ignored
+    stay ignored. ValueError outside the main thread.
     """
 
     module: str
     function: str = 'main'
+    sigterm: bool = True
 
     def __call__(self, argv: Sequence[str] | None = None) -> Any:
-        ctrl_c = signal.signal(signal.SIGINT, end_at_once)
-        signal.signal(signal.SIGTERM, end_at_once)
+        signals = (signal.SIGINT, signal.SIGTERM) if self.sigterm else (signal.SIGINT,)
+        before = {signum: signal.getsignal(signum) for signum in signals}
         try:
-            entry = getattr(importlib.import_module(f'ciaosr.{self.module}'), self.function)
-        finally:
-            signal.signal(signal.SIGINT, ctrl_c)
-            route_sigterm()
-        try:
+            for signum in signals:
+                handle(signum, end_at_once)
+            try:
+                entry = getattr(importlib.import_module(f'ciaosr.{self.module}'), self.function)
+            finally:
+                signal.signal(signal.SIGINT, before[signal.SIGINT])
+                if self.sigterm:
+                    route_sigterm()
             return entry(argv)
         except KeyboardInterrupt:
             print('interrupted', file=sys.stderr)
@@ -66,8 +82,8 @@ class ConsoleScript:
 
 
 upscale = ConsoleScript('upscale')
-train = ConsoleScript('train', 'train')
-test = ConsoleScript('train', 'test')
+train = ConsoleScript('train', 'train', sigterm=False)
+test = ConsoleScript('train', 'test', sigterm=False)
 benchmark = ConsoleScript('benchmark')
 benchmark_speed = ConsoleScript('benchmark_speed')
 quality_report = ConsoleScript('quality_report')

@@ -63,23 +63,32 @@ def test_a_missing_input_exits_1_with_one_line(script, tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupt_during_the_imports_ends_like_one_during_the_work(signum, tmp_path):
+@pytest.mark.parametrize('ignored', [False, True])
+def test_an_interrupt_during_the_imports_ends_like_one_during_the_work(signum, ignored, tmp_path):
     """Ctrl-C or SIGTERM in the first seconds, while the script imports PyTorch and the network, gave a traceback
     (Ctrl-C) or a silent exit 143 (SIGTERM): now `interrupted` and 130, as during the work. The input is missing, so a
-    script that got past its imports would exit 1 instead."""
+    script that got past its imports exits 1 instead, which it must where the parent set the signal to be ignored
+    (a shell's `command &`)."""
     script = Path(sys.executable).parent / 'ciaosr-upscale'
     run = subprocess.Popen([script, '-i', str(tmp_path / 'missing.png'), '-o', str(tmp_path / 'out')],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=(lambda: signal.signal(signum, signal.SIG_IGN)) if ignored else None)
     time.sleep(0.5)  # the interpreter has started the script; its imports take seconds
     run.send_signal(signum)
-    out, err = run.communicate(timeout=60)
-    assert run.returncode == INTERRUPTED and err.strip().endswith('interrupted') and 'Traceback' not in err, err
-    assert out == '' and not (tmp_path / 'out').exists()
+    out, err = run.communicate(timeout=120)
+    if ignored:
+        assert run.returncode == 1 and 'missing.png' in err, err
+    else:
+        assert run.returncode == INTERRUPTED and err.strip().endswith('interrupted') and 'Traceback' not in err, err
+        assert out == '' and not (tmp_path / 'out').exists()
 
 
 def test_a_tool_without_a_handler_of_its_own_ends_on_an_interrupt_with_130(monkeypatch, capsys):
     def interrupted(argv=None):
         raise KeyboardInterrupt
     monkeypatch.setattr(importlib.import_module('ciaosr.convert'), 'main', interrupted)
-    assert scripts.convert(['a.pth', 'b.safetensors']) == INTERRUPTED
+    try:
+        assert scripts.convert(['a.pth', 'b.safetensors']) == INTERRUPTED
+    except KeyboardInterrupt:
+        pytest.fail('the interrupt escaped the console script')
     assert capsys.readouterr().err == 'interrupted\n'
