@@ -64,15 +64,14 @@ class ConsoleScript:
     sigterm: bool = True
 
     def __call__(self, argv: Sequence[str] | None = None) -> Any:
-        signals = (signal.SIGINT, signal.SIGTERM) if self.sigterm else (signal.SIGINT,)
-        before = {signum: signal.getsignal(signum) for signum in signals}
+        ctrl_c = signal.getsignal(signal.SIGINT)
         try:
-            for signum in signals:
+            for signum in (signal.SIGINT, signal.SIGTERM) if self.sigterm else (signal.SIGINT,):
                 handle(signum, end_at_once)
             try:
                 entry = getattr(importlib.import_module(f'ciaosr.{self.module}'), self.function)
             finally:
-                signal.signal(signal.SIGINT, before[signal.SIGINT])
+                signal.signal(signal.SIGINT, ctrl_c)
                 if self.sigterm:
                     route_sigterm()
             return entry(argv)
