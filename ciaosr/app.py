@@ -221,7 +221,10 @@ class AppSession:
         target, budget, dtype = self.settings(options)
         int8 = options.precision == 'int8'
         net = self.network(options.model, int8)
-        upscaler = pipeline.Upscaler(net, self.device, dtype, budget)
+        try:
+            upscaler = pipeline.Upscaler(net, self.device, dtype, budget)
+        except ValueError as err:  # a budget that the memory in use already fills
+            raise UsageError(str(err)) from None
         warning = memory_warning(budget, self.device)
         folder = self.new_folder()
         outcome = Outcome(lines=[warning] if warning else [], folder=folder)

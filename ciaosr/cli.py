@@ -19,6 +19,7 @@ import torch
 
 import ciaosr_arch.runtime as runtimes
 from ciaosr_arch import emulation
+from ciaosr_arch.errors import byte_size
 from ciaosr_arch.evaluation import as_scale
 from ciaosr_arch.shipped import SHIPPED_MODELS
 
@@ -195,7 +196,7 @@ def memory_warning(budget: float, device: torch.device) -> str | None:
     if budget <= total:
         return None
     where = 'the GPU' if device.type == 'cuda' else 'this machine'
-    return (f'warning: --max-memory {budget / 2 ** 30:.1f} GiB is more than {where} has ({total / 2 ** 30:.1f} GiB); '
+    return (f'warning: --max-memory {byte_size(budget)} is more than {where} has ({byte_size(total)}); '
             f'runs that need it will swap or be killed')
 
 

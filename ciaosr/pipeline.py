@@ -35,6 +35,7 @@ import torch
 
 from ciaosr_arch import super_resolve
 from ciaosr_arch.engine import MIN_TILE, Net, default_overlap, largest_tile, memory_plan, output_size, speed_tile
+from ciaosr_arch.errors import byte_size
 from ciaosr_arch.image import to_pixels, to_tensor
 
 from . import image_io
@@ -200,7 +201,8 @@ class Upscaler:
     device); budget: bytes of memory for the whole process (None: `default_budget`); steps: the number of upscaling
     steps of scale^(1/steps) each (multi-step synthesis); tile: the LR tile side (0: the largest that fits the
     budget, at most `speed_tile` of the net and device; else at least MIN_TILE); tile_overlap: LR pixels shared by
-    neighbouring tiles (None: `default_overlap` of the tile). ValueError for a setting out of range.
+    neighbouring tiles (None: `default_overlap` of the tile). ValueError for a setting out of range, or a budget
+    that the memory in use when it is made (`resident_bytes`: the model, the libraries) already fills.
 
     Gray pictures, and colour ones whose three channels are equal everywhere (black-and-white photos stored as
     RGB), go through the network as gray copied to RGB and come out as the mean of its channels: exactly neutral.
@@ -223,6 +225,9 @@ class Upscaler:
         self.budget = default_budget(self.device) if budget is None else budget
         self.steps, self.tile, self.tile_overlap = steps, tile, tile_overlap
         self.base = resident_bytes(self.device)
+        if self.base >= HEADROOM * self.budget:
+            raise ValueError(f'--max-memory {byte_size(self.budget)} is less than the {byte_size(self.base)} in use '
+                             f'already (the model and the libraries), so no picture could fit; raise it')
 
     def plan(self, info: image_io.ImageInfo, size: tuple[int, int]) -> list[Step]:
         """The steps that take an image described by `info` (image_io.ImageInfo, read from the header) to `size`
@@ -234,11 +239,11 @@ class Upscaler:
         chunk (an explicit tile must fit it as the automatic one does). MemoryError (one line) if something does not
         fit, naming the largest tile that would; ValueError if the overlap is too large for the tiles that fit.
         """
-        room, gib = HEADROOM * self.budget, 2 ** 30
+        room = HEADROOM * self.budget
         h, w = info.height, info.width
         if self.base + info.decode_bytes > room:
-            raise MemoryError(f'{w}x{h}: decoding it does not fit in --max-memory {self.budget / gib:.2f} GiB (needs '
-                              f'{info.decode_bytes / gib:.2f} GiB on top of the {self.base / gib:.2f} GiB in use); '
+            raise MemoryError(f'{w}x{h}: decoding it does not fit in --max-memory {byte_size(self.budget)} (needs '
+                              f'{byte_size(info.decode_bytes)} on top of the {byte_size(self.base)} in use); '
                               f'raise --max-memory')
         held = self.base + info.pixel_bytes + h * w * INPUT_FLOAT_BYTES
         if info.has_alpha:
@@ -255,12 +260,12 @@ class Upscaler:
             except MemoryError:
                 fits = largest_tile(self.net, room - fixed)
                 if explicit and fits >= MIN_TILE:
-                    raise MemoryError(f'--tile {self.tile} does not fit in --max-memory {self.budget / gib:.2f} '
-                                      f'GiB for this image: the largest tile that fits is {fits}; lower --tile or '
+                    raise MemoryError(f'--tile {self.tile} does not fit in --max-memory {byte_size(self.budget)} '
+                                      f'for this image: the largest tile that fits is {fits}; lower --tile or '
                                       f'raise --max-memory') from None
                 raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
-                                  f'{self.budget / gib:.2f} GiB (the model, input and output alone need '
-                                  f'{fixed / gib:.2f} GiB); raise --max-memory or lower the scale') from None
+                                  f'{byte_size(self.budget)} (the model, input and output alone need '
+                                  f'{byte_size(fixed)}); raise --max-memory or lower the scale') from None
             whole = tile >= max(in_size)
             overlap = self.tile_overlap
             if overlap is None:
@@ -270,7 +275,7 @@ class Upscaler:
                 limit = f', at most {cap} on {self.device.type.upper()}' if cap else ''
                 raise ValueError(f'--tile-overlap {overlap} needs LR tiles of at least {2 * overlap} pixels, but the '
                                  f'automatic tile is {tile} here (the largest that --max-memory '
-                                 f'{self.budget / gib:.2f} GiB allows{limit}); lower --tile-overlap, or give --tile')
+                                 f'{byte_size(self.budget)} allows{limit}); lower --tile-overlap, or give --tile')
             steps.append(Step(step_size, tile, overlap, chunk, whole))
             previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
         return steps

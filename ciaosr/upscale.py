@@ -339,7 +339,10 @@ def run(args: argparse.Namespace) -> int:
     warning = memory_warning(args.max_memory, device)
     if warning and rank == 0:
         tqdm.write(warning, file=sys.stderr)
-    upscaler = pipeline.Upscaler(net, device, dtype, args.max_memory, args.steps, args.tile, args.tile_overlap)
+    try:
+        upscaler = pipeline.Upscaler(net, device, dtype, args.max_memory, args.steps, args.tile, args.tile_overlap)
+    except ValueError as err:  # the options' values (the budget)
+        raise UsageError(str(err)) from None
     jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)
     planned = {job.dst.resolve() for job in jobs if job.dst}
     images = [job for job in jobs if not video.is_video(job.src)]

@@ -29,6 +29,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
+from ciaosr_arch.errors import byte_size
 from ciaosr_arch.files import atomic_file, atomic_path
 from ciaosr_arch.runtime import cpu_flags
 
@@ -221,9 +222,8 @@ class VideoJob:
         codec_bytes = (DECODER_FRAMES * info.width * info.height
                        + ENCODER_FRAMES * self.size[0] * self.size[1]) * YUV_BYTES
         if upscaler.base + codec_bytes > HEADROOM * upscaler.budget:
-            gib = 2 ** 30
             raise MemoryError(f'output {size[1]}x{size[0]}: the video decoder and encoder alone need about '
-                              f'{codec_bytes / gib:.2f} GiB, more than --max-memory {upscaler.budget / gib:.2f} GiB '
+                              f'{byte_size(codec_bytes)}, more than --max-memory {byte_size(upscaler.budget)} '
                               f'allows; raise --max-memory or lower the scale')
         frame = image_io.ImageInfo(info.width, info.height, 3, 1, int(codec_bytes))
         self.steps = upscaler.plan(frame, self.size)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .archs.coords import axis_centres
 from .archs.implicit_base import ImplicitSRNet
+from .errors import byte_size
 from .runtimes.base import CACHE_QUERIES
 
 # Peak memory of encoding one t x t tile for the full EDSR-baseline CiaoSR, CPU, fp32: growth of peak RSS over the
@@ -163,7 +164,7 @@ def memory_plan(net: Net, work_bytes: float, half: bool = False, tile: int = 0) 
     room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
     fits = largest_tile(net, work_bytes)
     if fits < (tile or MIN_AUTO_TILE):
-        raise MemoryError(f'{work_bytes / 2 ** 30:.2f} GiB is too little room for a {tile or MIN_AUTO_TILE}-pixel '
+        raise MemoryError(f'{byte_size(work_bytes)} is too little room for a {tile or MIN_AUTO_TILE}-pixel '
                           f'tile (the largest that fits is {fits})')
     tile = tile or min(fits, speed_tile(net, device) or fits)
     chunk = int((room - encode / 2 * tile ** 2) / net.runtime.query_bytes(net, half))

@@ -27,6 +27,7 @@ from PIL import Image
 from ciaosr import app
 from ciaosr import cli as shared_cli
 from ciaosr import upscale as cli
+from ciaosr_arch.errors import byte_size
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -252,8 +253,11 @@ def test_budget_above_the_machine_memory_warns(tmp_path, tiny_model):
     photos = make_photos(tmp_path / 'in')
     session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
     outcome = session.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', str(budget)))
-    assert outcome.lines[0].startswith(f'warning: --max-memory {budget / 2 ** 30:.1f} GiB is more than this machine')
+    assert outcome.lines[0].startswith(f'warning: --max-memory {byte_size(budget)} is more than this machine')
     assert outcome.lines[-1].startswith('1 done')
+    with pytest.raises(cli.UsageError, match=r'^--max-memory 1 KiB is less than the .* in use already'):
+        session.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', '1KB'))
+    assert len(list((tmp_path / 'out').iterdir())) == 1  # the first run's folder only
 
 
 def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tmp_path, tiny_model, monkeypatch):

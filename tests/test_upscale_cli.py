@@ -16,6 +16,7 @@ from ciaosr import image_io, pipeline
 from ciaosr import upscale as cli
 from ciaosr.cli import cpu_has_bf16, device_memory
 from ciaosr_arch import CiaoSR, engine
+from ciaosr_arch.errors import byte_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
@@ -99,11 +100,26 @@ def test_scales_sizes_and_steps(tmp_path, tiny_model, photo):
     assert two_steps[0] == (80, 60) and not np.array_equal(single, two_steps[1])
 
 
-def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, capsys):
+def test_byte_size_reads_in_the_unit_that_fits():
+    sizes = [0, 1023, 1024, 1536, 345 * 2 ** 20, 2 ** 30 - 2 ** 17, 5 * 2 ** 29, -20 * 2 ** 20, 3 * 2 ** 40]
+    assert [byte_size(n) for n in sizes] == ['0 bytes', '1023 bytes', '1 KiB', '1.5 KiB', '345 MiB', '1024 MiB',
+                                             '2.5 GiB', '-20 MiB', '3 TiB']
+
+
+def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, monkeypatch, capsys):
+    """A budget too small for a file fails that file (exit 1), in units that show it (not '0.00 GiB'); one that the
+    memory in use already fills is refused before any file (exit 2)."""
     Image.fromarray(photo[:16, :16]).save(tmp_path / 'a.png')
-    assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 16, '--max-memory', '100MB',
-                   model=tiny_model) == 1
-    assert 'does not fit in --max-memory' in capsys.readouterr().err
+    argv = ('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 16)
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: 0)
+    assert run_cli(*argv, '--max-memory', '100KB', model=tiny_model) == 1
+    assert 'a.png: 16x16: decoding it does not fit in --max-memory 100 KiB (needs ' in capsys.readouterr().err
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: 300 * 2 ** 20)
+    assert run_cli(*argv, '--max-memory', '1KB', model=tiny_model) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        'error: --max-memory 1 KiB is less than the 300 MiB in use already (the model and the libraries), so no '
+        'picture could fit; raise it')
+    assert not (tmp_path / 'out' / 'a_out.png').exists()
 
 
 def test_memory_budget_above_the_machine_warns(tmp_path, tiny_model, photo, capsys):
@@ -112,8 +128,8 @@ def test_memory_budget_above_the_machine_warns(tmp_path, tiny_model, photo, caps
     assert run_cli('-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '-s', 2, '--max-memory', budget,
                    model=tiny_model) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning: ')]
-    assert warnings == [f'warning: --max-memory {budget / 2 ** 30:.1f} GiB is more than this machine has '
-                        f'({budget / 2 / 2 ** 30:.1f} GiB); runs that need it will swap or be killed']
+    assert warnings == [f'warning: --max-memory {byte_size(budget)} is more than this machine has '
+                        f'({byte_size(budget / 2)}); runs that need it will swap or be killed']
 
 
 def test_explicit_tile_is_held_to_the_budget(tmp_path, tiny_model, photo, monkeypatch, capsys):
@@ -124,7 +140,7 @@ def test_explicit_tile_is_held_to_the_budget(tmp_path, tiny_model, photo, monkey
     argv = ('-i', tmp_path / 'p.png', '-o', tmp_path / 'out', '-s', 1.5, '--max-memory', '345MB', '--runtime', 'torch')
     assert run_cli(*argv, '--tile', 64, model=tiny_model) == 1
     err = capsys.readouterr().err
-    fits = int(re.search(r'--tile 64 does not fit in --max-memory 0.34 GiB for this image: the largest tile that '
+    fits = int(re.search(r'--tile 64 does not fit in --max-memory 345 MiB for this image: the largest tile that '
                          r'fits is (\d+); lower --tile or raise --max-memory', err)[1])
     assert engine.MIN_TILE <= fits < 64 and not (tmp_path / 'out' / 'p_out.png').exists()
     assert run_cli(*argv, '--tile', fits, model=tiny_model) == 0
