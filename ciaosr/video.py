@@ -286,12 +286,22 @@ def process_video(job: VideoJob, upscaler: Upscaler, since: float, rank: int = 0
 
 
 def encoder_options(codec: str, crf: int) -> dict[str, str]:
-    """FFmpeg's options for the encoder of `codec` (a key of CODECS): the CRF, and for x264 on a CPU with AVX-512
-    X264_WITHOUT_AVX512."""
+    """FFmpeg's options for the encoder of `codec` (a key of CODECS): the CRF, for x264 on a CPU with AVX-512
+    X264_WITHOUT_AVX512, for x265 its log limited to errors (it writes two dozen lines per file to the terminal
+    itself). SVT-AV1's log is limited by the environment instead (`quiet_svt_av1`)."""
     options = {'crf': str(crf)}
     if CODECS[codec] == 'libx264' and 'avx512f' in cpu_flags(emulated=False):
         options['x264-params'] = X264_WITHOUT_AVX512
+    elif CODECS[codec] == 'libx265':
+        options['x265-params'] = 'log-level=error'
     return options
+
+
+def quiet_svt_av1() -> None:
+    """Limits SVT-AV1's log, which it writes to the terminal itself (about 15 `Svt[info]` lines per file and a warning
+    about thread priorities), to errors: its SVT_LOG variable (1: errors; SVT-AV1's `svt_log.c`), read when its first
+    encoder starts; a value the user set is kept."""
+    os.environ.setdefault('SVT_LOG', '1')
 
 
 def _encode_segment(job, segment, upscaler, bar):
@@ -303,6 +313,8 @@ def _encode_segment(job, segment, upscaler, bar):
               av.open(str(temporary), 'w', format='mp4') as out):
             stream = source.streams.video[0]
             context = stream.codec_context
+            if CODECS[job.codec] == 'libsvtav1':
+                quiet_svt_av1()
             encoder = out.add_stream(CODECS[job.codec], rate=stream.average_rate,
                                      options=encoder_options(job.codec, job.crf))
             encoder.width, encoder.height = job.size[1], job.size[0]
@@ -338,7 +350,9 @@ def _join(job):
     fmt = CONTAINERS.get(job.dst.suffix.lower(), 'matroska')
     try:
         with av.open(str(job.src)) as source, atomic_file(job.dst) as file, av.open(file, 'w', format=fmt) as out:
-            video = out.add_stream_from_template(segments[0].streams.video[0])
+            # opaque: the codec's parameters as they are (else PyAV looks for an encoder named after the segments'
+            # decoder, e.g. libdav1d for AV1, and fails)
+            video = out.add_stream_from_template(segments[0].streams.video[0], opaque=True)
             video.time_base = source.streams.video[0].time_base
             if job.info.rotation:
                 video.set_display_rotation(job.info.rotation)
