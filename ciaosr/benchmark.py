@@ -474,6 +474,9 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     with cli.exit_on_error():
         device = cli.pick_device(args.device)
         dtype = cli.pick_precision(device, args.fp16, args.bf16)
+        cli.prepare_output_files(args.json, args.markdown, args.plot)
+        if args.save_lr:
+            cli.prepare_output(Path(args.save_lr))
         images = {d: dataset_images(args.data_root, d, args.limit) for d in args.datasets}
         methods = load_methods(args, device, dtype)
     lpips = unavailable = None

@@ -74,7 +74,7 @@ from ciaosr_arch.runtime import (
 )
 
 from . import image_io
-from .cli import cpu_has_bf16, exit_on_error, pick_device, pick_precision
+from .cli import cpu_has_bf16, exit_on_error, pick_device, pick_precision, prepare_output_files
 from .pipeline import Upscaler
 
 OFFICIAL_CHUNK = 30000
@@ -409,6 +409,7 @@ def pipeline_main(parser, args):
             parser.error(f'--{option.replace("_", "-")} is an option of the CPU paths, not of --pipeline')
     torch.set_num_threads(args.threads)
     with exit_on_error():
+        prepare_output_files(args.json)
         device = pick_device(args.device or 'auto')
         if args.photo:
             pixels = image_io.as_rgb(image_io.read_image(args.photo).pixels)
@@ -499,6 +500,7 @@ def main(argv=None):
             print(f'--isa {args.isa}: {problem}', file=sys.stderr)
         return subprocess.run([sys.executable, '-m', 'ciaosr.benchmark_speed', *argv], env=env).returncode
     with exit_on_error():  # the files the command names, read before any measurement: one line and exit status 1
+        prepare_output_files(args.json)
         if args.weights:
             load_model(args.weights)
         if args.realesrgan:

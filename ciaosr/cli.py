@@ -176,6 +176,19 @@ def prepare_output(outdir: Path) -> None:
         raise OSError(f'cannot write to the output folder {outdir}: {err.strerror or err}') from None
 
 
+def prepare_output_files(*paths: str | Path | None) -> None:
+    """Check, before any work, that report files (`paths`; None: not asked for) can be written: each one's folder is
+    created if needed and checked as `prepare_output` does, and an existing folder at a file's path is refused;
+    OSError (one line naming the path) otherwise. A long run then never ends in a traceback over its report."""
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f'{path} is a folder; give a file name for the report')
+        prepare_output(path.parent)
+
+
 def device_memory(device: torch.device) -> int:
     """Bytes of memory `device` has: the GPU's total memory on CUDA; on the CPU the machine's physical memory, or
     its cgroup limit (a container's, /sys/fs/cgroup/memory.max) where that is lower."""

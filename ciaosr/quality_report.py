@@ -48,6 +48,7 @@ from .cli import (
     model_specs,
     pick_device,
     pick_precision,
+    prepare_output,
     scale_arg,
 )
 from .grid_index import grid_index
@@ -400,7 +401,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     one line and exit status 2; inputs, a model or outputs folders that cannot be used with one line and exit status
     1 (`cli.exit_on_error`)."""
     args = parse_args(argv)
+    out = Path(args.out)
     with exit_on_error():
+        prepare_output(out)
+        (out / 'sheets').mkdir(exist_ok=True)
         device = pick_device(args.device)
         dtype = pick_precision(device, args.fp16, args.bf16)
         root = Path(args.inputs)
@@ -426,8 +430,6 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     available = {name: metric for name, metric in metrics.items()
                  if name != GRID and not isinstance(metric, MetricUnavailable)}
     scored = [m.name for m in methods if args.bicubic or m.name != BICUBIC]
-    out = Path(args.out)
-    (out / 'sheets').mkdir(parents=True, exist_ok=True)
 
     per_image, image_info = [], []
     for index, item in enumerate(inputs, start=1):

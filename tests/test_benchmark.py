@@ -107,7 +107,7 @@ def small_data_root(shared_data, tmp_path):
 
 
 def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_model):
-    out = {name: tmp_path / name for name in ('out.json', 'out.md', 'out.png')}
+    out = {name: tmp_path / 'reports' / name for name in ('out.json', 'out.md', 'out.png')}  # its folder made
     records = benchmark.run([
         '--model', 'bicubic', '--model', str(tiny_model), '--name', 'Tiny',
         '--data-root', str(small_data_root), '--datasets', 'Set14', '--scales', '6', '2', '2.5',
@@ -134,6 +134,19 @@ def test_benchmark_outputs_with_a_tiny_model(small_data_root, tmp_path, tiny_mod
     assert '| Method | Set14 x2 | Set14 x2.5 | Set14 x6* |' in report
     assert '\n| bicubic | ' in report and '\n| Tiny | ' in report and 'LPIPS unavailable' in report
     assert Image.open(out['out.png']).format == 'PNG'
+
+
+def test_report_paths_are_checked_before_any_work(small_data_root, tmp_path, monkeypatch):
+    """A report that cannot be written was a traceback after the whole run (its folder missing): now folders are
+    made, and a path that cannot hold the file is one line before anything is scored."""
+    monkeypatch.setattr(benchmark, 'evaluate', lambda *args: pytest.fail('scored before the paths were checked'))
+    (tmp_path / 'taken').mkdir()
+    (tmp_path / 'file').write_text('')
+    argv = ['--model', 'bicubic', '--data-root', str(small_data_root), '--datasets', 'Set14']
+    with pytest.raises(SystemExit, match=r'taken is a folder; give a file name for the report$'):
+        benchmark.run(argv + ['--json', str(tmp_path / 'taken')])
+    with pytest.raises(SystemExit, match=r'file exists and is not a folder$'):
+        benchmark.run(argv + ['--markdown', str(tmp_path / 'file' / 'table.md')])
 
 
 def test_default_model_without_shipped_weights_fails_clearly(small_data_root, tmp_path, monkeypatch):

@@ -434,6 +434,11 @@ def write_output(size):
     return write
 
 
+def write_file(path):
+    path.write_text('')
+    return path
+
+
 def write_unusable_inputs(path):
     path.mkdir()
     (path / 'broken.png').write_bytes(b'not a PNG')
@@ -453,6 +458,7 @@ def write_unusable_inputs(path):
     (('x8', write_output((960, 958))), ['--outputs', 'x', '8', '{}'], 1,
      'chip.jpg is 958x960, but x8 of the 120x120 input is 960x960'),
     (('unusable', write_unusable_inputs), ['--inputs', '{}'], 1, 'no usable image in'),
+    (('a_file', write_file), ['--out', '{}'], 1, 'a_file exists and is not a folder'),
 ])
 def test_cli_errors_are_clear(make, extra, status, message, tmp_path, shared_data, capsys):
     """One line `error: ...`; exit status 2 for a command line that cannot be used, 1 for inputs, models or
