@@ -54,6 +54,7 @@ from ciaosr_arch.shipped import SHIPPED_MODELS, shipped_weights
 
 from . import image_io, pipeline
 from .cli import (
+    OneLineParser,
     UsageError,
     console_script_setup,
     cpu_path_line,
@@ -85,7 +86,7 @@ FILE_ROUTE = re.compile(r'/file[=/](.*)')  # Gradio's routes that serve files by
 
 def build_parser() -> argparse.ArgumentParser:
     """The app's command line."""
-    parser = argparse.ArgumentParser(description='A local web app for CiaoSR upscaling (http://127.0.0.1 only).')
+    parser = OneLineParser(description='A local web app for CiaoSR upscaling (http://127.0.0.1 only).')
     parser.add_argument('-o', '--output', default='results',
                         help='folder for everything the app writes (default: ./results); one sub-folder per run')
     parser.add_argument('--model', action='append', default=[],

@@ -421,7 +421,7 @@ def plot(records: Sequence[dict[str, Any]], methods: Sequence[str], datasets: Se
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or '').split('\n\n')[0])
+    parser = cli.OneLineParser(description=(__doc__ or '').split('\n\n')[0])
     cli.add_model_options(parser, ' (the bicubic row is always included)')
     parser.add_argument('--data-root', default='../shared/data',
                         help='folder with one sub-folder of HR images per dataset (default: ../shared/data, '

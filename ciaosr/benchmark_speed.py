@@ -74,7 +74,7 @@ from ciaosr_arch.runtime import (
 )
 
 from . import image_io
-from .cli import cpu_has_bf16, exit_on_error, pick_device, pick_precision, prepare_output_files
+from .cli import OneLineParser, cpu_has_bf16, exit_on_error, pick_device, pick_precision, prepare_output_files
 from .pipeline import Upscaler
 
 OFFICIAL_CHUNK = 30000
@@ -434,7 +434,7 @@ def main(argv=None):
     an --isa run (else None: 0). A command line that cannot be used exits with status 2 (argparse), --weights,
     --realesrgan or --photos that cannot be used with one line and status 1 (`cli.exit_on_error`). The same
     function runs each measurement in a child process (the hidden --_child option)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO)
+    parser = OneLineParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO)
     parser.add_argument('--sizes', type=int, nargs='+', help='LR sides (default 48 96; --pipeline: 512 1024)')
     parser.add_argument('--scales', type=float, nargs='+', help='scales (default 4 8; --pipeline: 4 8 16)')
     parser.add_argument('--repeat', type=int, default=2,

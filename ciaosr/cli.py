@@ -28,6 +28,14 @@ from .scripts import route_sigterm
 BICUBIC = 'bicubic'  # the baseline's name in every table
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """The command lines' parser: argparse, but a command line that cannot be used is one line, `error: ... (see
+    --help)`, exit status 2 (argparse prints its usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f'error: {message} (see --help)\n')
+
+
 class UsageError(Exception):
     """A command line that cannot be used as given, found before any work: an option's value, options that do not
     fit together, or what they ask of this machine (no CUDA, no native bf16): one line, exit status 2."""

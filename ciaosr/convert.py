@@ -8,7 +8,6 @@ file's metadata, and an existing output is never overwritten. The output is writ
 Every failure is one line on stderr, `error: ...`, with exit status 1 (2 for a bad command line:
 options argparse refuses, --meta that is not KEY=VALUE, an output name that does not end in .safetensors).
 """
-import argparse
 import os
 from pathlib import Path
 
@@ -17,16 +16,9 @@ import torch
 from ciaosr_arch import load_model
 from ciaosr_arch.files import save_safetensors
 
-from .cli import UsageError, exit_on_error
+from .cli import OneLineParser, UsageError, exit_on_error
 
 RESERVED_METADATA = ('arch', 'format')  # written by save_safetensors itself
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line, `error: ...`, exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f'error: {message} (see --help)\n')
 
 
 def parse_meta(items):

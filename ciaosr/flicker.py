@@ -8,7 +8,6 @@ frame t + 1 should equal the upscaled frame t shifted by `shift * scale` output 
 flicker: 0 for an upscaler that treats every position alike (bicubic is, up to the borders), more for a network
 whose texture depends on where in the input a pixel sits (GAN texture), as a video player would show it.
 """
-import argparse
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ from ciaosr_arch.engine import Net
 from ciaosr_arch.image import to_pixels, to_tensor
 
 from . import image_io
+from .cli import OneLineParser
 
 
 def pan_frames(photo: np.ndarray, size: int, count: int, shift: int = 1) -> list[np.ndarray]:
@@ -54,7 +54,7 @@ def upscale_clip(net: Net, frames: Sequence[np.ndarray], scale: float) -> list[n
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description='Flicker of frame-by-frame upscaling on a clip panned by LR pixels')
+    parser = OneLineParser(description='Flicker of frame-by-frame upscaling on a clip panned by LR pixels')
     parser.add_argument('--photo', required=True, help='a real photo to pan across')
     parser.add_argument('--model', default='default', help='a shipped model name or a checkpoint')
     parser.add_argument('--scale', type=int, default=4, help='integer scale (default 4)')

@@ -41,6 +41,7 @@ from ciaosr_arch.shipped import SHIPPED_MODELS, resolve_weights
 from . import image_io
 from .cli import (
     BICUBIC,
+    OneLineParser,
     UsageError,
     add_device_options,
     add_model_options,
@@ -371,7 +372,7 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[o
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or '').split('\n\n')[0])
+    parser = OneLineParser(description=(__doc__ or '').split('\n\n')[0])
     parser.add_argument('--inputs', required=True, help='folder of real LR images (or one image)')
     parser.add_argument('--scales', type=scale_arg, nargs='+', default=[8, 16], help='upscaling factors')
     add_model_options(parser, ', or any fixed-scale network file spandrel loads (.pth/.safetensors: Real-ESRGAN, '

@@ -34,6 +34,7 @@ from ciaosr_arch.shipped import SHIPPED_MODELS
 
 from . import image_io, pipeline, video
 from .cli import (
+    OneLineParser,
     UsageError,
     add_device_options,
     console_script_setup,
@@ -50,7 +51,7 @@ LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description='Upscale images and videos with CiaoSR at any scale (LR-space tiling, bounded memory, seam-free).')
     parser.add_argument('-i', '--input', required=True,
                         help='an image or video file, or a folder of them (videos need the `video` extra)')
@@ -372,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
     print(f'{prefix}{counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed{waiting}{ignored}, '
           f'{per_image} ({seconds:.0f} s){"; interrupted" if interrupted else ""}', flush=True)
     if interrupted:
+        print('interrupted', file=sys.stderr)  # as every command ends on Ctrl-C or SIGTERM
         return INTERRUPTED
     return 1 if counts['failed'] else 0
 
