@@ -62,10 +62,13 @@ def check_scale(scale: float, name: str = 'the scale') -> float:
 
 
 def check_upscale(in_size: tuple[int, int], size: tuple[int, int]) -> None:
-    """ValueError (one line) if an (h, w) input is larger than the (H, W) output on either side."""
+    """ValueError (one line) if an (h, w) input is larger than the (H, W) output on either side, naming which:
+    'is 40x32, taller than the requested 41x20'. A side may stay as it is (--size 40x64 of a 40x32 picture)."""
     (h, w), (out_h, out_w) = in_size, size
-    if out_h < h or out_w < w:
-        raise ValueError(f'is {w}x{h}, larger than the requested {out_w}x{out_h}; CiaoSR only upscales')
+    larger = [word for word, side, out in (('wider', w, out_w), ('taller', h, out_h)) if side > out]
+    if larger:
+        raise ValueError(f'is {w}x{h}, {" and ".join(larger)} than the requested {out_w}x{out_h}; CiaoSR only '
+                         f'upscales')
 
 
 @dataclass(frozen=True)

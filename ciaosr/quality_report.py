@@ -394,7 +394,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--tile-pad', type=non_negative_int, default=TILE_PAD,
                         help="context px around each tile of spandrel models (Real-ESRGAN's --tile_pad)")
     add_device_options(parser)  # the precision applies to CiaoSR/LIIF models
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.scales) < 1:  # the report scores upscaled photos (x1: restoration, as Real-ESRGAN's --outscale 1)
+        parser.error(f'--scales must be at least 1 (the inputs are upscaled), got {min(args.scales):g}')
+    return args
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -60,8 +60,10 @@ def test_a_format_that_cannot_hold_the_picture_gives_png_never_over_the_input(tm
     with pytest.raises(ValueError, match=r'^its output .*clear\.png is the input file; refusing to overwrite it$'):
         upscaler.upscale_file(src, tmp_path / 'clear.jpg', pipeline.Target(scale=2))  # PNG: the input's own name
     assert Image.open(src).size == (24, 20)
-    with pytest.raises(ValueError, match=r'^is 24x20, larger than the requested 12x10; CiaoSR only upscales'):
+    with pytest.raises(ValueError, match=r'^is 24x20, wider and taller than the requested 12x10; CiaoSR only upscales'):
         upscaler.upscale_file(src, tmp_path / 'small.png', pipeline.Target(width=12))
+    with pytest.raises(ValueError, match=r'^is 24x20, taller than the requested 25x10; CiaoSR only upscales'):
+        upscaler.upscale_file(src, tmp_path / 'small.png', pipeline.Target(width=25, height=10))
 
 
 def test_the_app_reads_each_header_once(tmp_path, tiny_model, probes):
@@ -84,7 +86,7 @@ def test_the_cli_and_the_app_share_the_scale_check(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit) as exit_info:
         cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), '-s', '1'])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].endswith('error: --scale must be a finite number > 1, got 1.0')
+    assert capsys.readouterr().err == 'error: --scale must be a finite number > 1, got 1.0 (see --help)\n'
     with pytest.raises(UsageError, match=r'^the scale must be a finite number > 1, got 1\.0$'):
         session.run([], app.Options('scale', 1, 'default', 'fp32', '2.5GB'))
 
@@ -93,7 +95,7 @@ def test_the_cli_and_the_app_share_the_scale_check(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(pipeline, 'check_scale', refuse)
     with pytest.raises(SystemExit):
         cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), '-s', '3'])
-    assert capsys.readouterr().err.splitlines()[-1].endswith('error: --scale: refused by the stand-in')
+    assert capsys.readouterr().err == 'error: --scale: refused by the stand-in (see --help)\n'
     with pytest.raises(UsageError, match='^the scale: refused by the stand-in$'):
         session.run([], app.Options('scale', 3, 'default', 'fp32', '2.5GB'))
 

@@ -459,6 +459,7 @@ def write_unusable_inputs(path):
      'chip.jpg is 958x960, but x8 of the 120x120 input is 960x960'),
     (('unusable', write_unusable_inputs), ['--inputs', '{}'], 1, 'no usable image in'),
     (('a_file', write_file), ['--out', '{}'], 1, 'a_file exists and is not a folder'),
+    (None, ['--scales', '8', '0.5'], 2, '--scales must be at least 1 (the inputs are upscaled), got 0.5'),
 ])
 def test_cli_errors_are_clear(make, extra, status, message, tmp_path, shared_data, capsys):
     """One line `error: ...`; exit status 2 for a command line that cannot be used, 1 for inputs, models or

@@ -312,7 +312,7 @@ def test_bad_arguments_fail_in_one_line(tmp_path, capsys, argv, message):
         cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), *argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err.splitlines()[-1] and 'Traceback' not in err
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1, err  # one line, no usage block
 
 
 def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkeypatch):
