@@ -16,6 +16,7 @@ This module is the command line (arguments, listing, output names, ranks, bars a
 files themselves go through `ciaosr.pipeline.Upscaler`, built from the arguments, which the web app shares.
 """
 import argparse
+import datetime
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from ciaosr_arch import load_model
@@ -48,6 +50,8 @@ from .cli import (
 from .scripts import INTERRUPTED
 
 LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
+RANK_WAIT = datetime.timedelta(days=7)  # how long ranks that are done wait for the slowest one under torchrun
+COUNTS = ('done', 'skipped', 'failed', 'waiting')  # what a run counts, per file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,7 +354,8 @@ def run(args: argparse.Namespace) -> int:
     mine = set(map(id, images[rank::world]))  # images by file; every rank takes a share of each video's segments
     jobs = [job for job in jobs if id(job) in mine or video.is_video(job.src)]
 
-    counts = {'done': 0, 'skipped': 0, 'failed': 0, 'waiting': 0}
+    grouped = join_ranks(world)
+    counts = dict.fromkeys(COUNTS, 0)
     start = time.perf_counter()
     interrupted = False
     try:  # Ctrl-C or SIGTERM anywhere in the loop (in a file, or between files in tqdm): the summary still comes
@@ -375,7 +380,32 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         print('interrupted', file=sys.stderr)  # as every command ends on Ctrl-C or SIGTERM
         return INTERRUPTED
+    if grouped:
+        counts = total_counts(counts)
+        if rank == 0:
+            print(f'all {world} ranks: {counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed',
+                  flush=True)
     return 1 if counts['failed'] else 0
+
+
+def join_ranks(world: int) -> bool:
+    """Joins the ranks' process group (gloo, on the CPU) when torchrun started them (WORLD_SIZE > 1, MASTER_ADDR and
+    MASTER_PORT set), so that they end together (`total_counts`): torchrun stops every rank as soon as one exits with
+    a non-zero status, so a rank with a failed file must not end before the others are done. Returns whether it
+    joined; ranks started by hand (RANK and WORLD_SIZE only, e.g. one after the other) run independently."""
+    if world == 1 or not {'MASTER_ADDR', 'MASTER_PORT'} <= os.environ.keys():
+        return False
+    dist.init_process_group('gloo', timeout=RANK_WAIT)
+    return True
+
+
+def total_counts(counts: dict[str, int]) -> dict[str, int]:
+    """The sums of every rank's `counts` (a dict over COUNTS), once all ranks are done (`join_ranks`); leaves the
+    process group."""
+    totals = torch.tensor([counts[key] for key in COUNTS])
+    dist.all_reduce(totals)
+    dist.destroy_process_group()
+    return dict(zip(COUNTS, totals.tolist()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

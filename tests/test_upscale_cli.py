@@ -273,23 +273,28 @@ def test_inputs_are_never_overwritten(tmp_path, tiny_model, photo, capsys):
 
 
 def test_rank_sharding_under_torchrun(tmp_path, tiny_model, photo):
-    """2 CPU ranks split 5 files: every file done exactly once, by one rank."""
+    """2 CPU ranks split 5 files and a broken one: every file done exactly once, by one rank, and the ranks end
+    together (torchrun stopped rank 0 in the middle of its share when rank 1 ended with its failed file)."""
     src = tmp_path / 'in'
     src.mkdir()
-    for k in range(5):
-        Image.fromarray(photo[k:k + 8, :10]).save(src / f'img{k}.png')
+    for k in range(5):  # rank 0 takes img0, img1, img3 (sorted names, every other one), the larger ones
+        side = 8 if k in (2, 4) else 96
+        Image.fromarray(photo[k:k + side, :side + 2]).save(src / f'img{k}.png')
+    (src / 'img0x.png').write_bytes(b'not a PNG')  # rank 1's first file
     torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
     script = os.path.join(ROOT, 'inference', 'inference_ciaosr.py')
     result = subprocess.run([torchrun, '--standalone', '--nproc_per_node=2', script,
                              '-i', str(src), '-o', str(tmp_path / 'out'), '-s', '2', '--model', str(tiny_model),
                              '--max-memory', '64GB'],
                             capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [f'img{k}_out.png' for k in range(5)]
     # the ranks share the pipes: a file's line can follow another rank's progress bar in the same line
     done = re.findall(r'\[rank \d/2\] (\S+) -> ', result.stdout + result.stderr)
     assert sorted(os.path.basename(path) for path in done) == [f'img{k}.png' for k in range(5)]
-    assert '[rank 0/2] 3 done' in result.stdout and '[rank 1/2] 2 done' in result.stdout
+    assert '[rank 0/2] 3 done, 0 skipped, 0 failed' in result.stdout
+    assert '[rank 1/2] 2 done, 0 skipped, 1 failed' in result.stdout
+    assert 'all 2 ranks: 5 done, 0 skipped, 1 failed' in result.stdout and 'interrupted' not in result.stdout
 
 
 @pytest.mark.parametrize('argv,message', [
