@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = [job for job in jobs if id(job) in mine or video.is_video(job.src)]
 
     grouped = join_ranks(world)
-    counts = dict.fromkeys(COUNTS, 0)
+    counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
     start = time.perf_counter()
     interrupted = False
     try:  # Ctrl-C or SIGTERM anywhere in the loop (in a file, or between files in tqdm): the summary still comes
