@@ -14,13 +14,14 @@ Timestamps (variable frame rate too), the rotation (display matrix), colour rang
 transfer of the input are kept. Codecs that need even sizes get them: an odd output side is rounded up by one.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -66,6 +67,7 @@ def require_av() -> ModuleType:
         import av
         import av.codec  # the modules of Codec and FFmpegError, named as such (`av` does not export FFmpegError)
         import av.error
+        import av.logging
     except ImportError:
         raise VideoError(f'videos need the `{EXTRA}` extra: pip install "ciaosr[{EXTRA}]"') from None
     return av
@@ -88,8 +90,9 @@ class Segment:
 @dataclass(frozen=True)
 class VideoInfo:
     """What `probe_video` found: coded frame size in pixels, rotation (degrees counter-clockwise, as displayed),
-    the video codec, the number of frames, the average frame rate, the video stream's time base and the
-    segments (`plan_segments`)."""
+    the video codec, the number of frames, the average frame rate, the video stream's time base, the segments
+    (`plan_segments`) and `damage`: the first error FFmpeg reported while reading the packets, e.g. 'File ended
+    prematurely' for a cut-off MKV, whose readable frames are upscaled (None: read cleanly)."""
     width: int
     height: int
     rotation: int
@@ -98,6 +101,7 @@ class VideoInfo:
     rate: Fraction | None
     time_base: Fraction
     segments: tuple[Segment, ...]
+    damage: str | None = None
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -136,8 +140,9 @@ def probe_video(path: str | Path, min_frames: int | None = None) -> VideoInfo:
                 av.codec.Codec(name, 'r')
             except (av.error.FFmpegError, ValueError):
                 raise VideoError(f'unsupported video codec {name!r}: FFmpeg here cannot decode it') from None
-            packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream)
-                       if packet.size and packet.pts is not None]
+            with ffmpeg_errors() as errors:
+                packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream)
+                           if packet.size and packet.pts is not None]
             if not packets:
                 raise VideoError('the video stream has no frames')
             size, rate, time_base = (stream.codec_context.width, stream.codec_context.height), stream.average_rate, \
@@ -153,7 +158,26 @@ def probe_video(path: str | Path, min_frames: int | None = None) -> VideoInfo:
     except (av.error.FFmpegError, OSError, ValueError) as err:
         raise VideoError(f'not a readable video (truncated or damaged: {err})') from None
     return VideoInfo(*size, first.rotation % 360, name, len(packets), rate, time_base,
-                     plan_segments(packets, min_frames))
+                     plan_segments(packets, min_frames), errors[0] if errors else None)
+
+
+@contextlib.contextmanager
+def ffmpeg_errors() -> Iterator[list[str]]:
+    """The messages FFmpeg logs at error level or worse in this thread while the block runs (a list, filled when
+    the block ends; PyAV forwards FFmpeg's log only while a level is set, and drops a message that repeats the one
+    before, even from an earlier file: both are set for the block, then put back). VideoError if PyAV is missing."""
+    av = require_av()
+    errors: list[str] = []
+    previous, skip_repeated = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)
+    try:
+        with av.logging.Capture(local=True) as logs:
+            yield errors
+            errors.extend(message.strip() for level, _, message in logs if level <= av.logging.ERROR)
+    finally:
+        av.logging.set_level(previous)
+        av.logging.set_skip_repeated(skip_repeated)
 
 
 def even_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -279,9 +303,11 @@ def process_video(job: VideoJob, upscaler: Upscaler, since: float, rank: int = 0
     h, w = job.info.display_size
     seconds = time.perf_counter() - start
     rate = f', {total / seconds:.2f} frame/s' if total else ''
+    damage = (f' (note: FFmpeg read it with an error, "{job.info.damage}": the file is cut off or damaged; its '
+              f'{job.info.frames} readable frames were upscaled)') if job.info.damage else ''
     tqdm.write(f'{prefix}{job.src} -> {job.dst}: {w}x{h} -> {job.display_out[1]}x{job.display_out[0]}, '
                f'{job.info.frames} frames, {job.codec} crf {job.crf} ({"; ".join(map(str, job.steps))}) '
-               f'in {seconds:.1f} s{rate}')
+               f'in {seconds:.1f} s{rate}{damage}')
     return 'done'
 
 

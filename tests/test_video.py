@@ -168,6 +168,21 @@ def test_every_codec_writes_a_video_without_its_encoder_log(codec, tmp_path, tin
     assert not [line for line in err.splitlines() if '[info]' in line or '[warn]' in line], err
 
 
+def test_a_cut_off_mkv_is_upscaled_as_far_as_it_goes_with_a_note(tmp_path, tiny_model, nearest, capsys):
+    """An MKV cut off after its header (an interrupted recording) reads without an exception: its readable frames
+    are upscaled, and the file's line says that FFmpeg found it cut off (it passed silently)."""
+    src = make_clip(tmp_path / 'whole.mkv', frames=8)
+    assert video.probe_video(src).damage is None
+    cut = tmp_path / 'cut.mkv'
+    cut.write_bytes(src.read_bytes()[:src.stat().st_size * 2 // 3])
+    readable = video.probe_video(cut).frames
+    assert 0 < readable < 8
+    assert run('-i', cut, '-o', tmp_path / 'out', '-s', 2, model=tiny_model) == 0
+    assert (f'(note: FFmpeg read it with an error, "File ended prematurely": the file is cut off or damaged; its '
+            f'{readable} readable frames were upscaled)') in capsys.readouterr().out
+    assert len(frames(tmp_path / 'out' / 'cut_out.mkv')[0]) == readable
+
+
 def test_bad_videos_get_one_line_and_the_batch_goes_on(tmp_path, tiny_model, monkeypatch, nearest, capsys):
     src = tmp_path / 'in'
     src.mkdir()
