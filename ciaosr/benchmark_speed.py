@@ -337,7 +337,12 @@ def pipeline_rows(device, pictures, scales, nets, realesrgan, repeat, threads):
     dtype = pick_precision(device, fp16=device.type == 'cuda')
     for name, net in nets.items():
         label = f'CiaoSR {name}, ' + ('fp16' if dtype else f'{use_runtime(net, threads=threads)} fp32') + ', CLI'
-        upscaler = Upscaler(net, device, dtype)
+        try:
+            upscaler = Upscaler(net, device, dtype)
+        except ValueError as err:  # the default budget that the memory in use already fills
+            yield from ({'lr': side, 'scale': scale, 'path': label, 'error': str(err)}
+                        for side in pictures for scale in scales)
+            continue
         for side, pixels in pictures.items():
             info = image_io.ImageInfo(side, side, 3, 1, 0)
             for scale in scales:
@@ -432,8 +437,8 @@ def pipeline_main(parser, args):
 def main(argv=None):
     """The console script: the measurements as a Markdown table on stdout (and --json); returns the exit status of
     an --isa run (else None: 0). A command line that cannot be used exits with status 2 (argparse), --weights,
-    --realesrgan or --photos that cannot be used with one line and status 1 (`cli.exit_on_error`). The same
-    function runs each measurement in a child process (the hidden --_child option)."""
+    --realesrgan, --photos or a --json path that cannot be used with one line and status 1 (`cli.exit_on_error`).
+    The same function runs each measurement in a child process (the hidden --_child option)."""
     parser = OneLineParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO)
     parser.add_argument('--sizes', type=int, nargs='+', help='LR sides (default 48 96; --pipeline: 512 1024)')
     parser.add_argument('--scales', type=float, nargs='+', help='scales (default 4 8; --pipeline: 4 8 16)')

@@ -30,7 +30,7 @@ BICUBIC = 'bicubic'  # the baseline's name in every table
 
 class OneLineParser(argparse.ArgumentParser):
     """The command lines' parser: argparse, but a command line that cannot be used is one line, `error: ... (see
-    --help)`, exit status 2 (argparse prints its usage block first)."""
+    --help)`, exit status 2 (stock argparse prints its usage block before the error)."""
 
     def error(self, message):
         self.exit(2, f'error: {message} (see --help)\n')

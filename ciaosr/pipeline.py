@@ -158,15 +158,20 @@ def default_budget(device: torch.device) -> int:
 
 
 def resident_bytes(device: torch.device) -> int:
-    """Memory in use now, in bytes: the process's resident set on CPU, tensors on the GPU."""
+    """Memory in use now, in bytes: the process's resident set on CPU (Linux; elsewhere the peak so far, an upper
+    bound; 0 where neither can be read: Windows, whose plans then count from zero), tensors on the GPU."""
     if device.type == 'cuda':
         return torch.cuda.memory_allocated(device)
     try:
         with open('/proc/self/statm') as statm:
             return int(statm.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
     except OSError:
-        import resource  # not Linux: the peak so far is an upper bound
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+        pass
+    try:
+        import resource  # Unix without /proc (macOS)
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
 
 
 @dataclass
@@ -229,8 +234,9 @@ class Upscaler:
         self.steps, self.tile, self.tile_overlap = steps, tile, tile_overlap
         self.base = resident_bytes(self.device)
         if self.base >= HEADROOM * self.budget:
-            raise ValueError(f'--max-memory {byte_size(self.budget)} is less than the {byte_size(self.base)} in use '
-                             f'already (the model and the libraries), so no picture could fit; raise it')
+            raise ValueError(f'--max-memory {byte_size(self.budget)} leaves no room for a picture: '
+                             f'{byte_size(self.base)} of it is in use already (by this process: the model, the '
+                             f'libraries), and plans keep {1 - HEADROOM:.0%} of it spare; raise it')
 
     def plan(self, info: image_io.ImageInfo, size: tuple[int, int]) -> list[Step]:
         """The steps that take an image described by `info` (image_io.ImageInfo, read from the header) to `size`

@@ -407,8 +407,6 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
     with exit_on_error():
-        prepare_output(out)
-        (out / 'sheets').mkdir(exist_ok=True)
         device = pick_device(args.device)
         dtype = pick_precision(device, args.fp16, args.bf16)
         root = Path(args.inputs)
@@ -421,6 +419,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not inputs:
             raise FileNotFoundError(f'--inputs: no usable image in {root}')
         methods = load_methods(args, device, inputs, dtype)
+        prepare_output(out)  # after every check of the inputs and models: a refused run leaves nothing
+        (out / 'sheets').mkdir(exist_ok=True)
     metrics = {}  # name -> metric, or the MetricUnavailable saying why not
     for name in args.metrics:
         if name == GRID:

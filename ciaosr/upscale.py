@@ -51,7 +51,9 @@ from .scripts import INTERRUPTED
 
 LONG_IMAGE_PIXELS = 2 ** 22  # show a per-image bar from this many output pixels
 RANK_WAIT = datetime.timedelta(days=7)  # how long ranks that are done wait for the slowest one under torchrun
-COUNTS = ('done', 'skipped', 'failed', 'waiting')  # what a run counts, per file
+RANK_POLL = 0.2  # seconds between looks at the other ranks while waiting (so that Ctrl-C and SIGTERM still end it)
+OUTCOMES = ('waiting', 'skipped', 'done', 'failed')  # what a file's run ends in, in the order that ranks' views of
+# one file combine: a video is 'waiting' on the ranks that leave its join to another, and failed if it failed on any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,11 +306,13 @@ def bar_progress(bar: tqdm) -> pipeline.Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Process this rank's share of the inputs; returns the exit status (0: every file succeeded).
+    """Process this rank's share of the inputs; returns the exit status (0: every file succeeded; 1: a file failed,
+    under torchrun on any rank, the ranks ending together: `join_ranks`; 130: interrupted).
 
     Before any work: the inputs are listed (FileNotFoundError, or ValueError if there are none), the output folder
-    is created and checked for writing (OSError), and rank 0 removes the temporary files that a killed run left
-    there (never those of a run that is still writing)."""
+    is created and checked for writing (OSError), rank 0 removes the temporary files that a killed run left there
+    (never those of a run that is still writing), and a --max-memory that the memory in use already fills is
+    refused (UsageError)."""
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     if not 0 <= rank < world:
         raise UsageError(f'RANK={rank} is not in [0, WORLD_SIZE={world})')
@@ -348,27 +352,30 @@ def run(args: argparse.Namespace) -> int:
         upscaler = pipeline.Upscaler(net, device, dtype, args.max_memory, args.steps, args.tile, args.tile_overlap)
     except ValueError as err:  # the options' values (the budget)
         raise UsageError(str(err)) from None
-    jobs = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)
-    planned = {job.dst.resolve() for job in jobs if job.dst}
-    images = [job for job in jobs if not video.is_video(job.src)]
+    every_job = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)
+    planned = {job.dst.resolve() for job in every_job if job.dst}
+    images = [job for job in every_job if not video.is_video(job.src)]
     mine = set(map(id, images[rank::world]))  # images by file; every rank takes a share of each video's segments
-    jobs = [job for job in jobs if id(job) in mine or video.is_video(job.src)]
+    jobs = [job for job in every_job if id(job) in mine or video.is_video(job.src)]
 
-    grouped = join_ranks(world)
-    counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
+    own_group = join_ranks(world)
+    outcomes = dict.fromkeys(map(id, every_job), OUTCOMES.index('waiting'))  # this rank's view of every file
+    counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
     start = time.perf_counter()
     interrupted = False
     try:  # Ctrl-C or SIGTERM anywhere in the loop (in a file, or between files in tqdm): the summary still comes
         with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
             for job in bar:
                 try:
-                    counts[process(job, upscaler, args, 2 * rank + 1, prefix, planned, started, rank, world)] += 1
+                    outcome = process(job, upscaler, args, 2 * rank + 1, prefix, planned, started, rank, world)
                 except Exception as err:  # noqa: BLE001  (one line per failed file; the batch goes on)
-                    counts['failed'] += 1
+                    outcome = 'failed'
                     message = str(err).splitlines()[0] if str(err) else ''
                     if not isinstance(err, (image_io.ImageReadError, video.VideoError, ValueError, MemoryError)):
                         message = f'{type(err).__name__}: {message}'
                     tqdm.write(f'{prefix}FAILED {job.src}: {message}', file=sys.stderr)
+                counts[outcome] += 1
+                outcomes[id(job)] = OUTCOMES.index(outcome)
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.perf_counter() - start
@@ -380,8 +387,9 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         print('interrupted', file=sys.stderr)  # as every command ends on Ctrl-C or SIGTERM
         return INTERRUPTED
-    if grouped:
-        counts = total_counts(counts)
+    if world > 1 and dist.is_initialized():  # torchrun: every file's outcome over all ranks
+        combined = combine_outcomes([outcomes[id(job)] for job in every_job], own_group)
+        counts = {name: combined.count(code) for code, name in enumerate(OUTCOMES)}
         if rank == 0:
             print(f'all {world} ranks: {counts["done"]} done, {counts["skipped"]} skipped, {counts["failed"]} failed',
                   flush=True)
@@ -389,23 +397,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def join_ranks(world: int) -> bool:
-    """Joins the ranks' process group (gloo, on the CPU) when torchrun started them (WORLD_SIZE > 1, MASTER_ADDR and
-    MASTER_PORT set), so that they end together (`total_counts`): torchrun stops every rank as soon as one exits with
-    a non-zero status, so a rank with a failed file must not end before the others are done. Returns whether it
-    joined; ranks started by hand (RANK and WORLD_SIZE only, e.g. one after the other) run independently."""
-    if world == 1 or not {'MASTER_ADDR', 'MASTER_PORT'} <= os.environ.keys():
+    """Joins the ranks in a process group (gloo, on the CPU) when torchrun started them (WORLD_SIZE > 1 and
+    TORCHELASTIC_RUN_ID set), so that they end together (`combine_outcomes`): torchrun stops every rank as soon as one
+    exits with a non-zero status, so a rank whose file failed must not end before the others are done. Ranks started
+    by hand (RANK and WORLD_SIZE only, e.g. one after the other) run independently. A group the caller made already
+    is used as it is. Returns whether this call made the group (to be left after `combine_outcomes`); OSError (one
+    line) if the ranks cannot reach each other."""
+    if world == 1 or 'TORCHELASTIC_RUN_ID' not in os.environ or dist.is_initialized():
         return False
-    dist.init_process_group('gloo', timeout=RANK_WAIT)
+    try:
+        dist.init_process_group('gloo', timeout=RANK_WAIT)
+    except RuntimeError as err:  # torch.distributed.DistError and its kinds
+        raise OSError(f'cannot join the other torchrun ranks (gloo: {str(err).splitlines()[0]})') from None
     return True
 
 
-def total_counts(counts: dict[str, int]) -> dict[str, int]:
-    """The sums of every rank's `counts` (a dict over COUNTS), once all ranks are done (`join_ranks`); leaves the
-    process group."""
-    totals = torch.tensor([counts[key] for key in COUNTS])
-    dist.all_reduce(totals)
-    dist.destroy_process_group()
-    return dict(zip(COUNTS, totals.tolist()))
+def combine_outcomes(codes: list[int], leave: bool) -> list[int]:
+    """Every rank's view of every file (`codes`: indices in OUTCOMES, one per file of the run, in the same order on
+    every rank) combined into the file's outcome (the largest index), once all ranks have called it; waits for them
+    with Ctrl-C and SIGTERM still ending the wait (KeyboardInterrupt). `leave`: leave the process group after."""
+    combined = torch.tensor(codes, dtype=torch.int64)
+    work = dist.all_reduce(combined, op=dist.ReduceOp.MAX, async_op=True)
+    assert work is not None  # async_op
+    while not work.is_completed():  # a blocking wait would hold back the signal handlers until the last rank came
+        time.sleep(RANK_POLL)
+    work.wait()
+    if leave:
+        dist.destroy_process_group()
+    return combined.tolist()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -303,8 +303,8 @@ def process_video(job: VideoJob, upscaler: Upscaler, since: float, rank: int = 0
     h, w = job.info.display_size
     seconds = time.perf_counter() - start
     rate = f', {total / seconds:.2f} frame/s' if total else ''
-    damage = (f' (note: FFmpeg read it with an error, "{job.info.damage}": the file is cut off or damaged; its '
-              f'{job.info.frames} readable frames were upscaled)') if job.info.damage else ''
+    damage = (f' (note: FFmpeg reported "{job.info.damage}" while reading it: the file may be cut off or damaged; '
+              f'the frames it could read were upscaled)') if job.info.damage else ''
     tqdm.write(f'{prefix}{job.src} -> {job.dst}: {w}x{h} -> {job.display_out[1]}x{job.display_out[0]}, '
                f'{job.info.frames} frames, {job.codec} crf {job.crf} ({"; ".join(map(str, job.steps))}) '
                f'in {seconds:.1f} s{rate}{damage}')
@@ -314,7 +314,7 @@ def process_video(job: VideoJob, upscaler: Upscaler, since: float, rank: int = 0
 def encoder_options(codec: str, crf: int) -> dict[str, str]:
     """FFmpeg's options for the encoder of `codec` (a key of CODECS): the CRF, for x264 on a CPU with AVX-512
     X264_WITHOUT_AVX512, for x265 its log limited to errors (it writes two dozen lines per file to the terminal
-    itself). SVT-AV1's log is limited by the environment instead (`quiet_svt_av1`)."""
+    itself). SVT-AV1's log is limited by the environment instead (`encoder_environment`)."""
     options = {'crf': str(crf)}
     if CODECS[codec] == 'libx264' and 'avx512f' in cpu_flags(emulated=False):
         options['x264-params'] = X264_WITHOUT_AVX512
@@ -323,11 +323,20 @@ def encoder_options(codec: str, crf: int) -> dict[str, str]:
     return options
 
 
-def quiet_svt_av1() -> None:
-    """Limits SVT-AV1's log, which it writes to the terminal itself (about 15 `Svt[info]` lines per file and a warning
-    about thread priorities), to errors: its SVT_LOG variable (1: errors; SVT-AV1's `svt_log.c`), read when its first
-    encoder starts; a value the user set is kept."""
-    os.environ.setdefault('SVT_LOG', '1')
+@contextlib.contextmanager
+def encoder_environment(codec: str) -> Iterator[None]:
+    """The environment that the encoder of `codec` (a key of CODECS) starts in, for the block: for SVT-AV1, which
+    writes its log to the terminal itself (about 15 `Svt[info]` lines per file and a warning about thread
+    priorities), SVT_LOG=1, errors only (read when an encoder starts; SVT-AV1's `svt_log.c`), unless the user set
+    it; put back after the block."""
+    if CODECS[codec] != 'libsvtav1' or 'SVT_LOG' in os.environ:
+        yield
+        return
+    os.environ['SVT_LOG'] = '1'
+    try:
+        yield
+    finally:
+        del os.environ['SVT_LOG']
 
 
 def _encode_segment(job, segment, upscaler, bar):
@@ -335,12 +344,10 @@ def _encode_segment(job, segment, upscaler, bar):
     at all: `atomic_path`)."""
     av = require_av()
     try:
-        with (atomic_path(job.segment_path(segment)) as temporary, av.open(str(job.src)) as source,
-              av.open(str(temporary), 'w', format='mp4') as out):
+        with (encoder_environment(job.codec), atomic_path(job.segment_path(segment)) as temporary,
+              av.open(str(job.src)) as source, av.open(str(temporary), 'w', format='mp4') as out):
             stream = source.streams.video[0]
             context = stream.codec_context
-            if CODECS[job.codec] == 'libsvtav1':
-                quiet_svt_av1()
             encoder = out.add_stream(CODECS[job.codec], rate=stream.average_rate,
                                      options=encoder_options(job.codec, job.crf))
             encoder.width, encoder.height = job.size[1], job.size[0]

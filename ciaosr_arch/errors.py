@@ -17,12 +17,12 @@ BYTE_UNITS = ('bytes', 'KiB', 'MiB', 'GiB', 'TiB')
 
 
 def byte_size(count: float) -> str:
-    """An amount of memory, `count` bytes, in the largest binary unit that keeps it at 1 or more, to three
-    significant digits: '512 bytes', '1 KiB', '345 MiB', '2.5 GiB', '-20 MiB' (a shortfall), so that a small budget
-    does not read '0.00 GiB'."""
+    """An amount of memory, `count` bytes, in the largest binary unit that keeps it at 1 or more as shown (bytes and
+    values from 100 up as whole numbers, else to three significant digits): '1 byte', '512 bytes', '1 KiB', '1.5 KiB',
+    '345 MiB', '2.5 GiB', '-20 MiB' (a shortfall), so that a small budget does not read '0.00 GiB'."""
     sign, count, power = '-' if count < 0 else '', abs(count), 0
-    while power < len(BYTE_UNITS) - 1 and count >= 1024 ** (power + 1):
+    while power < len(BYTE_UNITS) - 1 and round(count / 1024 ** power) >= 1024:
         power += 1
     value = count / 1024 ** power
-    return f'{sign}{value:.0f} {BYTE_UNITS[power]}' if power == 0 or value >= 100 else \
-        f'{sign}{value:.3g} {BYTE_UNITS[power]}'
+    shown = f'{value:.0f}' if power == 0 or value >= 100 else f'{value:.3g}'
+    return f'{sign}{shown} {"byte" if shown == "1" and power == 0 else BYTE_UNITS[power]}'

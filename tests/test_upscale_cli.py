@@ -101,9 +101,10 @@ def test_scales_sizes_and_steps(tmp_path, tiny_model, photo):
 
 
 def test_byte_size_reads_in_the_unit_that_fits():
-    sizes = [0, 1023, 1024, 1536, 345 * 2 ** 20, 2 ** 30 - 2 ** 17, 5 * 2 ** 29, -20 * 2 ** 20, 3 * 2 ** 40]
-    assert [byte_size(n) for n in sizes] == ['0 bytes', '1023 bytes', '1 KiB', '1.5 KiB', '345 MiB', '1024 MiB',
-                                             '2.5 GiB', '-20 MiB', '3 TiB']
+    sizes = [0, 1, 1023, 1024, 1536, 345 * 2 ** 20, 2 ** 20 - 1, 2 ** 30 - 2 ** 17, 5 * 2 ** 29, -20 * 2 ** 20,
+             3 * 2 ** 40, 2 ** 50]
+    assert [byte_size(n) for n in sizes] == ['0 bytes', '1 byte', '1023 bytes', '1 KiB', '1.5 KiB', '345 MiB',
+                                             '1 MiB', '1 GiB', '2.5 GiB', '-20 MiB', '3 TiB', '1024 TiB']
 
 
 def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, monkeypatch, capsys):
@@ -117,8 +118,8 @@ def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, monk
     monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: 300 * 2 ** 20)
     assert run_cli(*argv, '--max-memory', '1KB', model=tiny_model) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        'error: --max-memory 1 KiB is less than the 300 MiB in use already (the model and the libraries), so no '
-        'picture could fit; raise it')
+        'error: --max-memory 1 KiB leaves no room for a picture: 300 MiB of it is in use already (by this process: '
+        'the model, the libraries), and plans keep 10% of it spare; raise it')
     assert not (tmp_path / 'out' / 'a_out.png').exists()
 
 
@@ -273,14 +274,15 @@ def test_inputs_are_never_overwritten(tmp_path, tiny_model, photo, capsys):
 
 
 def test_rank_sharding_under_torchrun(tmp_path, tiny_model, photo):
-    """2 CPU ranks split 5 files and a broken one: every file done exactly once, by one rank, and the ranks end
-    together (torchrun stopped rank 0 in the middle of its share when rank 1 ended with its failed file)."""
+    """2 CPU ranks split 5 photos and a broken one: every photo done exactly once, by one rank. The ranks end together
+    (torchrun stops every rank once one exits with an error status: a rank whose file failed could cut the other's
+    share short), rank 0 with the run's total, in which a broken video (which both ranks take) counts once."""
     src = tmp_path / 'in'
     src.mkdir()
-    for k in range(5):  # rank 0 takes img0, img1, img3 (sorted names, every other one), the larger ones
-        side = 8 if k in (2, 4) else 96
-        Image.fromarray(photo[k:k + side, :side + 2]).save(src / f'img{k}.png')
-    (src / 'img0x.png').write_bytes(b'not a PNG')  # rank 1's first file
+    for k in range(5):  # rank 0 takes img0, img1, img3 (sorted names, every other one)
+        Image.fromarray(photo[k:k + 8, :10]).save(src / f'img{k}.png')
+    (src / 'img0x.png').write_bytes(b'not a PNG')  # rank 1's first photo
+    (src / 'clip.mp4').write_bytes(b'not a video')
     torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
     script = os.path.join(ROOT, 'inference', 'inference_ciaosr.py')
     result = subprocess.run([torchrun, '--standalone', '--nproc_per_node=2', script,
@@ -292,9 +294,10 @@ def test_rank_sharding_under_torchrun(tmp_path, tiny_model, photo):
     # the ranks share the pipes: a file's line can follow another rank's progress bar in the same line
     done = re.findall(r'\[rank \d/2\] (\S+) -> ', result.stdout + result.stderr)
     assert sorted(os.path.basename(path) for path in done) == [f'img{k}.png' for k in range(5)]
-    assert '[rank 0/2] 3 done, 0 skipped, 0 failed' in result.stdout
-    assert '[rank 1/2] 2 done, 0 skipped, 1 failed' in result.stdout
-    assert 'all 2 ranks: 5 done, 0 skipped, 1 failed' in result.stdout and 'interrupted' not in result.stdout
+    assert '[rank 0/2] 3 done, 0 skipped, 1 failed' in result.stdout
+    assert '[rank 1/2] 2 done, 0 skipped, 2 failed' in result.stdout
+    assert 'all 2 ranks: 5 done, 0 skipped, 2 failed' in result.stdout
+    assert 'interrupted' not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize('argv,message', [
