@@ -1,13 +1,15 @@
-"""The three compatibility fixes this project applies to basicsr 1.4.2; imported before basicsr.
+"""The fixes this project applies to basicsr 1.4.2; imported before basicsr.
 
 1. On import: basicsr imports `torchvision.transforms.functional_tensor`, a module that torchvision
    0.17 renamed to `_functional_tensor`. Aliasing the old name lets basicsr (and realesrgan, which
    imports basicsr) import unchanged.
-2. and 3. For its train/test pipelines (`make_basicsr_trainer_device_agnostic`): resuming from a
-   training state (`load_resume_state`) and the `--launcher pytorch` set-up, on any device.
+2. to 4. For its train/test pipelines (`make_basicsr_trainer_device_agnostic`): resuming from a
+   training state (`load_resume_state`) and the `--launcher pytorch` set-up, on any device, and a resumed
+   run that goes on with new data (`ContinuedSampler`, `reseed_for_resume`) instead of the batches it had.
 
 Nothing in site-packages is edited.
 """
+import functools
 import os
 import sys
 
@@ -84,6 +86,41 @@ def load_resume_state(opt):
     return state
 
 
+def reseed_for_resume(opt, iteration):
+    """Seeds the random generators of a run resumed at `iteration` with opt['manual_seed'] + iteration (also what
+    BasicSR's dataloader seeds its workers with: opt['manual_seed'] is set to it), plus the rank, as BasicSR does at
+    the start. BasicSR seeds a resumed run as it seeded the first one, so its crops, scales and degradations would
+    repeat those of the first iterations. Returns the new seed."""
+    from basicsr.utils import set_random_seed
+
+    opt['manual_seed'] = opt['manual_seed'] + iteration
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    return opt['manual_seed']
+
+
+def continued_sampler_class():
+    """`ContinuedSampler`: BasicSR's EnlargedSampler that can start an epoch part-way (`continue_at`), as a run
+    resumed in the middle of an epoch must. BasicSR's own order of an epoch depends on the epoch alone and a resumed
+    run starts it from its first sample, so a run resumed before the end of an epoch (with `dataset_enlarge_ratio:
+    100`, the whole of a typical run is one epoch) trained again on the samples it had already had."""
+    from basicsr.data.data_sampler import EnlargedSampler
+
+    class ContinuedSampler(EnlargedSampler):
+        resume: tuple[int, int] | None = None  # (epoch, samples of it already used by this rank)
+
+        def continue_at(self, epoch, used):
+            """Start epoch `epoch` after its first `used` samples (of this rank's share) when it comes."""
+            self.resume = (epoch, used)
+
+        def __iter__(self):
+            indices = list(super().__iter__())
+            if self.resume is not None and self.resume[0] == self.epoch:
+                indices = indices[self.resume[1]:]
+            return iter(indices)
+
+    return ContinuedSampler
+
+
 def make_basicsr_trainer_device_agnostic():
     """Let basicsr 1.4.2's train/test pipelines run on CPU and under torchrun (called by train.py/test.py).
 
@@ -92,11 +129,36 @@ def make_basicsr_trainer_device_agnostic():
       weights_only=True, truncated or empty states skipped).
     - `--launcher pytorch`: basicsr always uses NCCL and `torch.cuda.set_device`; ours picks gloo
       without CUDA (one process per CPU "rank") and NCCL with one GPU per local rank otherwise.
+    - a resumed run: new random seeds (`reseed_for_resume`), and the epoch it stopped in goes on from the sample
+      after the last one used (`continued_sampler_class`), said in the log.
     """
     import basicsr.train
     import basicsr.utils.options
     import torch
     import torch.distributed as dist
+
+    resumed = {}  # the state a run resumes from: its epoch and iteration
+    create_train_val_dataloader = basicsr.train.create_train_val_dataloader
+    create_train_val_dataloader = getattr(create_train_val_dataloader, '__wrapped__', create_train_val_dataloader)
+    sampler_class = continued_sampler_class()
+
+    def resume_state(opt):
+        state = load_resume_state(opt)
+        if state is not None:
+            resumed.update(epoch=state['epoch'], iter=state['iter'], seed=reseed_for_resume(opt, state['iter']))
+        return state
+
+    @functools.wraps(create_train_val_dataloader)
+    def dataloaders(opt, logger):
+        result = create_train_val_dataloader(opt, logger)
+        train_loader, train_sampler = result[:2]
+        if resumed and isinstance(train_sampler, sampler_class) and train_loader is not None:
+            used = (resumed['iter'] - resumed['epoch'] * len(train_loader)) * opt['datasets']['train'][
+                'batch_size_per_gpu']
+            train_sampler.continue_at(resumed['epoch'], used)
+            logger.info(f'Resumed at iteration {resumed["iter"]}: epoch {resumed["epoch"]} goes on from sample {used} '
+                        f'of this rank\'s {len(train_sampler)}; random seed {resumed["seed"]}.')
+        return result
 
     def init_dist(launcher, backend=None, **kwargs):
         if launcher != 'pytorch':
@@ -105,6 +167,8 @@ def make_basicsr_trainer_device_agnostic():
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo', **kwargs)
 
-    basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.load_resume_state = resume_state
+    basicsr.train.create_train_val_dataloader = dataloaders
+    basicsr.train.EnlargedSampler = sampler_class
     basicsr.utils.options.init_dist = init_dist
 

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from ciaosr_arch import CheckpointError, CiaoSR
 from ciaosr_arch.checkpoint import read_checkpoint
-from ciaosr_arch.compat import load_resume_state
+from ciaosr_arch.compat import continued_sampler_class, load_resume_state
 from ciaosr_arch.data import ArbitraryScaleSRDataset, SRBenchmarkDataset
 from ciaosr_arch.models.ciaosr_model import TrainingDiverged
 
@@ -130,9 +130,21 @@ def test_train_validate_and_resume_on_cpu(experiment):
     log, output = run_train(opt, tmp_path, '--auto_resume')
     assert f'auto_resume: skipping {states / "3.state"}: not a readable training state' in output
     assert 'Resuming training from epoch: 0, iter: 2.' in log
+    # new data: the epoch goes on after the 2 x 2 samples used (BasicSR started it again), with new random crops
+    assert "Resumed at iteration 2: epoch 0 goes on from sample 4 of this rank's 91; random seed 2." in log
     assert 'iter:       3' in log and 'iter:       4' in log and 'iter:       1,' not in log
     assert (tmp_path / 'experiments' / name / 'models' / 'net_g_4.pth').exists()
     assert not list((tmp_path / 'experiments' / name).rglob('*.part'))  # saves leave no temporary files
+
+
+def test_a_resumed_epoch_goes_on_from_the_next_sample():
+    sampler_class = continued_sampler_class()
+    full, resumed = sampler_class(range(10), 1, 0, ratio=3), sampler_class(range(10), 1, 0, ratio=3)
+    resumed.continue_at(0, 8)
+    assert list(resumed) == list(full)[8:] and len(list(full)) == 30
+    full.set_epoch(1)
+    resumed.set_epoch(1)  # the next epochs whole, in BasicSR's order
+    assert list(resumed) == list(full) != list(sampler_class(range(10), 1, 0, ratio=3))
 
 
 def test_two_process_ddp_on_cpu(experiment):
