@@ -8,8 +8,9 @@ Experiments and results go under the working directory (experiments/, results/),
 from its checkout. Options files are read as plain YAML data and checked (`ciaosr_arch.options`): a file that
 cannot be read, a `!!python` tag, an unknown option or a value of the wrong kind stops the run before anything is
 created, with one `error: ...` line and exit status 2. A checkpoint that cannot be used (pretrain_network_g, a
-resume state) or a NaN/Inf loss stops the run with one `error: ...` line (also in the log once that exists) and
-exit status 1.
+resume state), data that cannot be used (a missing folder, files that are not images, images too small) or a
+NaN/Inf loss stops the run with one line (`ERROR: ...` in the log's format once the log exists, else `error: ...`)
+and exit status 1.
 """
 import os
 import sys
@@ -19,6 +20,7 @@ import torch.distributed as dist
 import realsr  # noqa: F401  (registers the real-world dataset and models; imports and registers ciaosr_arch)
 from ciaosr_arch import CheckpointError
 from ciaosr_arch.compat import make_basicsr_trainer_device_agnostic
+from ciaosr_arch.errors import DataError
 from ciaosr_arch.models.ciaosr_model import TrainingDiverged
 from ciaosr_arch.options import OptionsError, use_safe_options
 
@@ -27,9 +29,10 @@ def _run(pipeline, argv):
     """Run a BasicSR pipeline from the working directory with `argv` (default: sys.argv[1:]).
 
     Options that cannot be used (OptionsError) end the process with one line `error: ...` on stderr and exit
-    status 2. A checkpoint that cannot be used (CheckpointError) or a NaN/Inf loss (TrainingDiverged) ends the
-    process with one line `error: ...` and exit status 1, through the run's logger (console and log file)
-    once that exists, else on stderr; no traceback.
+    status 2. A checkpoint that cannot be used (CheckpointError: also missing VGG weights of the perceptual loss),
+    data that cannot be used (DataError: a missing folder, files that are not images, images too small) or a
+    NaN/Inf loss (TrainingDiverged) ends the process with one line and exit status 1: `ERROR: ...` through the run's
+    logger (console and log file) once that exists, else `error: ...` on stderr; no traceback.
     """
     from basicsr.utils.logger import get_root_logger, initialized_logger  # after ciaosr_arch's basicsr fix
 
@@ -42,7 +45,7 @@ def _run(pipeline, argv):
     except OptionsError as err:  # found before anything is created
         print(f'error: {err}', file=sys.stderr)
         sys.exit(2)
-    except (CheckpointError, TrainingDiverged) as err:
+    except (CheckpointError, DataError, TrainingDiverged) as err:
         if 'basicsr' in initialized_logger:
             get_root_logger().error(str(err))
             sys.exit(1)

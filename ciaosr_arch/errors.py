@@ -8,6 +8,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, malformed, or not a CiaoSR/LIIF generator."""
 
 
+class DataError(ValueError):
+    """Training or validation images that cannot be used: a folder that is missing or holds none, a file that is not
+    an image, images too small for the crops asked for (raised by the plugin's datasets)."""
+
+
 def listing(items: Sequence[str], limit: int = 8) -> str:
     """'a, b, c' for a list of strings: the first `limit`, then '... (N in all)'; 'none' for an empty list."""
     return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit else '') or 'none'

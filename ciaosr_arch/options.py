@@ -158,12 +158,29 @@ def check_options(opt):
         schema = getattr(_registered(DATASET_REGISTRY, dataset.get('type'), f'{where}.type'), 'OPTIONS', None)
         if schema is not None:
             check_section(where, dataset, {**BASICSR_DATASET_OPTIONS, **schema})
+        values_check = getattr(_registered(DATASET_REGISTRY, dataset.get('type'), f'{where}.type'), 'check_values',
+                               None)
+        if values_check is not None:
+            values_check(where, dataset)
     for key, network in opt.items():
         if key.startswith('network_'):
             check_section(key, network, Open(type=str))
             parameters = inspect.signature(_registered(ARCH_REGISTRY, network.get('type'), f'{key}.type')).parameters
-            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-                check_section(key, network, dict.fromkeys(parameters, object) | {'type': str})
+            check_arguments(key, network, parameters, {'type': str})
+            if 'encoder' in parameters and isinstance(network.get('encoder_opt'), dict):  # CiaoSR's, LIIF's
+                from .archs.encoders import ENCODERS
+                name = network.get('encoder', parameters['encoder'].default)
+                if name not in ENCODERS:
+                    raise _unknown(f'{key}.encoder', name, list(ENCODERS), what='encoder')
+                check_arguments(f'{key}.encoder_opt', network['encoder_opt'],
+                                inspect.signature(ENCODERS[name]).parameters)
+
+
+def check_arguments(where, section, parameters, extra=None):
+    """Check that the keys of `section` are arguments of a constructor with these `parameters` (inspect's), plus the
+    `extra` schema, unless it takes **kwargs; OptionsError (one line) with the nearest name otherwise."""
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        check_section(where, section, dict.fromkeys(parameters, object) | (extra or {}))
 
 
 def use_safe_options():
@@ -185,6 +202,17 @@ def use_safe_options():
             raise OptionsError(f'cannot read the options file: {err}') from None
         except yaml.YAMLError as err:  # includes tags that are not plain data, e.g. !!python/object/apply
             raise OptionsError(f'{yaml_problem(err)} (options files hold plain YAML data only)') from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # what BasicSR's own reading
+            # of the file and of --force_yml KEY:SUB=VALUE does with a file that is not a mapping, a section it
+            # needs that is missing (num_gpu, logger, path), or a --force_yml that names no option
+            reason = f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
+            raise OptionsError(f'BasicSR cannot read these options ({reason}); compare the file with one of '
+                               'options/*.yml, and write --force_yml as KEY:SUB=VALUE of an existing section') from None
+        if not is_train and not isinstance(opt.get('val'), dict):
+            raise OptionsError('val: the test pipeline needs a val section (save_img: true or false, and metrics)')
+        if not is_train:
+            opt['val'].setdefault('save_img', True)
+            opt['val'].setdefault('suffix', None)  # BasicSR's validation reads it when it saves images
         check_options(opt)
         return opt, args
 

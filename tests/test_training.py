@@ -252,6 +252,26 @@ def test_pretrained_weights_are_checked(model, tmp_path):
     assert torch.equal(model.net_g.state_dict()['conv_first.weight'], read_checkpoint(path)[0]['conv_first.weight'])
 
 
+def test_pretrain_network_g_takes_shipped_names_and_says_what_a_loose_load_left_out(model, tmp_path,
+                                                                                      basicsr_warnings):
+    """A shipped model's name is read as its file (the error offered the names, and then refused them); with
+    strict_load_g: false a file that gives few of the tensors is said so (it trained on silently)."""
+    with pytest.raises(CheckpointError, match=r'ciaosr_edsr_baseline\.safetensors does not match CiaoSR: .*shapes'):
+        model.load_network(model.net_g, 'default', strict=False)  # the full-size default into the tiny net
+    def partial(state):
+        state['extra.weight'] = torch.zeros(1)
+        for key in [k for k in state if k.startswith('imnet_q.')]:
+            del state[key]
+    path = tiny_net_file(tmp_path / 'partial.safetensors', partial)
+    model.load_network(model.net_g, str(path), strict=False)
+    total = len(model.net_g.state_dict())
+    missing = sum(k.startswith('imnet_q.') for k in model.net_g.state_dict())
+    assert [m for m in basicsr_warnings if 'strict_load_g' in m] == [
+        f'{path} gave {total - missing} of the {total} tensors of CiaoSR (strict_load_g: false); not in the file: '
+        'imnet_q.layers.0.weight, imnet_q.layers.0.bias, imnet_q.layers.2.weight, imnet_q.layers.2.bias; in the file '
+        'but not in the network: extra.weight']
+
+
 def test_nan_pretrained_weights_stop_train_py_in_one_line(experiment):
     name, val, tmp_path = experiment
     opt = train_options(name, val)

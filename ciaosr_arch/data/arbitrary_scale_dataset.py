@@ -5,7 +5,7 @@ import random
 import cv2
 import numpy as np
 import torch
-from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
+from basicsr.data.data_util import paths_from_lmdb
 from basicsr.data.transforms import augment
 from basicsr.utils import FileClient, get_root_logger, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -13,9 +13,10 @@ from PIL import Image
 from torch.utils import data
 
 from ..archs.coords import make_coord
-from ..errors import listing
-from ..options import NUMBER, OneOf, Open
+from ..errors import DataError, listing
+from ..options import NUMBER, OneOf, Open, OptionsError
 from ..resize import downsample
+from .folders import image_paths
 
 
 def sample_queries(gt, n_query):
@@ -30,7 +31,7 @@ def sample_queries(gt, n_query):
     return rgb, coord, cell
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(DataError):
     """A training image whose pixels cannot be decoded (a truncated or corrupt file)."""
 
 
@@ -43,7 +44,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
     `sample_q` output pixels with their coord and cell. Images too small for the drawn scale are
     replaced by a random image that is large enough (so small images do not bias the scale distribution).
 
-    Checked when the dataset is built (ValueError): every file must be an image whose header can be read
+    Checked when the dataset is built (DataError): every file must be an image whose header can be read
     (the message names the files that are not), and at least one image must be as large as the largest
     GT crop, round(lq_size * scale_max) px on its short side (the message names that number and the
     largest short side found). Images smaller than round(lq_size * scale_min) are never used: a warning
@@ -60,6 +61,22 @@ class ArbitraryScaleSRDataset(data.Dataset):
                'scale_min': NUMBER, 'scale_max': NUMBER, 'sample_q': int, 'downsample': OneOf(('pil', 'matlab')),
                'use_hflip': bool, 'use_rot': bool, 'cache_images': bool}  # checked by ciaosr_arch.options
 
+    @staticmethod
+    def check_values(where, opt):
+        """OptionsError (one line, `where` naming the section) for option values that cannot work together: lq_size
+        below 1, scale_min above scale_max or below 1, more sampled pixels (sample_q) than the smallest GT crop has.
+        Called by `ciaosr_arch.options.check_options` before anything is created."""
+        lq_size, low, high = opt.get('lq_size', 48), opt.get('scale_min', 1.0), opt.get('scale_max', 4.0)
+        if lq_size < 1:
+            raise OptionsError(f'{where}.lq_size: must be at least 1, got {lq_size}')
+        if not 1 <= low <= high:
+            raise OptionsError(f'{where}: scale_min and scale_max must have 1 <= scale_min <= scale_max, got '
+                               f'{low} and {high}')
+        smallest = round(lq_size * low) ** 2
+        if opt.get('sample_q', 2304) > smallest:
+            raise OptionsError(f'{where}.sample_q: {opt.get("sample_q", 2304)} is more than the {smallest} GT pixels '
+                               'of the smallest crop (round(lq_size x scale_min) squared); lower it or raise lq_size')
+
     def __init__(self, opt):
         super().__init__()
         self.opt = opt
@@ -70,9 +87,9 @@ class ArbitraryScaleSRDataset(data.Dataset):
             self.paths = paths_from_lmdb(opt['dataroot_gt'])
         else:
             folders = opt.get('gt_folders') or [opt['dataroot_gt']]
-            self.paths = sorted(p for folder in folders for p in paths_from_folder(folder))
+            self.paths = sorted(p for folder in folders for p in image_paths(folder))
         if not self.paths:
-            raise ValueError(f'no training images found in {opt.get("gt_folders") or opt["dataroot_gt"]}')
+            raise DataError(f'no training images found in {opt.get("gt_folders") or opt["dataroot_gt"]}')
         self.lq_size = opt.get('lq_size', 48)
         self.short_sides = self.read_short_sides()
         self.check_sizes()
@@ -85,7 +102,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
         return FileClient(backend.pop('type'), **backend)
 
     def read_short_sides(self):
-        """Short side (px) of every image, from its header only; ValueError naming the files without a readable one."""
+        """Short side (px) of every image, from its header only; DataError naming the files without a readable one."""
         client = None if self.io_opt['type'] == 'disk' else self.open_client()
         sides, bad = [], []
         for path in self.paths:
@@ -95,7 +112,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
             except Exception as err:  # not an image, empty, unknown format, PIL's decompression-bomb limit
                 bad.append(f'{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""})')
         if bad:
-            raise ValueError(f'{len(bad)} training file(s) are not readable images: {listing(bad)}; '
+            raise DataError(f'{len(bad)} training file(s) are not readable images: {listing(bad)}; '
                              'remove them from the training folders')
         return sides
 
@@ -106,12 +123,12 @@ class ArbitraryScaleSRDataset(data.Dataset):
                 round(self.lq_size * self.opt.get('scale_max', 4.0)))
 
     def check_sizes(self):
-        """ValueError unless an image is as large as the largest GT crop; a warning names the images that are
+        """DataError unless an image is as large as the largest GT crop; a warning names the images that are
         smaller than the smallest crop (never used)."""
         smallest, largest = self.gt_side_range()
         biggest = max(range(len(self.paths)), key=self.short_sides.__getitem__)
         if self.short_sides[biggest] < largest:
-            raise ValueError(
+            raise DataError(
                 f'training images must be at least {largest} px on their short side (lq_size {self.lq_size} x '
                 f'scale_max {self.opt.get("scale_max", 4.0)}, rounded), but the largest short side is '
                 f'{self.short_sides[biggest]} px ({self.paths[biggest]}): use larger images or lower lq_size/scale_max')
@@ -138,7 +155,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
             if self.short_sides[index] < side or index in self.unreadable:
                 candidates = [i for i, s in enumerate(self.short_sides) if s >= side and i not in self.unreadable]
                 if not candidates:
-                    raise ValueError(f'no readable training image is at least {side} px on its short side')
+                    raise DataError(f'no readable training image is at least {side} px on its short side')
                 index = random.choice(candidates)
             if self.cache is not None:
                 return index, self.cache[index]

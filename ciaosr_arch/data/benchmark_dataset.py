@@ -1,12 +1,13 @@
 """Validation/test data: HR benchmark images and their LR at a fixed (possibly non-integer) scale."""
 import cv2
-from basicsr.data.data_util import paths_from_folder
 from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from ..errors import DataError
 from ..evaluation import benchmark_pair, to_rgb
 from ..options import NUMBER, OneOf, Open
+from .folders import image_paths
 
 
 @DATASET_REGISTRY.register()
@@ -23,7 +24,9 @@ class SRBenchmarkDataset(data.Dataset):
     def __init__(self, opt):
         super().__init__()
         self.opt = opt
-        self.paths = sorted(paths_from_folder(opt['dataroot_gt']))
+        self.paths = image_paths(opt['dataroot_gt'])
+        if not self.paths:
+            raise DataError(f"no images found in {opt['dataroot_gt']}")
         self.file_client = None
 
     def __len__(self):
@@ -35,7 +38,7 @@ class SRBenchmarkDataset(data.Dataset):
             self.file_client = FileClient(backend.pop('type'), **backend)
         hr = imfrombytes(self.file_client.get(self.paths[index], 'gt'), flag='unchanged', float32=False)
         if hr is None:  # OpenCV cannot decode the bytes
-            raise ValueError(f'{self.paths[index]}: the image data cannot be decoded (truncated or corrupt)')
+            raise DataError(f'{self.paths[index]}: the image data cannot be decoded (truncated or corrupt)')
         hr = hr if hr.ndim == 2 else cv2.cvtColor(hr[..., :3], cv2.COLOR_BGR2RGB)
         lq, hr = benchmark_pair(hr, self.opt['scale'], self.opt.get('downsample', 'matlab'))
         # One array gives one tensor; BasicSR's inferred return type is list-or-tensor

@@ -15,8 +15,10 @@ from torch.nn.parallel import DistributedDataParallel
 from ..archs.ciaosr_arch import without_non_local
 from ..checkpoint import check_values, match_state, read_checkpoint
 from ..engine import super_resolve
+from ..errors import listing
 from ..files import atomic_file
 from ..options import NUMBER, OneOf, Open
+from ..shipped import resolve_weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,13 +69,16 @@ class CiaoSRModel(SRModel):
         return super().model_to_device(net)
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
-        """BasicSR's load_network that also reads .safetensors and official mmediting checkpoints.
+        """BasicSR's load_network that also reads .safetensors and official mmediting checkpoints, and takes the
+        name of a shipped model (`pretrain_network_g: default`; `shipped.resolve_weights`).
 
         Weights with a non-local branch load into a CiaoSR built without one (`non_local_attn: false`)
         through `without_non_local`: the same network with the non-local feature set to zero. The file's
         keys and shapes must match the network (`match_state`; keys only when `strict`) and its weights be
-        finite floats (`check_values`); otherwise CheckpointError names the file and the tensors.
+        finite floats (`check_values`); otherwise CheckpointError names the file and the tensors. Without `strict`
+        (strict_load_g: false) a warning says how many of the network's tensors the file gave, and which not.
         """
+        load_path = str(resolve_weights(load_path))
         state, _ = read_checkpoint(load_path, param_key, partial=True)
         logger = get_root_logger()
         logger.info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}]')
@@ -86,6 +91,11 @@ class CiaoSRModel(SRModel):
         match_state(state, expected, load_path, type(bare).__name__, strict)
         check_values(state, expected, load_path)
         bare.load_state_dict(state, strict=strict)
+        missing, unused = [k for k in expected if k not in state], [k for k in state if k not in expected]
+        if missing or unused:  # only without strict: match_state refuses them otherwise
+            logger.warning(f'{load_path} gave {len(expected) - len(missing)} of the {len(expected)} tensors of '
+                           f'{type(bare).__name__} (strict_load_g: false); not in the file: {listing(missing)}; in '
+                           f'the file but not in the network: {listing(unused)}')
 
     def feed_data(self, data):
         """lq [B, 3, h, w]; training adds gt RGB [B, Q, 3], coord and cell [B, Q, 2]; validation gt images."""
