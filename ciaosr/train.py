@@ -46,10 +46,13 @@ def _run(pipeline, argv):
         print(f'error: {err}', file=sys.stderr)
         sys.exit(2)
     except (CheckpointError, DataError, TrainingDiverged) as err:
+        message = str(err)
+        if message.startswith('Caught '):  # re-raised by a DataLoader from its worker: the worker's traceback, then
+            message = message.rstrip().splitlines()[-1].split(': ', 1)[-1]  # 'module.Class: message' last
         if 'basicsr' in initialized_logger:
-            get_root_logger().error(str(err))
+            get_root_logger().error(message)
             sys.exit(1)
-        sys.exit(f'error: {err}')
+        sys.exit(f'error: {message}')
 
 
 def train(argv=None):

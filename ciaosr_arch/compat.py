@@ -14,6 +14,7 @@ import os
 import sys
 
 from .errors import CheckpointError
+from .options import OptionsError
 
 try:
     import torchvision.transforms.functional_tensor  # noqa: F401  # pyright: ignore[reportMissingImports]  (torchvision < 0.17)
@@ -98,6 +99,13 @@ def reseed_for_resume(opt, iteration):
     return opt['manual_seed']
 
 
+def samples_used(iteration, epoch, batches_per_epoch, batch_size):
+    """Samples of epoch `epoch` that this rank's loader had given (`batch_size` each: its own, the GPUs' together
+    under DataParallel) when the run stopped after `iteration` iterations, with `batches_per_epoch` batches in every
+    epoch (BasicSR's training loader drops the last, partial batch, and every epoch runs to the end)."""
+    return (iteration - epoch * batches_per_epoch) * batch_size
+
+
 def continued_sampler_class():
     """`ContinuedSampler`: BasicSR's EnlargedSampler that can start an epoch part-way (`continue_at`), as a run
     resumed in the middle of an epoch must. BasicSR's own order of an epoch depends on the epoch alone and a resumed
@@ -153,19 +161,25 @@ def make_basicsr_trainer_device_agnostic():
         result = create_train_val_dataloader(opt, logger)
         train_loader, train_sampler = result[:2]
         if resumed and isinstance(train_sampler, sampler_class) and train_loader is not None:
-            used = (resumed['iter'] - resumed['epoch'] * len(train_loader)) * opt['datasets']['train'][
-                'batch_size_per_gpu']
-            train_sampler.continue_at(resumed['epoch'], used)
+            used = samples_used(resumed['iter'], resumed['epoch'], len(train_loader), train_loader.batch_size)
+            train_sampler.continue_at(resumed['epoch'], min(max(used, 0), len(train_sampler)))
             logger.info(f'Resumed at iteration {resumed["iter"]}: epoch {resumed["epoch"]} goes on from sample {used} '
                         f'of this rank\'s {len(train_sampler)}; random seed {resumed["seed"]}.')
+            if not 0 <= used <= len(train_sampler):  # batch size, data or ranks changed since the state was saved
+                logger.warning(f'The resumed epoch does not fit the data as they are now (sample {used} of '
+                               f'{len(train_sampler)}): it goes on from the {"start" if used < 0 else "next epoch"}.')
         return result
 
     def init_dist(launcher, backend=None, **kwargs):
         if launcher != 'pytorch':
-            raise ValueError(f'only --launcher pytorch (torchrun) is supported, got {launcher!r}')
+            raise OptionsError(f'--launcher: only pytorch (torchrun) is supported, got {launcher!r}')
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-        dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo', **kwargs)
+        try:
+            dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo', **kwargs)
+        except (ValueError, RuntimeError) as err:  # no torchrun environment (RANK, MASTER_ADDR, ...), or no peers
+            raise OptionsError(f'--launcher pytorch: cannot join the process group ({str(err).splitlines()[0]}); '
+                               'start the run with torchrun') from None
 
     basicsr.train.load_resume_state = resume_state
     basicsr.train.create_train_val_dataloader = dataloaders

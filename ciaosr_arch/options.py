@@ -155,11 +155,11 @@ def check_options(opt):
     for phase, dataset in (opt.get('datasets') or {}).items():
         where = f'datasets.{phase}'
         check_section(where, dataset, Open(type=str))
-        schema = getattr(_registered(DATASET_REGISTRY, dataset.get('type'), f'{where}.type'), 'OPTIONS', None)
+        dataset_class = _registered(DATASET_REGISTRY, dataset.get('type'), f'{where}.type')
+        schema = getattr(dataset_class, 'OPTIONS', None)
         if schema is not None:
             check_section(where, dataset, {**BASICSR_DATASET_OPTIONS, **schema})
-        values_check = getattr(_registered(DATASET_REGISTRY, dataset.get('type'), f'{where}.type'), 'check_values',
-                               None)
+        values_check = getattr(dataset_class, 'check_values', None)
         if values_check is not None:
             values_check(where, dataset)
     for key, network in opt.items():
@@ -167,13 +167,14 @@ def check_options(opt):
             check_section(key, network, Open(type=str))
             parameters = inspect.signature(_registered(ARCH_REGISTRY, network.get('type'), f'{key}.type')).parameters
             check_arguments(key, network, parameters, {'type': str})
-            if 'encoder' in parameters and isinstance(network.get('encoder_opt'), dict):  # CiaoSR's, LIIF's
+            if 'encoder' in parameters:  # CiaoSR's, LIIF's
                 from .archs.encoders import ENCODERS
                 name = network.get('encoder', parameters['encoder'].default)
-                if name not in ENCODERS:
+                if not isinstance(name, str) or name not in ENCODERS:
                     raise _unknown(f'{key}.encoder', name, list(ENCODERS), what='encoder')
-                check_arguments(f'{key}.encoder_opt', network['encoder_opt'],
-                                inspect.signature(ENCODERS[name]).parameters)
+                if isinstance(network.get('encoder_opt'), dict):
+                    check_arguments(f'{key}.encoder_opt', network['encoder_opt'],
+                                    inspect.signature(ENCODERS[name]).parameters)
 
 
 def check_arguments(where, section, parameters, extra=None):
@@ -198,6 +199,8 @@ def use_safe_options():
     def parse_options(root_path, is_train=True):
         try:
             opt, args = basicsr_parse(root_path, is_train)
+        except OptionsError:  # ours (a --force_yml value, --launcher): its own message
+            raise
         except OSError as err:
             raise OptionsError(f'cannot read the options file: {err}') from None
         except yaml.YAMLError as err:  # includes tags that are not plain data, e.g. !!python/object/apply
@@ -208,11 +211,12 @@ def use_safe_options():
             reason = f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
             raise OptionsError(f'BasicSR cannot read these options ({reason}); compare the file with one of '
                                'options/*.yml, and write --force_yml as KEY:SUB=VALUE of an existing section') from None
-        if not is_train and not isinstance(opt.get('val'), dict):
-            raise OptionsError('val: the test pipeline needs a val section (save_img: true or false, and metrics)')
-        if not is_train:
-            opt['val'].setdefault('save_img', True)
-            opt['val'].setdefault('suffix', None)  # BasicSR's validation reads it when it saves images
+        if not is_train and opt.get('val') is None:  # the test pipeline reads val.save_img
+            opt['val'] = OrderedDict()
+        if isinstance(opt.get('val'), dict):  # what BasicSR reads without a default: the images saved by a test
+            # run and not during training (unless asked), under the run's name
+            opt['val'].setdefault('save_img', not is_train)
+            opt['val'].setdefault('suffix', None)
         check_options(opt)
         return opt, args
 

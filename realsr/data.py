@@ -25,8 +25,8 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
 
     OPTIONS = {**ArbitraryScaleSRDataset.OPTIONS, 'gt_size': int, **kinds_of(KERNEL_DEFAULTS)}
 
-    @staticmethod
-    def check_values(where, opt):
+    @classmethod
+    def check_values(cls, where, opt):
         """Nothing to check here: the scales and the LR crop are the model's (its degradation), not this dataset's."""
 
     def __init__(self, opt):

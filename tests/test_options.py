@@ -2,6 +2,7 @@
 without eval, misspelt options and values of the wrong kind refused in one line naming the nearest known option;
 every shipped options file still loads and passes the checks."""
 import copy
+import logging
 from collections import OrderedDict
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def test_force_yml_values_are_parsed_not_evaluated(tmp_path, monkeypatch, capsys
     code = "[__import__('os').system('echo ran > ran.txt')]"
     assert run_train(tmp_path, monkeypatch, yaml.safe_dump(BASE), '--force_yml', f'train:ema_decay={code}') == 2
     assert 'error: train.ema_decay: expected a number' in capsys.readouterr().err
+    assert not (tmp_path / 'ran.txt').exists()
+    tag = "name=!!python/object/apply:os.system ['echo ran > ran.txt']"
+    assert run_train(tmp_path, monkeypatch, yaml.safe_dump(BASE), '--force_yml', tag) == 2
+    assert capsys.readouterr().err.startswith('error: --force_yml value')  # its own message, not a wrapped one
     assert not (tmp_path / 'ran.txt').exists()
 
 
@@ -144,26 +149,35 @@ def test_options_basicsr_cannot_read_are_one_line(tmp_path, monkeypatch, capsys,
     assert sorted(p.name for p in tmp_path.iterdir()) == ['opt.yml']
 
 
-def test_the_test_pipeline_needs_a_val_section_and_gets_its_defaults(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def fresh_basicsr_logger(monkeypatch):
+    """BasicSR's logger as in a new process (it is set up once per process, writing to the stream and log file of
+    the first pipeline run in it), and as it was after the test."""
+    from basicsr.utils.logger import initialized_logger
+    logger = logging.getLogger('basicsr')
+    monkeypatch.setattr(logger, 'handlers', [])
+    monkeypatch.delitem(initialized_logger, 'basicsr', raising=False)
+
+
+def test_the_test_pipeline_runs_with_the_val_keys_basicsr_wants(tmp_path, monkeypatch, fresh_basicsr_logger):
+    """A val section with metrics only, or none: BasicSR read val.save_img and val.suffix (KeyError)."""
     opt = {k: v for k, v in BASE.items() if k != 'train'}
     opt['datasets'] = {'test_1': {'name': 'Set5', 'type': 'SRBenchmarkDataset', 'scale': 2,
-                                  'dataroot_gt': str(SHARED / 'data/Set5')}}
-    assert run_train(tmp_path, monkeypatch, yaml.safe_dump(opt), entry='test') == 2
-    assert capsys.readouterr().err == ('error: val: the test pipeline needs a val section (save_img: true or false, '
-                                       'and metrics)\n')
-    opt['datasets']['test_1']['dataroot_gt'] = str(tmp_path / 'set5')  # two of its images, cropped
+                                  'dataroot_gt': str(tmp_path / 'set5')}}  # two of its images, cropped
     (tmp_path / 'set5').mkdir()
     for name in ('baby', 'bird'):
         image = cv2.imread(str(SHARED / 'data/Set5' / f'{name}.png'))
         cv2.imwrite(str(tmp_path / 'set5' / f'{name}.png'), image[:40, :44])
-    opt['val'] = {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 'scale', 'test_y_channel': True}}}
-    (tmp_path / 'opt.yml').write_text(yaml.safe_dump(opt))
-    train_cli.test(['-opt', 'opt.yml'])  # BasicSR's validation read val.suffix and val.save_img (KeyError)
-    assert sorted(p.name for p in (tmp_path / 'results' / 'x' / 'visualization' / 'Set5').iterdir()) == [
-        'baby_x.png', 'bird_x.png']
+    monkeypatch.chdir(tmp_path)
+    for val in ({'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 'scale', 'test_y_channel': True}}},
+                None):
+        (tmp_path / 'opt.yml').write_text(yaml.safe_dump({**opt, 'val': val}))
+        train_cli.test(['-opt', 'opt.yml'])
+        assert sorted(p.name for p in (tmp_path / 'results' / 'x' / 'visualization' / 'Set5').iterdir()) == [
+            'baby_x.png', 'bird_x.png']
 
 
-def test_a_missing_data_folder_stops_training_in_one_line(tmp_path, monkeypatch, capfd):
+def test_a_missing_data_folder_stops_training_in_one_line(tmp_path, monkeypatch, capfd, fresh_basicsr_logger):
     """README's DIV2K command without DIV2K was a traceback (FileNotFoundError); now one line and exit status 1."""
     opt = copy.deepcopy(BASE)
     opt['datasets']['train']['gt_folders'] = [str(tmp_path / 'DIV2K_train_HR')]

@@ -221,7 +221,8 @@ def test_missing_vgg_weights_fail_before_training(shared_data, tmp_path, monkeyp
     if configured:  # a file there that is not VGG weights
         expected.parent.mkdir()
         expected.write_text('not weights')
-        with pytest.raises(CheckpointError, match=f'^{expected}: not usable VGG weights for the perceptual loss'):
+        with pytest.raises(CheckpointError, match=f'^{re.escape(str(expected))}: not usable VGG weights for the '
+                                                  'perceptual loss'):
             build_in_process(opt, tmp_path, monkeypatch)
 
 

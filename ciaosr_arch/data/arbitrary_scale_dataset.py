@@ -61,20 +61,22 @@ class ArbitraryScaleSRDataset(data.Dataset):
                'scale_min': NUMBER, 'scale_max': NUMBER, 'sample_q': int, 'downsample': OneOf(('pil', 'matlab')),
                'use_hflip': bool, 'use_rot': bool, 'cache_images': bool}  # checked by ciaosr_arch.options
 
-    @staticmethod
-    def check_values(where, opt):
+    DEFAULTS = {'lq_size': 48, 'scale_min': 1.0, 'scale_max': 4.0, 'sample_q': 2304}  # of the options not given
+
+    @classmethod
+    def check_values(cls, where, opt):
         """OptionsError (one line, `where` naming the section) for option values that cannot work together: lq_size
         below 1, scale_min above scale_max or below 1, more sampled pixels (sample_q) than the smallest GT crop has.
         Called by `ciaosr_arch.options.check_options` before anything is created."""
-        lq_size, low, high = opt.get('lq_size', 48), opt.get('scale_min', 1.0), opt.get('scale_max', 4.0)
+        lq_size, low, high, queries = ({**cls.DEFAULTS, **opt}[key] for key in cls.DEFAULTS)
         if lq_size < 1:
             raise OptionsError(f'{where}.lq_size: must be at least 1, got {lq_size}')
         if not 1 <= low <= high:
             raise OptionsError(f'{where}: scale_min and scale_max must have 1 <= scale_min <= scale_max, got '
                                f'{low} and {high}')
         smallest = round(lq_size * low) ** 2
-        if opt.get('sample_q', 2304) > smallest:
-            raise OptionsError(f'{where}.sample_q: {opt.get("sample_q", 2304)} is more than the {smallest} GT pixels '
+        if queries > smallest:
+            raise OptionsError(f'{where}.sample_q: {queries} is more than the {smallest} GT pixels '
                                'of the smallest crop (round(lq_size x scale_min) squared); lower it or raise lq_size')
 
     def __init__(self, opt):
@@ -90,7 +92,8 @@ class ArbitraryScaleSRDataset(data.Dataset):
             self.paths = sorted(p for folder in folders for p in image_paths(folder))
         if not self.paths:
             raise DataError(f'no training images found in {opt.get("gt_folders") or opt["dataroot_gt"]}')
-        self.lq_size = opt.get('lq_size', 48)
+        self.options = {**self.DEFAULTS, **opt}  # with the defaults of lq_size, the scales and sample_q
+        self.lq_size = self.options['lq_size']
         self.short_sides = self.read_short_sides()
         self.check_sizes()
         self.unreadable = set()  # indices of images found corrupt while training (per DataLoader worker)
@@ -119,8 +122,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
     def gt_side_range(self):
         """(smallest, largest) side in px of the square GT crops that samples cut: round(lq_size * scale_min),
         round(lq_size * scale_max)."""
-        return (round(self.lq_size * self.opt.get('scale_min', 1.0)),
-                round(self.lq_size * self.opt.get('scale_max', 4.0)))
+        return round(self.lq_size * self.options['scale_min']), round(self.lq_size * self.options['scale_max'])
 
     def check_sizes(self):
         """DataError unless an image is as large as the largest GT crop; a warning names the images that are
@@ -130,7 +132,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
         if self.short_sides[biggest] < largest:
             raise DataError(
                 f'training images must be at least {largest} px on their short side (lq_size {self.lq_size} x '
-                f'scale_max {self.opt.get("scale_max", 4.0)}, rounded), but the largest short side is '
+                f'scale_max {self.options["scale_max"]}, rounded), but the largest short side is '
                 f'{self.short_sides[biggest]} px ({self.paths[biggest]}): use larger images or lower lq_size/scale_max')
         unused = [path for path, side in zip(self.paths, self.short_sides) if side < smallest]
         if unused:
@@ -169,7 +171,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        scale = random.uniform(self.opt.get('scale_min', 1.0), self.opt.get('scale_max', 4.0))
+        scale = random.uniform(self.options['scale_min'], self.options['scale_max'])
         gt_side = round(self.lq_size * scale)
         index, img = self.image_at_least(index, gt_side)
         y = random.randint(0, img.shape[0] - gt_side)
@@ -178,5 +180,5 @@ class ArbitraryScaleSRDataset(data.Dataset):
         lq = downsample(gt, (self.lq_size, self.lq_size), self.opt.get('downsample', 'pil'))
         gt, lq = augment([gt, lq], self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
         gt, lq = (a / 255 for a in img2tensor([gt, lq], bgr2rgb=False))
-        rgb, coord, cell = sample_queries(gt, self.opt.get('sample_q', 2304))
+        rgb, coord, cell = sample_queries(gt, self.options['sample_q'])
         return {'lq': lq, 'gt': rgb, 'coord': coord, 'cell': cell, 'scale': scale, 'gt_path': self.paths[index]}

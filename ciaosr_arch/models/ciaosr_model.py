@@ -76,7 +76,7 @@ class CiaoSRModel(SRModel):
         through `without_non_local`: the same network with the non-local feature set to zero. The file's
         keys and shapes must match the network (`match_state`; keys only when `strict`) and its weights be
         finite floats (`check_values`); otherwise CheckpointError names the file and the tensors. Without `strict`
-        (strict_load_g: false) a warning says how many of the network's tensors the file gave, and which not.
+        (strict_load_g / _d: false) a warning says how many of the network's tensors the file gave, and which not.
         """
         load_path = str(resolve_weights(load_path))
         state, _ = read_checkpoint(load_path, param_key, partial=True)
@@ -94,8 +94,8 @@ class CiaoSRModel(SRModel):
         missing, unused = [k for k in expected if k not in state], [k for k in state if k not in expected]
         if missing or unused:  # only without strict: match_state refuses them otherwise
             logger.warning(f'{load_path} gave {len(expected) - len(missing)} of the {len(expected)} tensors of '
-                           f'{type(bare).__name__} (strict_load_g: false); not in the file: {listing(missing)}; in '
-                           f'the file but not in the network: {listing(unused)}')
+                           f'{type(bare).__name__} (loaded with strict_load_* false); not in the file: '
+                           f'{listing(missing)}; in the file but not in the network: {listing(unused)}')
 
     def feed_data(self, data):
         """lq [B, 3, h, w]; training adds gt RGB [B, Q, 3], coord and cell [B, Q, 2]; validation gt images."""
