@@ -470,13 +470,13 @@ def build_app(session: AppSession) -> 'gr.Blocks':
 
     def upscale(files, target, scale, pixels, model, precision, memory, x_percent, y_percent, progress=tracker):
         if not files:
-            raise gr.Error('Drop one or more photos first.')
+            raise gr.Error('Drop one or more photos first.', print_exception=False)
         value = scale if target == 'scale' else pixels
         try:
             outcome = session.run(files, Options(target, value, model, precision, memory),
                                  lambda fraction, text: progress(fraction, desc=text))
-        except UsageError as err:
-            raise gr.Error(str(err)) from None
+        except UsageError as err:  # the page shows it; Gradio would also print its traceback on the terminal
+            raise gr.Error(str(err), print_exception=False) from None
         names = [name for name, _, _ in outcome.outputs]
         downloads = ([str(outcome.archive)] if outcome.archive else []) + [str(dst) for _, _, dst in outcome.outputs]
         state = {name: (str(src), str(dst)) for name, src, dst in outcome.outputs}
@@ -494,7 +494,7 @@ def build_app(session: AppSession) -> 'gr.Blocks':
         try:
             yield
         except ComparisonError as err:
-            raise gr.Error(str(err)) from None
+            raise gr.Error(str(err), print_exception=False) from None
 
     def compare(name, x_percent, y_percent, state):
         with page_errors():
@@ -638,10 +638,13 @@ def accept_only_images() -> None:
 
 
 def check_port(port: int) -> None:
-    """UsageError (one line naming the port and --port) unless `port` can be listened on at HOST now."""
+    """UsageError (one line naming the port and --port) unless `port` can be listened on at HOST now: nothing listens
+    there (connections of a stopped server still in TIME_WAIT do not count: the probe sets SO_REUSEADDR, as the
+    server, uvicorn, does)."""
     if not 1 <= port <= 65535:
         raise UsageError(f'--port must be between 1 and 65535, got {port}')
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError as err:
@@ -689,9 +692,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.port is not None:
             check_port(args.port)
-        for path in args.model:
+        for path in args.model:  # read once now (then dropped): a file that is not a usable model refuses to start
             if not Path(path).is_file():
                 raise FileNotFoundError(f'checkpoint not found: {path}')
+            load_model(path)
         prepare_output(output)
         session = AppSession(output, pick_device(args.device, 0), args.model)
     except UsageError as err:

@@ -20,6 +20,7 @@ Progress is a function `progress(done, total)` (output queries decoded of the cu
 Every output size goes through `Target` (so through `check_scale`) and `check_upscale`: the CLI and the app refuse
 the same sizes with the same messages.
 """
+import gc
 import math
 import numbers
 import os
@@ -233,12 +234,31 @@ class Upscaler:
         self.budget = default_budget(self.device) if budget is None else budget
         self.steps, self.tile, self.tile_overlap = steps, tile, tile_overlap
         self.base = resident_bytes(self.device)
-        if self.base >= HEADROOM * self.budget:
+        if self.base >= HEADROOM * self.budget and not (self.release() and self.base < HEADROOM * self.budget):
             raise ValueError(f'--max-memory {byte_size(self.budget)} leaves no room for a picture: '
                              f'{byte_size(self.base)} of it is in use already (by this process: the model, the '
                              f'libraries), and plans keep {1 - HEADROOM:.0%} of it spare; raise it')
 
+    def release(self) -> bool:
+        """Frees what the net's runtime keeps only to be faster (OpenVINO's compiled models: a long-running web app
+        piled up a gigabyte of them, and the plans that count the memory in use then refused every photo) and
+        measures the memory in use again; whether anything was freed."""
+        if not self.net.runtime.release():
+            return False
+        gc.collect()
+        self.base = resident_bytes(self.device)
+        return True
+
     def plan(self, info: image_io.ImageInfo, size: tuple[int, int]) -> list[Step]:
+        """`plan_within` the memory in use; if that does not fit, again after `release` (when it freed anything)."""
+        try:
+            return self.plan_within(info, size)
+        except MemoryError:
+            if not self.release():
+                raise
+        return self.plan_within(info, size)
+
+    def plan_within(self, info: image_io.ImageInfo, size: tuple[int, int]) -> list[Step]:
         """The steps that take an image described by `info` (image_io.ImageInfo, read from the header) to `size`
         (H, W) within the budget, decided before any pixel is decoded.
 

@@ -285,8 +285,14 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     assert log.splitlines()[-1].startswith('no comparison for copy.png: ') and len(downloads) == 1
     assert fitted is None and zoomed is None
     [compare] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'compare']
-    with pytest.raises(gr.Error, match='no comparison for copy.png: Unable to allocate'):
+    with pytest.raises(gr.Error, match='no comparison for copy.png: Unable to allocate') as error:
         compare('copy.png', 50, 50, state)
+    assert not error.value.print_exception  # shown on the page; Gradio printed a traceback on the terminal too
+    for files, memory, message in [([], '2.5GB', 'Drop one or more photos first.'),
+                                   ([str(photos[0])], 'lots', '--max-memory must be a size')]:
+        with pytest.raises(gr.Error, match=message) as error:
+            upscale(files, 'scale', 2, 3840, model, 'fp32', memory, 50, 50, progress=lambda *args, **kwargs: None)
+        assert not error.value.print_exception
 
 
 def test_a_view_is_written_once_and_exactly(tmp_path):
@@ -391,3 +397,28 @@ def test_only_the_apps_own_page_is_answered(tmp_path, monkeypatch):
         assert request(port, 'GET', f'/gradio_api/file={secret}', [('Host', own)])[0] == 403
     finally:
         demo.close()
+
+
+def test_a_port_whose_last_connections_wait_in_time_wait_is_free():
+    """After Ctrl-C, starting the app again on the same --port was refused for about a minute: the probe bound without
+    SO_REUSEADDR, which the server itself (uvicorn) sets, so the stopped server's closed connections held the port."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's (Linux keeps it in TIME_WAIT)
+        server.bind((app.HOST, 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection((app.HOST, port)) as client:
+            connection, _ = server.accept()
+            connection.close()  # the server's side closes first: its end of the connection waits in TIME_WAIT
+            client.recv(1)
+    app.check_port(port)
+
+
+def test_a_model_file_that_cannot_be_used_stops_the_start(tmp_path, capsys):
+    """`--model README.md` started the server and failed at the first photo; it is read at the start now: one line,
+    exit status 1, nothing written."""
+    junk = tmp_path / 'notes.pth'
+    junk.write_text('not a model')
+    assert app.main(['-o', str(tmp_path / 'out'), '--model', str(junk), '--no-browser']) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f'error: {junk}: ') and not (tmp_path / 'out').exists()

@@ -9,6 +9,7 @@ from ciaosr import app, image_io, pipeline
 from ciaosr import upscale as cli
 from ciaosr.cli import UsageError
 from ciaosr_arch import load_model
+from ciaosr_arch.runtimes.base import TorchRuntime
 
 
 def gradient(path, alpha=False):
@@ -112,3 +113,26 @@ def test_target_sizes():
                            ({'long_side': 2.5}, 'the long side must be a whole number')):
         with pytest.raises(ValueError, match=message):
             pipeline.Target(**wrong)
+
+
+def test_a_plan_that_does_not_fit_frees_the_runtimes_compiled_models_first(tiny_model, monkeypatch):
+    """A long-running web app piled up OpenVINO's compiled models (one per shape, ~0.1 GB each) until the plans, which
+    count the memory in use, refused every photo at the default budget; the plan now has the runtime drop them and
+    measures again before it refuses."""
+    in_use = {'bytes': 2 * 2 ** 30}  # the memory in use, as resident_bytes reads it: 2 GiB of a 2.5 GiB budget
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: in_use['bytes'])
+
+    class Holding(TorchRuntime):  # a runtime that holds compiled models worth 1.2 GiB, once
+        def release(self):
+            held, in_use['bytes'] = in_use['bytes'] > 2 ** 30, 0.8 * 2 ** 30
+            return held
+
+    net = load_model(tiny_model)
+    net.runtime = Holding()
+    upscaler = pipeline.Upscaler(net, torch.device('cpu'), budget=5 * 2 ** 29)
+    info = image_io.ImageInfo(64, 64, 3, 1, 0)
+    assert upscaler.base == 2 * 2 ** 30
+    steps = upscaler.plan(info, (1024, 1024))  # 16 MB of output pixels and the work room: over 0.25 GiB
+    assert steps[-1].size == (1024, 1024) and upscaler.base == 0.8 * 2 ** 30
+    with pytest.raises(MemoryError, match='does not fit in --max-memory 2.5 GiB'):
+        upscaler.plan(info, (16384, 16384))  # nothing left to free

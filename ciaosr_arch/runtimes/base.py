@@ -65,6 +65,11 @@ class DecodeRuntime(Protocol):
         """The context the engine decodes in (its chunks of one bank's queries)."""
         ...
 
+    def release(self) -> bool:
+        """Drops what the runtime keeps between calls only to be faster next time (compiled models); whether it held
+        anything. The memory plan calls it when what is in use leaves too little room."""
+        ...
+
 
 class TorchRuntime:
     """The `DecodeRuntime` of PyTorch, the reference: each call runs the net's own method. Holds nothing, so it is
@@ -94,6 +99,10 @@ class TorchRuntime:
 
     def decoding(self) -> AbstractContextManager[None]:
         return nullcontext()
+
+    def release(self) -> bool:
+        """Nothing to drop: PyTorch's runtime keeps nothing between calls."""
+        return False
 
 
 def attach(net: nn.Module, runtime: DecodeRuntime) -> None:

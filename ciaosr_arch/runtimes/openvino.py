@@ -203,6 +203,13 @@ class OpenVINORuntime:
         """CALL_QUERY_BYTES: a decode call holds its queries' index tensors; activations only a block's."""
         return CALL_QUERY_BYTES
 
+    def release(self) -> bool:
+        """Drops the compiled models (up to COMPILED_KEPT, each a few tens to hundreds of MB); the converted graphs
+        stay, so a shape used again compiles in about a second. Whether there were any."""
+        held = bool(self.compiled)
+        self.compiled.clear()
+        return held
+
     @contextmanager
     def decoding(self) -> Iterator[None]:
         """PyTorch on one thread within the block (`ciaosr_arch.engine` decodes in it): the index work between decode
