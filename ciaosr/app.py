@@ -48,6 +48,7 @@ import torch
 
 from ciaosr_arch import CheckpointError, load_model
 from ciaosr_arch.engine import Net
+from ciaosr_arch.errors import error_line
 from ciaosr_arch.files import atomic_file
 from ciaosr_arch.runtime import openvino_version, use_runtime
 from ciaosr_arch.shipped import SHIPPED_MODELS, shipped_weights
@@ -337,10 +338,7 @@ def plan(files: Iterable[str | Path], folder: Path, target: pipeline.Target) -> 
 
 def failure_message(err: BaseException) -> str:
     """The CLI's one-line message for an exception (its type named when it is not an expected kind)."""
-    message = str(err).splitlines()[0] if str(err) else ''
-    if not isinstance(err, (image_io.ImageReadError, ValueError, MemoryError)):
-        message = f'{type(err).__name__}: {message}'
-    return message
+    return error_line(err, named=not isinstance(err, (image_io.ImageReadError, ValueError, MemoryError)))
 
 
 def time_left(seconds: float, done_pixels: float, left_pixels: float) -> str:

@@ -62,6 +62,7 @@ from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
 from ciaosr_arch.emulation import EMULATION_ENV, cpuid_masked, emulated_kind, emulation_env
 from ciaosr_arch.engine import default_overlap, output_size
+from ciaosr_arch.errors import error_line
 from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.runtime import (
     CPU_KINDS,
@@ -361,7 +362,7 @@ def _pipeline_row(device, repeat, side, scale, path, tile, run, *args):
     try:
         row['first_seconds'], row['seconds'], row['peak_mb'] = measured(device, repeat, run, *args)
     except (ValueError, MemoryError, torch.OutOfMemoryError) as err:
-        row['error'] = str(err).splitlines()[0]
+        row['error'] = error_line(err)
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     return row

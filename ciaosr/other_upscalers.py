@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from ciaosr_arch.errors import error_line
 from ciaosr_arch.evaluation import scale_label
 from ciaosr_arch.image import to_pixels, to_tensor
 
@@ -88,9 +89,8 @@ def load_spandrel(path: str | Path, device: str | torch.device = 'cpu') -> 'span
     except spandrel.UnsupportedModelError:
         raise UpscalerError(f'{path}: neither a CiaoSR/LIIF checkpoint nor an architecture spandrel knows') from None
     except Exception as err:  # unpickling refused, truncated file, wrong extension: all reported alike
-        first = str(err).splitlines()[0] if str(err) else ''
         raise UpscalerError(f'{path}: neither a CiaoSR/LIIF checkpoint nor a model file spandrel can read '
-                            f'({type(err).__name__}: {first})') from None
+                            f'({error_line(err, named=True)})') from None
     kind = f'{descriptor.architecture.name} model'
     if not isinstance(descriptor, spandrel.ImageModelDescriptor) or descriptor.purpose != 'SR':
         raise UpscalerError(f'{path}: a {kind} for {descriptor.purpose}, not an upscaler')

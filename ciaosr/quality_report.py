@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 
 from ciaosr_arch import CheckpointError
 from ciaosr_arch.engine import Net, output_size
+from ciaosr_arch.errors import error_line
 from ciaosr_arch.evaluation import as_scale, scale_label
 from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.resize import resize_pil
@@ -134,7 +135,7 @@ def score(name: str, metric: Callable[[torch.Tensor], torch.Tensor], img: np.nda
     try:
         value = metric(to_tensor(img).to(device)).item()
     except METRIC_ERRORS as err:
-        return None, f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
+        return None, error_line(err, named=True)
     return (value, None) if math.isfinite(value) else (None, f'not a finite number ({value})')
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ciaosr_arch import load_model
 from ciaosr_arch.engine import MIN_TILE
+from ciaosr_arch.errors import error_line
 from ciaosr_arch.runtime import RUNTIMES, use_runtime
 from ciaosr_arch.shipped import SHIPPED_MODELS
 
@@ -370,10 +371,8 @@ def run(args: argparse.Namespace) -> int:
                     outcome = process(job, upscaler, args, 2 * rank + 1, prefix, planned, started, rank, world)
                 except Exception as err:  # noqa: BLE001  (one line per failed file; the batch goes on)
                     outcome = 'failed'
-                    message = str(err).splitlines()[0] if str(err) else ''
-                    if not isinstance(err, (image_io.ImageReadError, video.VideoError, ValueError, MemoryError)):
-                        message = f'{type(err).__name__}: {message}'
-                    tqdm.write(f'{prefix}FAILED {job.src}: {message}', file=sys.stderr)
+                    expected = isinstance(err, (image_io.ImageReadError, video.VideoError, ValueError, MemoryError))
+                    tqdm.write(f'{prefix}FAILED {job.src}: {error_line(err, named=not expected)}', file=sys.stderr)
                 counts[outcome] += 1
                 outcomes[id(job)] = OUTCOMES.index(outcome)
     except KeyboardInterrupt:
@@ -408,7 +407,7 @@ def join_ranks(world: int) -> bool:
     try:
         dist.init_process_group('gloo', timeout=RANK_WAIT)
     except RuntimeError as err:  # torch.distributed.DistError and its kinds
-        raise OSError(f'cannot join the other torchrun ranks (gloo: {str(err).splitlines()[0]})') from None
+        raise OSError(f'cannot join the other torchrun ranks (gloo: {error_line(err)})') from None
     return True
 
 

@@ -174,7 +174,7 @@ def ffmpeg_errors() -> Iterator[list[str]]:
     try:
         with av.logging.Capture(local=True) as logs:
             yield errors
-            errors.extend(message.strip() for level, _, message in logs if level <= av.logging.ERROR)
+            errors.extend(message.strip() for _, _, message in logs)  # error level or worse: the level set
     finally:
         av.logging.set_level(previous)
         av.logging.set_skip_repeated(skip_repeated)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from .archs import ARCHS, build_net
 from .archs.encoders import ENCODERS, encoder_from_state
 from .archs.implicit_base import ImplicitSRNet
-from .errors import CheckpointError, listing
+from .errors import CheckpointError, error_line, listing
 from .safe_build import build_skeleton
 from .shipped import SHIPPED_MODELS, resolve_weights
 
@@ -85,8 +85,7 @@ def read_checkpoint(path: str | Path, param_key: str | None = None,
                               'which could run code when loaded, or is not a PyTorch file at all; nothing in it was '
                               'run (only .safetensors files and .pth files of tensors are loaded)') from None
     except Exception as err:  # a truncated or damaged zip, ...
-        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {type(err).__name__}: '
-                              f'{str(err).splitlines()[0] if str(err) else ""}') from None
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {error_line(err, named=True)}') from None
     if param_key and isinstance(obj, dict) and isinstance(obj.get(param_key), dict):
         obj = obj[param_key]
     state = generator_state_dict(obj, path)

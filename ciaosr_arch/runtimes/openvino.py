@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import error_line
 from ..files import atomic_path
 from . import int8 as int8_module
 from .base import CACHE_QUERIES, CALL_QUERIES
@@ -306,7 +307,7 @@ class OpenVINORuntime:
                 model = self.core.read_model(path)
             except RuntimeError as err:  # damaged (a disk error, a copy cut short): convert again
                 warnings.warn(f'cannot read the cached OpenVINO graph {path}, converting it again: '
-                              f'{str(err).strip().splitlines()[0]}', stacklevel=2)
+                              f'{error_line(err)}', stacklevel=2)
         if model is None:
             start = time.perf_counter()
             examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
