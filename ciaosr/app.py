@@ -34,6 +34,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(Exception):
+    """Raised within a run, at its next decoded chunk, after the page's Stop button (`AppSession.stop`)."""
+
+
 @dataclass
 class Options:
     """What the page asks for: target ('scale', 'width', 'height' or 'long side') and its value, model
@@ -148,6 +153,13 @@ class AppSession:
             self.models[str(Path(path).resolve())] = str(path)
         self.default_model = str(Path(extra_models[0]).resolve()) if extra_models else 'real'  # photos: real-world
         self._net: tuple[tuple[str, bool], Net] | None = None  # ((spec, int8), network) of the last model used
+        self.stopping = threading.Event()  # set by `stop`, cleared when a run starts
+
+    def stop(self) -> None:
+        """Ask the run in progress, if any, to stop at its next decoded chunk (a fraction of a second on a CPU;
+        a tile's encode or a first conversion of the graphs is finished first). A run started later is not
+        affected."""
+        self.stopping.set()
 
     def precisions(self) -> list[str]:
         """Precisions this device supports, as offered on the page (fp32 first): the autocast ones, and the CLI's
@@ -217,9 +229,12 @@ class AppSession:
         """Upscale `files` (paths) as the CLI does; `report(fraction, text)` says how far it is (see Meter).
 
         Settings problems raise UsageError before any photo is touched; a photo that fails gets the CLI's
-        one-line message and the others go on. A budget above the device's memory adds the CLI's warning as the
-        first line. A run that writes nothing leaves no run folder (Outcome.folder None) and says so.
+        one-line message and the others go on. After `stop`, the run ends at its next decoded chunk: the photos done
+        are kept, the one in progress is not written, the rest are not started (each named in the lines). A budget
+        above the device's memory adds the CLI's warning as the first line. A run that writes nothing leaves no run
+        folder (Outcome.folder None) and says so.
         """
+        self.stopping.clear()
         target, budget, dtype = self.settings(options)
         int8 = options.precision == 'int8'
         net = self.network(options.model, int8)
@@ -234,17 +249,32 @@ class AppSession:
             outcome.lines.append(cpu_path_line(net.runtime.name, dtype, int8))
         photos = plan(files, folder, target)
         meter = Meter([(photo.src.name, photo.size[0] * photo.size[1]) for photo in photos], report)
-        seconds = 0.0
+
+        def progress(done: int, total: int) -> None:
+            if self.stopping.is_set():
+                raise Stopped
+            meter.update(done, total)
+
+        seconds, failed, stopped_at = 0.0, 0, None
         for index, photo in enumerate(photos):
+            if self.stopping.is_set():
+                stopped_at = index
+                break
             meter.start_photo(index)
             start = time.perf_counter()
             try:
                 if photo.dst is None:  # plan found a problem
                     raise ValueError(photo.problem)
-                done = upscaler.upscale_file(photo.src, photo.dst, target, photo.info, meter.update)
+                done = upscaler.upscale_file(photo.src, photo.dst, target, photo.info, progress)
+            except Stopped:  # nothing of this photo was written: the writer runs after its last chunk
+                meter.end_photo(done=False)
+                outcome.lines.append(f'STOPPED {photo.src.name}: not saved')
+                stopped_at = index + 1
+                break
             except Exception as err:  # noqa: BLE001  (one line per failed photo; the batch goes on)
                 meter.end_photo(done=False)
                 outcome.lines.append(f'FAILED {photo.src.name}: {failure_message(err)}')
+                failed += 1
                 continue
             meter.end_photo(done=True)
             seconds += time.perf_counter() - start
@@ -252,17 +282,19 @@ class AppSession:
             outcome.lines.append(f'{photo.src.name} -> {done.dst.name}: {w}x{h} -> {out_w}x{out_h} '
                                  f'in {time.perf_counter() - start:.1f} s')
             outcome.outputs.append((photo.src.name, photo.src, done.dst))
+        if stopped_at is not None and stopped_at < len(photos):
+            outcome.lines.append(f'not started: {", ".join(photo.src.name for photo in photos[stopped_at:])}')
         if len(outcome.outputs) > 1:
             outcome.archive = write_zip(folder / f'ciaosr_{folder.name}.zip',
                                         [dst for _, _, dst in outcome.outputs])
-        failed = len(photos) - len(outcome.outputs)
+        stopped = len(photos) - len(outcome.outputs) - failed
+        counts = f'{len(outcome.outputs)} done, {failed} failed' + (f', {stopped} stopped' if stopped else '')
         if not outcome.outputs:  # the folder is empty: no run folder is left, none is announced
             folder.rmdir()
             outcome.folder = None
-            outcome.lines.append(f'0 done, {failed} failed; nothing was saved')
+            outcome.lines.append(f'{counts}; nothing was saved')
             return outcome
-        outcome.lines.append(f'{len(outcome.outputs)} done, {failed} failed, '
-                             f'{seconds / len(outcome.outputs):.1f} s per image; saved in {folder}')
+        outcome.lines.append(f'{counts}, {seconds / len(outcome.outputs):.1f} s per image; saved in {folder}')
         return outcome
 
 
@@ -529,7 +561,9 @@ def build_app(session: AppSession) -> 'gr.Blocks':
                     precision = gr.Radio(session.precisions(), value='fp32', label='Precision', elem_id='precision')
                     memory = gr.Textbox(session.default_memory(), label='Memory budget', elem_id='memory',
                                         info='as the CLI\'s --max-memory, e.g. 4GB')
-                run = gr.Button('Upscale', variant='primary', elem_id='run')
+                with gr.Row():
+                    run = gr.Button('Upscale', variant='primary', elem_id='run', scale=3)
+                    stop = gr.Button('Stop', variant='stop', elem_id='stop', scale=1)
             with gr.Column(scale=2):
                 log = gr.Textbox(label='Log', lines=4, interactive=False, elem_id='log')
                 downloads = gr.File(label='Download (full resolution)', file_count='multiple', interactive=False,
@@ -551,6 +585,8 @@ def build_app(session: AppSession) -> 'gr.Blocks':
         run.click(upscale, [files, target, scale, pixels, model, precision, memory, x_percent, y_percent],
                   [log, downloads, choice, state, slider, zoomed], concurrency_limit=1, concurrency_id='upscale',
                   show_progress_on=log)
+        # not queued: it runs while the job it stops holds the queue; the job then ends by itself, saying so
+        stop.click(session.stop, None, None, queue=False)
         # .input, not .change: upscale sets `choice` and its views itself
         choice.input(compare, [choice, x_percent, y_percent, state], [slider, zoomed])
         for control in (x_percent, y_percent):

@@ -95,6 +95,24 @@ def test_session_reports_progress_and_time_left(tmp_path, tiny_model):
             session.run(photos, app.Options('scale', scale, 'default', 'fp32', '2.5GB'))
 
 
+def test_stop_ends_the_run_at_its_next_chunk_and_keeps_what_is_done(tmp_path, tiny_model):
+    """The page's Stop: the photo in progress is not written, the photos done stay, the rest are not started, each
+    named in the log; a Stop pressed between runs does not touch the next one."""
+    photos = make_photos(tmp_path / 'in')[:2]
+    photos.append(shutil.copy(photos[0], tmp_path / 'in' / 'third.png'))
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
+    options = app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', '2.5GB')
+    session.stop()  # pressed while nothing runs
+    outcome = session.run(photos, options, lambda _, text: text.startswith('photo.jpg') and session.stop())
+    assert outcome.lines[1].startswith('gradient.png -> gradient_out.png: 24x20 -> 48x40 in ')
+    assert outcome.lines[2:4] == ['STOPPED photo.jpg: not saved', 'not started: third.png']
+    assert outcome.lines[4].startswith('1 done, 0 failed, 2 stopped, ') and outcome.archive is None
+    assert sorted(path.name for path in outcome.folder.iterdir()) == ['gradient_out.png']
+    outcome = session.run(photos[:1], options, lambda *_: session.stop())  # stopped before its first chunk ends
+    assert outcome.lines[1:] == ['STOPPED gradient.png: not saved', '0 done, 0 failed, 1 stopped; nothing was saved']
+    assert outcome.folder is None and session.run(photos[:1], options).lines[-1].startswith('1 done, 0 failed, ')
+
+
 def test_session_offers_int8_where_openvino_runs_it(tmp_path, tiny_model, monkeypatch):
     """On a CPU with OpenVINO and VNNI the page offers the CLI's int8 decode, and a run with it gives the CLI's
     files; without OpenVINO, or on a CPU without VNNI, it is not offered, and asking for it anyway is refused before
@@ -121,12 +139,17 @@ def test_session_offers_int8_where_openvino_runs_it(tmp_path, tiny_model, monkey
 
 
 def test_one_job_at_a_time(tmp_path, monkeypatch):
-    """Upscaling runs through Gradio's queue with a concurrency limit of 1; analytics are off."""
+    """Upscaling runs through Gradio's queue with a concurrency limit of 1, Stop outside it; analytics are off."""
     monkeypatch.setenv('GRADIO_TEMP_DIR', str(tmp_path / 'gradio'))  # importing Gradio makes a folder there
     pytest.importorskip('gradio', reason='the app extra is not installed (pip install "ciaosr[app]")')
-    demo = app.build_app(app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0)))
+    session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0))
+    demo = app.build_app(session)
     [upscale] = [fn for fn in demo.fns.values() if fn.name == 'upscale']
     assert upscale.queue and upscale.concurrency_limit == 1
+    [stop] = [fn for fn in demo.fns.values() if fn.name == 'stop']  # the Stop button: beside the job it stops
+    assert not stop.queue and not session.stopping.is_set()
+    stop.fn()
+    assert session.stopping.is_set()
     assert demo.config['analytics_enabled'] is False
 
 
