@@ -9,8 +9,9 @@ one line naming the file or the option (and the nearest known name of a misspelt
 Checked: `model_type`, dataset `type`s and `network_*` `type`s must be registered; the sections a model of this
 project reads (its class attribute OPTIONS: `train:`, `val:`, `degradation:`), the options of this project's
 datasets (their OPTIONS, plus the keys BasicSR's data loader reads) and the arguments of every network
-(its constructor's parameters) must be known names with values of the right kind. Other sections
-(`path`, `logger`, ...) are BasicSR's and pass unchanged.
+(its constructor's parameters) must be known names with values of the right kind; a training run must have the keys
+that BasicSR's training loop reads without a default (TRAINING_NEEDS). Other sections (`path`, `logger`, ...) are
+BasicSR's and pass unchanged.
 """
 import difflib
 import inspect
@@ -48,6 +49,11 @@ class OneOf(tuple):
 BASICSR_DATASET_OPTIONS = dict.fromkeys(
     ('name', 'type', 'phase', 'scale', 'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
      'persistent_workers', 'use_shuffle'), object) | {'batch_size_per_gpu': int, 'num_worker_per_gpu': int}
+# What BasicSR's training loop reads with no default (basicsr/train.py), so that a missing one was a KeyError only
+# after the model, the data and the first iterations: checked when training (`is_train`; val.val_freq with a val:).
+TRAINING_NEEDS = {'train.total_iter': 'the iterations to train', 'logger.print_freq': 'iterations between log lines',
+                  'logger.save_checkpoint_freq': 'iterations between checkpoints',
+                  'val.val_freq': 'iterations between validations; leave out val: to train without them'}
 KIND_NAMES = {NUMBER: 'a number', int: 'a whole number', float: 'a number', bool: 'true or false', str: 'a string',
               list: 'a list', dict: 'a mapping', type(None): '~'}
 
@@ -149,6 +155,11 @@ def check_options(opt):
     Raises OptionsError (one line) for the first problem found.
     """
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
+
+    for name, what in TRAINING_NEEDS.items() if opt.get('is_train') else ():
+        section, key = name.split('.')
+        if (section != 'val' or opt.get('val') is not None) and key not in (opt.get(section) or {}):
+            raise OptionsError(f'{name}: missing ({what}); BasicSR\'s training loop reads it')
 
     model = _registered(MODEL_REGISTRY, opt.get('model_type'), 'model_type')
     for section, schema in getattr(model, 'OPTIONS', {}).items():

@@ -134,6 +134,20 @@ def test_values_that_cannot_work_together_and_encoder_options_are_named():
         check_options(opt)
 
 
+def test_keys_the_training_loop_needs_are_named_before_training():
+    """A training run without train.total_iter, logger.print_freq or .save_checkpoint_freq, or with a val: section
+    without val_freq, was a KeyError from BasicSR's loop after the first iterations; a test run needs none of them."""
+    for section, key in (('train', 'total_iter'), ('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'),
+                         ('val', 'val_freq')):
+        opt = {**copy.deepcopy(BASE), 'is_train': True, 'val': {'val_freq': 10}}
+        del opt[section][key]
+        message = rf"^{section}\.{key}: missing \(.*\); BasicSR's training loop reads it$"
+        with pytest.raises(OptionsError, match=message):
+            check_options(opt)
+        check_options({**opt, 'is_train': False})
+    check_options({**copy.deepcopy(BASE), 'is_train': True})  # no val: section, no val_freq needed
+
+
 @pytest.mark.parametrize('text, extra', [
     ('', []),  # an empty file
     ('- a list\n', []),
