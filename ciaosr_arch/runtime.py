@@ -101,7 +101,7 @@ def use_runtime(net: nn.Module, runtime: str = 'auto', threads: int | None = Non
     choice ('torch' or 'openvino', its `name`).
 
     runtime: 'torch' (PyTorch, the reference), 'openvino', or 'auto' (the faster of the two for this CPU's kind,
-    CPU_PLANS[cpu_kind()]['exact'], where OpenVINO applies: installed, a CiaoSR whose parameters are on the CPU;
+    CPU_PLANS[cpu_kind()]['exact'], where OpenVINO applies: installed, a float32 CiaoSR on the CPU;
     PyTorch otherwise; with `int8`, OpenVINO). threads: OpenVINO's threads (default: torch.get_num_threads()).
     int8: the opt-in int8 decode (`ciaosr_arch.runtimes.int8`; OpenVINO only; allowed on every CPU, but faster
     than the default only where `int8_problem()` is None). report: called with a one-line message after each
@@ -118,6 +118,9 @@ def use_runtime(net: nn.Module, runtime: str = 'auto', threads: int | None = Non
             problem = f'{type(net).__name__} has no OpenVINO path (CiaoSR has)'
         elif next(net.parameters()).device.type != 'cpu':
             problem = f'OpenVINO runs on the CPU; the model is on {next(net.parameters()).device}'
+        elif next(net.parameters()).dtype != torch.float32:
+            problem = (f'OpenVINO runs float32 networks; the model is {next(net.parameters()).dtype} (for bf16, '
+                       'keep it float32 and run under torch.autocast, as --bf16 does)')
         elif openvino_version() is None:
             problem = 'OpenVINO is not installed (pip install "ciaosr[runtime]", or openvino==2026.4.1)'
     if int8 and (runtime == 'torch' or problem):

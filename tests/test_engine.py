@@ -60,6 +60,23 @@ def test_any_size_upscales_at_any_scale():
             tiled = super_resolve(net, lr, 2, tile=8, tile_overlap=2)
             assert tiled.shape == (1, 3, 2 * h, 2 * w) and torch.isfinite(tiled).all()
 
+def test_networks_in_other_float_dtypes_give_the_float32_output(psnr):
+    """A network converted with .to(dtype) and its input in that dtype: bfloat16, float16 and float64, every head and
+    skip (bilinear LR, the Lanczos-sampled base image of `rrdb` with `upsampler`). The float32 coordinates met the
+    other dtype's features in grid_sample and the MLPs' first layer (a PyTorch dtype error)."""
+    nets = tiny_nets()
+    nets['rrdb_base'] = CiaoSR(encoder='rrdb', encoder_opt={'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4,
+                                                            'upsampler': True}, non_local_attn=False,
+                               decoder_hidden=[16], key_hidden=[16], value_hidden=[16])
+    lr = torch.rand(1, 3, 10, 12, generator=torch.Generator().manual_seed(0))
+    for name, net in nets.items():
+        reference = super_resolve(net.eval(), lr, 2.5)
+        for dtype, least in ((torch.float64, 100), (torch.float16, 50), (torch.bfloat16, 35)):
+            out = super_resolve(net.to(dtype), lr.to(dtype), 2.5)
+            assert out.dtype == dtype and psnr(out.float(), reference) > least, (name, dtype)
+            net.float()
+
+
 def test_small_images_are_padded_and_decoded_on_their_own_area():
     """A 1-row image gives exactly the top half of the same row repeated twice at twice the output height:
     replicate padding, with the output pixel centres placed on the image itself."""

@@ -245,6 +245,13 @@ def test_choice_of_runtime(tiny_model, monkeypatch):
     assert use_runtime(net, 'torch') == 'torch' == net.runtime.name == net.cs_attn.runtime.name
     with pytest.raises(ValueError, match='runtime must be one of'):
         use_runtime(net, 'onnx')
+    monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: 'avx512-bf16')  # where auto takes OpenVINO
+    monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: '2026.4.1')
+    net.to(torch.bfloat16)  # its graphs would be traced from float32 examples: PyTorch runs it
+    assert use_runtime(net, 'auto') == 'torch' and isinstance(net.runtime, TorchRuntime)
+    with pytest.raises(RuntimeError, match=r'OpenVINO runs float32 networks; the model is torch.bfloat16 \(for bf16'):
+        use_runtime(net, 'openvino')
+    net.float()
     monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: None)
     assert use_runtime(net, 'auto') == 'torch' and isinstance(net.runtime, TorchRuntime)
     with pytest.raises(RuntimeError, match='OpenVINO is not installed'):

@@ -115,11 +115,13 @@ def switch_probes(batch: int, count: int, height: int, width: int, delta: float,
 
 
 def sample_bilinear(image: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
-    """Bilinear sample of image [B, C, h, w] at coord [B, Q, 2] (border padding) -> [B, Q, C]; a pixel's value
-    exactly at its centre."""
-    grid = coord.flip(-1).unsqueeze(1)
-    sampled = F.grid_sample(image, grid, mode='bilinear', padding_mode='border', align_corners=False)
-    return sampled[:, :, 0].transpose(1, 2)
+    """Bilinear sample of image [B, C, h, w] at coord [B, Q, 2] (border padding) -> [B, Q, C] in the image's dtype; a
+    pixel's value exactly at its centre. Sampled in the wider of the two dtypes (a bf16 image at float32 coordinates:
+    in float32)."""
+    dtype = torch.promote_types(image.dtype, coord.dtype)
+    grid = coord.flip(-1).unsqueeze(1).to(dtype)
+    sampled = F.grid_sample(image.to(dtype), grid, mode='bilinear', padding_mode='border', align_corners=False)
+    return sampled[:, :, 0].transpose(1, 2).to(image.dtype)
 
 
 LANCZOS_LOBES = 4  # 8 taps per axis, as OpenCV's INTER_LANCZOS4 (Real-ESRGAN's `--outscale` resize)

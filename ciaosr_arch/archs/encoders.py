@@ -139,7 +139,11 @@ class SwinIREncoder(SwinIR):
         h, w = x.shape[-2:]
         x = F.pad(x, (0, -w % self.window_size, 0, -h % self.window_size), mode='reflect')
         x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
+        # BasicSR's blocks make their attention mask in float32 at sizes other than img_size: in a float16 or bfloat16
+        # network, autocast to its dtype takes the mixed products (float32 and float64 need nothing)
+        with torch.autocast(x.device.type, x.dtype, enabled=x.dtype in (torch.float16, torch.bfloat16)):
+            features = self.forward_features(x)
+        x = self.conv_after_body(features.to(x.dtype)) + x
         return x[..., :h, :w]
 
 

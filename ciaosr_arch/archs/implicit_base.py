@@ -72,9 +72,11 @@ class MLP(nn.Module):
         return F.linear(feat, self.input_layer.weight[:, :feat.shape[-1]], self.input_layer.bias)
 
     def hidden(self, projected: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """Last hidden activation for inputs [feat, extra] given project(feat): extra [..., E] -> [..., H]."""
+        """Last hidden activation for inputs [feat, extra] given project(feat): extra [..., E] -> [..., H]. The extras
+        (coordinates, float32) are taken in the projection's dtype (that of a bf16 or float64 network)."""
         weight = self.input_layer.weight[:, -extra.shape[-1]:]
-        x = torch.addmm(projected.reshape(-1, projected.shape[-1]), extra.reshape(-1, extra.shape[-1]), weight.t())
+        x = torch.addmm(projected.reshape(-1, projected.shape[-1]), extra.reshape(-1, extra.shape[-1]).to(projected),
+                        weight.t())
         # Rows stay flat through the layers: OpenVINO fuses the bias into an int8 product only for 2-D inputs.
         return self.layers[2:-1](x.relu_()).view(*projected.shape[:-1], self.output_layer.in_features)
 
