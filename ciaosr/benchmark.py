@@ -426,8 +426,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--data-root', default='../shared/data',
                         help='folder with one sub-folder of HR images per dataset (default: ../shared/data, '
                              'relative to the working directory)')
-    parser.add_argument('--datasets', nargs='+', default=list(DATASETS))
-    parser.add_argument('--scales', type=cli.scale_arg, nargs='+', default=[2, 3, 4, 6, 8, 12])
+    parser.add_argument('--datasets', nargs='+', default=list(DATASETS),
+                        help=f'benchmark sets under --data-root (default: {" ".join(DATASETS)})')
+    parser.add_argument('--scales', type=cli.scale_arg, nargs='+', default=[2, 3, 4, 6, 8, 12],
+                        help='scales, any number > 0 (default: 2 3 4 6 8 12)')
     parser.add_argument('--limit', type=int, help='only the first N images (sorted by name) of each dataset')
     parser.add_argument('--rgb-shave6', action='store_true', help='DIV2K protocol: RGB, shave ceil(scale) + 6')
     parser.add_argument('--downsample', choices=('matlab', 'pil'),

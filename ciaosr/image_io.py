@@ -357,12 +357,18 @@ def to_8bit(pixels: np.ndarray) -> np.ndarray:
 
 
 def as_rgb(pixels, alpha=False, keep_depth=False):
-    """RGB pixels [H, W, 3] (alpha: RGBA [H, W, 4] where the pixels have alpha) of a Picture's pixels [H, W, C].
+    """RGB pixels [H, W, 3] (alpha: RGBA [H, W, 4] where the pixels have alpha) of a Picture's pixels [H, W, C], or
+    of gray pixels [H, W].
 
-    Gray (C = 1, 2) is copied to the three channels; alpha (C = 2, 4) is dropped unless `alpha`. uint16 samples
-    are rounded to uint8 as the writer does (`to_8bit`: round(x / 257), the same as np.round(x / 257) for every
-    level) unless `keep_depth`. RGB pixels that need no change are returned as a view, not a copy.
+    Gray (C = 1, 2, or no channel axis) is copied to the three channels; alpha (C = 2, 4) is dropped unless `alpha`.
+    uint16 samples are rounded to uint8 as the writer does (`to_8bit`: round(x / 257), the same as np.round(x / 257)
+    for every level) unless `keep_depth`. RGB pixels that need no change are returned as a view, not a copy.
+    ValueError for an array of another number of dimensions.
     """
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3:
+        raise ValueError(f'pixels must be [H, W, C] or gray [H, W], got shape {pixels.shape}')
     channels = pixels.shape[2]
     kept = channels if alpha or channels in (1, 3) else channels - 1  # colour channels (and alpha)
     colour = pixels[..., :kept] if keep_depth else to_8bit(pixels[..., :kept])

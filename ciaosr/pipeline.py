@@ -211,7 +211,8 @@ class Upscaler:
     steps of scale^(1/steps) each (multi-step synthesis); tile: the LR tile side (0: the largest that fits the
     budget, at most `speed_tile` of the net and device; else at least MIN_TILE); tile_overlap: LR pixels shared by
     neighbouring tiles (None: `default_overlap` of the tile). ValueError for a setting out of range, or a budget
-    that the memory in use when it is made (`resident_bytes`: the model, the libraries) already fills.
+    that the memory in use when it is made (`resident_bytes`: the model, the libraries) already fills; TypeError for
+    a budget that is not a whole number of bytes.
 
     Gray pictures, and colour ones whose three channels are equal everywhere (black-and-white photos stored as
     RGB), go through the network as gray copied to RGB and come out as the mean of its channels: exactly neutral.
@@ -224,6 +225,9 @@ class Upscaler:
 
     def __init__(self, net: Net, device: torch.device, dtype: torch.dtype | None = None,
                  budget: int | None = None, steps: int = 1, tile: int = 0, tile_overlap: int | None = None):
+        if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool)):
+            raise TypeError(f'budget must be a whole number of bytes (e.g. 4 * 2 ** 30) or None, got {budget!r} '
+                            '(text such as 4GB: ciaosr.cli.parse_bytes)')
         if steps < 1:
             raise ValueError(f'steps must be at least 1, got {steps}')
         if tile != 0 and tile < MIN_TILE:

@@ -1,6 +1,7 @@
 """CiaoSR as a BasicSR plugin: importing it registers the archs, datasets and models.
 
-Public API: `load_model`, `super_resolve`, `make_coord`, the archs `CiaoSR` and `LIIF`.
+Public API: `load_model`, `super_resolve`, `make_coord`, `make_cell`, the archs `CiaoSR` and `LIIF`, and
+`CheckpointError` (what `load_model` raises for a file it cannot use).
 """
 from . import compat, data, models  # noqa: F401  (compat first: it must run before basicsr is imported)
 from .archs import LIIF, CiaoSR

@@ -65,6 +65,9 @@ def read_checkpoint(path: str | Path, param_key: str | None = None,
     are checked by `check_arch`, the tensors by `match_state`/`check_values`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f'{path} is a folder: give a checkpoint file in it, or the name of a shipped model: '
+                              f'{", ".join(SHIPPED_MODELS)}')
     if not path.is_file():
         raise CheckpointError(f'checkpoint not found: {path} (a checkpoint file, or the name of a shipped model: '
                               f'{", ".join(SHIPPED_MODELS)})')
@@ -84,8 +87,9 @@ def read_checkpoint(path: str | Path, param_key: str | None = None,
         raise CheckpointError(f'{path}: cannot be loaded as plain weights: it holds Python objects besides tensors, '
                               'which could run code when loaded, or is not a PyTorch file at all; nothing in it was '
                               'run (only .safetensors files and .pth files of tensors are loaded)') from None
-    except Exception as err:  # a truncated or damaged zip, ...
-        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {error_line(err, named=True)}') from None
+    except Exception as err:  # a truncated or damaged zip, an empty file (EOFError without a message), ...
+        problem = 'the file is empty' if path.stat().st_size == 0 else error_line(err, named=True)
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {problem}') from None
     if param_key and isinstance(obj, dict) and isinstance(obj.get(param_key), dict):
         obj = obj[param_key]
     state = generator_state_dict(obj, path)
@@ -154,8 +158,8 @@ def infer_arch(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """
     found = encoder_from_state(state)
     if found is None:
-        raise CheckpointError('unknown encoder: expected EDSR (body.*), RDN (sfe1.*), SwinIR (patch_embed.*) or RRDB '
-                              '(body.*.rdb1.*) keys')
+        raise CheckpointError('not a CiaoSR or LIIF checkpoint: no encoder found (EDSR body.*, RDN sfe1.*, SwinIR '
+                              'patch_embed.* or RRDB body.*.rdb1.* keys)')
     encoder, encoder_opt = found
     channels = encoder_opt.get('num_feat', encoder_opt.get('embed_dim'))
     for kind, arch in ARCHS.items():
@@ -277,9 +281,12 @@ def load_model(path: str | Path | None = None, device: str | torch.device = 'cpu
     meta device and matched with the file's keys and shapes before it is built for real, so a file
     never makes us allocate more than its own tensors; then the weights must pass `check_values`.
     Any failure is one CheckpointError naming the file and the keys, option or tensors at fault; a `device` that
-    is not there (CUDA without a GPU) a ValueError, before the file is read.
+    is not a device name, or is not there (CUDA without a GPU), a ValueError, before the file is read.
     """
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (a torch.device), got {device!r}") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r}: no CUDA device is available (use device='cpu')")
     path = resolve_weights(path)

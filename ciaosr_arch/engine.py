@@ -68,7 +68,7 @@ def output_size(in_size: Sequence[int], scale: float | None = None,
     if (scale is None) == (size is None):
         raise ValueError('give exactly one of scale and size')
     if size is not None:
-        if not (len(size) == 2 and all(_is_int(s) for s in size)):
+        if not (hasattr(size, '__len__') and len(size) == 2 and all(_is_int(s) for s in size)):
             raise TypeError(f'size must be two integers (H, W), got {size!r}')
         if min(size) < 1:
             raise ValueError(f'size must be two positive integers (H, W), got {tuple(size)}')

@@ -50,8 +50,10 @@ def to_pixels(image, dtype=np.uint8, out=None):
     result it holds about BAND_SAMPLES floats. out: an array to write into instead of a new one, of the result's
     shape (its channels may be C or, for C = 1, any number: the one channel is copied to each); its dtype is
     used and `dtype` ignored; returned. TypeError for a dtype other than uint8 or uint16, ValueError for an
-    image that is not 3- or 4-dimensional.
+    image that is not 3- or 4-dimensional, TypeError for one that is not a tensor.
     """
+    if not torch.is_tensor(image):
+        raise TypeError(f'image must be a torch.Tensor [C, H, W] or [N, C, H, W], got {type(image).__name__}')
     if image.dim() not in (3, 4):
         raise ValueError(f'image must be [C, H, W] or [N, C, H, W], got shape {tuple(image.shape)}')
     dtype = out.dtype if out is not None else dtype

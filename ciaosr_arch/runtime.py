@@ -105,13 +105,15 @@ def use_runtime(net: nn.Module, runtime: str = 'auto', threads: int | None = Non
     PyTorch otherwise; with `int8`, OpenVINO). threads: OpenVINO's threads (default: torch.get_num_threads()).
     int8: the opt-in int8 decode (`ciaosr_arch.runtimes.int8`; OpenVINO only; allowed on every CPU, but faster
     than the default only where `int8_problem()` is None). report: called with a one-line message after each
-    one-time conversion of a graph (`OpenVINORuntime`). ValueError for an unknown
-    runtime, RuntimeError when 'openvino' (or int8) does not apply (with the reason). Nothing is converted or
-    compiled until the model runs; each call attaches a new runtime (call it again after changing the weights:
+    one-time conversion of a graph (`OpenVINORuntime`). ValueError for an unknown runtime or a thread count below 1,
+    RuntimeError when 'openvino' (or int8) does not apply (with the reason). Nothing is converted or compiled until
+    the model runs; each call attaches a new runtime (call it again after changing the weights:
     graphs hold the weights of their first run).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f'threads must be None (PyTorch\'s count) or a whole number >= 1, got {threads!r}')
     problem = None
     if runtime != 'torch':
         if not isinstance(net, CiaoSR):

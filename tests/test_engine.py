@@ -22,6 +22,7 @@ def test_super_resolve_refuses_bad_arguments_in_one_error(tiny_model):
              ({'scale': '2'}, TypeError, 'scale must be a number'), ({'scale': -2}, ValueError, 'finite number > 0'),
              ({'size': (24, 28.5)}, TypeError, 'size must be two integers'),
              ({'size': (0, 28)}, ValueError, 'size must be two positive integers'),
+             ({'size': 48}, TypeError, r'size must be two integers \(H, W\), got 48'),
              ({'lr': lr.numpy()}, TypeError, 'lr must be a torch.Tensor'),
              ({'lr': (lr * 255).to(torch.uint8)}, TypeError, r'lr must hold floats in \[0, 1\], got torch.uint8'),
              ({'lr': lr.double()}, TypeError, 'lr is torch.float64 but the network\'s weights are torch.float32'),

@@ -92,3 +92,5 @@ def test_errors_name_what_is_accepted():
         to_tensor(np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match=r'\[C, H, W\] or \[N, C, H, W\], got shape \(2, 2\)'):
         to_pixels(torch.zeros(2, 2))
+    with pytest.raises(TypeError, match=r'image must be a torch.Tensor \[C, H, W\] or \[N, C, H, W\], got ndarray'):
+        to_pixels(np.zeros((3, 2, 2), np.float32))

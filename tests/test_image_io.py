@@ -206,6 +206,9 @@ def test_as_rgb_of_every_channel_layout_and_depth():
             np.testing.assert_array_equal(kept, rgba[..., picked])
     rgb8 = eight[..., :3].copy()
     assert image_io.as_rgb(rgb8).base is rgb8  # nothing to change: a view
+    np.testing.assert_array_equal(image_io.as_rgb(eight[..., 0]), eight[..., [0, 0, 0]])  # gray without a channel axis
+    with pytest.raises(ValueError, match=r'pixels must be \[H, W, C\] or gray \[H, W\], got shape \(6,\)'):
+        image_io.as_rgb(eight[0, :, 0])
 
 
 def test_icc_profile_of_a_16bit_tiff_is_kept(tmp_path, tiny_model):

@@ -245,6 +245,8 @@ def test_choice_of_runtime(tiny_model, monkeypatch):
     assert use_runtime(net, 'torch') == 'torch' == net.runtime.name == net.cs_attn.runtime.name
     with pytest.raises(ValueError, match='runtime must be one of'):
         use_runtime(net, 'onnx')
+    with pytest.raises(ValueError, match=r"threads must be None \(PyTorch's count\) or a whole number >= 1, got 0"):
+        use_runtime(net, 'auto', threads=0)
     monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda flags=None: 'avx512-bf16')  # where auto takes OpenVINO
     monkeypatch.setattr('ciaosr_arch.runtime.openvino_version', lambda: '2026.4.1')
     net.to(torch.bfloat16)  # its graphs would be traced from float32 examples: PyTorch runs it
