@@ -1,5 +1,6 @@
 """The package as users install it: the wheel's contents and console scripts, and the layers of the code."""
 import ast
+import re
 import subprocess
 import sys
 import zipfile
@@ -53,3 +54,10 @@ def test_libraries_never_import_the_layers_above_them():
               for own in LAYERS for path in sorted((ROOT / own).rglob('*.py')) if path not in ENTRY_SCRIPTS
               for package in first_party_imports(path) if LAYERS[package] > LAYERS[own]]
     assert upward == []
+
+
+def test_both_packages_say_the_version_of_pyproject():
+    import ciaosr
+    import ciaosr_arch
+    declared = re.search(r'^version = "(.+)"$', (ROOT / 'pyproject.toml').read_text(), re.M)[1]
+    assert ciaosr.__version__ == ciaosr_arch.__version__ == declared
