@@ -156,15 +156,16 @@ def check_options(opt):
     """
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
 
-    for name, what in TRAINING_NEEDS.items() if opt.get('is_train') else ():
-        section, key = name.split('.')
-        if (section != 'val' or opt.get('val') is not None) and key not in (opt.get(section) or {}):
-            raise OptionsError(f'{name}: missing ({what}); BasicSR\'s training loop reads it')
-
     model = _registered(MODEL_REGISTRY, opt.get('model_type'), 'model_type')
     for section, schema in getattr(model, 'OPTIONS', {}).items():
         if opt.get(section) is not None:
             check_section(section, opt[section], schema)
+    for name, what in TRAINING_NEEDS.items() if opt.get('is_train') else ():
+        section, key = name.split('.')
+        if section == 'val' and opt.get('val') is None:
+            continue
+        if not isinstance(opt.get(section), dict) or key not in opt[section]:
+            raise OptionsError(f'{name}: missing ({what}); BasicSR\'s training loop reads it')
     for phase, dataset in (opt.get('datasets') or {}).items():
         where = f'datasets.{phase}'
         check_section(where, dataset, Open(type=str))
