@@ -224,7 +224,7 @@ def test_bad_checkpoints_fail_clearly_and_run_nothing(golden, tmp_path, monkeypa
         load_model(bad_st)
     other = tmp_path / 'other.safetensors'
     save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'trunk.0.conv.weight': torch.zeros(32, 64, 3, 3)}, other)
-    with pytest.raises(CheckpointError, match='unknown encoder'):
+    with pytest.raises(CheckpointError, match='not a CiaoSR or LIIF checkpoint: no encoder found'):
         load_model(other)
     trunk = tmp_path / 'esrgan_trunk.safetensors'  # an rrdb encoder without a head
     save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'body.0.rdb1.conv1.weight': torch.zeros(32, 64, 3, 3)},
