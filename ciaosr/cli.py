@@ -144,7 +144,8 @@ def pick_precision(device: torch.device, fp16: bool = False, bf16: bool = False,
     than the default path (`ciaosr_arch.runtime.int8_problem`)."""
     if fp16:
         if device.type != 'cuda':
-            raise UsageError('--fp16 needs a CUDA device; on CPU use --bf16')
+            raise UsageError('--fp16 needs a CUDA device; on this CPU use '
+                             + ('--bf16' if cpu_has_bf16() else 'float32 (no flag: it has no native bfloat16 either)'))
         return torch.float16
     if bf16:
         native = torch.cuda.is_bf16_supported() if device.type == 'cuda' else cpu_has_bf16()

@@ -35,7 +35,17 @@ import numpy as np
 import torch
 
 from ciaosr_arch import super_resolve
-from ciaosr_arch.engine import MIN_TILE, Net, default_overlap, largest_tile, memory_plan, output_size, speed_tile
+from ciaosr_arch.engine import (
+    MIN_AUTO_TILE,
+    MIN_TILE,
+    Net,
+    default_overlap,
+    largest_tile,
+    memory_plan,
+    output_size,
+    speed_tile,
+    tile_bytes,
+)
 from ciaosr_arch.errors import byte_size
 from ciaosr_arch.image import to_pixels, to_tensor
 
@@ -296,9 +306,12 @@ class Upscaler:
                     raise MemoryError(f'--tile {self.tile} does not fit in --max-memory {byte_size(self.budget)} '
                                       f'for this image: the largest tile that fits is {fits}; lower --tile or '
                                       f'raise --max-memory') from None
+                smallest = tile_bytes(self.net, MIN_AUTO_TILE)
+                needed = byte_size((fixed + smallest) / HEADROOM)
                 raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
-                                  f'{byte_size(self.budget)} (the model, input and output alone need '
-                                  f'{byte_size(fixed)}); raise --max-memory or lower the scale') from None
+                                  f'{byte_size(self.budget)}: it needs at least {needed} (the model, input and output '
+                                  f'take {byte_size(fixed)}, the smallest tile {byte_size(smallest)}, and plans keep '
+                                  f'{1 - HEADROOM:.0%} spare); raise --max-memory or lower the scale') from None
             whole = tile >= max(in_size)
             overlap = self.tile_overlap
             if overlap is None:

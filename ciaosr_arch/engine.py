@@ -145,6 +145,11 @@ def largest_tile(net: Net, work_bytes: float) -> int:
     return math.isqrt(int(max(work_bytes - TILE_OVERHEAD_BYTES, 0) / encode))
 
 
+def tile_bytes(net: Net, tile: int) -> float:
+    """Bytes that encoding an LR tile of side `tile` needs (see `memory_plan`): the least work room for that tile."""
+    return TILE_OVERHEAD_BYTES + ENCODE_PIXEL_BYTES * net.encoder.out_channels / 64 * tile ** 2
+
+
 def memory_plan(net: Net, work_bytes: float, half: bool = False, tile: int = 0) -> tuple[int, int]:
     """(tile, chunk): the LR tile side (the given `tile`, else the largest that fits in `work_bytes`, at most
     `speed_tile`) and the query chunk whose peak memory fits in `work_bytes`.

@@ -1,5 +1,7 @@
 """The picture pipeline (ciaosr/pipeline.py): a file to a file with a progress function, the one scale check of
 the CLI, the app and the library, output sizes, and one header read from input to written file."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,20 @@ def test_target_sizes():
                            ({'long_side': 2.5}, 'the long side must be a whole number')):
         with pytest.raises(ValueError, match=message):
             pipeline.Target(**wrong)
+
+
+def test_an_output_that_does_not_fit_says_the_budget_it_needs(tiny_model, monkeypatch):
+    """A trial's 2048x1536 photo at x4: 'does not fit in --max-memory 2.7 GiB (the model, input and output alone need
+    2.21 GiB)', which read as wrong; the message now names the least budget, and that budget plans."""
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: 2 ** 30)
+    net, info = load_model(tiny_model), image_io.ImageInfo(2048, 1536, 3, 1, 0)
+    with pytest.raises(MemoryError) as refused:
+        pipeline.Upscaler(net, torch.device('cpu'), budget=2 * 2 ** 30).plan(info, (6144, 8192))
+    message = str(refused.value)
+    needed = float(re.search(r': it needs at least ([\d.]+) GiB \(the model, input and output take ', message)[1])
+    assert pipeline.Upscaler(net, torch.device('cpu'), budget=int(1.01 * needed * 2 ** 30)).plan(info, (6144, 8192))
+    with pytest.raises(MemoryError):
+        pipeline.Upscaler(net, torch.device('cpu'), budget=int(0.99 * needed * 2 ** 30)).plan(info, (6144, 8192))
 
 
 def test_a_plan_that_does_not_fit_frees_the_runtimes_compiled_models_first(tiny_model, monkeypatch):

@@ -339,6 +339,15 @@ def test_bad_setup_fails_in_one_line(tmp_path, tiny_model, photo, capsys, monkey
         assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
 
 
+def test_fp16_on_a_cpu_points_to_what_runs_on_it(monkeypatch):
+    """A trial on an AVX2 CPU: '--fp16 ...; on CPU use --bf16', then '--bf16: this device has no native bfloat16'."""
+    from ciaosr.cli import UsageError, pick_precision
+    for native, hint in ((True, 'on this CPU use --bf16$'), (False, 'on this CPU use float32 \\(no flag: it has no')):
+        monkeypatch.setattr('ciaosr.cli.cpu_has_bf16', lambda native=native: native)
+        with pytest.raises(UsageError, match=f'^--fp16 needs a CUDA device; {hint}'):
+            pick_precision(torch.device('cpu'), fp16=True)
+
+
 def test_16bit_colour_and_icc_round_trip(tmp_path):
     deep = np.random.default_rng(0).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
     for channels, ext in ((3, 'png'), (4, 'png'), (3, 'tiff'), (4, 'tiff'), (1, 'png'), (1, 'tiff')):
