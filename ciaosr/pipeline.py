@@ -82,6 +82,9 @@ def check_upscale(in_size: tuple[int, int], size: tuple[int, int]) -> None:
                          f'upscales')
 
 
+ASPECT_TOLERANCE = 0.01  # a change of the aspect ratio (relative) from which an exact size is said to stretch
+
+
 @dataclass(frozen=True)
 class Target:
     """The output size asked for: one of a scale (any finite factor > 1, `check_scale`), a width and/or a height in
@@ -111,6 +114,16 @@ class Target:
             if not (math.isfinite(number) and number == int(number) and number >= 1):
                 raise ValueError(f'the {name.replace("_", " ")} must be a whole number of pixels >= 1, got {value}')
             object.__setattr__(self, name, int(number))
+
+    def stretch(self, in_size: tuple[int, int], size: tuple[int, int]) -> str | None:
+        """A note, when an exact width and height change the aspect ratio of an (h, w) picture going to (H, W) by more
+        than ASPECT_TOLERANCE: 'stretched x3.33 across, x1.41 down (...)'; else None (one side, a long side or a
+        scale keep the aspect up to the rounding of a side to whole pixels)."""
+        (h, w), (out_h, out_w) = in_size, size
+        if self.width is None or self.height is None or abs(out_w * h / (out_h * w) - 1) <= ASPECT_TOLERANCE:
+            return None
+        return (f'stretched x{out_w / w:.3g} across, x{out_h / h:.3g} down: an exact size of another shape; '
+                f'--width, --height or --long-side alone keep the aspect')
 
     def size(self, in_size: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output of an (h, w) input."""

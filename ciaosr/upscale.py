@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument('--size', help='exact output size WxH, e.g. 3840x2160 (the aspect may change)')
     target.add_argument('--width', type=int, help='output width; height follows the aspect (with --height: both)')
     target.add_argument('--height', type=int, help='output height; width follows the aspect')
+    target.add_argument('--long-side', type=int,
+                        help='output long side (the width of a landscape or square picture, the height of a portrait '
+                             'one), the other follows the aspect: e.g. 3840 for a folder of mixed photos')
     parser.add_argument('--steps', type=int, default=1,
                         help='upscale in K steps of scale^(1/K), each output fed back as input (multi-step '
                              'synthesis, paper Table 6; default 1)')
@@ -116,11 +119,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parsed and checked arguments; every problem ends the run through parser.error (one line, exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    given = [name for name in ('scale', 'size') if getattr(args, name) is not None]
+    given = [name for name in ('scale', 'size', 'long_side') if getattr(args, name) is not None]
     if args.width is not None or args.height is not None:
         given.append('width/height')
     if len(given) > 1:
-        parser.error(f'give only one of --scale, --size and --width/--height (got {" and ".join(given)})')
+        parser.error(f'give only one of --scale, --size, --width/--height and --long-side (got '
+                     f'{" and ".join(name.replace("_", "-") for name in given)})')
     if args.scale is None and not given:
         args.scale = 4.0
     if args.scale is not None:
@@ -133,9 +137,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if not match or min(int(match[1]), int(match[2])) < 1:
             parser.error(f'--size must be WIDTHxHEIGHT in pixels, e.g. 3840x2160, got {args.size!r}')
         args.width, args.height = int(match[1]), int(match[2])
-    for name in ('width', 'height'):
+    for name in ('width', 'height', 'long_side'):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f'--{name} must be a positive number of pixels')
+            parser.error(f'--{name.replace("_", "-")} must be a positive number of pixels')
     if args.steps < 1:
         parser.error(f'--steps must be at least 1, got {args.steps}')
     if args.threads is not None and args.threads < 1:
@@ -155,7 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f'--crf must be between 0 and 63, got {args.crf}')
     if '/' in args.suffix or '\\' in args.suffix:
         parser.error('--suffix cannot contain a path separator')
-    args.target = pipeline.Target(args.scale, args.width, args.height)
+    args.target = pipeline.Target(args.scale, args.width, args.height, args.long_side)
     return args
 
 
@@ -292,8 +296,9 @@ def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar
         if bar:
             bar.close()
     (h, w), (out_h, out_w) = done.in_size, done.size
+    notes = '; '.join(filter(None, (note, args.target.stretch(done.in_size, done.size))))
     tqdm.write(f'{prefix}{job.src} -> {done.dst}: {w}x{h} -> {out_w}x{out_h} ({"; ".join(map(str, done.steps))}) '
-               f'in {time.perf_counter() - start:.1f} s{f" ({note})" if note else ""}')
+               f'in {time.perf_counter() - start:.1f} s{f" ({notes})" if notes else ""}')
     return 'done'
 
 

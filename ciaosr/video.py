@@ -303,11 +303,12 @@ def process_video(job: VideoJob, upscaler: Upscaler, since: float, rank: int = 0
     h, w = job.info.display_size
     seconds = time.perf_counter() - start
     rate = f', {total / seconds:.2f} frame/s' if total else ''
-    damage = (f' (note: FFmpeg reported "{job.info.damage}" while reading it: the file may be cut off or damaged; '
-              f'the frames it could read were upscaled)') if job.info.damage else ''
+    damage = (f'note: FFmpeg reported "{job.info.damage}" while reading it: the file may be cut off or damaged; '
+              f'the frames it could read were upscaled') if job.info.damage else None
+    notes = ''.join(f' ({note})' for note in (damage, job.args.target.stretch((h, w), job.display_out)) if note)
     tqdm.write(f'{prefix}{job.src} -> {job.dst}: {w}x{h} -> {job.display_out[1]}x{job.display_out[0]}, '
                f'{job.info.frames} frames, {job.codec} crf {job.crf} ({"; ".join(map(str, job.steps))}) '
-               f'in {seconds:.1f} s{rate}{damage}')
+               f'in {seconds:.1f} s{rate}{notes}')
     return 'done'
 
 

@@ -84,18 +84,25 @@ def test_batch_of_the_images_people_have(tmp_path, tiny_model, photo, capsys):
     assert sorted(p.name for p in out.rglob('*') if p.name.startswith('.')) == []  # no temporary files left
 
 
-def test_scales_sizes_and_steps(tmp_path, tiny_model, photo):
+def test_scales_sizes_and_steps(tmp_path, tiny_model, photo, capsys):
+    """Every way to give the output size; an exact size of another shape says on the file's line that it stretches
+    (a trial's portrait photo to --size 400x225 was squashed without a word), and --long-side (the web app's, missing
+    in the CLI) keeps the aspect of portrait and landscape pictures alike."""
     Image.fromarray(photo[:12, :16]).save(tmp_path / 'small.png')
+    Image.fromarray(photo[:16, :12]).save(tmp_path / 'portrait.png')
 
-    def size_of(*argv):
+    def size_of(*argv, name='small'):
         out = tmp_path / f'out{len(list(tmp_path.iterdir()))}'
-        assert run_cli('-i', tmp_path / 'small.png', '-o', out, *argv, model=tiny_model) == 0
-        return Image.open(out / 'small_out.png').size, np.asarray(Image.open(out / 'small_out.png'))
+        assert run_cli('-i', tmp_path / f'{name}.png', '-o', out, *argv, model=tiny_model) == 0
+        return Image.open(out / f'{name}_out.png').size, np.asarray(Image.open(out / f'{name}_out.png'))
     assert size_of('-s', 8)[0] == (128, 96)
     assert size_of('-s', 2.7)[0] == (43, 32)
+    assert size_of('--size', '48x36')[0] == (48, 36) and 'stretched' not in capsys.readouterr().out
     assert size_of('--size', '50x30')[0] == (50, 30)
+    assert '(stretched x3.12 across, x2.5 down: an exact size of another shape; --width' in capsys.readouterr().out
     assert size_of('--width', 40)[0] == (40, 30)
     assert size_of('--height', 45)[0] == (60, 45)
+    assert size_of('--long-side', 40)[0] == (40, 30) and size_of('--long-side', 40, name='portrait')[0] == (30, 40)
     single, two_steps = size_of('-s', 5)[1], size_of('-s', 5, '--steps', 2)
     assert two_steps[0] == (80, 60) and not np.array_equal(single, two_steps[1])
 
@@ -305,7 +312,10 @@ def test_rank_sharding_under_torchrun(tmp_path, tiny_model, photo):
     (['-s', '0.5'], '--scale must be a finite number > 1'),
     (['-s', 'nan'], '--scale must be a finite number > 1'),
     (['-s', 'inf'], '--scale must be a finite number > 1'),
-    (['-s', '2', '--size', '64x64'], 'give only one of --scale, --size and --width/--height'),
+    (['-s', '2', '--size', '64x64'], 'give only one of --scale, --size, --width/--height and --long-side (got scale '
+                                     'and size)'),
+    (['--width', '64', '--long-side', '64'], '(got long-side and width/height)'),
+    (['--long-side', '0'], '--long-side must be a positive number'),
     (['--size', '64by64'], '--size must be WIDTHxHEIGHT'),
     (['--width', '0'], '--width must be a positive number'),
     (['--steps', '0'], '--steps must be at least 1'),
