@@ -330,14 +330,14 @@ def run(args: argparse.Namespace) -> int:
                          f'found in {root}')
     prepare_output(outdir)
     prefix = f'[rank {rank}/{world}] ' if world > 1 else ''
+    notes = []  # about the inputs and the output folder: printed after the line that names the path taken
     if rank == 0:
         if earlier:
-            tqdm.write(f'{prefix}not taken as inputs: {len(earlier)} earlier output(s) of this tool in {outdir}')
-        for path, why in ignored:
-            tqdm.write(f'{prefix}ignored {path}: {why}')
+            notes.append(f'{prefix}not taken as inputs: {len(earlier)} earlier output(s) of this tool in {outdir}')
+        notes += [f'{prefix}ignored {path}: {why}' for path, why in ignored]
         removed = image_io.remove_partial_files(outdir, args.recursive)
         if removed:
-            tqdm.write(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
+            notes.append(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
     device = pick_device(args.device, int(os.environ.get('LOCAL_RANK', 0)))
     dtype = pick_precision(device, args.fp16, args.bf16, args.int8)
     net = load_model(args.model, device=device)
@@ -349,6 +349,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if device.type == 'cpu':
         tqdm.write(prefix + cpu_path_line(runtime, dtype, args.int8))
+    for line in notes:
+        tqdm.write(line)
     if args.max_memory is None:
         args.max_memory = pipeline.default_budget(device)
     warning = memory_warning(args.max_memory, device)

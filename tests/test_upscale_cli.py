@@ -58,6 +58,9 @@ def test_batch_of_the_images_people_have(tmp_path, tiny_model, photo, capsys):
     assert run_cli('-i', src, '-o', out, '-s', 2.5, '--recursive', model=tiny_model) == 1
     captured = capsys.readouterr()
     assert '10 done, 0 skipped, 3 failed' in captured.out
+    first, second = captured.out.splitlines()[:2]  # the path taken first (README's demo folder has a README.md)
+    assert first.startswith('CPU: ')
+    assert second == f'ignored {src / "notes.txt"}: not an image or video this tool reads (.txt)'
     failures = [line for line in captured.err.splitlines() if 'FAILED' in line]
     assert len(failures) == 3 and 'Traceback' not in captured.err
     assert any('empty.png: empty file' in f for f in failures)
