@@ -271,6 +271,7 @@ def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar
         raise ValueError(job.problem)
     assert job.dst is not None  # a job without a problem has its output (`plan_jobs`)
     if args.skip_existing and job.dst.exists():
+        check_existing(job, args)
         return 'skipped'
     if video.is_video(job.src):
         clip = video.VideoJob(job.src, job.dst, upscaler, args)
@@ -300,6 +301,31 @@ def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar
     tqdm.write(f'{prefix}{job.src} -> {done.dst}: {w}x{h} -> {out_w}x{out_h} ({"; ".join(map(str, done.steps))}) '
                f'in {time.perf_counter() - start:.1f} s{f" ({notes})" if notes else ""}')
     return 'done'
+
+
+def check_existing(job: Job, args: argparse.Namespace) -> None:
+    """--skip-existing: the output that exists (`job.dst`) must be the size this run would write; ValueError (one
+    line) if it is not (an earlier run at another size: skipping it would leave a file of the wrong size) or cannot
+    be read."""
+    assert job.dst is not None  # (a job without a problem)
+    clip = video.is_video(job.src)
+    if clip:
+        wanted = video.even_size(args.target.size(video.probe_video(job.src).display_size))
+    else:
+        info = job.info or image_io.probe_image(job.src)
+        wanted = args.target.size((info.height, info.width))
+    try:
+        if clip:
+            found = video.probe_video(job.dst).display_size
+        else:
+            existing = image_io.probe_image(job.dst)
+            found = existing.height, existing.width
+    except (image_io.ImageReadError, video.VideoError) as err:
+        raise ValueError(f'its output {job.dst} exists but cannot be read ({err}); delete it, or run without '
+                         f'--skip-existing') from None
+    if found != wanted:
+        raise ValueError(f'its output {job.dst} exists at {found[1]}x{found[0]}, not the {wanted[1]}x{wanted[0]} of '
+                         f'this run; use another -o or --suffix, or run without --skip-existing to replace it')
 
 
 def bar_progress(bar: tqdm) -> pipeline.Progress:

@@ -188,6 +188,14 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model
     assert '2 done, 1 skipped, 0 failed' in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ['a_out.png', 'b_out.png', 'c_out.png']
     assert Image.open(out / 'b_out.png').size == (40, 32)
+    # a trial: x8 with --skip-existing into the folder of a x2 run skipped every file, left at the x2 size
+    (out / 'c_out.png').write_bytes(b'damaged')
+    assert run_cli('-i', src, '-o', out, '-s', 4, '--skip-existing', model=tiny_model) == 1
+    failures = sorted(line for line in capsys.readouterr().err.splitlines() if line.startswith('FAILED'))
+    assert failures[0] == (f'FAILED {src / "a.png"}: its output {out / "a_out.png"} exists at 40x32, not the 80x64 of '
+                           f'this run; use another -o or --suffix, or run without --skip-existing to replace it')
+    assert failures[2].startswith(f'FAILED {src / "c.png"}: its output {out / "c_out.png"} exists but cannot be read (')
+    assert Image.open(out / 'a_out.png').size == (40, 32)  # left as it was
 
 
 @pytest.mark.parametrize('script', ['ciaosr-upscale', 'inference_ciaosr.py'])

@@ -88,9 +88,10 @@ def test_video_frames_timestamps_and_copied_streams(tmp_path, tiny_model, capsys
     assert not list((tmp_path / 'out').glob('.*'))  # no segments or temporary files left
 
 
-def test_variable_frame_rate_rotation_and_size(tmp_path, tiny_model, nearest):
+def test_variable_frame_rate_rotation_and_size(tmp_path, tiny_model, nearest, capsys):
     src = make_clip(tmp_path / 'turned.mp4', pts=VFR_PTS, rotation=90, subtitles=False)
     assert run('-i', src, '-o', tmp_path / 'out', '--size', '49x73', model=tiny_model) == 0
+    assert '(stretched x1.56 across, x1.54 down: an exact size of another shape;' in capsys.readouterr().out
     times, size, rotation = frames(tmp_path / 'out' / 'turned_out.mp4')
     assert times == [t / 1200 for t in VFR_PTS] and rotation == 90
     assert size == (74, 50)  # displayed 49x73 rounded up to even sides (50x74), stored turned
@@ -145,6 +146,9 @@ def test_resume_and_ranks_give_the_same_video(tmp_path, tiny_model, monkeypatch,
     assert len(calls) == 1  # only the unfinished segment's frame
     assert (tmp_path / 'resumed' / 'clip_out.mp4').read_bytes() == whole.read_bytes() and not parts.exists()
     monkeypatch.setattr(pipeline.Upscaler, 'upscale', upscale_frame)
+    capsys.readouterr()  # the finished video is not taken for one of another size
+    assert run('-i', src, '-o', tmp_path / 'resumed', '-s', 3, '--skip-existing', model=tiny_model) == 1
+    assert 'clip_out.mp4 exists at 96x64, not the 144x96 of this run; use another -o' in capsys.readouterr().err
 
     for rank in (1, 0):  # torchrun's ranks, one after the other: rank 1 encodes segment 1, rank 0 the others
         monkeypatch.setenv('RANK', str(rank))
