@@ -31,6 +31,8 @@ SAVE_OPTIONS = {'PNG': {}, 'JPEG': {'quality': 95}, 'WEBP': {'quality': 95}, 'TI
                 'AVIF': {'quality': 90}}
 EIGHT_BIT_FORMATS = ('JPEG', 'WEBP', 'AVIF')  # 16-bit pixels are rounded to 8 bits for these
 ORIENTATION_TAG = 0x0112
+EXIF_IFD, PIXEL_X_TAG, PIXEL_Y_TAG = 0x8769, 0xA002, 0xA003  # the Exif sub-directory and its image size tags
+MAX_EXIF_BYTES = 65527  # the most that a JPEG APP1 segment holds (65533 bytes) after its 'Exif\0\0' header
 # EXIF orientation -> the array operation that makes the image upright (as PIL.ImageOps.exif_transpose).
 UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
            5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
@@ -48,9 +50,11 @@ class ImageReadError(ValueError):
 
 @dataclass
 class Picture:
-    """Upright pixels [H, W, C] (uint8 or uint16) and the ICC profile to write back (or None)."""
+    """Upright pixels [H, W, C] (uint8 or uint16), and the ICC profile and EXIF block (`exif_block`) to write back
+    (or None)."""
     pixels: np.ndarray
     icc_profile: bytes | None = None
+    exif: bytes | None = None
 
     @property
     def has_alpha(self) -> bool:
@@ -155,7 +159,8 @@ def probe_image(path: str | Path) -> ImageInfo:
 
 
 def read_image(path: str | Path) -> Picture:
-    """Picture of the image file at `path`: pixels [H, W, C] uint8 or uint16, upright, and its ICC profile.
+    """Picture of the image file at `path`: pixels [H, W, C] uint8 or uint16, upright, its ICC profile and its EXIF
+    block (`exif_block`).
 
     C is 1 (gray, also 1-bit and 16/32-bit integer gray), 2 (gray + alpha), 3 (RGB: also palette, CMYK through
     its ICC profile, other colour modes) or 4 (RGBA: also palette or RGB with a transparent colour).
@@ -172,6 +177,7 @@ def read_image(path: str | Path) -> Picture:
     with open_checked(data) as image:
         _header_info(image, len(data))
         icc = image.info.get('icc_profile') or None
+        exif = exif_block(image)
         orientation, ours = _orientation(image)
         try:
             if _is_deep_heif(image):
@@ -192,7 +198,36 @@ def read_image(path: str | Path) -> Picture:
             raise ImageReadError(f'damaged or truncated image ({err})') from None
     if ours and orientation in UPRIGHT:
         pixels = np.ascontiguousarray(UPRIGHT[orientation](pixels))
-    return Picture(pixels, icc)
+    return Picture(pixels, icc, exif)
+
+
+def exif_block(image) -> bytes | None:
+    """The EXIF block of an opened image (PIL), to be written back with its upscaled pixels: camera, lens, exposure,
+    date, GPS and the rest, with the orientation set to 1 (upright, as `read_image` returns the pixels). None when
+    there is none, for a TIFF (whose tags describe its own layout), and for one that PIL cannot parse or that is
+    over MAX_EXIF_BYTES: the picture is read without it rather than refused."""
+    raw = image.info.get('exif')
+    if not raw or image.format == 'TIFF':
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+        if ORIENTATION_TAG in exif:
+            exif[ORIENTATION_TAG] = 1
+        block = exif.tobytes()
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return None
+    return block if len(block) <= MAX_EXIF_BYTES else None
+
+
+def _exif_of_size(block: bytes, width: int, height: int) -> bytes:
+    """An EXIF block (`exif_block`) whose image size tags, where it has them, say width x height."""
+    exif = Image.Exif()
+    exif.load(block)
+    sizes = exif.get_ifd(EXIF_IFD)
+    if PIXEL_X_TAG in sizes or PIXEL_Y_TAG in sizes:
+        sizes[PIXEL_X_TAG], sizes[PIXEL_Y_TAG] = width, height
+    return exif.tobytes()
 
 
 def _header_info(image, file_bytes):
@@ -322,7 +357,8 @@ def _cmyk_converter(icc):
 
 
 def encode_image(picture: Picture, ext: str) -> bytes:
-    """Bytes of `picture` as a file of type `ext` (a key of FORMATS), with its ICC profile.
+    """Bytes of `picture` as a file of type `ext` (a key of FORMATS), with its ICC profile and its EXIF block (its
+    image size tags set to the picture's; not in 16-bit TIFFs, which OpenCV writes).
 
     JPEG, WebP and AVIF hold 8 bits (16-bit pixels are rounded to 8); JPEG and WebP no gray + alpha, WebP no gray
     either (PIL writes it as RGB), AVIF no gray + alpha (written as RGBA). 16-bit colour is written by OpenCV,
@@ -330,6 +366,7 @@ def encode_image(picture: Picture, ext: str) -> bytes:
     are not uint8 or uint16.
     """
     pixels, fmt = picture.pixels, FORMATS[ext]
+    exif = picture.exif and _exif_of_size(picture.exif, pixels.shape[1], pixels.shape[0])
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f'cannot write {pixels.dtype} pixels: only uint8 and uint16')
     if fmt in EIGHT_BIT_FORMATS:
@@ -340,12 +377,13 @@ def encode_image(picture: Picture, ext: str) -> bytes:
         ok, encoded = cv2.imencode('.' + ext, pixels[..., [2, 1, 0, 3][:pixels.shape[2]]])
         if not ok:
             raise ValueError(f'OpenCV could not encode a 16-bit {ext} image')
-        add_icc = _png_with_icc if fmt == 'PNG' else _tiff_with_icc
-        return add_icc(encoded.tobytes(), picture.icc_profile)
+        if fmt == 'TIFF':
+            return _tiff_with_icc(encoded.tobytes(), picture.icc_profile)
+        return _png_with_chunks(encoded.tobytes(), picture.icc_profile, exif)
     image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)  # L, I;16, LA, RGB or RGBA
     buffer = io.BytesIO()
-    icc = {'icc_profile': picture.icc_profile} if picture.icc_profile else {}
-    image.save(buffer, format=fmt, **SAVE_OPTIONS[fmt], **icc)
+    extra = {name: value for name, value in (('icc_profile', picture.icc_profile), ('exif', exif)) if value}
+    image.save(buffer, format=fmt, **SAVE_OPTIONS[fmt], **extra)
     return buffer.getvalue()
 
 
@@ -375,13 +413,14 @@ def as_rgb(pixels, alpha=False, keep_depth=False):
     return colour[..., [0, 0, 0, 1][:kept + 2]] if kept < 3 else colour
 
 
-def _png_with_icc(png, icc):
-    """PNG bytes with an iCCP chunk (the profile, zlib-compressed) inserted after IHDR, which ends at byte 33."""
-    if not icc:
-        return png
-    body = b'iCCP' + b'ICC profile\0\0' + zlib.compress(icc)
-    chunk = struct.pack('>I', len(body) - 4) + body + struct.pack('>I', zlib.crc32(body))
-    return png[:33] + chunk + png[33:]
+def _png_with_chunks(png, icc, exif):
+    """PNG bytes with an iCCP chunk (the ICC profile, zlib-compressed) and an eXIf chunk (an EXIF block, without
+    its 'Exif\\0\\0' header), where given, inserted after IHDR, which ends at byte 33."""
+    bodies = [b'iCCP' + b'ICC profile\0\0' + zlib.compress(icc)] if icc else []
+    if exif:
+        bodies.append(b'eXIf' + exif.removeprefix(b'Exif\0\0'))
+    chunks = b''.join(struct.pack('>I', len(body) - 4) + body + struct.pack('>I', zlib.crc32(body)) for body in bodies)
+    return png[:33] + chunks + png[33:]
 
 
 def _tiff_with_icc(tiff, icc):

@@ -366,7 +366,7 @@ class Upscaler:
         del colour
         if picture.has_alpha:
             out[..., -1] = resize_alpha(pixels[..., -1], steps[-1].size)
-        return image_io.Picture(out, picture.icc_profile)
+        return image_io.Picture(out, picture.icc_profile, picture.exif)
 
     def upscale_file(self, src: str | Path, dst: str | Path, target: Target, info: image_io.ImageInfo | None = None,
                      progress: Progress | None = None) -> Upscaled:

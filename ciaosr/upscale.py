@@ -297,9 +297,9 @@ def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar
         if bar:
             bar.close()
     (h, w), (out_h, out_w) = done.in_size, done.size
-    notes = '; '.join(filter(None, (note, args.target.stretch(done.in_size, done.size))))
+    notes = ''.join(f' ({text})' for text in (note, args.target.stretch(done.in_size, done.size)) if text)
     tqdm.write(f'{prefix}{job.src} -> {done.dst}: {w}x{h} -> {out_w}x{out_h} ({"; ".join(map(str, done.steps))}) '
-               f'in {time.perf_counter() - start:.1f} s{f" ({notes})" if notes else ""}')
+               f'in {time.perf_counter() - start:.1f} s{notes}')
     return 'done'
 
 

@@ -379,6 +379,39 @@ def test_16bit_colour_and_icc_round_trip(tmp_path):
         assert back.icc_profile == SRGB
 
 
+def camera_exif(orientation=6):
+    """An EXIF block as a phone writes one: make, model, orientation, date taken and the image size in its Exif
+    directory, position in its GPS directory."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[image_io.ORIENTATION_TAG] = 'PhoneMaker', 'Phone 12', orientation
+    exif.get_ifd(image_io.EXIF_IFD).update({0x9003: '2025:06:01 10:00:00', image_io.PIXEL_X_TAG: 16,
+                                            image_io.PIXEL_Y_TAG: 12})
+    exif.get_ifd(0x8825).update({1: 'N', 2: (52.0, 30.0, 0.0)})
+    return exif.tobytes()
+
+
+def test_camera_exif_is_kept_upright_and_resized(tmp_path, tiny_model, photo):
+    """A trial's phone JPEG lost every EXIF tag (date taken, camera, GPS: photo libraries sorted the results wrong);
+    now each written format keeps the block, with the orientation 1 (the pixels are turned upright) and the image
+    size tags of the output; 16-bit PNGs (OpenCV's) too, through an eXIf chunk."""
+    src, out = tmp_path / 'in', tmp_path / 'out'
+    src.mkdir()
+    for ext in ('jpg', 'png', 'webp'):
+        Image.fromarray(photo[:12, :16]).save(src / f'phone_{ext}.{ext}', exif=camera_exif())
+    deep = np.random.default_rng(0).integers(0, 65536, (12, 16, 3), dtype=np.uint16)
+    (src / 'deep.png').write_bytes(image_io.encode_image(image_io.Picture(deep, None, camera_exif(1)), 'png'))
+    assert run_cli('-i', src, '-o', out, '-s', 2, model=tiny_model) == 0
+    for name, size in (('phone_jpg_out.jpg', (24, 32)), ('phone_png_out.png', (24, 32)),
+                       ('phone_webp_out.webp', (24, 32)), ('deep_out.png', (32, 24))):
+        with Image.open(out / name) as image:
+            exif = image.getexif()
+            assert image.size == size and (exif[0x010F], exif[image_io.ORIENTATION_TAG]) == ('PhoneMaker', 1), name
+            details = exif.get_ifd(image_io.EXIF_IFD)
+            assert (details[image_io.PIXEL_X_TAG], details[image_io.PIXEL_Y_TAG]) == size, name
+            assert details[0x9003] == '2025:06:01 10:00:00' and exif.get_ifd(0x8825)[1] == 'N', name
+    assert image_io.read_image(out / 'deep_out.png').pixels.dtype == np.uint16
+
+
 def test_absurdly_large_input_is_refused(tmp_path, photo, monkeypatch):
     Image.fromarray(photo[:30, :40]).save(tmp_path / 'big.png')
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 500)  # stands for PIL's ~89-megapixel decompression-bomb limit
