@@ -396,10 +396,11 @@ def run(args: argparse.Namespace) -> int:
     outcomes = dict.fromkeys(map(id, every_job), OUTCOMES.index('waiting'))  # this rank's view of every file
     counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
     start = time.perf_counter()
-    interrupted = False
+    interrupted, current = False, None
     try:  # Ctrl-C or SIGTERM anywhere in the loop (in a file, or between files in tqdm): the summary still comes
         with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
             for job in bar:
+                current = job
                 try:
                     outcome = process(job, upscaler, args, 2 * rank + 1, prefix, planned, started, rank, world)
                 except Exception as err:  # noqa: BLE001  (one line per failed file; the batch goes on)
@@ -408,8 +409,13 @@ def run(args: argparse.Namespace) -> int:
                     tqdm.write(f'{prefix}FAILED {job.src}: {error_line(err, named=not expected)}', file=sys.stderr)
                 counts[outcome] += 1
                 outcomes[id(job)] = OUTCOMES.index(outcome)
+                current = None
     except KeyboardInterrupt:
         interrupted = True
+        if current is not None:  # its output is written whole or not at all (a video keeps its finished segments)
+            tqdm.write(f'{prefix}interrupted {current.src}: not saved'
+                       + ('; its finished segments are kept for --skip-existing' if video.is_video(current.src)
+                          else ''), file=sys.stderr)
     seconds = time.perf_counter() - start
     per_image = f'{seconds / counts["done"]:.1f} s per file' if counts['done'] else 'nothing upscaled'
     waiting = f', {counts["waiting"]} joined by another rank' if counts['waiting'] else ''

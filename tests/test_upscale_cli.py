@@ -174,7 +174,8 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, tiny_model
     monkeypatch.setattr(CiaoSR, 'encode', interrupted_encode)
     assert run_cli('-i', src, '-o', out, '-s', 2, model=tiny_model) == 130
     assert sorted(p.name for p in out.iterdir()) == ['a_out.png']
-    assert capsys.readouterr().err.splitlines()[-1] == 'interrupted'  # as every command ends on an interrupt
+    # the file in progress named, then the line every command ends with on an interrupt
+    assert capsys.readouterr().err.splitlines()[-2:] == [f'interrupted {src / "b.png"}: not saved', 'interrupted']
 
     def failing_fsync(fd):  # dies in the middle of writing the file
         raise KeyboardInterrupt

@@ -138,6 +138,8 @@ def test_resume_and_ranks_give_the_same_video(tmp_path, tiny_model, monkeypatch,
 
     monkeypatch.setattr(pipeline.Upscaler, 'upscale', interrupted)
     assert run('-i', src, '-o', tmp_path / 'resumed', '-s', 2, model=tiny_model) == 130
+    assert (f'interrupted {src}: not saved; its finished segments are kept for --skip-existing'
+            in capsys.readouterr().err)
     parts = tmp_path / 'resumed' / '.clip_out.mp4.parts'
     assert not (tmp_path / 'resumed' / 'clip_out.mp4').exists()
     assert len(list(parts.glob('segment-*.mp4'))) == 2 and (parts / video.MANIFEST).is_file()
