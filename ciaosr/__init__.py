@@ -7,6 +7,3 @@ imports it, so that an interrupt during the imports ends the command cleanly): `
 the command lines share (their exit statuses too), `reporting` what the benchmark and the quality report share;
 `image_io` reads and writes the images people have.
 """
-from importlib.metadata import version
-
-__version__ = version('ciaosr')  # the installed distribution's (pyproject.toml), as ciaosr_arch.__version__

@@ -153,13 +153,22 @@ class AppSession:
             self.models[str(Path(path).resolve())] = str(path)
         self.default_model = str(Path(extra_models[0]).resolve()) if extra_models else 'real'  # photos: real-world
         self._net: tuple[tuple[str, bool], Net] | None = None  # ((spec, int8), network) of the last model used
-        self.stopping = threading.Event()  # set by `stop`, cleared when a run starts
+        # Runs are numbered as they are asked for (`request`); `stop` stops every run asked for so far
+        self.lock, self.requested, self.stopped_through = threading.Lock(), 0, 0
+
+    def request(self) -> int:
+        """The number of a new run, taken when it is asked for (the page's Upscale, before the job waits in the
+        queue), for `run`."""
+        with self.lock:
+            self.requested += 1
+            return self.requested
 
     def stop(self) -> None:
-        """Ask the run in progress, if any, to stop at its next decoded chunk (a fraction of a second on a CPU;
-        a tile's encode or a first conversion of the graphs is finished first). A run started later is not
-        affected."""
-        self.stopping.set()
+        """Stop every run asked for so far: the one in progress at its next decoded chunk (a fraction of a second on
+        a CPU; a tile's encode or a first conversion of the graphs is finished first), and those waiting in the queue
+        before their first photo. A run asked for later is not affected."""
+        with self.lock:
+            self.stopped_through = self.requested
 
     def precisions(self) -> list[str]:
         """Precisions this device supports, as offered on the page (fp32 first): the autocast ones, and the CLI's
@@ -225,16 +234,17 @@ class AppSession:
         raise UsageError(f'cannot make a run folder in {self.output}')
 
     def run(self, files: Sequence[str | Path], options: Options,
-            report: Callable[[float, str], object] | None = None) -> Outcome:
+            report: Callable[[float, str], object] | None = None, number: int | None = None) -> Outcome:
         """Upscale `files` (paths) as the CLI does; `report(fraction, text)` says how far it is (see Meter).
 
         Settings problems raise UsageError before any photo is touched; a photo that fails gets the CLI's
-        one-line message and the others go on. After `stop`, the run ends at its next decoded chunk: the photos done
-        are kept, the one in progress is not written, the rest are not started (each named in the lines). A budget
+        one-line message and the others go on. `number`: the run's `request` (None: a new one). After `stop`, the run
+        ends at its next decoded chunk: the photos done are kept, the one in progress is not written, the rest are not
+        started (each named in the lines). A budget
         above the device's memory adds the CLI's warning as the first line. A run that writes nothing leaves no run
         folder (Outcome.folder None) and says so.
         """
-        self.stopping.clear()
+        number = self.request() if number is None else number
         target, budget, dtype = self.settings(options)
         int8 = options.precision == 'int8'
         net = self.network(options.model, int8)
@@ -250,14 +260,17 @@ class AppSession:
         photos = plan(files, folder, target)
         meter = Meter([(photo.src.name, photo.size[0] * photo.size[1]) for photo in photos], report)
 
+        def asked_to_stop() -> bool:
+            return number <= self.stopped_through
+
         def progress(done: int, total: int) -> None:
-            if self.stopping.is_set():
+            if asked_to_stop():
                 raise Stopped
             meter.update(done, total)
 
         seconds, failed, stopped_at = 0.0, 0, None
         for index, photo in enumerate(photos):
-            if self.stopping.is_set():
+            if asked_to_stop():
                 stopped_at = index
                 break
             meter.start_photo(index)
@@ -498,13 +511,14 @@ def build_app(session: AppSession) -> 'gr.Blocks':
     def view_files(views: tuple[np.ndarray, ...] | None) -> tuple[str, ...] | None:
         return None if views is None else tuple(view_file(image, views_folder) for image in views)
 
-    def upscale(files, target, scale, pixels, model, precision, memory, x_percent, y_percent, progress=tracker):
+    def upscale(files, target, scale, pixels, model, precision, memory, x_percent, y_percent, number,
+                progress=tracker):
         if not files:
             raise gr.Error('Drop one or more photos first.', print_exception=False)
         value = scale if target == 'scale' else pixels
         try:
             outcome = session.run(files, Options(target, value, model, precision, memory),
-                                 lambda fraction, text: progress(fraction, desc=text))
+                                  lambda fraction, text: progress(fraction, desc=text), number)
         except UsageError as err:  # the page shows it; Gradio would also print its traceback on the terminal
             raise gr.Error(str(err), print_exception=False) from None
         names = [name for name, _, _ in outcome.outputs]
@@ -579,12 +593,15 @@ def build_app(session: AppSession) -> 'gr.Blocks':
                                         interactive=False, elem_id='detail', buttons=['fullscreen'],
                                         height=DETAIL_SIDE + 40, max_height=DETAIL_SIDE + 40)
         state = gr.State({})
+        number = gr.State(0)  # the run's number (`AppSession.request`)
         scale_slider.input(lambda v: v, scale_slider, scale, queue=False)
         scale.input(lambda v: min(max(v or 1, SCALE_SLIDER[0]), SCALE_SLIDER[1]), scale, scale_slider, queue=False)
         target.change(show_target, target, [scale_slider, scale, pixels], queue=False)
-        run.click(upscale, [files, target, scale, pixels, model, precision, memory, x_percent, y_percent],
-                  [log, downloads, choice, state, slider, zoomed], concurrency_limit=1, concurrency_id='upscale',
-                  show_progress_on=log)
+        # the run's number is taken at the click, outside the queue, so that a Stop pressed while it waits reaches it
+        run.click(session.request, None, number, queue=False).then(
+            upscale, [files, target, scale, pixels, model, precision, memory, x_percent, y_percent, number],
+            [log, downloads, choice, state, slider, zoomed], concurrency_limit=1, concurrency_id='upscale',
+            show_progress_on=log)
         # not queued: it runs while the job it stops holds the queue; the job then ends by itself, saying so
         stop.click(session.stop, None, None, queue=False)
         # .input, not .change: upscale sets `choice` and its views itself

@@ -32,7 +32,7 @@ SAVE_OPTIONS = {'PNG': {}, 'JPEG': {'quality': 95}, 'WEBP': {'quality': 95}, 'TI
 EIGHT_BIT_FORMATS = ('JPEG', 'WEBP', 'AVIF')  # 16-bit pixels are rounded to 8 bits for these
 ORIENTATION_TAG = 0x0112
 EXIF_IFD, PIXEL_X_TAG, PIXEL_Y_TAG = 0x8769, 0xA002, 0xA003  # the Exif sub-directory and its image size tags
-MAX_EXIF_BYTES = 65527  # the most that a JPEG APP1 segment holds (65533 bytes) after its 'Exif\0\0' header
+MAX_EXIF_BYTES = 65533  # the EXIF block that a JPEG APP1 segment holds, its 'Exif\0\0' header included (Pillow's)
 # EXIF orientation -> the array operation that makes the image upright (as PIL.ImageOps.exif_transpose).
 UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
            5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
@@ -158,6 +158,19 @@ def probe_image(path: str | Path) -> ImageInfo:
         return _header_info(image, os.path.getsize(path))
 
 
+def written_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file this tool wrote (upright: it writes orientation 1), from its header and without PIL's
+    decompression-bomb limit, which guards against files from elsewhere: an output that the memory plan allowed may
+    be larger (a 12 MP photo at x4: 192 MP). ImageReadError (one line) if it is not a readable image. Not
+    thread-safe: the limit is PIL's global (Image.MAX_IMAGE_PIXELS), lifted while the header is read."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with open_checked(path) as image:
+            return image.height, image.width
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_image(path: str | Path) -> Picture:
     """Picture of the image file at `path`: pixels [H, W, C] uint8 or uint16, upright, its ICC profile and its EXIF
     block (`exif_block`).
@@ -215,19 +228,25 @@ def exif_block(image) -> bytes | None:
         if ORIENTATION_TAG in exif:
             exif[ORIENTATION_TAG] = 1
         block = exif.tobytes()
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+    except Exception:  # noqa: BLE001  (whatever PIL cannot parse or write back: the block is dropped, not the picture)
         return None
     return block if len(block) <= MAX_EXIF_BYTES else None
 
 
-def _exif_of_size(block: bytes, width: int, height: int) -> bytes:
-    """An EXIF block (`exif_block`) whose image size tags, where it has them, say width x height."""
+def _exif_of_size(block: bytes | None, width: int, height: int) -> bytes | None:
+    """An EXIF block (`exif_block`) whose image size tags, where it has them, say width x height; None for None, or
+    if PIL cannot write it back (the picture is written without it)."""
+    if block is None:
+        return None
     exif = Image.Exif()
-    exif.load(block)
-    sizes = exif.get_ifd(EXIF_IFD)
-    if PIXEL_X_TAG in sizes or PIXEL_Y_TAG in sizes:
-        sizes[PIXEL_X_TAG], sizes[PIXEL_Y_TAG] = width, height
-    return exif.tobytes()
+    try:
+        exif.load(block)
+        sizes = exif.get_ifd(EXIF_IFD)
+        if PIXEL_X_TAG in sizes or PIXEL_Y_TAG in sizes:
+            sizes[PIXEL_X_TAG], sizes[PIXEL_Y_TAG] = width, height
+        return exif.tobytes()
+    except Exception:  # noqa: BLE001  (as in exif_block: never lose the upscaled picture for its metadata)
+        return None
 
 
 def _header_info(image, file_bytes):
@@ -358,7 +377,7 @@ def _cmyk_converter(icc):
 
 def encode_image(picture: Picture, ext: str) -> bytes:
     """Bytes of `picture` as a file of type `ext` (a key of FORMATS), with its ICC profile and its EXIF block (its
-    image size tags set to the picture's; not in 16-bit TIFFs, which OpenCV writes).
+    image size tags set to the picture's; not in TIFF files, whose writer cannot take a camera's Exif directory).
 
     JPEG, WebP and AVIF hold 8 bits (16-bit pixels are rounded to 8); JPEG and WebP no gray + alpha, WebP no gray
     either (PIL writes it as RGB), AVIF no gray + alpha (written as RGBA). 16-bit colour is written by OpenCV,
@@ -366,7 +385,7 @@ def encode_image(picture: Picture, ext: str) -> bytes:
     are not uint8 or uint16.
     """
     pixels, fmt = picture.pixels, FORMATS[ext]
-    exif = picture.exif and _exif_of_size(picture.exif, pixels.shape[1], pixels.shape[0])
+    exif = None if fmt == 'TIFF' else _exif_of_size(picture.exif, pixels.shape[1], pixels.shape[0])
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f'cannot write {pixels.dtype} pixels: only uint8 and uint16')
     if fmt in EIGHT_BIT_FORMATS:

@@ -319,12 +319,13 @@ class Upscaler:
                     raise MemoryError(f'--tile {self.tile} does not fit in --max-memory {byte_size(self.budget)} '
                                       f'for this image: the largest tile that fits is {fits}; lower --tile or '
                                       f'raise --max-memory') from None
-                smallest = tile_bytes(self.net, MIN_AUTO_TILE)
-                needed = byte_size((fixed + smallest) / HEADROOM)
+                smallest = tile_bytes(self.net, explicit or MIN_AUTO_TILE)
+                needed = byte_size((fixed + smallest) / HEADROOM, up=True)
                 raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
                                   f'{byte_size(self.budget)}: it needs at least {needed} (the model, input and output '
-                                  f'take {byte_size(fixed)}, the smallest tile {byte_size(smallest)}, and plans keep '
-                                  f'{1 - HEADROOM:.0%} spare); raise --max-memory or lower the scale') from None
+                                  f'take {byte_size(fixed)}, the {"given" if explicit else "smallest"} tile '
+                                  f'{byte_size(smallest)}, and plans keep {1 - HEADROOM:.0%} spare); raise '
+                                  f'--max-memory or lower the scale') from None
             whole = tile >= max(in_size)
             overlap = self.tile_overlap
             if overlap is None:

@@ -270,10 +270,10 @@ def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar
     if job.problem:
         raise ValueError(job.problem)
     assert job.dst is not None  # a job without a problem has its output (`plan_jobs`)
-    if args.skip_existing and job.dst.exists():
-        check_existing(job, args)
-        return 'skipped'
     if video.is_video(job.src):
+        if args.skip_existing and job.dst.exists():
+            check_existing(job.dst, video.output_display_size(video.probe_video(job.src), args.target), clip=True)
+            return 'skipped'
         clip = video.VideoJob(job.src, job.dst, upscaler, args)
         return video.process_video(clip, upscaler, since, rank, world, bar_position, prefix)
     start = time.perf_counter()
@@ -288,6 +288,9 @@ def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar
                                  f'another file; run it again on its own')
             job.dst, note = dst, 'the file changed during the run' + (f'; {note}' if note else '')
     size = args.target.size((info.height, info.width))
+    if args.skip_existing and job.dst.exists():
+        check_existing(job.dst, size)
+        return 'skipped'
     bar = None
     if size[0] * size[1] >= LONG_IMAGE_PIXELS:
         bar = tqdm(desc=job.src.name, unit='px', unit_scale=True, leave=False, position=bar_position, total=1)
@@ -303,29 +306,18 @@ def process(job: Job, upscaler: pipeline.Upscaler, args: argparse.Namespace, bar
     return 'done'
 
 
-def check_existing(job: Job, args: argparse.Namespace) -> None:
-    """--skip-existing: the output that exists (`job.dst`) must be the size this run would write; ValueError (one
-    line) if it is not (an earlier run at another size: skipping it would leave a file of the wrong size) or cannot
-    be read."""
-    assert job.dst is not None  # (a job without a problem)
-    clip = video.is_video(job.src)
-    if clip:
-        wanted = video.even_size(args.target.size(video.probe_video(job.src).display_size))
-    else:
-        info = job.info or image_io.probe_image(job.src)
-        wanted = args.target.size((info.height, info.width))
+def check_existing(dst: Path, wanted: tuple[int, int], clip: bool = False) -> None:
+    """--skip-existing: the output that exists at `dst` (a video if `clip`) must have the (H, W) that this run would
+    write, `wanted`; ValueError (one line) if it has another (an earlier run at another size: skipping it would leave
+    a file of the wrong size) or cannot be read."""
     try:
-        if clip:
-            found = video.probe_video(job.dst).display_size
-        else:
-            existing = image_io.probe_image(job.dst)
-            found = existing.height, existing.width
+        found = video.probe_video(dst).display_size if clip else image_io.written_size(dst)
     except (image_io.ImageReadError, video.VideoError) as err:
-        raise ValueError(f'its output {job.dst} exists but cannot be read ({err}); delete it, or run without '
-                         f'--skip-existing') from None
+        raise ValueError(f'its output {dst} exists but cannot be read ({err}); move it away, or run without '
+                         f'--skip-existing to replace it') from None
     if found != wanted:
-        raise ValueError(f'its output {job.dst} exists at {found[1]}x{found[0]}, not the {wanted[1]}x{wanted[0]} of '
-                         f'this run; use another -o or --suffix, or run without --skip-existing to replace it')
+        raise ValueError(f'its output {dst} exists at {found[1]}x{found[0]}, not the {wanted[1]}x{wanted[0]} of this '
+                         f'run; use another -o or --suffix, or run without --skip-existing to replace it')
 
 
 def bar_progress(bar: tqdm) -> pipeline.Progress:

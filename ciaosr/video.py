@@ -35,7 +35,7 @@ from ciaosr_arch.files import atomic_file, atomic_path
 from ciaosr_arch.runtime import cpu_flags
 
 from . import image_io
-from .pipeline import HEADROOM, Upscaler, check_upscale
+from .pipeline import HEADROOM, Target, Upscaler, check_upscale
 
 EXTRA = 'video'
 VIDEO_SUFFIXES = ('.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi')
@@ -180,6 +180,12 @@ def ffmpeg_errors() -> Iterator[list[str]]:
         av.logging.set_skip_repeated(skip_repeated)
 
 
+def output_display_size(info: VideoInfo, target: Target) -> tuple[int, int]:
+    """(H, W) of the upscaled video of `info` as displayed: `target`'s size of the displayed input, each odd side
+    rounded up (`even_size`)."""
+    return even_size(target.size(info.display_size))
+
+
 def even_size(size: tuple[int, int]) -> tuple[int, int]:
     """(H, W) with each odd side rounded up by one pixel, as 4:2:0 video codecs need."""
     h, w = size
@@ -237,9 +243,8 @@ class VideoJob:
     def __init__(self, src: str | Path, dst: str | Path, upscaler: Upscaler, args: argparse.Namespace) -> None:
         self.src, self.dst, self.args = Path(src), Path(dst), args
         self.info = info = probe_video(src)
-        h, w = info.display_size
-        size = even_size(args.target.size((h, w)))
-        check_upscale((h, w), size)
+        size = output_display_size(info, args.target)
+        check_upscale(info.display_size, size)
         self.display_out = size
         self.size = (size[1], size[0]) if info.rotation % 180 == 90 else size  # coded (H, W)
         self.codec, self.crf = pick_codec(src, args)

@@ -139,15 +139,20 @@ def default_overlap(tile: int) -> int:
     return min(32, tile // 4)
 
 
+def encode_pixel_bytes(net: Net) -> float:
+    """Bytes per LR pixel of encoding a tile with `net` (see `memory_plan`): ENCODE_PIXEL_BYTES scaled by the encoder's
+    width relative to 64 channels."""
+    return ENCODE_PIXEL_BYTES * net.encoder.out_channels / 64
+
+
 def largest_tile(net: Net, work_bytes: float) -> int:
     """The largest LR tile side (pixels, possibly 0) whose encoding fits in `work_bytes` bytes (see `memory_plan`)."""
-    encode = ENCODE_PIXEL_BYTES * net.encoder.out_channels / 64
-    return math.isqrt(int(max(work_bytes - TILE_OVERHEAD_BYTES, 0) / encode))
+    return math.isqrt(int(max(work_bytes - TILE_OVERHEAD_BYTES, 0) / encode_pixel_bytes(net)))
 
 
 def tile_bytes(net: Net, tile: int) -> float:
     """Bytes that encoding an LR tile of side `tile` needs (see `memory_plan`): the least work room for that tile."""
-    return TILE_OVERHEAD_BYTES + ENCODE_PIXEL_BYTES * net.encoder.out_channels / 64 * tile ** 2
+    return TILE_OVERHEAD_BYTES + encode_pixel_bytes(net) * tile ** 2
 
 
 def memory_plan(net: Net, work_bytes: float, half: bool = False, tile: int = 0) -> tuple[int, int]:
@@ -163,9 +168,8 @@ def memory_plan(net: Net, work_bytes: float, half: bool = False, tile: int = 0) 
     `half` (fp16/bf16 autocast) halves PyTorch's bytes per query only: autocast keeps enough of the encode in fp32
     that halving the tile terms overshot the budget.
     """
-    width = net.encoder.out_channels / 64
     device = next(net.parameters()).device
-    encode = ENCODE_PIXEL_BYTES * width
+    encode = encode_pixel_bytes(net)
     room = max(work_bytes - TILE_OVERHEAD_BYTES, 0)
     fits = largest_tile(net, work_bytes)
     if fits < (tile or MIN_AUTO_TILE):

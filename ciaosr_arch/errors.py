@@ -2,6 +2,7 @@
 `safe_build`, `shipped`) and by the training-state readers (`compat`), and `listing`, the form of the lists of keys,
 tensors or files at fault in an error message, `error_line`, the form of an error passed on inside another message,
 and `byte_size`, the form of amounts of memory."""
+import math
 from collections.abc import Sequence
 
 
@@ -30,13 +31,17 @@ def error_line(err: BaseException, named: bool = False) -> str:
 BYTE_UNITS = ('bytes', 'KiB', 'MiB', 'GiB', 'TiB')
 
 
-def byte_size(count: float) -> str:
+def byte_size(count: float, up: bool = False) -> str:
     """An amount of memory, `count` bytes, in the largest binary unit that keeps it at 1 or more as shown (bytes and
     values from 100 up as whole numbers, else to three significant digits): '1 byte', '512 bytes', '1 KiB', '1.5 KiB',
-    '345 MiB', '2.5 GiB', '-20 MiB' (a shortfall), so that a small budget does not read '0.00 GiB'."""
+    '345 MiB', '2.5 GiB', '-20 MiB' (a shortfall), so that a small budget does not read '0.00 GiB'. Rounded to the
+    nearest shown value, or with `up` (a least amount, e.g. a budget that is needed) to the next one up."""
     sign, count, power = '-' if count < 0 else '', abs(count), 0
     while power < len(BYTE_UNITS) - 1 and round(count / 1024 ** power) >= 1024:
         power += 1
     value = count / 1024 ** power
-    shown = f'{value:.0f}' if power == 0 or value >= 100 else f'{value:.3g}'
+    decimals = 0 if power == 0 or value >= 100 else 1 if value >= 10 else 2
+    if up:  # (rounded to 9 decimals first, so that float noise such as 2.9600000000000004 stays 2.96)
+        value = math.ceil(round(value * 10 ** decimals, 9)) / 10 ** decimals
+    shown = f'{value:.0f}' if decimals == 0 else f'{value:.3g}'
     return f'{sign}{shown} {"byte" if shown == "1" and power == 0 else BYTE_UNITS[power]}'

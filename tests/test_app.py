@@ -97,7 +97,8 @@ def test_session_reports_progress_and_time_left(tmp_path, tiny_model):
 
 def test_stop_ends_the_run_at_its_next_chunk_and_keeps_what_is_done(tmp_path, tiny_model):
     """The page's Stop: the photo in progress is not written, the photos done stay, the rest are not started, each
-    named in the log; a Stop pressed between runs does not touch the next one."""
+    named in the log; a run asked for before the Stop and still waiting is stopped before its first photo; a Stop
+    pressed between runs does not touch the next one."""
     photos = make_photos(tmp_path / 'in')[:2]
     photos.append(shutil.copy(photos[0], tmp_path / 'in' / 'third.png'))
     session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
@@ -110,6 +111,11 @@ def test_stop_ends_the_run_at_its_next_chunk_and_keeps_what_is_done(tmp_path, ti
     assert sorted(path.name for path in outcome.folder.iterdir()) == ['gradient_out.png']
     outcome = session.run(photos[:1], options, lambda *_: session.stop())  # stopped before its first chunk ends
     assert outcome.lines[1:] == ['STOPPED gradient.png: not saved', '0 done, 0 failed, 1 stopped; nothing was saved']
+    waiting = session.request()  # asked for (queued behind the running job) before the Stop
+    session.stop()
+    outcome = session.run(photos, options, number=waiting)
+    assert outcome.lines[1:] == ['not started: gradient.png, photo.jpg, third.png',
+                                 '0 done, 0 failed, 3 stopped; nothing was saved']
     assert outcome.folder is None and session.run(photos[:1], options).lines[-1].startswith('1 done, 0 failed, ')
 
 
@@ -146,10 +152,13 @@ def test_one_job_at_a_time(tmp_path, monkeypatch):
     demo = app.build_app(session)
     [upscale] = [fn for fn in demo.fns.values() if fn.name == 'upscale']
     assert upscale.queue and upscale.concurrency_limit == 1
-    [stop] = [fn for fn in demo.fns.values() if fn.name == 'stop']  # the Stop button: beside the job it stops
-    assert not stop.queue and not session.stopping.is_set()
+    # the run's number is taken at the click and Stop is pressed beside the queue, so both reach a waiting job
+    [request] = [fn for fn in demo.fns.values() if fn.name == 'request']
+    [stop] = [fn for fn in demo.fns.values() if fn.name == 'stop']
+    assert not request.queue and not stop.queue
+    waiting = request.fn()
     stop.fn()
-    assert session.stopping.is_set()
+    assert waiting <= session.stopped_through < request.fn()
     assert demo.config['analytics_enabled'] is False
 
 
@@ -294,7 +303,7 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     [upscale] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'upscale']
     model = str(tiny_model.resolve())
     log, downloads, _, state, fitted, zoomed = upscale([str(photos[0])], 'scale', 2, 3840, model, 'fp32', '2.5GB',
-                                                       50, 50, progress=lambda *args, **kwargs: None)
+                                                       50, 50, session.request(), progress=lambda *args, **kwargs: None)
     assert log.splitlines()[-1].startswith('1 done') and len(downloads) == 1
     assert all(Path(view).parent == tmp_path / 'gradio' / 'views' for view in fitted + zoomed)
     assert [cv2.imread(view, cv2.IMREAD_UNCHANGED).shape for view in fitted + zoomed] == [(40, 48, 3)] * 4
@@ -304,7 +313,8 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     monkeypatch.setattr(app, 'read_own_output', out_of_memory)
     shutil.copy(photos[0], tmp_path / 'in' / 'copy.png')  # a new pair (display_pair caches the last two)
     log, downloads, _, state, fitted, zoomed = upscale([str(tmp_path / 'in' / 'copy.png')], 'scale', 2, 3840, model,
-                                                       'fp32', '2.5GB', 50, 50, progress=lambda *args, **kwargs: None)
+                                                       'fp32', '2.5GB', 50, 50, session.request(),
+                                                       progress=lambda *args, **kwargs: None)
     assert log.splitlines()[-1].startswith('no comparison for copy.png: ') and len(downloads) == 1
     assert fitted is None and zoomed is None
     [compare] = [fn.fn for fn in app.build_app(session).fns.values() if fn.name == 'compare']
@@ -314,7 +324,8 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
     for files, memory, message in [([], '2.5GB', 'Drop one or more photos first.'),
                                    ([str(photos[0])], 'lots', '--max-memory must be a size')]:
         with pytest.raises(gr.Error, match=message) as error:
-            upscale(files, 'scale', 2, 3840, model, 'fp32', memory, 50, 50, progress=lambda *args, **kwargs: None)
+            upscale(files, 'scale', 2, 3840, model, 'fp32', memory, 50, 50, session.request(),
+                    progress=lambda *args, **kwargs: None)
         assert not error.value.print_exception
 
 
@@ -344,7 +355,7 @@ def test_views_follow_the_detail_sliders_and_the_users_choice(tmp_path, tiny_mod
     demo = app.build_app(session)
     functions = {fn.name: fn for fn in demo.fns.values()}
     _, _, _, state, fitted, zoomed = functions['upscale'].fn(
-        [str(photos[0])], 'scale', 2, 3840, str(tiny_model.resolve()), 'fp32', '2.5GB', 0, 100,
+        [str(photos[0])], 'scale', 2, 3840, str(tiny_model.resolve()), 'fp32', '2.5GB', 0, 100, session.request(),
         progress=lambda *args, **kwargs: None)
     [name] = state
     before, after = app.display_pair(*state[name])  # 40 x 48

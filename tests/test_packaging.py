@@ -56,8 +56,7 @@ def test_libraries_never_import_the_layers_above_them():
     assert upward == []
 
 
-def test_both_packages_say_the_version_of_pyproject():
-    import ciaosr
+def test_the_library_says_the_version_of_pyproject():
     import ciaosr_arch
     declared = re.search(r'^version = "(.+)"$', (ROOT / 'pyproject.toml').read_text(), re.M)[1]
-    assert ciaosr.__version__ == ciaosr_arch.__version__ == declared
+    assert ciaosr_arch.__version__ == declared

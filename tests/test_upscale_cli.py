@@ -3,6 +3,7 @@ import io
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 
@@ -115,6 +116,9 @@ def test_byte_size_reads_in_the_unit_that_fits():
              3 * 2 ** 40, 2 ** 50]
     assert [byte_size(n) for n in sizes] == ['0 bytes', '1 byte', '1023 bytes', '1 KiB', '1.5 KiB', '345 MiB',
                                              '1 MiB', '1 GiB', '2.5 GiB', '-20 MiB', '3 TiB', '1024 TiB']
+    # a least amount is rounded up at the shown precision, never below what is needed
+    assert [byte_size(n, up=True) for n in (2.951 * 2 ** 30, 2.96 * 2 ** 30, 99.95 * 2 ** 20, 1000.2, 5 * 2 ** 29)] == [
+        '2.96 GiB', '2.96 GiB', '100 MiB', '1001 bytes', '2.5 GiB']
 
 
 def test_memory_budget_too_small_fails_clearly(tmp_path, tiny_model, photo, monkeypatch, capsys):
@@ -414,11 +418,29 @@ def test_camera_exif_is_kept_upright_and_resized(tmp_path, tiny_model, photo):
     assert image_io.read_image(out / 'deep_out.png').pixels.dtype == np.uint16
 
 
+def test_exif_that_pillow_cannot_write_back_is_dropped_not_the_picture(tmp_path):
+    """A review's cases: a Make tag stored as a RATIONAL (Pillow's writer raised AttributeError) and a damaged byte
+    order mark (SyntaxError) made read_image fail; a camera block into TIFF (its writer refuses an Exif directory)
+    failed the encode after the whole upscale."""
+    entries = [(0x010F, 5, 1, 38), (image_io.ORIENTATION_TAG, 3, 1, 6)]  # Make as RATIONAL at offset 38
+    ifd = struct.pack('<H', 2) + b''.join(struct.pack('<HHII', *entry) for entry in entries) + struct.pack('<I', 0)
+    wrong_type = b'Exif\0\0II*\0' + struct.pack('<I', 8) + ifd + struct.pack('<II', 1, 3)
+    for name, block in (('wrong_type', wrong_type), ('bad_order', b'Exif\0\0XX*\0' + wrong_type[10:])):
+        Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(tmp_path / f'{name}.jpg', exif=block)
+        picture = image_io.read_image(tmp_path / f'{name}.jpg')
+        assert picture.exif is None and picture.pixels.shape[:2] in ((12, 16), (16, 12)), name
+    camera = image_io.Picture(np.zeros((12, 16, 3), np.uint8), None, camera_exif(1))
+    with Image.open(io.BytesIO(image_io.encode_image(camera, 'tif'))) as tiff:
+        assert tiff.size == (16, 12) and 0x010F not in tiff.getexif()
+
+
 def test_absurdly_large_input_is_refused(tmp_path, photo, monkeypatch):
     Image.fromarray(photo[:30, :40]).save(tmp_path / 'big.png')
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 500)  # stands for PIL's ~89-megapixel decompression-bomb limit
     with pytest.raises(image_io.ImageReadError, match='too large'):
         image_io.read_image(tmp_path / 'big.png')
+    # this tool's own outputs may be larger (the memory plan allowed them): --skip-existing reads their size
+    assert image_io.written_size(tmp_path / 'big.png') == (30, 40) and Image.MAX_IMAGE_PIXELS == 500
 
 
 def test_bf16_autocast_on_cpu(tmp_path, tiny_model, photo, psnr, capsys):
