@@ -356,19 +356,21 @@ def run(args: argparse.Namespace) -> int:
         removed = image_io.remove_partial_files(outdir, args.recursive)
         if removed:
             notes.append(f'{prefix}removed {len(removed)} temporary file(s) left in {outdir} by an interrupted run')
-    device = pick_device(args.device, int(os.environ.get('LOCAL_RANK', 0)))
-    dtype = pick_precision(device, args.fp16, args.bf16, args.int8)
-    net = load_model(args.model, device=device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
-        runtime = use_runtime(net, args.runtime, int8=args.int8, report=lambda line: tqdm.write(prefix + line))
-    except RuntimeError as err:
-        raise UsageError(str(err)) from None
-    if device.type == 'cpu':
-        tqdm.write(prefix + cpu_path_line(runtime, dtype, args.int8))
-    for line in notes:
-        tqdm.write(line)
+        device = pick_device(args.device, int(os.environ.get('LOCAL_RANK', 0)))
+        dtype = pick_precision(device, args.fp16, args.bf16, args.int8)
+        net = load_model(args.model, device=device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            runtime = use_runtime(net, args.runtime, int8=args.int8, report=lambda line: tqdm.write(prefix + line))
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
+        if device.type == 'cpu':
+            tqdm.write(prefix + cpu_path_line(runtime, dtype, args.int8))
+    finally:  # after the path line, or before the error that ends the run
+        for line in notes:
+            tqdm.write(line)
     if args.max_memory is None:
         args.max_memory = pipeline.default_budget(device)
     warning = memory_warning(args.max_memory, device)
