@@ -8,7 +8,6 @@ the device's memory with `memory_warning`.
 """
 import argparse
 import contextlib
-import os
 import re
 import secrets
 import sys
@@ -23,6 +22,7 @@ from ciaosr_arch.errors import byte_size
 from ciaosr_arch.evaluation import as_scale
 from ciaosr_arch.shipped import SHIPPED_MODELS
 
+from .pipeline import device_memory
 from .scripts import route_sigterm
 
 BICUBIC = 'bicubic'  # the baseline's name in every table
@@ -196,19 +196,6 @@ def prepare_output_files(*paths: str | Path | None) -> None:
         if path.is_dir():
             raise IsADirectoryError(f'{path} is a folder; give a file name for the report')
         prepare_output(path.parent)
-
-
-def device_memory(device: torch.device) -> int:
-    """Bytes of memory `device` has: the GPU's total memory on CUDA; on the CPU the machine's physical memory, or
-    its cgroup limit (a container's, /sys/fs/cgroup/memory.max) where that is lower."""
-    if device.type == 'cuda':
-        return torch.cuda.get_device_properties(device).total_memory
-    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-    try:
-        limit = Path('/sys/fs/cgroup/memory.max').read_text().strip()
-    except OSError:
-        return total
-    return min(total, int(limit)) if limit.isdigit() else total
 
 
 def memory_warning(budget: float, device: torch.device) -> str | None:

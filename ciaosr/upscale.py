@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--tile-overlap', type=int,
                         help='LR pixels shared by neighbouring tiles, at most half the tile '
                              '(default: a quarter of the tile, at most 32)')
-    parser.add_argument('--max-memory', help='memory for the whole run, e.g. 4GB or 512MB (default: '
-                                             f'{pipeline.CPU_BUDGET / 2 ** 30:g}GB on CPU, 3/4 of the GPU on CUDA)')
+    share = round(100 * pipeline.CPU_MEMORY_SHARE)
+    parser.add_argument('--max-memory', help=f'memory for the whole run, e.g. 4GB or 512MB (default on CPU: {share}%% '
+                                             f'of the machine\'s memory, at least {pipeline.CPU_BUDGET / 2 ** 30:g}GB; '
+                                             'on CUDA 3/4 of the GPU)')
     parser.add_argument('--ext', default='auto', choices=['auto', 'png', 'jpg', 'webp'],
                         help='output format of images; auto keeps the input format (PNG, JPEG, WebP, TIFF, AVIF; '
                              'others, HEIC and JPEG XL included, become PNG); images with alpha are written as PNG '

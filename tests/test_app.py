@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ciaosr import app
+from ciaosr import app, pipeline
 from ciaosr import cli as shared_cli
 from ciaosr import upscale as cli
 from ciaosr_arch.errors import byte_size
@@ -281,7 +281,7 @@ def test_a_run_that_writes_nothing_leaves_no_run_folder(tmp_path):
 def test_budget_above_the_machine_memory_warns(tmp_path, tiny_model):
     """The CLI's warning (ciaosr.cli.memory_warning) is the first line of the page's log."""
     assert shared_cli.memory_warning(2 ** 20, torch.device('cpu')) is None
-    budget = shared_cli.device_memory(torch.device('cpu')) * 2
+    budget = pipeline.device_memory(torch.device('cpu')) * 2
     photos = make_photos(tmp_path / 'in')
     session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
     outcome = session.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', str(budget)))

@@ -33,6 +33,13 @@ BASICSR_COMMAND_LINES = ('ciaosr-train', 'ciaosr-test')  # BasicSR's own parser:
 
 
 @pytest.mark.parametrize('script', sorted(SCRIPTS))
+def test_help_prints_and_exits_0(script, monkeypatch, capsys):
+    """--help formats every option's text (a '%' in one, unescaped, was a TypeError from argparse)."""
+    assert exit_status(script, ['--help'], monkeypatch) == 0
+    assert 'usage: ' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('script', sorted(SCRIPTS))
 def test_an_unknown_option_exits_2(script, monkeypatch, capsys):
     assert exit_status(script, ['--no-such-option'], monkeypatch) == 2
     err = capsys.readouterr().err

@@ -117,6 +117,21 @@ def test_target_sizes():
             pipeline.Target(**wrong)
 
 
+def test_the_default_budget_follows_the_machine(tiny_model, monkeypatch):
+    """A 12 MP phone photo at x2 (8000x6000) needs ~2.83 GiB with the model resident; the fixed 2.5 GiB default
+    refused it, 40 % of an 8 GB laptop plans it; 2.5 GiB stays the least default."""
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: int(0.84 * 2 ** 30))
+    cpu, info = torch.device('cpu'), image_io.ImageInfo(4000, 3000, 3, 1, 0)
+    for memory, budget in ((8 * 2 ** 30, int(0.4 * 8 * 2 ** 30)), (4 * 2 ** 30, pipeline.CPU_BUDGET),
+                           (0, pipeline.CPU_BUDGET)):
+        monkeypatch.setattr(pipeline, 'device_memory', lambda device, memory=memory: memory)
+        assert pipeline.default_budget(cpu) == budget
+    monkeypatch.setattr(pipeline, 'device_memory', lambda device: 8 * 2 ** 30)
+    assert pipeline.Upscaler(load_model(tiny_model), cpu).plan(info, (6000, 8000))[-1].size == (6000, 8000)
+    with pytest.raises(MemoryError, match='it needs at least 2.8'):
+        pipeline.Upscaler(load_model(tiny_model), cpu, budget=pipeline.CPU_BUDGET).plan(info, (6000, 8000))
+
+
 def test_an_output_that_does_not_fit_says_the_budget_it_needs(tiny_model, monkeypatch):
     """A trial's 2048x1536 photo at x4: 'does not fit in --max-memory 2.7 GiB (the model, input and output alone need
     2.21 GiB)', which read as wrong; the message now names the least budget, and that budget plans."""

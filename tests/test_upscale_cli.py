@@ -15,7 +15,8 @@ from PIL import Image, ImageCms
 
 from ciaosr import image_io, pipeline
 from ciaosr import upscale as cli
-from ciaosr.cli import cpu_has_bf16, device_memory
+from ciaosr.cli import cpu_has_bf16
+from ciaosr.pipeline import device_memory
 from ciaosr_arch import CiaoSR, engine
 from ciaosr_arch.errors import byte_size
 
