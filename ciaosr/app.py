@@ -240,9 +240,8 @@ class AppSession:
         Settings problems raise UsageError before any photo is touched; a photo that fails gets the CLI's
         one-line message and the others go on. `number`: the run's `request` (None: a new one). After `stop`, the run
         ends at its next decoded chunk: the photos done are kept, the one in progress is not written, the rest are not
-        started (each named in the lines). A budget
-        above the device's memory adds the CLI's warning as the first line. A run that writes nothing leaves no run
-        folder (Outcome.folder None) and says so.
+        started (each named in the lines). A budget above the device's memory adds the CLI's warning as the first
+        line. A run that writes nothing leaves no run folder (Outcome.folder None) and says so.
         """
         number = self.request() if number is None else number
         target, budget, dtype = self.settings(options)

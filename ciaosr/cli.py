@@ -199,10 +199,11 @@ def prepare_output_files(*paths: str | Path | None) -> None:
 
 
 def memory_warning(budget: float, device: torch.device) -> str | None:
-    """A one-line warning when a memory budget (bytes, --max-memory) is more than `device` has, else None: plans
-    made for memory that is not there end in swapping or in the process being killed, not in a clear message."""
+    """A one-line warning when a memory budget (bytes, --max-memory) is more than `device` has, else None (also where
+    that cannot be read): plans made for memory that is not there end in swapping or in the process being killed, not
+    in a clear message."""
     total = device_memory(device)
-    if budget <= total:
+    if not total or budget <= total:
         return None
     where = 'the GPU' if device.type == 'cuda' else 'this machine'
     return (f'warning: --max-memory {byte_size(budget)} is more than {where} has ({byte_size(total)}); '

@@ -125,7 +125,7 @@ def paired_window_crop(lq, gt_images, lq_size, window):
     (h, w), (gt_h, gt_w) = lq.shape[-2:], gt_images[0].shape[-2:]
     if min(h, w) < lq_size or window > lq_size:
         raise DataError(f'LR {h}x{w} from GT {gt_h}x{gt_w}: need LR >= lq_size ({lq_size}) >= query_window '
-                         f'({window}); use a GT crop (gt_size) of at least lq_size x the largest scale')
+                        f'({window}); use a GT crop (gt_size) of at least lq_size x the largest scale')
     crops, windows, coords = [], [[] for _ in gt_images], []
     for i in range(lq.shape[0]):
         top, row, rows = query_window_axis(h, gt_h, lq_size, window)

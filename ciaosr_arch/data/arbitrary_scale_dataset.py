@@ -115,7 +115,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
                 bad.append(f'{path} ({error_line(err, named=True)})')
         if bad:
             raise DataError(f'{len(bad)} training file(s) are not readable images: {listing(bad)}; '
-                             'remove them from the training folders')
+                            'remove them from the training folders')
         return sides
 
     def gt_side_range(self):
