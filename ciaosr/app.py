@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 CACHE_PREFIX = '.app-cache-'  # a folder of this process's temporary files (uploads, served copies, views), in --output
 TARGETS = ('scale', 'width', 'height', 'long side')
+APP_NAMES = pipeline.SettingNames(budget='the memory budget')  # what messages call the page's "Memory budget" field
 PREVIEW_SIDE = 2048  # the fitted comparison is at most this long (the 1:1 detail is always full resolution)
 DETAIL_SIDE = 384  # side of the 1:1 detail view in output pixels
 # CSS font lists of system fonts (plain strings: Gradio loads no font files for them).
@@ -248,10 +249,10 @@ class AppSession:
         int8 = options.precision == 'int8'
         net = self.network(options.model, int8)
         try:
-            upscaler = pipeline.Upscaler(net, self.device, dtype, budget)
+            upscaler = pipeline.Upscaler(net, self.device, dtype, budget, names=APP_NAMES)
         except ValueError as err:  # a budget that the memory in use already fills
             raise UsageError(str(err)) from None
-        warning = memory_warning(budget, self.device)
+        warning = memory_warning(budget, self.device, APP_NAMES.budget)
         folder = self.new_folder()
         outcome = Outcome(lines=[warning] if warning else [], folder=folder)
         if self.device.type == 'cpu':

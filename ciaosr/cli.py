@@ -198,15 +198,15 @@ def prepare_output_files(*paths: str | Path | None) -> None:
         prepare_output(path.parent)
 
 
-def memory_warning(budget: float, device: torch.device) -> str | None:
-    """A one-line warning when a memory budget (bytes, --max-memory) is more than `device` has, else None (also where
-    that cannot be read): plans made for memory that is not there end in swapping or in the process being killed, not
-    in a clear message."""
+def memory_warning(budget: float, device: torch.device, name: str = '--max-memory') -> str | None:
+    """A one-line warning when a memory budget (bytes; `name`: what the user set it as) is more than `device` has,
+    else None (also where that cannot be read): plans made for memory that is not there end in swapping or in the
+    process being killed, not in a clear message."""
     total = device_memory(device)
     if not total or budget <= total:
         return None
     where = 'the GPU' if device.type == 'cuda' else 'this machine'
-    return (f'warning: --max-memory {byte_size(budget)} is more than {where} has ({byte_size(total)}); '
+    return (f'warning: {name} {byte_size(budget)} is more than {where} has ({byte_size(total)}); '
             f'runs that need it will swap or be killed')
 
 

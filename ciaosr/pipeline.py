@@ -245,6 +245,18 @@ class Upscaled:
     note: str | None
 
 
+@dataclass(frozen=True)
+class SettingNames:
+    """What an Upscaler's messages call the settings a user can change, so that each surface names its own: the
+    Upscaler's arguments (the default, for Python callers), the CLI's options (CLI_NAMES), the web app's fields."""
+    budget: str = 'budget'
+    tile: str = 'tile'
+    tile_overlap: str = 'tile_overlap'
+
+
+CLI_NAMES = SettingNames('--max-memory', '--tile', '--tile-overlap')
+
+
 class Upscaler:
     """Runs a CiaoSR network on pictures and files within a memory budget: colour through the network, alpha by
     bicubic resampling.
@@ -254,9 +266,10 @@ class Upscaler:
     device); budget: bytes of memory for the whole process (None: `default_budget`); steps: the number of upscaling
     steps of scale^(1/steps) each (multi-step synthesis); tile: the LR tile side (0: the largest that fits the
     budget, at most `speed_tile` of the net and device; else at least MIN_TILE); tile_overlap: LR pixels shared by
-    neighbouring tiles (None: `default_overlap` of the tile). ValueError for a setting out of range, or a budget
-    that the memory in use when it is made (`resident_bytes`: the model, the libraries) already fills; TypeError for
-    a budget that is not a whole number of bytes.
+    neighbouring tiles (None: `default_overlap` of the tile); names: what its messages call these settings
+    (`SettingNames`). ValueError for a setting out of range, or a budget that the memory in use when it is made
+    (`resident_bytes`: the model, the libraries) already fills; TypeError for a budget that is not a whole number of
+    bytes.
 
     Gray pictures, and colour ones whose three channels are equal everywhere (black-and-white photos stored as
     RGB), go through the network as gray copied to RGB and come out as the mean of its channels: exactly neutral.
@@ -268,7 +281,8 @@ class Upscaler:
     """
 
     def __init__(self, net: Net, device: torch.device, dtype: torch.dtype | None = None,
-                 budget: int | None = None, steps: int = 1, tile: int = 0, tile_overlap: int | None = None):
+                 budget: int | None = None, steps: int = 1, tile: int = 0, tile_overlap: int | None = None,
+                 names: SettingNames = SettingNames()):
         if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool)):
             raise TypeError(f'budget must be a whole number of bytes (e.g. 4 * 2 ** 30) or None, got {budget!r} '
                             '(text such as 4GB: ciaosr.cli.parse_bytes)')
@@ -280,10 +294,10 @@ class Upscaler:
             raise ValueError(f'the tile overlap must be >= 0, got {tile_overlap}')
         self.net, self.device, self.dtype = net, torch.device(device), dtype
         self.budget = default_budget(self.device) if budget is None else budget
-        self.steps, self.tile, self.tile_overlap = steps, tile, tile_overlap
+        self.steps, self.tile, self.tile_overlap, self.names = steps, tile, tile_overlap, names
         self.base = resident_bytes(self.device)
         if self.base >= HEADROOM * self.budget and not (self.release() and self.base < HEADROOM * self.budget):
-            raise ValueError(f'--max-memory {byte_size(self.budget)} leaves no room for a picture: '
+            raise ValueError(f'{names.budget} {byte_size(self.budget)} leaves no room for a picture: '
                              f'{byte_size(self.base)} of it is in use already (by this process: the model, the '
                              f'libraries), and plans keep {1 - HEADROOM:.0%} of it spare; raise it')
 
@@ -316,12 +330,13 @@ class Upscaler:
         chunk (an explicit tile must fit it as the automatic one does). MemoryError (one line) if something does not
         fit, naming the largest tile that would; ValueError if the overlap is too large for the tiles that fit.
         """
-        room = HEADROOM * self.budget
+        room, names = HEADROOM * self.budget, self.names
+        budget = f'{names.budget} {byte_size(self.budget)}'
         h, w = info.height, info.width
         if self.base + info.decode_bytes > room:
-            raise MemoryError(f'{w}x{h}: decoding it does not fit in --max-memory {byte_size(self.budget)} (needs '
+            raise MemoryError(f'{w}x{h}: decoding it does not fit in {budget} (needs '
                               f'{byte_size(info.decode_bytes)} on top of the {byte_size(self.base)} in use); '
-                              f'raise --max-memory')
+                              f'raise {names.budget}')
         held = self.base + info.pixel_bytes + h * w * INPUT_FLOAT_BYTES
         if info.has_alpha:
             held += info.pixel_bytes + h * w * BLEED_BYTES
@@ -337,16 +352,15 @@ class Upscaler:
             except MemoryError:
                 fits = largest_tile(self.net, room - fixed)
                 if explicit and fits >= MIN_TILE:
-                    raise MemoryError(f'--tile {self.tile} does not fit in --max-memory {byte_size(self.budget)} '
-                                      f'for this image: the largest tile that fits is {fits}; lower --tile or '
-                                      f'raise --max-memory') from None
+                    raise MemoryError(f'{names.tile} {self.tile} does not fit in {budget} for this image: the '
+                                      f'largest tile that fits is {fits}; lower {names.tile} or raise '
+                                      f'{names.budget}') from None
                 smallest = tile_bytes(self.net, explicit or MIN_AUTO_TILE)
                 needed = byte_size((fixed + smallest) / HEADROOM, up=True)
-                raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in --max-memory '
-                                  f'{byte_size(self.budget)}: it needs at least {needed} (the model, input and output '
-                                  f'take {byte_size(fixed)}, the {"given" if explicit else "smallest"} tile '
-                                  f'{byte_size(smallest)}, and plans keep {1 - HEADROOM:.0%} spare); raise '
-                                  f'--max-memory or lower the scale') from None
+                raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in {budget}: it needs at '
+                                  f'least {needed} (the model, input and output take {byte_size(fixed)}, the '
+                                  f'{"given" if explicit else "smallest"} tile {byte_size(smallest)}, and plans keep '
+                                  f'{1 - HEADROOM:.0%} spare); raise {names.budget} or lower the scale') from None
             whole = tile >= max(in_size)
             overlap = self.tile_overlap
             if overlap is None:
@@ -354,9 +368,9 @@ class Upscaler:
             elif not whole and 2 * overlap > tile:
                 cap = speed_tile(self.net, self.device)
                 limit = f', at most {cap} on {self.device.type.upper()}' if cap else ''
-                raise ValueError(f'--tile-overlap {overlap} needs LR tiles of at least {2 * overlap} pixels, but the '
-                                 f'automatic tile is {tile} here (the largest that --max-memory '
-                                 f'{byte_size(self.budget)} allows{limit}); lower --tile-overlap, or give --tile')
+                raise ValueError(f'{names.tile_overlap} {overlap} needs LR tiles of at least {2 * overlap} pixels, '
+                                 f'but the automatic tile is {tile} here (the largest that {budget} allows{limit}); '
+                                 f'lower {names.tile_overlap}, or give {names.tile}')
             steps.append(Step(step_size, tile, overlap, chunk, whole))
             previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
         return steps

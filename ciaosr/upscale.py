@@ -379,7 +379,8 @@ def run(args: argparse.Namespace) -> int:
     if warning and rank == 0:
         tqdm.write(warning, file=sys.stderr)
     try:
-        upscaler = pipeline.Upscaler(net, device, dtype, args.max_memory, args.steps, args.tile, args.tile_overlap)
+        upscaler = pipeline.Upscaler(net, device, dtype, args.max_memory, args.steps, args.tile, args.tile_overlap,
+                                     names=pipeline.CLI_NAMES)
     except ValueError as err:  # the options' values (the budget)
         raise UsageError(str(err)) from None
     every_job = plan_jobs(files, root if root.is_dir() else root.parent, outdir, args)

@@ -251,9 +251,10 @@ class VideoJob:
         codec_bytes = (DECODER_FRAMES * info.width * info.height
                        + ENCODER_FRAMES * self.size[0] * self.size[1]) * YUV_BYTES
         if upscaler.base + codec_bytes > HEADROOM * upscaler.budget:
+            name = upscaler.names.budget
             raise MemoryError(f'output {size[1]}x{size[0]}: the video decoder and encoder alone need about '
-                              f'{byte_size(codec_bytes)}, more than --max-memory {byte_size(upscaler.budget)} '
-                              f'allows; raise --max-memory or lower the scale')
+                              f'{byte_size(codec_bytes)}, more than {name} {byte_size(upscaler.budget)} allows; '
+                              f'raise {name} or lower the scale')
         frame = image_io.ImageInfo(info.width, info.height, 3, 1, int(codec_bytes))
         self.steps = upscaler.plan(frame, self.size)
         self.key = settings_key(src, self.size, args)

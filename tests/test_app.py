@@ -279,15 +279,16 @@ def test_a_run_that_writes_nothing_leaves_no_run_folder(tmp_path):
 
 
 def test_budget_above_the_machine_memory_warns(tmp_path, tiny_model):
-    """The CLI's warning (ciaosr.cli.memory_warning) is the first line of the page's log."""
+    """The CLI's warning (ciaosr.cli.memory_warning) is the first line of the page's log; it and the refusal name the
+    page's field, not the CLI's --max-memory (they did)."""
     assert shared_cli.memory_warning(2 ** 20, torch.device('cpu')) is None
     budget = pipeline.device_memory(torch.device('cpu')) * 2
     photos = make_photos(tmp_path / 'in')
     session = app.AppSession(tmp_path / 'out', cli.pick_device('cpu', 0), [str(tiny_model)])
     outcome = session.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', str(budget)))
-    assert outcome.lines[0].startswith(f'warning: --max-memory {byte_size(budget)} is more than this machine')
+    assert outcome.lines[0].startswith(f'warning: the memory budget {byte_size(budget)} is more than this machine')
     assert outcome.lines[-1].startswith('1 done')
-    with pytest.raises(cli.UsageError, match=r'^--max-memory 1 KiB leaves no room for a picture: '):
+    with pytest.raises(cli.UsageError, match=r'^the memory budget 1 KiB leaves no room for a picture: .*; raise it$'):
         session.run(photos[:1], app.Options('scale', 2, str(tiny_model.resolve()), 'fp32', '1KB'))
     assert len(list((tmp_path / 'out').iterdir())) == 1  # the first run's folder only
 

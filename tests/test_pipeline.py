@@ -165,8 +165,8 @@ def test_a_plan_that_does_not_fit_frees_the_runtimes_compiled_models_first(tiny_
     assert upscaler.base == 2 * 2 ** 30
     steps = upscaler.plan(info, (1024, 1024))  # 16 MB of output pixels and the work room: over 0.25 GiB
     assert steps[-1].size == (1024, 1024) and upscaler.base == 0.8 * 2 ** 30
-    with pytest.raises(MemoryError, match='does not fit in --max-memory 2.5 GiB'):
-        upscaler.plan(info, (16384, 16384))  # nothing left to free
+    with pytest.raises(MemoryError, match='does not fit in budget 2.5 GiB: .*; raise budget or lower the scale$'):
+        upscaler.plan(info, (16384, 16384))  # nothing left to free (named as the Python argument, not --max-memory)
     with pytest.raises(TypeError, match=r"^budget must be a whole number of bytes \(e.g. 4 \* 2 \*\* 30\) or None, "
                                         r"got '4GB'"):
         pipeline.Upscaler(net, torch.device('cpu'), budget='4GB')
