@@ -216,7 +216,7 @@ class AppSession:
         if options.precision not in self.precisions():
             raise UsageError(f'{options.precision} is not supported on this device')
         try:
-            budget = parse_bytes(options.memory)
+            budget = parse_bytes(options.memory, APP_NAMES.budget)
         except ValueError as err:
             raise UsageError(str(err)) from None
         flags = {} if options.precision == 'fp32' else {options.precision: True}

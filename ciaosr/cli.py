@@ -22,7 +22,7 @@ from ciaosr_arch.errors import byte_size
 from ciaosr_arch.evaluation import as_scale
 from ciaosr_arch.shipped import SHIPPED_MODELS
 
-from .pipeline import device_memory
+from .pipeline import CLI_NAMES, device_memory
 from .scripts import route_sigterm
 
 BICUBIC = 'bicubic'  # the baseline's name in every table
@@ -162,12 +162,12 @@ def pick_precision(device: torch.device, fp16: bool = False, bf16: bool = False,
     return None
 
 
-def parse_bytes(text: str) -> int:
+def parse_bytes(text: str, name: str = CLI_NAMES.budget) -> int:
     """Bytes in '4GB', '2.5G', '512MiB', '3000000000' (K/M/G/T, decimal or binary: both taken as powers of 1024);
-    ValueError (one line, naming --max-memory) for anything else."""
+    ValueError (one line, naming the setting as `name`) for anything else."""
     match = re.fullmatch(r'\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*', text)
     if not match or float(match[1]) <= 0:
-        raise ValueError(f'--max-memory must be a size such as 4GB or 512MB, got {text!r}')
+        raise ValueError(f'{name} must be a size such as 4GB or 512MB, got {text!r}')
     return int(float(match[1]) * 1024 ** ' KMGT'.index(match[2].upper() or ' '))
 
 
@@ -198,7 +198,7 @@ def prepare_output_files(*paths: str | Path | None) -> None:
         prepare_output(path.parent)
 
 
-def memory_warning(budget: float, device: torch.device, name: str = '--max-memory') -> str | None:
+def memory_warning(budget: float, device: torch.device, name: str = CLI_NAMES.budget) -> str | None:
     """A one-line warning when a memory budget (bytes; `name`: what the user set it as) is more than `device` has,
     else None (also where that cannot be read): plans made for memory that is not there end in swapping or in the
     process being killed, not in a clear message."""

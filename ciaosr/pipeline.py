@@ -249,9 +249,9 @@ class Upscaled:
 class SettingNames:
     """What an Upscaler's messages call the settings a user can change, so that each surface names its own: the
     Upscaler's arguments (the default, for Python callers), the CLI's options (CLI_NAMES), the web app's fields."""
-    budget: str = 'budget'
-    tile: str = 'tile'
-    tile_overlap: str = 'tile_overlap'
+    budget: str = 'the budget'
+    tile: str = 'the tile'
+    tile_overlap: str = 'the tile overlap'
 
 
 CLI_NAMES = SettingNames('--max-memory', '--tile', '--tile-overlap')
@@ -394,7 +394,7 @@ class Upscaler:
                                       tile_overlap=step.overlap, progress=progress)
         if not torch.isfinite(image).all():
             raise ValueError('the network produced NaN or infinite values, so nothing was written '
-                             '(a broken checkpoint, or an overflow in --fp16)')
+                             '(a broken checkpoint, or an overflow in fp16)')
         colour = image[0].mean(0, keepdim=True) if neutral else image[0]
         del image
         out = np.empty((*steps[-1].size, pixels.shape[2]), pixels.dtype)

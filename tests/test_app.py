@@ -323,7 +323,7 @@ def test_comparison_reads_outputs_over_the_bomb_limit_and_never_hides_the_run(tm
         compare('copy.png', 50, 50, state)
     assert not error.value.print_exception  # shown on the page; Gradio printed a traceback on the terminal too
     for files, memory, message in [([], '2.5GB', 'Drop one or more photos first.'),
-                                   ([str(photos[0])], 'lots', '--max-memory must be a size')]:
+                                   ([str(photos[0])], 'lots', 'the memory budget must be a size')]:
         with pytest.raises(gr.Error, match=message) as error:
             upscale(files, 'scale', 2, 3840, model, 'fp32', memory, 50, 50, session.request(),
                     progress=lambda *args, **kwargs: None)

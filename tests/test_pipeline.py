@@ -146,6 +146,33 @@ def test_an_output_that_does_not_fit_says_the_budget_it_needs(tiny_model, monkey
         pipeline.Upscaler(net, torch.device('cpu'), budget=round((needed - 0.01) * 2 ** 30)).plan(info, (6144, 8192))
 
 
+def test_messages_name_the_settings_as_the_caller_knows_them(tiny_model, monkeypatch):
+    """The tile and overlap messages named the CLI's --tile, --tile-overlap and --max-memory to every caller; a Python
+    caller now reads the arguments, the CLI its options (CLI_NAMES)."""
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: 0)
+    net, info, cpu = load_model(tiny_model), image_io.ImageInfo(200, 200, 3, 1, 0), torch.device('cpu')
+
+    def auto_tile(budget):
+        try:
+            return pipeline.Upscaler(net, cpu, budget=budget).plan(info, (400, 400))[0].tile
+        except MemoryError:
+            return 0
+    low, high = 2 ** 20, 2 ** 34  # the least budget whose automatic tile is not under the smallest automatic one
+    while high - low > 2 ** 10:
+        middle = (low + high) // 2
+        low, high = (low, middle) if auto_tile(middle) else (middle, high)
+    assert pipeline.MIN_TILE <= auto_tile(high) < 64
+    with pytest.raises(MemoryError, match=r'^the tile 64 does not fit in the budget [\d.]+ MiB for this image: the '
+                                          r'largest tile that fits is \d+; lower the tile or raise the budget$'):
+        pipeline.Upscaler(net, cpu, budget=high, tile=64).plan(info, (400, 400))
+    with pytest.raises(MemoryError, match=r'^--tile 64 does not fit in --max-memory [\d.]+ MiB for this image: '):
+        pipeline.Upscaler(net, cpu, budget=high, tile=64, names=pipeline.CLI_NAMES).plan(info, (400, 400))
+    with pytest.raises(ValueError, match=r'^the tile overlap 40 needs LR tiles of at least 80 pixels, but the '
+                                         r'automatic tile is \d+ here \(the largest that the budget [\d.]+ MiB allows, '
+                                         r'at most 64 on CPU\); lower the tile overlap, or give the tile$'):
+        pipeline.Upscaler(net, cpu, budget=high, tile_overlap=40).plan(info, (400, 400))
+
+
 def test_a_plan_that_does_not_fit_frees_the_runtimes_compiled_models_first(tiny_model, monkeypatch):
     """A long-running web app piled up OpenVINO's compiled models (one per shape, ~0.1 GB each) until the plans, which
     count the memory in use, refused every photo at the default budget; the plan now has the runtime drop them and
@@ -165,7 +192,8 @@ def test_a_plan_that_does_not_fit_frees_the_runtimes_compiled_models_first(tiny_
     assert upscaler.base == 2 * 2 ** 30
     steps = upscaler.plan(info, (1024, 1024))  # 16 MB of output pixels and the work room: over 0.25 GiB
     assert steps[-1].size == (1024, 1024) and upscaler.base == 0.8 * 2 ** 30
-    with pytest.raises(MemoryError, match='does not fit in budget 2.5 GiB: .*; raise budget or lower the scale$'):
+    with pytest.raises(MemoryError, match='does not fit in the budget 2.5 GiB: .*; raise the budget or lower the '
+                                          'scale$'):
         upscaler.plan(info, (16384, 16384))  # nothing left to free (named as the Python argument, not --max-memory)
     with pytest.raises(TypeError, match=r"^budget must be a whole number of bytes \(e.g. 4 \* 2 \*\* 30\) or None, "
                                         r"got '4GB'"):
