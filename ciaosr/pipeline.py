@@ -247,8 +247,8 @@ class Upscaled:
 
 @dataclass(frozen=True)
 class SettingNames:
-    """What an Upscaler's messages call the settings a user can change, so that each surface names its own: the
-    Upscaler's arguments (the default, for Python callers), the CLI's options (CLI_NAMES), the web app's fields."""
+    """What an Upscaler's messages call the settings a user can change, so that each surface names its own: its
+    arguments in plain words (the default, for Python callers), the CLI's options (CLI_NAMES), the web app's fields."""
     budget: str = 'the budget'
     tile: str = 'the tile'
     tile_overlap: str = 'the tile overlap'
