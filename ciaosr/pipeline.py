@@ -331,10 +331,10 @@ class Upscaler:
         fit, naming the largest tile that would; ValueError if the overlap is too large for the tiles that fit.
         """
         room, names = HEADROOM * self.budget, self.names
-        budget = f'{names.budget} {byte_size(self.budget)}'
+        budget_named = f'{names.budget} {byte_size(self.budget)}'  # as the messages name it: '--max-memory 2.5 GiB'
         h, w = info.height, info.width
         if self.base + info.decode_bytes > room:
-            raise MemoryError(f'{w}x{h}: decoding it does not fit in {budget} (needs '
+            raise MemoryError(f'{w}x{h}: decoding it does not fit in {budget_named} (needs '
                               f'{byte_size(info.decode_bytes)} on top of the {byte_size(self.base)} in use); '
                               f'raise {names.budget}')
         held = self.base + info.pixel_bytes + h * w * INPUT_FLOAT_BYTES
@@ -352,12 +352,12 @@ class Upscaler:
             except MemoryError:
                 fits = largest_tile(self.net, room - fixed)
                 if explicit and fits >= MIN_TILE:
-                    raise MemoryError(f'{names.tile} {self.tile} does not fit in {budget} for this image: the '
+                    raise MemoryError(f'{names.tile} {self.tile} does not fit in {budget_named} for this image: the '
                                       f'largest tile that fits is {fits}; lower {names.tile} or raise '
                                       f'{names.budget}') from None
                 smallest = tile_bytes(self.net, explicit or MIN_AUTO_TILE)
                 needed = byte_size((fixed + smallest) / HEADROOM, up=True)
-                raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in {budget}: it needs at '
+                raise MemoryError(f'output {step_size[1]}x{step_size[0]} does not fit in {budget_named}: it needs at '
                                   f'least {needed} (the model, input and output take {byte_size(fixed)}, the '
                                   f'{"given" if explicit else "smallest"} tile {byte_size(smallest)}, and plans keep '
                                   f'{1 - HEADROOM:.0%} spare); raise {names.budget} or lower the scale') from None
@@ -369,8 +369,8 @@ class Upscaler:
                 cap = speed_tile(self.net, self.device)
                 limit = f', at most {cap} on {self.device.type.upper()}' if cap else ''
                 raise ValueError(f'{names.tile_overlap} {overlap} needs LR tiles of at least {2 * overlap} pixels, '
-                                 f'but the automatic tile is {tile} here (the largest that {budget} allows{limit}); '
-                                 f'lower {names.tile_overlap}, or give {names.tile}')
+                                 f'but the automatic tile is {tile} here (the largest that {budget_named} allows'
+                                 f'{limit}); lower {names.tile_overlap}, or give {names.tile}')
             steps.append(Step(step_size, tile, overlap, chunk, whole))
             previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
         return steps
