@@ -148,7 +148,7 @@ def pick_precision(device: torch.device, fp16: bool = False, bf16: bool = False,
                              + ('--bf16' if cpu_has_bf16() else 'float32 (no flag: it has no native bfloat16 either)'))
         return torch.float16
     if bf16:
-        native = torch.cuda.is_bf16_supported() if device.type == 'cuda' else cpu_has_bf16()
+        native = cuda_has_bf16(device) if device.type == 'cuda' else cpu_has_bf16()
         if not native:
             raise UsageError('--bf16: this device has no native bfloat16 support; run in float32')
         return torch.bfloat16
@@ -216,6 +216,13 @@ def cpu_has_bf16() -> bool:
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):
         return False
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Whether GPU `device` computes bfloat16 natively: ROCm GPUs, and CUDA GPUs of compute capability 8.0 (Ampere)
+    or later. Older ones (V100, T4) only emulate it, slowly, which `torch.cuda.is_bf16_supported()` counts as support
+    by default (and it asks the current GPU, not `device`)."""
+    return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
 
 
 def cpu_path_line(runtime: str, dtype: torch.dtype | None, int8: bool = False) -> str:

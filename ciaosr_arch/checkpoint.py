@@ -257,7 +257,7 @@ def check_values(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
         if value.layout != torch.strided or value.is_meta:
             problems.append(f'{key} is not a dense tensor with data ({value.layout}, {value.device.type})')
         elif not want.is_floating_point():
-            if value.dtype != want.dtype or not torch.equal(value, want):
+            if value.dtype != want.dtype or not torch.equal(value, want.to(value.device)):  # `expected`: on a GPU too
                 problems.append(f'{key} ({value.dtype}) differs from the {want.dtype} values its options imply')
         elif value.dtype not in FLOAT_DTYPES:
             problems.append(f'{key} is {str(value.dtype).removeprefix("torch.")}, not float16/bfloat16/float32/float64')
@@ -289,6 +289,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = 'cpu
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (a torch.device), got {device!r}") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r}: no CUDA device is available (use device='cpu')")
+    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f'device {str(device)!r}: no such GPU ({torch.cuda.device_count()} visible, numbered from 0)')
     path = resolve_weights(path)
     state, arch = read_checkpoint(path)
     if arch is None:

@@ -9,12 +9,15 @@
 
 Nothing in site-packages is edited.
 """
+import datetime
 import functools
 import os
 import sys
 
 from .errors import CheckpointError, error_line
 from .options import OptionsError
+
+DIST_TIMEOUT = datetime.timedelta(hours=2)  # how long a training rank waits for the others in a collective
 
 try:
     import torchvision.transforms.functional_tensor  # noqa: F401  # pyright: ignore[reportMissingImports]  (torchvision < 0.17)
@@ -135,7 +138,9 @@ def make_basicsr_trainer_device_agnostic():
       a GPU, and trusts the newest state file; ours is `load_resume_state` (the run's device,
       weights_only=True, truncated or empty states skipped).
     - `--launcher pytorch`: basicsr always uses NCCL and `torch.cuda.set_device`; ours picks gloo
-      without CUDA (one process per CPU "rank") and NCCL with one GPU per local rank otherwise.
+      without CUDA (one process per CPU "rank"), and with CUDA one GPU per local rank (more ranks than GPUs: an
+      OptionsError), NCCL for CUDA tensors and gloo for CPU ones; collectives wait up to DIST_TIMEOUT (NCCL's default,
+      10 minutes, ended runs whose validation, on rank 0 alone, took longer).
     - a resumed run: new random seeds (`reseed_for_resume`), and the epoch it stopped in goes on from the sample
       after the last one used (`continued_sampler_class`), said in the log.
     """
@@ -173,9 +178,14 @@ def make_basicsr_trainer_device_agnostic():
         if launcher != 'pytorch':
             raise OptionsError(f'--launcher: only pytorch (torchrun) is supported, got {launcher!r}')
         if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-        try:
-            dist.init_process_group(backend='nccl' if torch.cuda.is_available() else 'gloo', **kwargs)
+            local_rank, gpus = int(os.environ.get('LOCAL_RANK', 0)), torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise OptionsError(f'--launcher pytorch: local rank {local_rank} has no GPU of its own ({gpus} '
+                                   f'visible): start at most {gpus} processes per machine (torchrun --nproc_per_node)')
+            torch.cuda.set_device(local_rank)
+        try:  # gloo for CPU tensors too (num_gpu: 0 on a GPU machine); rank 0 validates while the others wait
+            dist.init_process_group(backend='cpu:gloo,cuda:nccl' if torch.cuda.is_available() else 'gloo',
+                                    timeout=DIST_TIMEOUT, **kwargs)
         except (ValueError, RuntimeError) as err:  # no torchrun environment (RANK, MASTER_ADDR, ...), or no peers
             raise OptionsError(f'--launcher pytorch: cannot join the process group ({error_line(err)}); '
                                'start the run with torchrun') from None

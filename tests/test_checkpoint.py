@@ -268,6 +268,10 @@ def test_load_model_on_a_missing_cuda_device_says_so(monkeypatch):
         load_model(device='cuda')
     with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N' \\(a torch.device\\), got 'gpu'"):
         load_model(device='gpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # a review: cuda:3 on a 1-GPU machine read the
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)  # file and built the net, then failed in PyTorch
+    with pytest.raises(ValueError, match=r"device 'cuda:3': no such GPU \(1 visible, numbered from 0\)"):
+        load_model('no such file', device='cuda:3')
 
 
 def test_files_that_are_no_checkpoint_say_what_they_are(tmp_path):

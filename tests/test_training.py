@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -19,9 +20,15 @@ from safetensors.torch import save_file
 
 from ciaosr_arch import CheckpointError, CiaoSR
 from ciaosr_arch.checkpoint import read_checkpoint
-from ciaosr_arch.compat import continued_sampler_class, load_resume_state, samples_used
+from ciaosr_arch.compat import (
+    continued_sampler_class,
+    load_resume_state,
+    make_basicsr_trainer_device_agnostic,
+    samples_used,
+)
 from ciaosr_arch.data import ArbitraryScaleSRDataset, SRBenchmarkDataset
-from ciaosr_arch.models.ciaosr_model import TrainingDiverged
+from ciaosr_arch.models.ciaosr_model import TrainingDiverged, under_autocast
+from ciaosr_arch.options import OptionsError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / 'shared'
@@ -148,15 +155,56 @@ def test_a_resumed_epoch_goes_on_from_the_next_sample():
     assert samples_used(iteration=50, epoch=1, batches_per_epoch=45, batch_size=4) == 20  # 5 batches into epoch 1
 
 
-def test_two_process_ddp_on_cpu(experiment):
+@pytest.mark.parametrize('freeze_encoder', [False, True])
+def test_two_process_ddp_on_cpu(experiment, freeze_encoder):
+    """With a frozen encoder too (a review: frozen after DistributedDataParallel was built, the second step failed,
+    'Expected to have finished reduction in the prior iteration')."""
     name, val, tmp_path = experiment
-    opt = train_options(name, val)
+    opt = train_options(name, val, freeze_encoder=freeze_encoder)
+    opt['path']['pretrain_network_g'] = str(tiny_net_file(tmp_path / 'start.safetensors'))
     del opt['datasets']['val_2']
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port',
                 str(29500 + os.getpid() % 1000)]
     log, _ = run_train(opt, tmp_path, launcher=torchrun)
     assert 'World size (gpu number): 2' in log
     assert '2 ranks agree' in log
+    start = read_checkpoint(tmp_path / 'start.safetensors')[0]
+    trained = torch.load(tmp_path / 'experiments' / name / 'models' / 'net_g_2.pth', weights_only=True)['params']
+    changed = {k for k in start if not torch.equal(start[k], trained[k])}
+    encoder = set(CiaoSR(**{k: v for k, v in TINY_NET.items() if k != 'type'}).encoder.state_dict())
+    assert {k for k in start if k.startswith('imnet_')} <= changed and bool(changed & encoder) is not freeze_encoder
+
+
+def test_more_torchrun_ranks_than_gpus_are_refused_in_one_line(monkeypatch):
+    """A review: `torch.cuda.set_device(LOCAL_RANK)` failed with 'invalid device ordinal' and a traceback."""
+    import basicsr.train
+    import basicsr.utils.options
+    for module, name in ((basicsr.train, 'load_resume_state'), (basicsr.train, 'create_train_val_dataloader'),
+                         (basicsr.train, 'EnlargedSampler'), (basicsr.utils.options, 'init_dist')):
+        monkeypatch.setattr(module, name, getattr(module, name))  # put back after the test
+    make_basicsr_trainer_device_agnostic()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setenv('LOCAL_RANK', '2')
+    with pytest.raises(OptionsError, match=r'^--launcher pytorch: local rank 2 has no GPU of its own \(2 visible\): '
+                                           r'start at most 2 processes per machine'):
+        basicsr.utils.options.init_dist('pytorch')
+
+
+def test_data_parallel_replicas_keep_the_autocast_dtype():
+    """A review: torch's DataParallel runs each replica in a thread of its own under autocast with only `enabled` set,
+    so the dtype is that thread's default (float16 on CUDA, bfloat16 on the CPU), not the recipe's."""
+    seen = []
+    call = under_autocast(lambda: seen.append(torch.get_autocast_dtype('cpu')), 'cpu', torch.float16)
+
+    def replica_thread(function):
+        with torch.autocast('cpu', enabled=True):  # as torch's parallel_apply enters it
+            function()
+    for function in (call, lambda: seen.append(torch.get_autocast_dtype('cpu'))):
+        thread = threading.Thread(target=replica_thread, args=(function,))
+        thread.start()
+        thread.join()
+    assert seen == [torch.float16, torch.bfloat16]  # the wrapped replica's dtype; a bare one's default
 
 
 def image_folder(tmp_path, sizes, name='images'):
@@ -271,6 +319,13 @@ def test_pretrain_network_g_takes_shipped_names_and_says_what_a_loose_load_left_
         f'{path} gave {total - missing} of the {total} tensors of CiaoSR (loaded with strict_load_* false); not in the '
         'file: imnet_q.layers.0.weight, imnet_q.layers.0.bias, imnet_q.layers.2.weight, imnet_q.layers.2.bias; in the '
         'file but not in the network: extra.weight']
+    # The EMA net, loaded from the same file, takes what the file lacks from the generator (a review: it kept an init
+    # of its own, which a decay of 0.99 still held at 0.99 ** 100 = 37 % after 100 iterations).
+    for param in model.net_g_ema.imnet_q.parameters():  # as BasicSR builds it: an init of its own
+        torch.nn.init.normal_(param)
+    model.load_network(model.net_g_ema, str(path), strict=False, param_key='params_ema')
+    ema, generator = model.net_g_ema.state_dict(), model.net_g.state_dict()
+    assert all(torch.equal(ema[k], generator[k]) for k in generator)
 
 
 def test_nan_pretrained_weights_stop_train_py_in_one_line(experiment):

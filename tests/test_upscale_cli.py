@@ -375,6 +375,24 @@ def test_fp16_on_a_cpu_points_to_what_runs_on_it(monkeypatch):
             pick_precision(torch.device('cpu'), fp16=True)
 
 
+def test_bf16_is_offered_on_gpus_that_compute_it(monkeypatch):
+    """A review: `torch.cuda.is_bf16_supported()` says yes on a V100 or T4, which only emulate bfloat16 (slowly)."""
+    from types import SimpleNamespace
+
+    from ciaosr.cli import UsageError, pick_precision
+    gpu = torch.device('cuda', 1)
+    asked = []
+    for major in (7, 8):
+        monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda d, major=major: asked.append(d) or
+                            SimpleNamespace(major=major))
+        if major < 8:
+            with pytest.raises(UsageError, match='^--bf16: this device has no native bfloat16 support'):
+                pick_precision(gpu, bf16=True)
+        else:
+            assert pick_precision(gpu, bf16=True) == torch.bfloat16
+    assert asked == [gpu, gpu]  # the GPU asked about, not the current one
+
+
 def test_16bit_colour_and_icc_round_trip(tmp_path):
     deep = np.random.default_rng(0).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
     for channels, ext in ((3, 'png'), (4, 'png'), (3, 'tiff'), (4, 'tiff'), (1, 'png'), (1, 'tiff')):

@@ -10,7 +10,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch.nn.parallel import DistributedDataParallel
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..archs.ciaosr_arch import without_non_local
 from ..checkpoint import check_values, match_state, read_checkpoint
@@ -23,6 +23,29 @@ from ..shipped import resolve_weights
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; training stops before that step changes the weights."""
+
+
+def under_autocast(module, device_type, dtype):
+    """`module` (a callable) called under autocast to `dtype` on `device_type` ('cuda', 'cpu')."""
+    def call(*args, **kwargs):
+        with torch.autocast(device_type, dtype=dtype):
+            return module(*args, **kwargs)
+    return call
+
+
+class AutocastDataParallel(DataParallel):
+    """BasicSR's DataParallel (several GPUs without torchrun) whose replicas run under the caller's autocast dtype.
+
+    torch's `parallel_apply` enters autocast again in each replica's thread with only `enabled` set, so the dtype is
+    that thread's default, float16 on CUDA: a `train.autocast: bf16` recipe would have trained in float16, without a
+    gradient scaler (torch/nn/parallel/parallel_apply.py, torch 2.14)."""
+
+    def parallel_apply(self, replicas, inputs, kwargs):
+        device_type = self.src_device_obj.type
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            replicas = [under_autocast(replica, device_type, dtype) for replica in replicas]
+        return super().parallel_apply(replicas, inputs, kwargs)
 
 
 @MODEL_REGISTRY.register()
@@ -52,21 +75,21 @@ class CiaoSRModel(SRModel):
                 'tile': int, 'tile_overlap': int, 'blend': OneOf(('smooth', 'uniform'))},
     }
 
-    def init_training_settings(self):
-        """SRModel's settings; with `train.freeze_encoder: true` the encoder's weights get no gradients and stay as
-        loaded (a pretrained trunk such as Real-ESRGAN's: only the implicit head trains, and the encoder's forward
-        pass records nothing for the backward pass)."""
-        if self.opt['train'].get('freeze_encoder'):
-            self.get_bare_model(self.net_g).encoder.requires_grad_(False)
-        super().init_training_settings()
-
     def model_to_device(self, net):
+        """The net on the model's device, wrapped for data-parallel training as BasicSR does (its DataParallel as
+        `AutocastDataParallel`). With `train.freeze_encoder: true` the generator's encoder gets no gradients and its
+        weights stay as loaded (a pretrained trunk such as Real-ESRGAN's: only the implicit head trains, and the
+        encoder's forward pass records nothing for the backward pass); frozen here, before DistributedDataParallel
+        takes note of the parameters that need gradients (frozen after it, every step's gradient reduction waited for
+        the encoder's, and the second step failed)."""
         net = net.to(self.device)
+        if self.is_train and net is getattr(self, 'net_g', None) and self.opt['train'].get('freeze_encoder'):
+            net.encoder.requires_grad_(False)
         if self.opt['dist']:
             device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
             return DistributedDataParallel(net, device_ids=device_ids,
                                            find_unused_parameters=self.opt.get('find_unused_parameters', False))
-        return super().model_to_device(net)
+        return AutocastDataParallel(net) if self.opt['num_gpu'] > 1 else net
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
         """BasicSR's load_network that also reads .safetensors and official mmediting checkpoints, and takes the
@@ -76,7 +99,8 @@ class CiaoSRModel(SRModel):
         through `without_non_local`: the same network with the non-local feature set to zero. The file's
         keys and shapes must match the network (`match_state`; keys only when `strict`) and its weights be
         finite floats (`check_values`); otherwise CheckpointError names the file and the tensors. Without `strict`
-        (strict_load_g / _d: false) a warning says how many of the network's tensors the file gave, and which not.
+        (strict_load_g / _d: false) a warning says how many of the network's tensors the file gave, and which not;
+        the EMA generator takes those from the generator.
         """
         load_path = str(resolve_weights(load_path))
         state, _ = read_checkpoint(load_path, param_key, partial=True)
@@ -92,6 +116,10 @@ class CiaoSRModel(SRModel):
         check_values(state, expected, load_path)
         bare.load_state_dict(state, strict=strict)
         missing, unused = [k for k in expected if k not in state], [k for k in state if k not in expected]
+        if missing and net is getattr(self, 'net_g_ema', None):  # BasicSR loads the EMA from the file too: what the
+            # file lacks starts as the generator's (as the EMA of a net trained from scratch does), not at another init
+            generator = self.get_bare_model(self.net_g).state_dict()
+            bare.load_state_dict({k: generator[k] for k in missing}, strict=False)
         if missing or unused:  # only without strict: match_state refuses them otherwise
             logger.warning(f'{load_path} gave {len(expected) - len(missing)} of the {len(expected)} tensors of '
                            f'{type(bare).__name__} (loaded with strict_load_* false); not in the file: '
