@@ -368,10 +368,12 @@ def markdown(records: Sequence[dict[str, Any]], methods: Sequence[str], datasets
     n_images = {}
     for r in records:
         n_images[r['dataset']] = max(n_images.get(r['dataset'], 0), r['n_images'])
+    counts = [f'{d} ({n_images[d]} image{"s" * (n_images[d] != 1)})' for d in datasets]
     lines = ['# Full-reference benchmark', '',
-             f'Data: `{settings["data_root"]}`: ' + ', '.join(f'{d} ({n_images[d]} images)' for d in datasets) + '.',
+             f'Data: `{settings["data_root"]}`: {", ".join(counts)}.',
              f'Protocol: {settings["protocol"]}.',
-             f'In-scale: x{MAX_IN_SCALE} and below (training range); * out-of-scale.',
+             f'In-scale: x{MAX_IN_SCALE} and below (the training range of the paper\'s models and of `default`); * '
+             'out-of-scale.',
              f'Models: {settings["tiling"]}.', '']
     metrics = ['psnr', 'ssim'] + (['lpips'] if any(r.get('lpips') is not None for r in records) else []) + ['grid']
     for metric in metrics:
@@ -429,19 +431,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--datasets', nargs='+', default=list(DATASETS),
                         help=f'benchmark sets under --data-root (default: {" ".join(DATASETS)})')
     parser.add_argument('--scales', type=cli.scale_arg, nargs='+', default=[2, 3, 4, 6, 8, 12],
-                        help='scales, any number > 0 (default: 2 3 4 6 8 12)')
-    parser.add_argument('--limit', type=int, help='only the first N images (sorted by name) of each dataset')
+                        help='scales, any number > 1 (>= 1 with --degradation; default: 2 3 4 6 8 12)')
+    parser.add_argument('--limit', type=cli.at_least(1),
+                        help='only the first N images (sorted by name) of each dataset')
     parser.add_argument('--rgb-shave6', action='store_true', help='DIV2K protocol: RGB, shave ceil(scale) + 6')
     parser.add_argument('--downsample', choices=('matlab', 'pil'),
                         help='how the bicubic protocol makes LR from HR (default: matlab)')
     parser.add_argument('--degradation', choices=list(DEGRADATIONS),
                         help='real-world mode: LR made by this degradation pipeline (seeded per image and scale), '
                              'outputs scored against the plain HR; default: the bicubic protocol')
-    parser.add_argument('--seed', type=int, default=0, help='base seed of --degradation (default 0)')
+    parser.add_argument('--seed', type=int, help='base seed of --degradation (default 0)')
     parser.add_argument('--save-lr', metavar='DIR', help='write every LR image to DIR/dataset/xSCALE/NAME.png')
     parser.add_argument('--tile', type=int, default=192,
                         help=f'LR tile side for the models, 0 (whole image) or at least {MIN_TILE}')
-    parser.add_argument('--tile-overlap', type=int, default=32)
+    parser.add_argument('--tile-overlap', type=int, default=32,
+                        help='LR pixels shared by neighbouring tiles, at most half the tile (default 32)')
     parser.add_argument('--blend', choices=('uniform', 'smooth'),
                         help="tile blending: 'uniform' = the official test-time tiling (square tiles averaged; the "
                              "default of the bicubic protocol), 'smooth' = the tools' (the default of --degradation)")
@@ -456,16 +460,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.degradation and (args.downsample or args.rgb_shave6):
         parser.error('--downsample and --rgb-shave6 belong to the bicubic protocol, not to --degradation')
+    if args.seed is not None and not args.degradation:
+        parser.error('--seed belongs to --degradation (the bicubic protocol has no randomness)')
     if args.degradation and min(args.scales) < 1:
         parser.error('--degradation makes LR images: scales must be at least 1')
+    if not args.degradation and min(args.scales) <= 1:
+        parser.error(f'the bicubic protocol downscales the HR images: scales must be above 1, got {min(args.scales):g}')
+    if args.iqa_weights is not None and not Path(args.iqa_weights).is_dir():
+        parser.error(f'--iqa-weights: no such folder: {args.iqa_weights}')
+    args.seed = args.seed or 0
     # No official protocol for real-world degradations: the tools' tiling there. Uniform blending averages whole
     # square tiles, border and all, which deep encoders show: `real` (Real-ESRGAN's RRDB trunk) with a zero residual
     # differed from Real-ESRGAN x4plus by up to 98 levels on Set14 images narrower than a tile's height.
     args.blend = args.blend or ('smooth' if args.degradation else 'uniform')
-    if args.tile != 0 and args.tile < MIN_TILE:
-        parser.error(f'--tile must be 0 (whole images) or at least {MIN_TILE} LR pixels, got {args.tile}')
-    if args.tile and not 0 <= args.tile_overlap < args.tile // 2:
-        parser.error(f'--tile-overlap must be in [0, tile / 2) for --tile {args.tile}, got {args.tile_overlap}')
+    problem = cli.tile_problem(args.tile, args.tile_overlap, 'whole images')
+    if problem:
+        parser.error(problem)
     return args
 
 
@@ -473,13 +483,19 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark; returns the records. A command line that cannot be used ends the process with one line
     and exit status 2, data or a model that cannot be used with one line and exit status 1 (`cli.exit_on_error`)."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with cli.exit_on_error():
         device = cli.pick_device(args.device)
         dtype = cli.pick_precision(device, args.fp16, args.bf16)
         cli.prepare_output_files(args.json, args.markdown, args.plot)
-        if args.save_lr:
-            cli.prepare_output(Path(args.save_lr))
         images = {d: dataset_images(args.data_root, d, args.limit) for d in args.datasets}
+        if args.save_lr:
+            for dataset, paths in images.items():
+                if shared := image_io.shared_stems(paths):
+                    raise ValueError(f'--save-lr writes each LR image as NAME.png, but files of {dataset} share a name '
+                                     f'but for the suffix: {", ".join(shared)}')
+            cli.prepare_output(Path(args.save_lr))
         methods = load_methods(args, device, dtype)
     lpips = unavailable = None
     if args.lpips:
@@ -501,6 +517,9 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         protocol = (('RGB, shave ceil(scale) + 6 (DIV2K)' if args.rgb_shave6 else 'Y channel, shave ceil(scale)')
                     + f'; LR by {downsample} bicubic, rounded to 8 bits; SR rounded to 8 bits')
     records, left_out = evaluate(methods, images, scales, lpips, args.rgb_shave6, degradation, args.save_lr)
+    if not any(r['n_images'] for r in records):
+        with cli.exit_on_error():
+            raise ValueError(f'no image could be scored ({len(left_out)} left out, above)')
     if unavailable:  # recorded with the reason, never a number from missing weights
         records = [{**r, 'lpips': None, 'lpips_unavailable': unavailable} for r in records]
 

@@ -11,13 +11,14 @@ import contextlib
 import re
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 import ciaosr_arch.runtime as runtimes
 from ciaosr_arch import emulation
+from ciaosr_arch.engine import MIN_TILE
 from ciaosr_arch.errors import byte_size
 from ciaosr_arch.evaluation import as_scale
 from ciaosr_arch.shipped import SHIPPED_MODELS
@@ -82,6 +83,31 @@ def scale_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type of a whole number >= `minimum` (a count of pixels, images or threads)."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f'expected a whole number >= {minimum}, got {text!r}')
+        return value
+    return whole_number
+
+
+def tile_problem(tile: int, overlap: int | None, zero: str) -> str | None:
+    """What is wrong with --tile and --tile-overlap (LR pixels; overlap None: the tool's default), or None: the tile
+    is 0 (`zero` says what 0 means to the tool, e.g. 'automatic') or at least MIN_TILE, the overlap between 0 and half
+    the tile (the tiles' step is the tile less the overlap)."""
+    if tile != 0 and tile < MIN_TILE:
+        return f'--tile must be 0 ({zero}) or at least {MIN_TILE} LR pixels, got {tile}'
+    if overlap is not None and (overlap < 0 or (tile and 2 * overlap > tile)):
+        return (f'--tile-overlap must be between 0 and half the tile (at most {tile // 2} for --tile {tile}), got '
+                f'{overlap}' if tile else f'--tile-overlap must be >= 0, got {overlap}')
+    return None
+
+
 def add_model_options(parser: argparse.ArgumentParser, extra: str = '') -> None:
     """--model (repeatable: a shipped name, a checkpoint path`extra`) and --name (one per --model)."""
     parser.add_argument('--model', action='append',
@@ -107,10 +133,13 @@ def model_specs(args: argparse.Namespace) -> dict[str, str]:
 
 
 def add_device_options(parser: argparse.ArgumentParser, int8: bool = False) -> None:
-    """--device auto|cpu|cuda and the autocast precision --fp16 / --bf16 (mutually exclusive); with `int8`, also
-    --int8 (the OpenVINO int8 decode, `ciaosr_arch.runtime`)."""
+    """--device auto|cpu|cuda, --threads N and the autocast precision --fp16 / --bf16 (mutually exclusive); with
+    `int8`, also --int8 (the OpenVINO int8 decode, `ciaosr_arch.runtime`)."""
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'],
                         help='where to run (default auto: the GPU when CUDA has one, else the CPU)')
+    parser.add_argument('--threads', type=at_least(1),
+                        help='CPU threads of PyTorch and OpenVINO (default: PyTorch\'s, which is OMP_NUM_THREADS '
+                             'if set (torchrun sets 1 per rank), else one per physical core)')
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument('--fp16', action='store_true', help='float16 autocast (CUDA only)')
     precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (CUDA, or CPUs with native bf16)')

@@ -12,6 +12,8 @@ import os
 import struct
 import warnings
 import zlib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -493,6 +495,12 @@ def list_images(root: Path, recursive: bool = False) -> list[Path]:
     `probe_image` and `read_image`. Raises NotADirectoryError (or FileNotFoundError) if `root` is not a folder.
     """
     return [path for path in list_files(root, recursive) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def shared_stems(paths: Iterable[Path]) -> list[str]:
+    """The file stems that more than one of `paths` has (photo.png and photo.jpg), sorted: outputs named after the
+    stem would overwrite each other."""
+    return sorted(stem for stem, n in Counter(Path(path).stem for path in paths).items() if n > 1)
 
 
 def list_files(root: Path, recursive: bool = False) -> list[Path]:

@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ciaosr_arch import CheckpointError
-from ciaosr_arch.engine import Net, output_size
+from ciaosr_arch.engine import Net, default_overlap, output_size
 from ciaosr_arch.errors import error_line
 from ciaosr_arch.evaluation import as_scale, scale_label
 from ciaosr_arch.image import to_pixels, to_tensor
@@ -46,12 +46,14 @@ from .cli import (
     UsageError,
     add_device_options,
     add_model_options,
+    at_least,
     exit_on_error,
     model_specs,
     pick_device,
     pick_precision,
     prepare_output,
     scale_arg,
+    tile_problem,
 )
 from .grid_index import grid_index
 from .iqa import METRICS, MetricUnavailable, create_metric
@@ -139,13 +141,6 @@ def score(name: str, metric: Callable[[torch.Tensor], torch.Tensor], img: np.nda
     return (value, None) if math.isfinite(value) else (None, f'not a finite number ({value})')
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text}')
-    return value
-
-
 @dataclass
 class Method:
     """A row of the report: upscale(Input, scale) -> uint8 [H, W, 3] (MissingOutput: none for this image)."""
@@ -212,17 +207,17 @@ def load_methods(args: argparse.Namespace, device: torch.device, inputs: Sequenc
     upscales nothing unasked).
 
     One-line errors: UsageError for --outputs or method names that cannot be used (names not unique), CheckpointError
-    or UpscalerError for a model or folder that cannot be used, or --outputs with inputs ([Input]) that share a file
-    stem.
+    or UpscalerError for a model or folder that cannot be used, or inputs ([Input]) that share a file stem.
     """
     folders = outputs_folders(args)
     models = model_specs(args) if args.model or not folders else {}
     names = [*models, *folders]
     if len(set(names)) != len(names) or BICUBIC in names:
         raise UsageError(f'method names must be unique and not {BICUBIC!r}: {names} (use --name)')
-    shared = [stem for stem, n in Counter(item.path.stem for item in inputs).items() if n > 1]
-    if folders and shared:
-        raise UpscalerError(f'--outputs: inputs share a file stem, so outputs cannot be matched: {", ".join(shared)}')
+    shared = image_io.shared_stems(item.path for item in inputs)
+    if shared:  # each input's contact sheet is sheets/STEM.png, and --outputs are found by the stem
+        raise UpscalerError(f'--inputs: files share a name but for the suffix, so their contact sheets (and --outputs) '
+                            f'would be mixed up: {", ".join(shared)}; rename them')
     outside = [outputs_method(name, scales, inputs) for name, scales in folders.items()]
     ours = [model_method(name, spec, args, device, dtype) for name, spec in models.items()]
     return [bicubic_method(), *ours, *outside]
@@ -343,7 +338,12 @@ def markdown(header: list[str], rows: list[list[str]], settings: dict[str, Any],
         lines.append(f'Inputs larger than {settings["max_input_side"]} px per side are centre-cropped to it '
                      f'before upscaling (`--max-input-side`): {len(cropped)} of {len(settings["images"])} images'
                      + (f' ({", ".join(cropped)}).' if cropped else '.'))
-    lines += ['', 'Methods:', '', *[f'- `{name}`: {text}' for name, text in settings['methods'].items()],
+    scored = {r['method'] for r in records}
+    lines += ['', 'Methods:', '', *[f'- `{name}`: {text}' for name, text in settings['methods'].items()
+                                    if name in scored]]
+    if BICUBIC not in scored:
+        lines.append(f'- `{BICUBIC}`: in the contact sheets only (`--bicubic` adds it to the tables)')
+    lines += [
               '', 'All outputs are rounded to 8 bits before scoring. Cells: mean over images; (n=k) when some '
               'images have no value, n/a when none has (reasons below and in per_image.csv).', '',
               *table_lines(header, rows)]
@@ -387,17 +387,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f'default: all ({GRID}: the LR-grid index, with phase profiles)')
     parser.add_argument('--iqa-weights', help='folder with niqe_modelparameters.mat and brisque_svm_weights.pth '
                         "(default: pyiqa's cache, downloading what is missing)")
-    parser.add_argument('--max-input-side', type=non_negative_int, default=128,
+    parser.add_argument('--max-input-side', type=at_least(0), default=128,
                         help='centre-crop inputs to at most N LR px per side (0: whole images); default 128')
-    parser.add_argument('--tile', type=non_negative_int, default=128,
+    parser.add_argument('--tile', type=at_least(0), default=128,
                         help='LR tile side for the models (0: whole image)')
-    parser.add_argument('--tile-overlap', type=non_negative_int, default=32, help='CiaoSR/LIIF tile overlap')
-    parser.add_argument('--tile-pad', type=non_negative_int, default=TILE_PAD,
+    parser.add_argument('--tile-overlap', type=at_least(0),
+                        help='CiaoSR/LIIF tile overlap, at most half the tile (default: a quarter of it, at most 32)')
+    parser.add_argument('--tile-pad', type=at_least(0), default=TILE_PAD,
                         help="context px around each tile of spandrel models (Real-ESRGAN's --tile_pad)")
     add_device_options(parser)  # the precision applies to CiaoSR/LIIF models
     args = parser.parse_args(argv)
     if min(args.scales) < 1:  # the report scores upscaled photos (x1: restoration, as Real-ESRGAN's --outscale 1)
         parser.error(f'--scales must be at least 1 (the inputs are upscaled), got {min(args.scales):g}')
+    problem = tile_problem(args.tile, args.tile_overlap, 'whole images')
+    if problem:
+        parser.error(problem)
+    if args.tile_overlap is None:
+        args.tile_overlap = default_overlap(args.tile)
+    if args.iqa_weights is not None and not Path(args.iqa_weights).is_dir():
+        parser.error(f'--iqa-weights: no such folder: {args.iqa_weights}')
     return args
 
 
@@ -406,6 +414,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     one line and exit status 2; inputs, a model or outputs folders that cannot be used with one line and exit status
     1 (`cli.exit_on_error`)."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     with exit_on_error():
         device = pick_device(args.device)

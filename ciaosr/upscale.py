@@ -47,6 +47,7 @@ from .cli import (
     pick_device,
     pick_precision,
     prepare_output,
+    tile_problem,
 )
 from .scripts import INTERRUPTED
 
@@ -86,9 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
                              'extra: pip install "ciaosr[runtime]"), torch, or auto (default: the faster of the '
                              'two for this CPU\'s kind, see README: Performance; torch off the CPU or without '
                              'OpenVINO)')
-    parser.add_argument('--threads', type=int,
-                        help='CPU threads of PyTorch and OpenVINO (default: PyTorch\'s, which is OMP_NUM_THREADS '
-                             'if set (torchrun sets 1 per rank), else one per physical core)')
     parser.add_argument('--tile', type=int, default=0,
                         help=f'LR tile side in pixels, 0 or at least {MIN_TILE}; 0 (default) = the largest that '
                              'fits --max-memory (about 20 KB per LR pixel), at most 512 on GPU, and 64 on CPU for '
@@ -144,14 +142,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f'--{name.replace("_", "-")} must be a positive number of pixels')
     if args.steps < 1:
         parser.error(f'--steps must be at least 1, got {args.steps}')
-    if args.threads is not None and args.threads < 1:
-        parser.error(f'--threads must be at least 1, got {args.threads}')
-    if args.tile != 0 and args.tile < MIN_TILE:
-        parser.error(f'--tile must be 0 (automatic) or at least {MIN_TILE} LR pixels, got {args.tile}')
-    if args.tile_overlap is not None and (args.tile_overlap < 0 or (args.tile and 2 * args.tile_overlap > args.tile)):
-        parser.error(f'--tile-overlap must be between 0 and half the tile (at most {args.tile // 2} for --tile '
-                     f'{args.tile}), got {args.tile_overlap}' if args.tile else
-                     f'--tile-overlap must be >= 0, got {args.tile_overlap}')
+    problem = tile_problem(args.tile, args.tile_overlap, 'automatic')
+    if problem:
+        parser.error(problem)
     if args.max_memory is not None:
         try:
             args.max_memory = parse_bytes(args.max_memory)
@@ -395,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     interrupted, current = False, None
     try:  # Ctrl-C or SIGTERM anywhere in the loop (in a file, or between files in tqdm): the summary still comes
-        with tqdm(jobs, desc=f'{prefix}images', unit='img', position=2 * rank) as bar:
+        with tqdm(jobs, desc=f'{prefix}files', unit='file', position=2 * rank) as bar:
             for job in bar:
                 current = job
                 try:

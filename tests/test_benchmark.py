@@ -374,6 +374,32 @@ def test_real_world_cli_with_real_esrgan(real_world_root, tmp_path, tiny_model, 
         benchmark.parse_args(['--degradation', 'bsrgan', '--scales', '0.5'])
 
 
+@pytest.mark.parametrize('argv, status, message', [
+    (['--limit', '-4'], 2, "argument --limit: expected a whole number >= 1, got '-4'"),  # a trial: scored 1 image
+    (['--limit', '0'], 2, "argument --limit: expected a whole number >= 1, got '0'"),  # a trial: empty tables
+    (['--seed', '3'], 2, '--seed belongs to --degradation'),  # a trial: ignored without a word
+    (['--scales', '1'], 2, 'the bicubic protocol downscales the HR images: scales must be above 1, got 1'),
+    (['--lpips', '--iqa-weights', 'nowhere'], 2, '--iqa-weights: no such folder: nowhere'),  # a trial: no LPIPS
+    (['--tile', '64', '--tile-overlap', '33'], 2, 'at most 32 for --tile 64), got 33'),
+    (['--datasets', 'twins', '--save-lr', 'lr'], 1, '--save-lr writes each LR image as NAME.png, but files of twins '
+                                                    'share a name but for the suffix: a'),  # a trial: one overwrote
+    (['--datasets', 'broken'], 1, 'no image could be scored (1 left out, above)'),  # a trial: exit status 0
+])
+def test_cli_errors_are_one_line(argv, status, message, tmp_path, monkeypatch, capsys):
+    (tmp_path / 'twins').mkdir()
+    for name in ('a.png', 'a.jpg'):
+        Image.new('RGB', (24, 24)).save(tmp_path / 'twins' / name)
+    (tmp_path / 'broken').mkdir()
+    (tmp_path / 'broken' / 'cut.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 20)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.run(['--data-root', str(tmp_path), '--scales', '2', '--model', 'default', *argv])
+    code = exit_info.value.code
+    line = capsys.readouterr().err.strip().splitlines()[-1] if code == 2 else code
+    assert (code if code == 2 else 1) == status and line.startswith('error: ') and message in line, line
+    assert not (tmp_path / 'lr').exists()
+
+
 def test_real_world_mode_blends_tiles_smoothly():
     """The official uniform tiling for the bicubic protocol, the tools' smooth one for real-world degradations
     (uniform averaging shows a deep trunk's tile borders), unless told."""

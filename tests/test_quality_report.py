@@ -446,6 +446,13 @@ def write_unusable_inputs(path):
     return path
 
 
+def write_twin_inputs(path):
+    path.mkdir()
+    make_image(path / 'chip.png', (20, 20))
+    make_image(path / 'chip.jpg', (20, 20))
+    return path
+
+
 @pytest.mark.parametrize('make, extra, status, message', [
     (None, ['--model', 'missing.pth'], 1, '--model missing.pth: no such file, nor a shipped model (default, '),
     (None, ['--model', 'a.pth', '--model', 'b.pth', '--name', 'a'], 2, '--name was given 1 times for 2 models'),
@@ -460,6 +467,16 @@ def write_unusable_inputs(path):
     (('unusable', write_unusable_inputs), ['--inputs', '{}'], 1, 'no usable image in'),
     (('a_file', write_file), ['--out', '{}'], 1, 'a_file exists and is not a folder'),
     (None, ['--scales', '8', '0.5'], 2, '--scales must be at least 1 (the inputs are upscaled), got 0.5'),
+    # a trial: --tile 4 ended in a traceback after the first image, --tile-overlap 100 ran on for minutes, a misspelt
+    # --iqa-weights left metrics out, two inputs named chip shared one contact sheet, --threads was missing
+    (None, ['--tile', '4'], 2, '--tile must be 0 (whole images) or at least 8 LR pixels, got 4'),
+    (None, ['--tile', '16', '--tile-overlap', '100'], 2,
+     '--tile-overlap must be between 0 and half the tile (at most 8 for --tile 16), got 100'),
+    (None, ['--iqa-weights', 'nowhere'], 2, '--iqa-weights: no such folder: nowhere'),
+    (('twins', write_twin_inputs), ['--inputs', '{}'], 1,
+     '--inputs: files share a name but for the suffix, so their contact sheets (and --outputs) would be mixed up: '
+     'chip'),
+    (None, ['--threads', '0'], 2, "argument --threads: expected a whole number >= 1, got '0'"),
 ])
 def test_cli_errors_are_clear(make, extra, status, message, tmp_path, shared_data, capsys):
     """One line `error: ...`; exit status 2 for a command line that cannot be used, 1 for inputs, models or
