@@ -365,6 +365,16 @@ def markdown(header: list[str], rows: list[list[str]], settings: dict[str, Any],
     return '\n'.join(lines) + '\n'
 
 
+def earlier_sheets(out: Path) -> list[Path]:
+    """The contact sheets that an earlier report in the folder `out` wrote: out/sheets/STEM.png for the images its
+    results.json lists (none if there is no such file, or it cannot be read)."""
+    try:
+        images = json.loads((out / 'results.json').read_text())['images']
+        return [out / 'sheets' / f'{Path(image["name"]).stem}.png' for image in images]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     with open(path, 'w', newline='') as f:
         writer = csv.writer(f)
@@ -432,6 +442,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         methods = load_methods(args, device, inputs, dtype)
         prepare_output(out)  # after every check of the inputs and models: a refused run leaves nothing
         (out / 'sheets').mkdir(exist_ok=True)
+    earlier = earlier_sheets(out)  # removed once this report is written, unless this run writes them again
     metrics = {}  # name -> metric, or the MetricUnavailable saying why not
     for name in args.metrics:
         if name == GRID:
@@ -493,7 +504,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 ' '.join(f'{v:.4f}' for v in r.get('profile') or ())] for r in per_image])
     results = {**settings, 'records': records, 'per_image': per_image}
     (out / 'results.json').write_text(json.dumps(results, indent=1, allow_nan=False))
-    print(f'wrote {out / "table.md"}, table.csv, results.json, per_image.csv, sheets/')
+    written = {out / 'sheets' / f'{item.path.stem}.png' for item in inputs}
+    stale = [path for path in earlier if path not in written and path.is_file()]
+    for path in stale:  # an earlier report's, of images this one has not: they would pass for this report's
+        path.unlink()
+    print(f'wrote {out / "table.md"}, table.csv, results.json, per_image.csv, sheets/'
+          + (f' (removed {len(stale)} sheet(s) of the earlier report in {out})' if stale else ''))
     return results
 
 

@@ -167,6 +167,16 @@ def test_report_on_three_small_images(tmp_path, shared_data, tiny_model, iqa_wei
         x = gap + cell + gap
         np.testing.assert_array_equal(np.asarray(sheet.convert('RGB'))[label:label + side, x:x + side], bicubic)
 
+    # The same folder again with one of the images: the other two sheets, the earlier report's, go (a trial: they
+    # stayed beside the new report's); a file of the user's in sheets/ stays.
+    (out / 'sheets' / 'notes.png').write_bytes(b'mine')
+    (tmp_path / 'one').mkdir()
+    shutil.copy(shared_data / 'RealSRSet' / REPORT_IMAGES[0], tmp_path / 'one')
+    quality_report.run(['--inputs', str(tmp_path / 'one'), '--scales', str(SCALE), '--metrics', 'piqe', '--out',
+                        str(out), '--max-input-side', str(LR_SIDE), '--tile', '0', '--model', str(tiny_model),
+                        '--device', 'cpu'])
+    assert {p.name for p in (out / 'sheets').iterdir()} == {'notes.png', f'{Path(REPORT_IMAGES[0]).stem}.png'}
+
 
 @pytest.fixture(scope='module')
 def photo_lr(shared_data):
