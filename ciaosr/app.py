@@ -26,6 +26,7 @@ matplotlib's cache) live in a hidden `--output/.app-cache-XXXXXXXX/` folder that
 """
 import argparse
 import contextlib
+import gc
 import hashlib
 import importlib.util
 import os
@@ -193,6 +194,7 @@ class AppSession:
         (`--runtime auto`: the faster runtime for this CPU's kind), with its int8 decode if `int8`."""
         if self._net is None or self._net[0] != (spec, int8):
             self._net = None
+            gc.collect()  # the net and its OpenVINO runtime refer to each other: freed now, not at some later GC
             try:
                 net = load_model(spec, device=self.device)
                 use_runtime(net, 'auto', int8=int8)

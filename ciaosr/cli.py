@@ -240,7 +240,10 @@ def memory_warning(budget: float, device: torch.device, name: str = CLI_NAMES.bu
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bfloat16 natively (AVX-512 BF16 or AMX, as oneDNN reports it)."""
+    """Whether this CPU runs bfloat16 natively: AVX-512 BF16 or AMX (its kind, `ciaosr_arch.runtime.cpu_kind`, is
+    'avx512-bf16'), as oneDNN sees it too (oneDNN alone counts plain AVX-512, where it emulates bf16, slowly)."""
+    if runtimes.cpu_kind() != 'avx512-bf16':
+        return False
     try:
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):

@@ -134,8 +134,10 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
         sigdelset(&copy.sa_mask, SIGSEGV);
         return real_sigaction()(sig, &copy, old);
     }
+    struct sigaction given;  /* read before *old is written: act and old may be the same struct */
+    if (act) given = *act;
     if (old) *old = program_action;
-    if (act) program_action = *act;
+    if (act) program_action = given;
     return 0;
 }
 

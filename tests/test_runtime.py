@@ -101,6 +101,23 @@ def test_graph_cache_is_reused(tiny_model, cache, monkeypatch):
 
 
 @needs_openvino
+def test_a_graph_is_cached_under_the_weights_it_was_traced_from(tiny_model, cache):
+    """A review: a runtime named every graph after the weights of its first conversion, so a graph converted after
+    the weights changed was saved under the first weights' name, and other processes with those read it."""
+    net, lr = load_model(tiny_model), lr_image()
+    with torch.no_grad():
+        use_runtime(net, 'openvino')
+        super_resolve(net, lr, 4)  # graphs of the file's weights
+        for p in net.imnet_q.parameters():
+            p.mul_(2)
+        super_resolve(net, lr, 1.5)  # a graph converted after the change
+        fresh = load_model(tiny_model)  # the file's weights, as another process has them
+        reference = super_resolve(fresh, lr, 1.5)
+        use_runtime(fresh, 'openvino')
+        assert (super_resolve(fresh, lr, 1.5) - reference).abs().max() <= 1e-5
+
+
+@needs_openvino
 def test_openvino_bf16_close_to_fp32(tiny_model, cache):
     """bf16 (autocast) on OpenVINO: PSNR >= 45 dB against fp32."""
     _, reference, out = pytorch_then_openvino(tiny_model, bf16=True)

@@ -375,6 +375,15 @@ def test_fp16_on_a_cpu_points_to_what_runs_on_it(monkeypatch):
             pick_precision(torch.device('cpu'), fp16=True)
 
 
+def test_bf16_is_native_only_on_cpus_of_the_bf16_kind(monkeypatch):
+    """A review: oneDNN counts plain AVX-512 (Skylake, Cascade Lake), where it emulates bf16, as bf16 support."""
+    from ciaosr.cli import cpu_has_bf16
+    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: True)
+    for kind, native in (('avx512-vnni', False), ('avx512', False), ('avx2', False), ('avx512-bf16', True)):
+        monkeypatch.setattr('ciaosr_arch.runtime.cpu_kind', lambda kind=kind: kind)
+        assert cpu_has_bf16() is native
+
+
 def test_bf16_is_offered_on_gpus_that_compute_it(monkeypatch):
     """A review: `torch.cuda.is_bf16_supported()` says yes on a V100 or T4, which only emulate bfloat16 (slowly)."""
     from types import SimpleNamespace

@@ -302,13 +302,20 @@ class OpenVINORuntime:
             return self.models[name]
         path = self.cache / f'{name}-{self._fingerprint()}.xml'
         model = None
-        if path.exists():
-            try:
+        try:
+            if path.exists():
                 model = self.core.read_model(path)
-            except RuntimeError as err:  # damaged (a disk error, a copy cut short): convert again
-                warnings.warn(f'cannot read the cached OpenVINO graph {path}, converting it again: '
-                              f'{error_line(err)}', stacklevel=2)
+        except (OSError, RuntimeError) as err:  # damaged (a disk error, a copy cut short), or a folder this user
+            # cannot search: convert again
+            warnings.warn(f'cannot read the cached OpenVINO graph {path}, converting it again: '
+                          f'{error_line(err)}', stacklevel=2)
         if model is None:
+            # Named after the weights the net has now, which the graph is traced from: they may have changed since
+            # the first graph, and a process with the first weights must not read this one under their name.
+            first, self.fingerprint = self.fingerprint, None
+            path = self.cache / f'{name}-{self._fingerprint()}.xml'
+            if self.fingerprint != first:
+                self.ranges = None  # calibrated again for the int8 graphs, on these weights
             start = time.perf_counter()
             examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
             with torch_threads(self.threads):  # also within `decoding()`
@@ -335,14 +342,16 @@ class OpenVINORuntime:
     def _fingerprint(self) -> str:
         """Hex digest of everything the graphs depend on: the code of the archs (with the encoders and coordinates,
         which the int8 calibration runs), of this runtime and of the int8 module, the weights and options of the
-        model, the torch, BasicSR and OpenVINO versions, the calibration crops (computed once)."""
+        model (with the arch options `load_model` records, which the int8 calibration's ranges follow), the torch,
+        BasicSR and OpenVINO versions, the calibration crops (computed once, and again before each conversion)."""
         if self.fingerprint is None:
             import basicsr
 
             from ..archs import ciaosr_arch, coords, cross_scale_attention, encoders, implicit_base
 
             digest = hashlib.sha256()
-            options = (self.net.softmax_scale, getattr(self.net.cs_attn, 'softmax_scale', None))
+            options = (self.net.softmax_scale, getattr(self.net.cs_attn, 'softmax_scale', None),
+                       getattr(self.net, 'arch', None))
             for part in (torch.__version__, basicsr.__version__, self.ov.__version__, repr(options), *(
                     inspect.getsource(m) for m in (ciaosr_arch, coords, cross_scale_attention, encoders,
                                                    implicit_base, int8_module, sys.modules[__name__]))):
