@@ -75,10 +75,21 @@ from ciaosr_arch.runtime import (
 )
 
 from . import image_io
-from .cli import OneLineParser, cpu_has_bf16, exit_on_error, pick_device, pick_precision, prepare_output_files
+from .cli import (
+    OneLineParser,
+    at_least,
+    cpu_has_bf16,
+    exit_on_error,
+    pick_device,
+    pick_precision,
+    prepare_output_files,
+    tile_problem,
+    upscale_arg,
+)
 from .pipeline import Upscaler
 
 OFFICIAL_CHUNK = 30000
+MIN_SIDE = 8  # the smallest LR side timed (--sizes, --photo-size)
 LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}  # glibc: big blocks back to the OS when freed
 
 
@@ -441,26 +452,29 @@ def main(argv=None):
     --realesrgan, --photos or a --json path that cannot be used with one line and status 1 (`cli.exit_on_error`).
     The same function runs each measurement in a child process (the hidden --_child option)."""
     parser = OneLineParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO)
-    parser.add_argument('--sizes', type=int, nargs='+', help='LR sides (default 48 96; --pipeline: 512 1024)')
-    parser.add_argument('--scales', type=float, nargs='+', help='scales (default 4 8; --pipeline: 4 8 16)')
-    parser.add_argument('--repeat', type=int, default=2,
+    parser.add_argument('--sizes', type=at_least(MIN_SIDE), nargs='+',
+                        help=f'LR sides, at least {MIN_SIDE} (default 48 96; --pipeline: 512 1024)')
+    parser.add_argument('--scales', type=upscale_arg, nargs='+', help='scales > 1 (default 4 8; --pipeline: 4 8 16)')
+    parser.add_argument('--repeat', type=at_least(1), default=2,
                         help='timing rounds, interleaved across the paths (default 2); --pipeline: timed runs of each '
                              'row after its first')
-    parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
+    parser.add_argument('--threads', type=at_least(1), default=torch.get_num_threads(),
                         help='threads of PyTorch and OpenVINO (default: PyTorch\'s, one per physical core)')
     parser.add_argument('--weights', help='checkpoint to use instead of random weights')
     parser.add_argument('--paths', default='abcdefr',
                         help='the paths to time, by letter (default abcdefr; (a) recomputes the cross-scale attention '
                              'per 30000-query chunk: leave it out above ~128 LR px). Speed ratios need (a), (b) or (r)')
-    parser.add_argument('--tile', type=int, default=0,
+    parser.add_argument('--tile', type=at_least(0), default=0,
                         help='LR tiles of this side for (b)-(f), overlapping by a quarter of the side, at most 32, as '
                              'the CLI does (default 0: whole images)')
     parser.add_argument('--realesrgan',
                         help='Real-ESRGAN x4plus weights (.pth or .safetensors) for row (r) and --pipeline')
     parser.add_argument('--photos', type=Path, help='folder of photos for the precision check of (c)-(f)')
-    parser.add_argument('--photo-count', type=int, default=6, help='photos taken from --photos (default 6)')
-    parser.add_argument('--photo-size', type=int, default=96, help='side of their centre crops (default 96)')
-    parser.add_argument('--photo-scales', type=float, nargs='+', default=[4], help='scales of the photo check')
+    parser.add_argument('--photo-count', type=at_least(1), default=6, help='photos taken from --photos (default 6)')
+    parser.add_argument('--photo-size', type=at_least(MIN_SIDE), default=96,
+                        help='side of their centre crops (default 96)')
+    parser.add_argument('--photo-scales', type=upscale_arg, nargs='+', default=[4],
+                        help='scales > 1 of the photo check (default 4)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     parser.add_argument('--json', type=Path, help='also write the results here')
     parser.add_argument('--isa', choices=sorted(EMULATION_ENV),
@@ -475,8 +489,8 @@ def main(argv=None):
     parser.add_argument('--photo', type=Path, help='with --pipeline: the photo whose centre crops are the inputs')
     parser.add_argument('--_child', nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error(f'--repeat must be at least 1, got {args.repeat}')
+    if problem := tile_problem(args.tile, None, 'whole images'):
+        parser.error(problem)
     if args.pipeline:
         return pipeline_main(parser, args)
     for option in ('device', 'photo', 'models'):

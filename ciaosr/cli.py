@@ -23,10 +23,12 @@ from ciaosr_arch.errors import byte_size
 from ciaosr_arch.evaluation import as_scale
 from ciaosr_arch.shipped import SHIPPED_MODELS
 
+from . import pipeline
 from .pipeline import CLI_NAMES, device_memory
 from .scripts import route_sigterm
 
 BICUBIC = 'bicubic'  # the baseline's name in every table
+SCALE_MARKS = 'xX×'  # what may precede or follow a scale on a command line: x4, 4x, ×4
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -75,10 +77,31 @@ def console_script_setup() -> None:
         reconfigure(errors='backslashreplace')
 
 
-def scale_arg(text: str) -> float:
-    """argparse type of a scale: `ciaosr_arch.evaluation.as_scale` with its message as the parser's error."""
+def scale_number(text: str) -> float:
+    """A scale typed on a command line: a number, alone or marked as the field and our reports write it ('4', '2.7',
+    'x4', '4x', '×4'). ValueError (one line) for anything else; the number is not checked further."""
+    number = text.strip()
+    number = number[1:] if number[:1] in SCALE_MARKS else number[:-1] if number[-1:] in SCALE_MARKS else number
     try:
-        return as_scale(text)
+        return float(number)
+    except ValueError:
+        raise ValueError(f'a scale must be a number such as 4, 2.7 or x4, got {text!r}') from None
+
+
+def scale_arg(text: str) -> float:
+    """argparse type of a scale (`scale_number`) > 0, as `ciaosr_arch.evaluation.as_scale` returns it, its message the
+    parser's error."""
+    try:
+        return as_scale(scale_number(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def upscale_arg(text: str) -> float:
+    """argparse type of an upscaling factor (`scale_number`, > 1: `pipeline.check_scale`), its message the parser's
+    error."""
+    try:
+        return pipeline.check_scale(scale_number(text))
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -398,7 +398,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--iqa-weights', help='folder with niqe_modelparameters.mat and brisque_svm_weights.pth '
                         "(default: pyiqa's cache, downloading what is missing)")
     parser.add_argument('--max-input-side', type=at_least(0), default=128,
-                        help='centre-crop inputs to at most N LR px per side (0: whole images); default 128')
+                        help=f'centre-crop inputs to at most N LR px per side, N >= {MIN_INPUT_SIDE} (0: whole '
+                             'images); default 128')
     parser.add_argument('--tile', type=at_least(0), default=128,
                         help='LR tile side for the models (0: whole image)')
     parser.add_argument('--tile-overlap', type=at_least(0),
@@ -409,6 +410,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.scales) < 1:  # the report scores upscaled photos (x1: restoration, as Real-ESRGAN's --outscale 1)
         parser.error(f'--scales must be at least 1 (the inputs are upscaled), got {min(args.scales):g}')
+    if 0 < args.max_input_side < MIN_INPUT_SIDE:  # the crops must be inputs the report takes
+        parser.error(f'--max-input-side must be 0 (whole images) or at least {MIN_INPUT_SIDE}, got '
+                     f'{args.max_input_side}')
     problem = tile_problem(args.tile, args.tile_overlap, 'whole images')
     if problem:
         parser.error(problem)

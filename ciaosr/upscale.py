@@ -48,6 +48,7 @@ from .cli import (
     pick_precision,
     prepare_output,
     tile_problem,
+    upscale_arg,
 )
 from .scripts import INTERRUPTED
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--recursive', action='store_true',
                         help='also take images and videos in sub-folders (mirrored)')
     target = parser.add_argument_group('output size (one of; default -s 4)')
-    target.add_argument('-s', '--scale', type=float, help='any factor > 1, e.g. 2.7 or 16')
+    target.add_argument('-s', '--scale', type=upscale_arg, help='any factor > 1, e.g. 2.7, 16 or x4')
     target.add_argument('--size', help='exact output size WxH, e.g. 3840x2160 (the aspect may change)')
     target.add_argument('--width', type=int, help='output width; height follows the aspect (with --height: both)')
     target.add_argument('--height', type=int, help='output height; width follows the aspect')
@@ -127,11 +128,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      f'{" and ".join(name.replace("_", "-") for name in given)})')
     if args.scale is None and not given:
         args.scale = 4.0
-    if args.scale is not None:
-        try:
-            pipeline.check_scale(args.scale, '--scale')
-        except ValueError as err:
-            parser.error(str(err))
     if args.size is not None:
         match = re.fullmatch(r'\s*(\d+)\s*[xX]\s*(\d+)\s*', args.size)
         if not match or min(int(match[1]), int(match[2])) < 1:

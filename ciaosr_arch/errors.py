@@ -3,6 +3,7 @@
 tensors or files at fault in an error message, `error_line`, the form of an error passed on inside another message,
 and `byte_size`, the form of amounts of memory."""
 import math
+import re
 from collections.abc import Sequence
 
 
@@ -20,11 +21,22 @@ def listing(items: Sequence[str], limit: int = 8) -> str:
     return ', '.join(items[:limit]) + (f' ... ({len(items)} in all)' if len(items) > limit else '') or 'none'
 
 
+SOURCE_LOCATION = re.compile(r'.*\.(?:c|cc|cpp|cxx|h|hpp):\d+:$')  # 'Exception from src/inference/src/cpp/core.cpp:84:'
+
+
 def error_line(err: BaseException, named: bool = False) -> str:
     """The first line of an exception's message ('' for none), after its type's name with `named` ('KeyError: 101'):
-    what a one-line message says of an error it passes on (a library's messages can run to many lines)."""
-    lines = str(err).strip().splitlines()
+    what a one-line message says of an error it passes on (a library's messages can run to many lines). Lines that
+    only name a place in C++ source are passed over (OpenVINO's messages start with several, its reason comes
+    after them), and a line that ends in ':' is joined to the next one ('FrontEnd API failed with GeneralFailure:
+    ir: Could not open the file: "m.xml"')."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    lines = [line for line in lines if line and not SOURCE_LOCATION.fullmatch(line)]
     line = lines[0] if lines else ''
+    for following in lines[1:]:
+        if not line.endswith(':'):
+            break
+        line = f'{line} {following}'
     return f'{type(err).__name__}: {line}' if named else line
 
 

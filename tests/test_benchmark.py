@@ -250,7 +250,13 @@ def test_speed_benchmark_pipeline_mode(tmp_path, tiny_model, capfd, monkeypatch)
     assert '| failed: the network produced NaN' in capfd.readouterr().out
     for argv, message in [(['--pipeline', '--device', 'cpu', '--sizes', '32', '--photo', str(photo), '--models',
                             str(tiny_model)], 'error: --photo is 40x30, smaller than the 32x32 crop of --sizes'),
-                          (['--pipeline', '--repeat', '0'], '--repeat must be at least 1, got 0'),
+                          (['--pipeline', '--repeat', '0'], "--repeat: expected a whole number >= 1, got '0'"),
+                          (['--sizes', '4'], "--sizes: expected a whole number >= 8, got '4'"),  # a trial: tracebacks
+                          (['--scales', '1'], '--scales: the scale must be a finite number > 1, got 1.0'),
+                          (['--photo-scales', 'x0.5'], '--photo-scales: the scale must be a finite number > 1'),
+                          (['--threads', '0'], "--threads: expected a whole number >= 1, got '0'"),
+                          (['--tile', '3'], '--tile must be 0 (whole images) or at least 8 LR pixels, got 3'),
+                          (['--photo-count', '0'], "--photo-count: expected a whole number >= 1, got '0'"),
                           (['--pipeline', '--weights', str(tiny_model)], '--weights is an option of the CPU paths'),
                           (['--device', 'cpu'], '--device is an option of --pipeline'),
                           (['--photo', str(photo)], '--photo is an option of --pipeline'),

@@ -89,7 +89,8 @@ def test_the_cli_and_the_app_share_the_scale_check(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit) as exit_info:
         cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), '-s', '1'])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == 'error: --scale must be a finite number > 1, got 1.0 (see --help)\n'
+    assert capsys.readouterr().err == ('error: argument -s/--scale: the scale must be a finite number > 1, got 1.0 '
+                                       '(see --help)\n')
     with pytest.raises(UsageError, match=r'^the scale must be a finite number > 1, got 1\.0$'):
         session.run([], app.Options('scale', 1, 'default', 'fp32', '2.5GB'))
 
@@ -98,7 +99,7 @@ def test_the_cli_and_the_app_share_the_scale_check(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(pipeline, 'check_scale', refuse)
     with pytest.raises(SystemExit):
         cli.main(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), '-s', '3'])
-    assert capsys.readouterr().err == 'error: --scale: refused by the stand-in (see --help)\n'
+    assert capsys.readouterr().err == 'error: argument -s/--scale: the scale: refused by the stand-in (see --help)\n'
     with pytest.raises(UsageError, match='^the scale: refused by the stand-in$'):
         session.run([], app.Options('scale', 3, 'default', 'fp32', '2.5GB'))
 

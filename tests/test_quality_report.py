@@ -487,6 +487,8 @@ def write_twin_inputs(path):
      '--inputs: files share a name but for the suffix, so their contact sheets (and --outputs) would be mixed up: '
      'chip'),
     (None, ['--threads', '0'], 2, "argument --threads: expected a whole number >= 1, got '0'"),
+    (None, ['--max-input-side', '4'], 2, '--max-input-side must be 0 (whole images) or at least 8, got 4'),
+    (None, ['--scales', 'x4', '0.5'], 2, '--scales must be at least 1 (the inputs are upscaled), got 0.5'),
 ])
 def test_cli_errors_are_clear(make, extra, status, message, tmp_path, shared_data, capsys):
     """One line `error: ...`; exit status 2 for a command line that cannot be used, 1 for inputs, models or

@@ -4,6 +4,7 @@ same result as PyTorch, its caches, the int8 decode), and the choice of runtime 
 Tests that run OpenVINO are skipped where it is not installed (CI runs with and without it); the choice of
 runtime is tested either way.
 """
+import copy
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from ciaosr_arch import load_model, super_resolve
 from ciaosr_arch.archs.coords import axis_centres
 from ciaosr_arch.emulation import emulation_env
 from ciaosr_arch.engine import _decode_grid
+from ciaosr_arch.errors import error_line
 from ciaosr_arch.runtime import (
     CPU_KINDS,
     CPU_PLANS,
@@ -81,6 +83,8 @@ def test_graph_cache_is_reused(tiny_model, cache, monkeypatch):
     """The converted graphs are saved once; a new process (here: a new runtime) reads them instead of converting."""
     net = load_model(tiny_model)
     lr = lr_image()
+    hashed, state_dict = [0], net.state_dict
+    net.state_dict = lambda: hashed.__setitem__(0, hashed[0] + 1) or state_dict()  # what the fingerprint hashes
     with torch.no_grad():
         use_runtime(net, 'openvino')
         first = super_resolve(net, lr, 4)
@@ -88,6 +92,7 @@ def test_graph_cache_is_reused(tiny_model, cache, monkeypatch):
         assert [name.rsplit('-', 1)[0] for name in saved[::2]] == ['attend-pair', 'pair_rows', 'paste']
         assert all(name.endswith(('.bin', '.xml')) for name in saved) and len(saved) == 6  # no temporary left
 
+        assert hashed == [3]  # the weights' fingerprint, once per converted graph (the first one was hashed twice)
         monkeypatch.setattr(import_openvino(), 'convert_model', lambda *a, **k: pytest.fail('converted again'))
         net.runtime = OpenVINORuntime(net)
         assert torch.equal(super_resolve(net, lr, 4), first)
@@ -98,6 +103,19 @@ def test_graph_cache_is_reused(tiny_model, cache, monkeypatch):
         other.runtime = OpenVINORuntime(other)
         with pytest.raises(pytest.fail.Exception, match='converted again'):
             super_resolve(other, lr, 4)
+
+
+@pytest.mark.parametrize('message, line', [
+    ('Exception from src/inference/src/cpp/core.cpp:84:\nCheck \'util::file_exists(path)\' failed at '
+     'src/frontends/common/src/frontend.cpp:117:\nFrontEnd API failed with GeneralFailure:\nir: Could not open the '
+     'file: "m.xml"\n\n', 'FrontEnd API failed with GeneralFailure: ir: Could not open the file: "m.xml"'),
+    ('Error(s) in loading state_dict for CiaoSR:\n\tMissing key(s) in state_dict: "a".',
+     'Error(s) in loading state_dict for CiaoSR: Missing key(s) in state_dict: "a".'),
+    ('bad image\nmore detail', 'bad image'), ('', '')])
+def test_error_line(message, line):
+    """One line of a library's error: OpenVINO's (C++ source locations first, the reason last) and PyTorch's."""
+    assert error_line(RuntimeError(message)) == line
+    assert error_line(RuntimeError(message), named=True) == f'RuntimeError: {line}'
 
 
 @needs_openvino
@@ -115,6 +133,21 @@ def test_a_graph_is_cached_under_the_weights_it_was_traced_from(tiny_model, cach
         reference = super_resolve(fresh, lr, 1.5)
         use_runtime(fresh, 'openvino')
         assert (super_resolve(fresh, lr, 1.5) - reference).abs().max() <= 1e-5
+
+
+@needs_openvino
+def test_float16_autocast_and_copies(tiny_model, cache):
+    """Under a CPU float16 autocast the encode's tables are float16, which OpenVINO takes (its arithmetic in fp32);
+    `copy.deepcopy` of a net on OpenVINO (an EMA copy, a user's) gives a copy with a runtime of its own."""
+    net, reference, _ = pytorch_then_openvino(tiny_model)
+    lr = lr_image()
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.float16):
+            half = super_resolve(net, lr, 4)
+        assert 10 * torch.log10(1 / ((half - reference) ** 2).mean()) >= 45
+        twin = copy.deepcopy(net)
+        assert isinstance(twin.runtime, OpenVINORuntime) and twin.runtime.net is twin and net.runtime.net is net
+        assert (super_resolve(twin, lr, 4) - reference).abs().max() <= 1e-5
 
 
 @needs_openvino
@@ -435,17 +468,24 @@ def test_damaged_or_unwritable_cache(tiny_model, cache, tmp_path, monkeypatch):
         graph = sorted(cache.glob('attend-pair-*.xml'))[0]
         graph.write_text('<net>cut short')
         use_runtime(net, 'openvino')
-        with pytest.warns(UserWarning, match='cannot read the cached OpenVINO graph'):
+        # the reason, not the first line of OpenVINO's message ('Exception from src/inference/src/cpp/core.cpp:84:')
+        with pytest.warns(UserWarning, match='cannot read the cached OpenVINO graph .*: Unable to read the model'):
             assert torch.equal(super_resolve(net, lr, 4), first)
         assert graph.read_text().startswith('<?xml')  # replaced
+        graph.with_suffix('.bin').unlink()  # a graph without its weights
+        use_runtime(net, 'openvino')
+        with pytest.warns(UserWarning, match='cannot read the cached .*: Empty weights data in bin file'):
+            assert torch.equal(super_resolve(net, lr, 4), first)
 
         blocked = tmp_path / 'not-a-folder'
         blocked.write_text('a file where the cache folder would be')
         monkeypatch.setenv('CIAOSR_CACHE_DIR', str(blocked))
-        use_runtime(net, 'openvino')
+        reports = []
+        use_runtime(net, 'openvino', report=reports.append)
         with pytest.warns(UserWarning, match='cannot cache the OpenVINO graph'):
             out = super_resolve(net, lr, 4)
     assert (out - reference).abs().max() <= 1e-5 and blocked.read_text().startswith('a file')
+    assert reports and all(f'again next run: {blocked / "openvino"} cannot be written' in r for r in reports)
 
     def disk_full(model, graph, weights):  # writes part of the graph, then the disk is full
         Path(graph).write_text('<?xml')

@@ -324,11 +324,19 @@ def test_rank_sharding_under_torchrun(tmp_path, tiny_model, photo):
     assert 'interrupted' not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize('text', ['4', 'x4', '4x', '×4', ' X4 ', '4.0'])
+def test_scale_as_the_field_writes_it(tmp_path, text):
+    """A trial: `-s x4` (as our reports label scales) failed with "invalid float value"."""
+    assert cli.parse_args(['-i', str(tmp_path), '-o', str(tmp_path / 'out'), '-s', text]).scale == 4.0
+
+
 @pytest.mark.parametrize('argv,message', [
-    (['-s', '1'], '--scale must be a finite number > 1'),
-    (['-s', '0.5'], '--scale must be a finite number > 1'),
-    (['-s', 'nan'], '--scale must be a finite number > 1'),
-    (['-s', 'inf'], '--scale must be a finite number > 1'),
+    (['-s', '1'], '--scale: the scale must be a finite number > 1, got 1.0'),
+    (['-s', 'x0.5'], '--scale: the scale must be a finite number > 1, got 0.5'),
+    (['-s', 'nan'], '--scale: the scale must be a finite number > 1'),
+    (['-s', 'inf'], '--scale: the scale must be a finite number > 1'),
+    (['-s', 'four'], "--scale: a scale must be a number such as 4, 2.7 or x4, got 'four'"),
+    (['-s', 'xx4'], "--scale: a scale must be a number such as 4, 2.7 or x4, got 'xx4'"),
     (['-s', '2', '--size', '64x64'], 'give only one of --scale, --size, --width/--height and --long-side (got scale '
                                      'and size)'),
     (['--width', '64', '--long-side', '64'], '(got long-side and width/height)'),

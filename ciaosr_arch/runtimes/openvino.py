@@ -28,6 +28,7 @@ The `openvino` package is imported only when a runtime is made (`import_openvino
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import os
@@ -167,6 +168,13 @@ class OpenVINORuntime:
         # (weak reference to the last bank's `values`, whether it is finite)
         self.checked: tuple[weakref.ref[torch.Tensor] | None, bool] = (None, True)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> OpenVINORuntime:
+        """A runtime of the same settings for the copy of its net (`copy.deepcopy` of the net, as an EMA copy or a
+        user's makes, copies it): it converts its graphs, or reads them from the cache, when it first runs (graphs
+        and compiled models belong to this runtime's OpenVINO core, which cannot be copied)."""
+        return OpenVINORuntime(copy.deepcopy(self.net, memo), self.threads, self.block, self.cache, self.int8,
+                               self.report)
+
     def attend(self, net: CiaoSR, bank: AttendTables, index: torch.Tensor, extra: torch.Tensor,
                score_index: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """`CiaoSR.attend` -> RGB [B, Q, 3] float32. A bank whose features hold NaN or infinite values goes to
@@ -268,6 +276,12 @@ class OpenVINORuntime:
             return self.ov.Tensor(bits, list(bits.shape), self.ov.Type.bf16)
         return self.ov.Tensor(np.ascontiguousarray(tensor.numpy()), shared_memory=True)
 
+    def _element_type(self, dtype: torch.dtype) -> Any:
+        """OpenVINO's element type of a 16-bit float input, which the compiled graph converts to its precision
+        (bfloat16 tables under bf16 autocast, float16 ones under a CPU float16 autocast, whose arithmetic
+        OpenVINO then does in fp32), or None for the graph's own (float32 and integer inputs)."""
+        return {torch.bfloat16: self.ov.Type.bf16, torch.float16: self.ov.Type.f16}.get(dtype)
+
     def _request(self, name: str, method: Callable[..., Any], inputs: Sequence[torch.Tensor],
                  shapes: Sequence[Sequence[int]]) -> Any:
         """An infer request of graph `name` compiled for these input shapes and dtypes, in the caller's precision
@@ -281,8 +295,8 @@ class OpenVINORuntime:
             model.reshape({i: list(shape) for i, shape in enumerate(shapes)})
             steps = PrePostProcessor(model)
             for i, tensor in enumerate(inputs):
-                if tensor.dtype == torch.bfloat16:
-                    steps.input(i).tensor().set_element_type(self.ov.Type.bf16)
+                if (element_type := self._element_type(tensor.dtype)) is not None:
+                    steps.input(i).tensor().set_element_type(element_type)
             compiled = self.core.compile_model(steps.build(), 'CPU', {
                 'INFERENCE_PRECISION_HINT': precision, 'INFERENCE_NUM_THREADS': self.threads,
                 'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1})
@@ -300,6 +314,7 @@ class OpenVINORuntime:
         again and replaced)."""
         if name in self.models:
             return self.models[name]
+        known = self.fingerprint  # None on this runtime's first graph: then computed just now
         path = self.cache / f'{name}-{self._fingerprint()}.xml'
         model = None
         try:
@@ -310,12 +325,12 @@ class OpenVINORuntime:
             warnings.warn(f'cannot read the cached OpenVINO graph {path}, converting it again: '
                           f'{error_line(err)}', stacklevel=2)
         if model is None:
-            # Named after the weights the net has now, which the graph is traced from: they may have changed since
-            # the first graph, and a process with the first weights must not read this one under their name.
-            first, self.fingerprint = self.fingerprint, None
-            path = self.cache / f'{name}-{self._fingerprint()}.xml'
-            if self.fingerprint != first:
-                self.ranges = None  # calibrated again for the int8 graphs, on these weights
+            if known is not None:  # named after the weights the net has now, which the graph is traced from: they
+                # may have changed since the first graph, and a process with those must not read this one as theirs
+                self.fingerprint = None
+                path = self.cache / f'{name}-{self._fingerprint()}.xml'
+                if self.fingerprint != known:
+                    self.ranges = None  # calibrated again for the int8 graphs, on these weights
             start = time.perf_counter()
             examples = tuple(t.float() if t.is_floating_point() else t for t in inputs)
             with torch_threads(self.threads):  # also within `decoding()`
@@ -331,10 +346,12 @@ class OpenVINORuntime:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path, '.xml') as graph, atomic_path(path.with_suffix('.bin')) as weights:
                     self.ov.serialize(model, graph, weights)  # save_model would name the weights after the graph
+                reuse = f'once, then read from {self.cache}'
             except (OSError, RuntimeError) as err:  # a read-only or full disk: this process converts again
-                warnings.warn(f'cannot cache the OpenVINO graph in {self.cache}: {err}', stacklevel=2)
+                warnings.warn(f'cannot cache the OpenVINO graph in {self.cache}: {error_line(err)}', stacklevel=2)
+                reuse = f'again next run: {self.cache} cannot be written'
             if self.report:
-                self.report(f'preparing the {GRAPH_NOTES[name]} for OpenVINO (once, then read from {self.cache}): '
+                self.report(f'preparing the {GRAPH_NOTES[name]} for OpenVINO ({reuse}): '
                             f'{time.perf_counter() - start:.1f} s')
         self.models[name] = model
         return model
