@@ -10,7 +10,8 @@ Checked: `model_type`, dataset `type`s and `network_*` `type`s must be registere
 project reads (its class attribute OPTIONS: `train:`, `val:`, `degradation:`), the options of this project's
 datasets (their OPTIONS, plus the keys BasicSR's data loader reads) and the arguments of every network
 (its constructor's parameters) must be known names with values of the right kind; a training run must have the keys
-that BasicSR's training loop reads without a default (TRAINING_NEEDS). Other sections (`path`, `logger`, ...) are
+that BasicSR's training loop reads without a default (TRAINING_NEEDS); values that cannot work together are refused by
+a dataset's or a model's `check_values` (e.g. scale ranges, crop sizes). Other sections (`path`, `logger`, ...) are
 BasicSR's and pass unchanged.
 """
 import difflib
@@ -189,6 +190,9 @@ def check_options(opt):
                 if isinstance(network.get('encoder_opt'), dict):
                     check_arguments(f'{key}.encoder_opt', network['encoder_opt'],
                                     inspect.signature(ENCODERS[name]).parameters)
+    values_check = getattr(model, 'check_values', None)
+    if values_check is not None:
+        values_check(opt)
 
 
 def check_arguments(where, section, parameters, extra=None):

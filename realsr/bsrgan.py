@@ -26,11 +26,10 @@ import numpy as np
 import torch
 from basicsr.data.degradations import bivariate_Gaussian, random_add_gaussian_noise_pt
 from basicsr.utils import set_random_seed
-from basicsr.utils.img_process_util import filter2D
 from torch import nn
 from torch.nn import functional as F
 
-from .degradations import ContiguousDiffJPEG, random_resize
+from .degradations import ContiguousDiffJPEG, blur, random_resize
 
 HALVE_PROB = 0.25  # `scale2_prob` of the public code
 BLUR_KERNEL_SIZES = list(range(7, 26, 2))  # 2 * randint(2, 11) + 3 in the public code
@@ -64,17 +63,6 @@ def gaussian_kernels(batch, sf):
             kernel = bivariate_Gaussian(size, max(np.random.uniform(0, 2 + 0.2 * sf), MIN_SIGMA), None, None)
         kernels.append(np.pad(kernel, (BLUR_PAD_TO - size) // 2))
     return torch.from_numpy(np.stack(kernels)).float()
-
-
-def blur(img, kernels):
-    """img [B, C, H, W] convolved (`filter2D`, reflect padding) with per-sample kernels [B, k, k].
-
-    Kernels wider than the image allows (reflect padding < side) are centre-cropped and renormalised.
-    """
-    half = min(kernels.shape[-1] // 2, min(img.shape[-2:]) - 1)
-    centre = kernels.shape[-1] // 2
-    kernels = kernels[:, centre - half:centre + half + 1, centre - half:centre + half + 1]
-    return filter2D(img, (kernels / kernels.sum((1, 2), keepdim=True)).to(img))
 
 
 def downsample(img, sf, size):

@@ -6,9 +6,13 @@ from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from ciaosr_arch.data import ArbitraryScaleSRDataset
-from ciaosr_arch.options import kinds_of
+from ciaosr_arch.options import OptionsError, kinds_of
 
 from .degradations import KERNEL_DEFAULTS, blur_kernel, final_sinc_kernel
+
+GT_SIZE = 400  # default GT crop side (Real-ESRGAN's)
+MODEL_SIDE = ('lq_size', 'scale_min', 'scale_max', 'sample_q', 'downsample')  # the bicubic dataset's options whose
+# counterparts here are the model's `degradation:` options (lq_size, scale_range, query_window), not this dataset's
 
 
 @DATASET_REGISTRY.register()
@@ -23,11 +27,15 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
     kernel2, sinc_kernel [21, 21], gt_path.
     """
 
-    OPTIONS = {**ArbitraryScaleSRDataset.OPTIONS, 'gt_size': int, **kinds_of(KERNEL_DEFAULTS)}
+    OPTIONS = {**{key: kind for key, kind in ArbitraryScaleSRDataset.OPTIONS.items() if key not in MODEL_SIDE},
+               'gt_size': int, **kinds_of(KERNEL_DEFAULTS)}
 
     @classmethod
     def check_values(cls, where, opt):
-        """Nothing to check here: the scales and the LR crop are the model's (its degradation), not this dataset's."""
+        """OptionsError for a gt_size below 1; the scales and the LR crop are the model's (`degradation:`), checked
+        against gt_size there (`RealCiaoSRNetModel.check_values`)."""
+        if opt.get('gt_size', GT_SIZE) < 1:
+            raise OptionsError(f'{where}.gt_size: must be at least 1, got {opt["gt_size"]}')
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -38,8 +46,9 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
         return 1, 1
 
     def __getitem__(self, index):
+        self.draw_anew_each_epoch()
         index, img = self.image_at_least(index, 1)
-        size = self.opt.get('gt_size', 400)
+        size = self.opt.get('gt_size', GT_SIZE)
         h, w = img.shape[:2]
         if h < size or w < size:
             img = cv2.copyMakeBorder(img, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)

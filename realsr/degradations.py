@@ -90,9 +90,29 @@ def random_factor(probs, factor_range):
     return 1.0
 
 
-def random_resize(img, size=None, scale_factor=None):
-    """`F.interpolate` with a random mode among area, bilinear and bicubic (1/3 each)."""
-    return F.interpolate(img, size=size, scale_factor=scale_factor, mode=random.choice(['area', 'bilinear', 'bicubic']))
+def random_resize(img, size):
+    """img [B, C, H, W] resized to `size` (h, w) with a random mode among area, bilinear and bicubic (1/3 each): the
+    whole image onto the whole image, so the result stays aligned with it (Real-ESRGAN resizes by a `scale_factor`,
+    which samples the input at 1 / factor but keeps floor(H x factor) pixels: its output covers GT
+    [0, floor(H f) / f), up to 1 / f GT pixels short, and every later resize stretches that)."""
+    return F.interpolate(img, size=size, mode=random.choice(['area', 'bilinear', 'bicubic']))
+
+
+def resized_by(img, factor):
+    """`random_resize` of img [B, C, H, W] to (round(H f), round(W f)) pixels, at least 1, for a factor f."""
+    return random_resize(img, (max(1, round(img.shape[-2] * factor)), max(1, round(img.shape[-1] * factor))))
+
+
+def blur(img, kernels):
+    """img [B, C, H, W] convolved (`filter2D`, reflect padding) with per-sample kernels [B, k, k].
+
+    Kernels wider than the image allows (reflect padding < side) are centre-cropped and renormalised, so that
+    small images (e.g. a small GT crop after a strong first down-sizing) are blurred as far as they can be.
+    """
+    half = min(kernels.shape[-1] // 2, min(img.shape[-2:]) - 1)
+    centre = kernels.shape[-1] // 2
+    kernels = kernels[:, centre - half:centre + half + 1, centre - half:centre + half + 1]
+    return filter2D(img, (kernels / kernels.sum((1, 2), keepdim=True)).to(img))
 
 
 def query_window_axis(lq_len, gt_len, lq_size, window):
@@ -193,21 +213,21 @@ class RealPairSynthesis(nn.Module):
         lq_h, lq_w = gt.shape[-2] / scale, gt.shape[-1] / scale
         gt_usm = self.usm_sharpener(gt)
 
-        out = filter2D(gt_usm, kernel1)
-        out = random_resize(out, scale_factor=random_factor(opt['resize_prob'], opt['resize_range']))
+        out = blur(gt_usm, kernel1)
+        out = resized_by(out, random_factor(opt['resize_prob'], opt['resize_range']))
         out = self.jpeg(self.noise(out, ''), opt['jpeg_range'])
 
         if np.random.uniform() < opt['second_blur_prob']:
-            out = filter2D(out, kernel2)
+            out = blur(out, kernel2)
         factor = random_factor(opt['resize_prob2'], opt['resize_range2'])
-        out = random_resize(out, size=(max(1, int(lq_h * factor)), max(1, int(lq_w * factor))))
+        out = random_resize(out, (max(1, int(lq_h * factor)), max(1, int(lq_w * factor))))
         out = self.noise(out, '2')
 
         size = (round(lq_h), round(lq_w))
         if np.random.uniform() < 0.5:
-            out = self.jpeg(filter2D(random_resize(out, size=size), sinc_kernel), opt['jpeg_range2'])
+            out = self.jpeg(blur(random_resize(out, size), sinc_kernel), opt['jpeg_range2'])
         else:
-            out = filter2D(random_resize(self.jpeg(out, opt['jpeg_range2']), size=size), sinc_kernel)
+            out = blur(random_resize(self.jpeg(out, opt['jpeg_range2']), size), sinc_kernel)
         return torch.clamp((out * 255).round(), 0, 255) / 255, gt_usm, scale
 
     @torch.no_grad()

@@ -1,4 +1,5 @@
 """Two-stage real-world training of CiaoSR (official real-world configs) on pairs synthesised on the model's device."""
+import math
 from collections import OrderedDict
 
 import torch
@@ -9,13 +10,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from ciaosr_arch.archs.coords import switch_probes
 from ciaosr_arch.archs.implicit_base import channels_last
 from ciaosr_arch.models import CiaoSRModel
-from ciaosr_arch.options import NUMBER, Open, check_section, kinds_of
+from ciaosr_arch.options import NUMBER, Open, OptionsError, check_section, kinds_of
 
+from .data import GT_SIZE
 from .degradations import SYNTHESIS_DEFAULTS, RealPairSynthesis
 from .perceptual import build_perceptual_loss
 
 CONTINUITY_DEFAULTS = {'loss_weight': 1.0, 'num_probes': 512, 'delta': 0.05}
 GRID_DEFAULTS = {'loss_weight': 1.0, 'phases': 8}
+UNET_DISCRIMINATORS = ('UNetDiscriminatorSN', 'UNetDiscriminatorSN_basicsr')  # BasicSR's, as registered
 
 
 def as_image(rgb, side):
@@ -96,6 +99,27 @@ class RealCiaoSRNetModel(CiaoSRModel):
                'train': {**CiaoSRModel.OPTIONS['train'], 'continuity_opt': kinds_of(CONTINUITY_DEFAULTS),
                          'grid_opt': kinds_of(GRID_DEFAULTS)}}
 
+    @classmethod
+    def check_values(cls, opt):
+        """OptionsError (one line) for `degradation:` values that cannot work together, with the training crops:
+        scale_range must have 1 <= min <= max, lq_size >= query_window >= 1, and the training dataset's GT crops
+        must give an LR crop at the largest scale (round(gt_size / max) >= lq_size). Called by
+        `ciaosr_arch.options.check_options` before anything is created."""
+        synthesis = {**SYNTHESIS_DEFAULTS, **(opt.get('degradation') or {})}
+        low, high = synthesis['scale_range']
+        if not 1 <= low <= high:
+            raise OptionsError(f'degradation.scale_range: must have 1 <= min <= max (the LR is the GT down-sized), '
+                               f'got {[low, high]}')
+        lq_size, window = synthesis['lq_size'], synthesis['query_window']
+        if not 1 <= window <= lq_size:
+            raise OptionsError(f'degradation: must have lq_size >= query_window >= 1, got {lq_size} and {window}')
+        train = (opt.get('datasets') or {}).get('train') or {}
+        gt_size = train.get('gt_size', GT_SIZE)
+        if train.get('type') == 'RealWorldSRDataset' and round(gt_size / high) < lq_size:
+            raise OptionsError(f'datasets.train.gt_size: {gt_size} px GT crops give {round(gt_size / high)} px LR at '
+                               f'x{high:g}, less than degradation.lq_size ({lq_size}): use at least '
+                               f'{math.ceil(lq_size * high)}')
+
     def __init__(self, opt):
         super().__init__(opt)
         self.synthesis = RealPairSynthesis(opt.get('degradation')).to(self.device)
@@ -164,6 +188,15 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
                          'gan_opt': Open(type=str, loss_weight=NUMBER), 'net_d_iters': NUMBER,
                          'net_d_init_iters': NUMBER}}
 
+    @classmethod
+    def check_values(cls, opt):
+        """`RealCiaoSRNetModel.check_values`, and with the U-Net discriminator (three stride-2 levels and their skip
+        connections), a query window that is a multiple of 8 (RuntimeError at the first step otherwise)."""
+        super().check_values(opt)
+        window = {**SYNTHESIS_DEFAULTS, **(opt.get('degradation') or {})}['query_window']
+        if (opt.get('network_d') or {}).get('type') in UNET_DISCRIMINATORS and window % 8:
+            raise OptionsError(f'degradation.query_window: the U-Net discriminator needs a multiple of 8, got {window}')
+
     def init_training_settings(self):
         """SRGANModel's settings, with the perceptual loss built by `build_perceptual_loss` (local VGG19 only),
         checked first so that missing weights stop training before anything else is built."""
@@ -176,20 +209,31 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
             train_opt['perceptual_opt'] = perceptual_opt
 
     def optimize_parameters(self, current_iter):
+        """A generator step (every `net_d_iters` iterations once past `net_d_init_iters`, as SRGANModel: defaults 1
+        and 0, every iteration), then a discriminator step on the window's prediction and the plain GT window."""
         side = self.gt_window.shape[-1]
         for p in self.net_d.parameters():
             p.requires_grad = False
         self.optimizer_g.zero_grad()
         losses = OrderedDict()
-        sr = as_image(self.predict_queries(losses), side)
-        if self.cri_pix:
-            losses['l_g_pix'] = self.cri_pix(sr, self.gt_usm_window)
-        if self.cri_perceptual:
-            losses['l_g_percep'], _ = self.cri_perceptual(sr, self.gt_usm_window)
-        losses['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)
-        self.stop_if_not_finite(losses, current_iter)
-        sum(losses.values()).backward()  # pyright: ignore[reportAttributeAccessIssue]  (a sum of tensors)
-        self.optimizer_g.step()
+        generator_step = current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
+        with torch.set_grad_enabled(generator_step):
+            sr = as_image(self.predict_queries(losses), side)
+        if generator_step:
+            if self.cri_pix:
+                losses['l_g_pix'] = self.cri_pix(sr, self.gt_usm_window)
+            if self.cri_perceptual:
+                percep, style = self.cri_perceptual(sr, self.gt_usm_window)  # either is None at weight 0
+                if percep is not None:
+                    losses['l_g_percep'] = percep
+                if style is not None:
+                    losses['l_g_style'] = style
+            losses['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)
+            self.stop_if_not_finite(losses, current_iter)
+            sum(losses.values()).backward()  # pyright: ignore[reportAttributeAccessIssue]  (a sum of tensors)
+            self.optimizer_g.step()
+        else:
+            losses.clear()  # the continuity and grid terms of a step not taken
 
         for p in self.net_d.parameters():
             p.requires_grad = True

@@ -23,7 +23,8 @@ import realsr  # noqa: F401  (registers the dataset and the two models)
 from ciaosr_arch import CheckpointError, CiaoSR, load_model
 from ciaosr_arch.archs.ciaosr_arch import without_non_local
 from ciaosr_arch.archs.coords import sample_bilinear, switch_probes
-from ciaosr_arch.options import OptionsError
+from ciaosr_arch.options import OptionsError, check_options
+from realsr import degradations
 from realsr.data import RealWorldSRDataset
 from realsr.degradations import RealPairSynthesis, paired_window_crop
 from realsr.model import grid_loss, switch_jump
@@ -87,6 +88,42 @@ def test_query_window_is_aligned_with_the_lr_crop():
     assert inside.float().mean() > 0.7
     torch.testing.assert_close(sampled[inside], expected[inside], atol=1e-3, rtol=0)
     assert len({tuple(w[:2, 0, 0].tolist()) for w in window}) > 1  # random positions per sample
+
+
+@pytest.mark.parametrize('first_factor', [0.15, 0.37, 1.37])
+def test_the_lr_stays_aligned_with_the_gt_through_the_resizes(monkeypatch, first_factor):
+    """A review: the first resize by a scale factor kept floor(H f) pixels of a 1 / f sampling, so the LR showed GT
+    [0, floor(H f) / f) stretched over the whole image, up to 2.5 GT pixels off at the far edge. A horizontal ramp
+    (value = GT column) through `degrade` at s = 1 with every random step but the resizes off: each LR pixel shows
+    the GT column of its own centre."""
+    side = 256
+    dither = (torch.arange(side) % 16).float()[:, None] / 16  # sub-level steps per row: the mean is exact
+    gt = ((torch.arange(side).float()[None] + dither) / 255).expand(1, 3, side, side).contiguous()
+    pulse = torch.zeros(1, 21, 21)
+    pulse[0, 10, 10] = 1
+    synthesis = RealPairSynthesis({'gaussian_noise_prob': 1.0, 'gaussian_noise_prob2': 1.0, 'noise_range': [0, 0],
+                                   'noise_range2': [0, 0]})
+    synthesis.usm_sharpener = torch.nn.Identity()
+    monkeypatch.setattr(synthesis, 'jpeg', lambda img, quality_range: img.clamp(0, 1))
+    factors = iter([first_factor, 1.0])
+    monkeypatch.setattr(degradations, 'random_factor', lambda probs, factor_range: next(factors))
+    monkeypatch.setattr(degradations.random, 'choice', lambda modes: 'bilinear')
+    lq, _, _ = synthesis.degrade(gt, pulse, pulse, pulse, scale=1.0)
+    shown = lq[0, 0].mean(0) * 255 - 15 / 32  # the GT column each LR pixel shows
+    centres = (torch.arange(lq.shape[-1]) + 0.5) * side / lq.shape[-1] - 0.5
+    assert (shown - centres)[8:-8].abs().max() < 0.1
+
+
+def test_a_small_gt_crop_after_a_strong_first_down_sizing(dataset):
+    """A review: a 64-px GT crop down-sized by 0.15 is 10 px, too small for the 21-tap second blur's reflect
+    padding (RuntimeError); the kernels are now cropped to what the image allows."""
+    set_random_seed(2)
+    batch = default_collate([dataset[0], dataset[1]])
+    gt = batch['gt'][..., :64, :64]
+    synthesis = RealPairSynthesis({'lq_size': 16, 'query_window': 16, 'resize_prob': [0, 1, 0],
+                                   'resize_range': [0.15, 0.15], 'second_blur_prob': 1.0})
+    lq, _, _ = synthesis.degrade(gt, batch['kernel1'], batch['kernel2'], batch['sinc_kernel'], scale=4.0)
+    assert lq.shape == (2, 3, 16, 16) and torch.isfinite(lq).all()
 
 
 def test_first_batch_is_reproducible(dataset):
@@ -348,6 +385,49 @@ def test_continuity_and_grid_terms_train_the_head_of_a_frozen_encoder(dataset, s
     encoder_keys = list(model.net_g.encoder.state_dict())
     assert encoder_keys and all(torch.equal(before[k], after[k]) for k in encoder_keys)
     assert all(not torch.equal(before[k], after[k]) for k in after if k.startswith('imnet_'))
+
+
+def test_stage2_steps_the_generator_as_srgan_and_keeps_the_style_term(dataset, shared_data, torch_home, tmp_path,
+                                                                         monkeypatch):
+    """A review: the generator stepped every iteration whatever net_d_iters / net_d_init_iters said (SRGANModel's
+    options, accepted), and the perceptual loss's style term was dropped (with perceptual_weight 0: a crash)."""
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    opt = stage2_options('srgan_steps', shared_data, 3, pretrain=None)
+    opt['train'].update(net_d_init_iters=1, net_d_iters=2)
+    opt['train']['perceptual_opt'].update(perceptual_weight=0, style_weight=1.0)
+    model = build_in_process(opt, tmp_path, monkeypatch)
+    set_random_seed(0)
+    batch = default_collate([dataset[0], dataset[1]])
+    for step, generator_step in ((1, False), (2, True), (3, False)):
+        before_g = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+        before_d = {k: v.clone() for k, v in model.net_d.state_dict().items()}
+        model.feed_data(batch)
+        model.optimize_parameters(step)
+        changed_g = any(not torch.equal(v, before_g[k]) for k, v in model.net_g.state_dict().items())
+        assert changed_g == generator_step and ('l_g_gan' in model.log_dict) == generator_step, step
+        assert any(not torch.equal(v, before_d[k]) for k, v in model.net_d.state_dict().items())
+        assert 'l_d_real' in model.log_dict and 'l_g_percep' not in model.log_dict
+        assert ('l_g_style' in model.log_dict) == generator_step
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'degradation': {'scale_range': [0.5, 2]}}, 'degradation.scale_range: must have 1 <= min <= max'),
+    ({'degradation': {'lq_size': 16, 'query_window': 24}}, 'must have lq_size >= query_window >= 1, got 16 and 24'),
+    ({'degradation': {'scale_range': [1, 8]}}, 'datasets.train.gt_size: 128 px GT crops give 16 px LR at x8, less '
+                                               'than degradation.lq_size (32): use at least 256'),
+    ({'degradation': {'query_window': 12}}, 'the U-Net discriminator needs a multiple of 8, got 12'),
+    ({'datasets': {'train': {'scale_max': 8}}}, "datasets.train: unknown option 'scale_max'"),
+    ({'datasets': {'train': {'gt_size': 0}}}, 'datasets.train.gt_size: must be at least 1, got 0')])
+def test_real_world_options_that_cannot_work_together(shared_data, tmp_path, monkeypatch, change, message):
+    """A review: each was accepted, then crashed at the first batch or step, or (scale_max) did nothing."""
+    opt = stage2_options('options_check', shared_data, 3, pretrain=None)
+    for section, values in change.items():
+        target = opt[section]['train'] if section == 'datasets' else opt[section]
+        target.update(values.get('train', values) if section == 'datasets' else values)
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', str(write_options(opt, tmp_path, 'opt.yml'))])
+    parsed, _ = parse_options(str(tmp_path), is_train=True)
+    with pytest.raises(OptionsError, match=re.escape(message)):
+        check_options(parsed)  # what train.py runs on the options before anything is built
 
 
 def test_unknown_continuity_options_are_refused(shared_data, tmp_path, monkeypatch):

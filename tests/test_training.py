@@ -99,6 +99,34 @@ def test_dataset_samples_at_arbitrary_scales(scale_range):
         torch.testing.assert_close(pixel, pixel.round(), atol=1e-4, rtol=0)
 
 
+def epoch_draws(dataset, key, epochs=2, seed=3):
+    """`key` of every sample of `epochs` epochs through BasicSR's data loader with 2 workers (its worker_init_fn
+    seeds Python and NumPy with seed + worker number), in sample order: [epochs][samples]."""
+    from basicsr.data import build_dataloader
+
+    torch.manual_seed(seed)  # as BasicSR's set_random_seed: the workers' PyTorch seeds follow it
+    loader = build_dataloader(dataset, {'phase': 'train', 'num_worker_per_gpu': 2, 'batch_size_per_gpu': 1,
+                                        'use_shuffle': False}, num_gpu=0, seed=seed)
+    return [[batch[key].flatten().tolist() for batch in loader] for _ in range(epochs)]
+
+
+def test_each_epoch_draws_anew_and_follows_the_seed():
+    """A review: BasicSR's worker_init_fn seeds the workers' generators the same way every epoch, so every epoch drew
+    the same scales and crops (and the real-world dataset the same blur kernels)."""
+    import realsr  # noqa: F401  (registers RealWorldSRDataset)
+    from realsr.data import RealWorldSRDataset
+
+    folder = {'gt_folders': [str(SHARED / 'data/train/T91')]}
+    bicubic = ArbitraryScaleSRDataset({**folder, 'lq_size': 8, 'sample_q': 4})
+    bicubic.paths = bicubic.paths[:4]
+    real = RealWorldSRDataset({**folder, 'gt_size': 16})
+    real.paths = real.paths[:4]
+    for dataset, key in ((bicubic, 'scale'), (real, 'kernel1')):
+        first, second = epoch_draws(dataset, key)
+        assert first != second, key
+        assert epoch_draws(dataset, key) == [first, second], key  # the same seed: the same draws
+
+
 def test_benchmark_dataset_makes_protocol_pairs():
     data = SRBenchmarkDataset({'dataroot_gt': str(SHARED / 'data/Set5'), 'scale': 3.3})
     sample = data[0]  # baby: 512 x 512 -> LR floor(512 / 3.3) = 155, HR cropped to round(155 * 3.3) = 512
