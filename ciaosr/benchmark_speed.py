@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from ciaosr_arch import CiaoSR, load_model, make_cell, make_coord, super_resolve
 from ciaosr_arch.archs.coords import shift_coord
 from ciaosr_arch.emulation import EMULATION_ENV, cpuid_masked, emulated_kind, emulation_env
-from ciaosr_arch.engine import default_overlap, output_size
+from ciaosr_arch.engine import output_size
 from ciaosr_arch.errors import error_line
 from ciaosr_arch.image import to_pixels, to_tensor
 from ciaosr_arch.runtime import (
@@ -170,7 +170,7 @@ def _ours(runtime, bf16):
     native bf16, as the CLI's --int8 (elsewhere PyTorch would emulate bf16 slowly)."""
     def run(nets, lr, scale, tile=0):
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=cpu_has_bf16() if bf16 is None else bf16):
-            return super_resolve(nets[runtime], lr, scale, tile=tile, tile_overlap=default_overlap(tile))
+            return super_resolve(nets[runtime], lr, scale, tile=tile)
     return run
 
 

@@ -177,8 +177,9 @@ def read_image(path: str | Path) -> Picture:
     """Picture of the image file at `path`: pixels [H, W, C] uint8 or uint16, upright, its ICC profile and its EXIF
     block (`exif_block`).
 
-    C is 1 (gray, also 1-bit and 16/32-bit integer gray), 2 (gray + alpha), 3 (RGB: also palette, CMYK through
-    its ICC profile, other colour modes) or 4 (RGBA: also palette or RGB with a transparent colour).
+    C is 1 (gray, also 1-bit and 16/32-bit integer gray), 2 (gray + alpha: also gray with a transparent value), 3
+    (RGB: also palette, CMYK through its ICC profile, other colour modes) or 4 (RGBA: also palette or RGB with a
+    transparent colour, 8- or 16-bit).
     16-bit samples stay uint16 (32-bit integer gray is clipped to 16 bits; 10/12-bit HEIF is scaled to 16).
     Memory: at most `probe_image(path).decode_bytes`. Raises ImageReadError (one line) for anything unreadable
     or refused (see `probe_image`), damaged or truncated.
@@ -267,10 +268,10 @@ def _header_info(image, file_bytes):
     if image.mode == 'F' or (image.format == 'TIFF' and 3 in image.tag_v2.get(SAMPLE_FORMAT_TAG, ())):
         bits = image.tag_v2.get(BITS_PER_SAMPLE_TAG, (32,))[0] if image.format == 'TIFF' else 32
         raise ImageReadError(_float_message(bits, image.format))
-    if _is_16bit_colour(image) or _is_deep_heif(image):
-        channels, itemsize = (4 if image.mode in ('RGBA', 'LA') else 3), 2
+    if _is_16bit_colour(image) or _is_deep_heif(image):  # (OpenCV reads a transparent colour, tRNS, as alpha)
+        channels, itemsize = (4 if image.mode in ('RGBA', 'LA') or has_alpha(image) else 3), 2
     elif image.mode.startswith('I'):
-        channels, itemsize = 1, 2
+        channels, itemsize = (2 if 'transparency' in image.info else 1), 2
     else:
         channels, itemsize = (3, 1) if image.mode == 'CMYK' else (len(_target_mode(image)), 1)
     width, height = image.size
@@ -343,10 +344,12 @@ def _pil_pixels(image, icc):
     Converted in bands of about BAND_BYTES, so that only the decoded image, the array and one band are in memory.
     """
     if image.mode.startswith('I'):  # 16-bit gray, or 32-bit integer gray kept as 16-bit
-        channels, dtype = 1, np.uint16
+        key = image.info.get('transparency')  # a transparent gray value (a 16-bit PNG's tRNS): alpha 0 there
+        channels, dtype = (1 if key is None else 2), np.uint16
 
         def convert(band):
-            return np.clip(np.asarray(band), 0, 65535)
+            gray = np.clip(np.asarray(band), 0, 65535)
+            return gray if key is None else np.stack([gray, np.where(gray == key, 0, 65535)], -1)
     elif image.mode == 'CMYK':
         channels, dtype, convert, icc = 3, np.uint8, _cmyk_converter(icc), None
     else:

@@ -347,8 +347,11 @@ class Upscaler:
                                                  round(w * (size[1] / w) ** (k / count)))
             fixed = held + previous + per_output_pixel * step_size[0] * step_size[1]
             explicit = min(self.tile, max(in_size))  # a tile larger than the image runs as the whole image
+            # what a given tile needs follows its area, min(t, h) x min(t, w) pixels: a strip's, far less than t^2
+            planned = math.isqrt(min(explicit, in_size[0]) * min(explicit, in_size[1]) - 1) + 1 if explicit else 0
             try:
-                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=explicit)
+                tile, chunk = memory_plan(self.net, room - fixed, half=self.dtype is not None, tile=planned)
+                tile = explicit or tile
             except MemoryError:
                 fits = largest_tile(self.net, room - fixed)
                 if explicit and fits >= MIN_TILE:
@@ -369,8 +372,10 @@ class Upscaler:
                 cap = speed_tile(self.net, self.device)
                 limit = f', at most {cap} on {self.device.type.upper()}' if cap else ''
                 raise ValueError(f'{names.tile_overlap} {overlap} needs LR tiles of at least {2 * overlap} pixels, '
-                                 f'but the automatic tile is {tile} here (the largest that {budget_named} allows'
-                                 f'{limit}); lower {names.tile_overlap}, or give {names.tile}')
+                                 + (f'but {names.tile} is {tile}; lower {names.tile_overlap} or raise {names.tile}'
+                                    if self.tile else
+                                    f'but the automatic tile is {tile} here (the largest that {budget_named} allows'
+                                    f'{limit}); lower {names.tile_overlap}, or give {names.tile}'))
             steps.append(Step(step_size, tile, overlap, chunk, whole))
             previous, in_size = INPUT_FLOAT_BYTES * step_size[0] * step_size[1], step_size
         return steps
@@ -389,8 +394,9 @@ class Upscaler:
         image = to_tensor(colour, self.device).expand(-1, 3, -1, -1)
         del colour
         for step in steps:
+            tile = 0 if step.whole else step.tile  # 0: whole at any size (a tile must be MIN_TILE; images may be less)
             with torch.autocast(self.device.type, self.dtype) if self.dtype else nullcontext():
-                image = super_resolve(self.net, image, size=step.size, chunk=step.chunk, tile=step.tile,
+                image = super_resolve(self.net, image, size=step.size, chunk=step.chunk, tile=tile,
                                       tile_overlap=step.overlap, progress=progress)
         if not torch.isfinite(image).all():
             raise ValueError('the network produced NaN or infinite values, so nothing was written '

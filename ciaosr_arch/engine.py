@@ -85,12 +85,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_arguments(net: Net, lr: torch.Tensor, chunk: int | None, tile: int, tile_overlap: int,
+def check_arguments(net: Net, lr: torch.Tensor, chunk: int | None, tile: int, tile_overlap: int | None,
                     progress: Progress | None) -> None:
     """Raise TypeError or ValueError (one line, naming the argument and what is accepted) unless `super_resolve`
     can run them as documented: lr a float tensor [B, 3, h, w] (B, h, w >= 1) of the dtype and on the device of
-    the net's weights; chunk None or an integer >= 1; tile 0 or an integer >= MIN_TILE; tile_overlap an integer
-    >= 0; progress None or callable."""
+    the net's weights; chunk None or an integer >= 1; tile 0 or an integer >= MIN_TILE; tile_overlap None or an
+    integer >= 0; progress None or callable."""
     if not torch.is_tensor(lr):
         raise TypeError(f'lr must be a torch.Tensor [B, 3, h, w], got {type(lr).__name__}')
     if lr.ndim != 4 or lr.shape[1] != 3 or lr.numel() == 0:
@@ -105,14 +105,14 @@ def check_arguments(net: Net, lr: torch.Tensor, chunk: int | None, tile: int, ti
     if lr.device != weight.device:
         raise ValueError(f'lr is on {lr.device} but the network is on {weight.device}')
     for name, value in (('chunk', chunk), ('tile', tile), ('tile_overlap', tile_overlap)):
-        if not (_is_int(value) or name == 'chunk' and value is None):
+        if not (_is_int(value) or name != 'tile' and value is None):
             raise TypeError(f'{name} must be an integer, got {type(value).__name__}')
     if chunk is not None and chunk < 1:
         raise ValueError(f'chunk must be None (automatic) or at least 1, got {chunk}')
     if tile != 0 and tile < MIN_TILE:
         raise ValueError(f'tile must be 0 (no tiling) or at least {MIN_TILE} LR pixels, got {tile}: smaller tiles '
                          f'are mostly border for the encoder')
-    if tile_overlap < 0:
+    if tile_overlap is not None and tile_overlap < 0:
         raise ValueError(f'tile_overlap must be at least 0, got {tile_overlap}')
     if progress is not None and not callable(progress):
         raise TypeError(f'progress must be a function progress(done, total) or None, got {type(progress).__name__}')
@@ -259,7 +259,7 @@ def _spans(positions: torch.Tensor, tiles: list[Tile]) -> list[tuple[int, float,
 
 @torch.no_grad()
 def super_resolve(net: Net, lr: torch.Tensor, scale: float | None = None, size: Sequence[int] | None = None,
-                  chunk: int | None = None, tile: int = 0, tile_overlap: int = 32, blend: str = 'smooth',
+                  chunk: int | None = None, tile: int = 0, tile_overlap: int | None = None, blend: str = 'smooth',
                   progress: Progress | None = None) -> torch.Tensor:
     """Super-resolve lr [B, 3, h, w] in [0, 1] to [B, 3, H, W] in [0, 1]: clamped, except that every value the
     network got wrong (NaN, or infinite from an overflow) comes out as NaN, never as a plausible 0 or 1.
@@ -268,7 +268,9 @@ def super_resolve(net: Net, lr: torch.Tensor, scale: float | None = None, size: 
     (default: the net's runtime's `chunk` on lr's device; results do not depend on it beyond
     float rounding: bit-identical with AVX-512 kernels, within 1e-6 with AVX2 kernels, whose products round by the
     number of rows). `tile` 0: no tiling;
-    >= MIN_TILE: LR tile side with `tile_overlap` >= 0 LR pixels of overlap (at most the tile side less 1),
+    >= MIN_TILE: LR tile side with `tile_overlap` >= 0 LR pixels of overlap (at most the tile side less 1; None:
+    `default_overlap`, a quarter of the tile, at most 32: the former fixed 32 made tiles of 32 or less start every
+    pixel, ~1000 tiles for a 64-px image),
     blended with `blend` = 'smooth' (tiles of min(tile, h) x min(tile, w), see `axis_tiles`) or 'uniform'
     (official: square tiles of min(tile, h, w), averaged).
     Any size works, down to 1 x 1: an image smaller than `net.min_input_side` is replicate-padded around its
@@ -282,7 +284,8 @@ def super_resolve(net: Net, lr: torch.Tensor, scale: float | None = None, size: 
     h, w = lr.shape[-2:]
     out_h, out_w = output_size((h, w), scale, size)
     chunk = int(chunk or net.runtime.chunk(lr.device))
-    tile, tile_overlap = int(tile), int(tile_overlap)
+    tile = int(tile)
+    tile_overlap = default_overlap(tile) if tile_overlap is None else int(tile_overlap)
     rows, cols = axis_centres(out_h, lr.device), axis_centres(out_w, lr.device)
     # Output pixel centres in continuous LR pixel units (0 = left/top edge of the image).
     row_pos, col_pos = (rows + 1) / 2 * h, (cols + 1) / 2 * w

@@ -72,6 +72,33 @@ def test_colour_under_transparent_pixels_does_not_show(tmp_path, tiny_model, mon
         assert np.abs(black[fringe][:, :3] - centre).max() <= 2, 'edge pixels must keep the colour of the disc'
 
 
+def png_with_trns(pixels, key):
+    """PNG bytes of 16-bit pixels [H, W] or [H, W, 3] (RGB) with a tRNS chunk naming `key` (a gray value or an RGB
+    triple) transparent: what neither PIL nor OpenCV writes."""
+    png = cv2.imencode('.png', pixels if pixels.ndim == 2 else pixels[..., ::-1])[1].tobytes()
+    body = b'tRNS' + struct.pack(f'>{len(key)}H', *key)
+    return png[:33] + struct.pack('>I', len(body) - 4) + body + struct.pack('>I', zlib.crc32(body)) + png[33:]  # after
+    # IHDR (33 bytes with the signature), before IDAT
+
+
+@pytest.mark.parametrize('colour', [True, False])
+def test_16bit_pngs_with_a_transparent_colour_keep_it(tmp_path, tiny_model, colour):
+    """A review: a 16-bit RGB PNG with tRNS read as 4 channels (OpenCV takes tRNS as alpha) against the header's 3,
+    so every such file failed with 'the file changed'; a 16-bit gray one lost its transparency."""
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((10, 12, 3) if colour else (10, 12)) * 60000).astype(np.uint16) + 1000
+    key = (7, 8, 9) if colour else (7,)
+    pixels[0, 0] = key if colour else key[0]
+    (tmp_path / 'in.png').write_bytes(png_with_trns(pixels, key))
+    info, picture = image_io.probe_image(tmp_path / 'in.png'), image_io.read_image(tmp_path / 'in.png')
+    assert info.channels == picture.pixels.shape[2] == (4 if colour else 2) and picture.pixels.dtype == np.uint16
+    assert picture.pixels[0, 0, -1] == 0 and (picture.pixels[..., -1] == 65535).sum() == 119
+    done = pipeline.Upscaler(load_model(tiny_model), torch.device('cpu')).upscale_file(
+        tmp_path / 'in.png', tmp_path / 'out.png', pipeline.Target(scale=2))
+    out = image_io.read_image(done.dst).pixels
+    assert out.shape == (20, 24, 4) and out.dtype == np.uint16 and out[0, 0, 3] == 0 and out[-1, -1, 3] == 65535
+
+
 def test_bleed_colour_takes_the_nearest_visible_pixel():
     colour = np.zeros((3, 5, 3), np.uint8)
     colour[1, 0], colour[1, 4] = (200, 10, 10), (10, 10, 200)

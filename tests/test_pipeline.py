@@ -174,6 +174,27 @@ def test_messages_name_the_settings_as_the_caller_knows_them(tiny_model, monkeyp
         pipeline.Upscaler(net, cpu, budget=high, tile_overlap=40).plan(info, (400, 400))
 
 
+def test_a_given_tile_and_pictures_smaller_or_narrower_than_it(tmp_path, tiny_model, monkeypatch):
+    """A review: a tile larger than a picture under 8 px ran as a tile of the picture's side, which super_resolve
+    refuses (every such file failed with --tile); a 2000 x 64 strip in one 2000-px tile was planned as 2000^2 LR
+    pixels and refused where its 2000 x 64 fit; a given tile's overlap message spoke of the automatic tile."""
+    monkeypatch.setattr(pipeline, 'resident_bytes', lambda device: 0)
+    net, cpu = load_model(tiny_model), torch.device('cpu')
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(tmp_path / 'small.png')
+    done = pipeline.Upscaler(net, cpu, tile=16).upscale_file(tmp_path / 'small.png', tmp_path / 'out.png',
+                                                            pipeline.Target(scale=4))
+    assert done.steps[0].whole and Image.open(tmp_path / 'out.png').size == (28, 20)
+
+    strip = image_io.ImageInfo(2000, 64, 3, 1, 0)
+    whole = pipeline.Upscaler(net, cpu, budget=4 * 2 ** 30).plan(strip, (128, 4000))  # as one tile: its area fits
+    assert [(step.tile, step.whole) for step in
+            pipeline.Upscaler(net, cpu, budget=4 * 2 ** 30, tile=2000).plan(strip, (128, 4000))] == [(2000, True)]
+    assert not whole[0].whole  # (the automatic tile is capped for speed on CPU)
+    with pytest.raises(ValueError, match=r'^the tile overlap 10 needs LR tiles of at least 20 pixels, but the tile is '
+                                         r'16; lower the tile overlap or raise the tile$'):
+        pipeline.Upscaler(net, cpu, tile=16, tile_overlap=10).plan(image_io.ImageInfo(100, 100, 3, 1, 0), (200, 200))
+
+
 def test_a_plan_that_does_not_fit_frees_the_runtimes_compiled_models_first(tiny_model, monkeypatch):
     """A long-running web app piled up OpenVINO's compiled models (one per shape, ~0.1 GB each) until the plans, which
     count the memory in use, refused every photo at the default budget; the plan now has the runtime drop them and
