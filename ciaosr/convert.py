@@ -1,6 +1,6 @@
 """Convert a checkpoint (official mmediting .pth, BasicSR .pth) to this project's .safetensors.
 
-    ciaosr-convert official.pth out.safetensors [--fp16] [--meta key=value ...]
+    ciaosr-convert official.pth out.safetensors [--fp16] [--meta key=value] ...
 
 The generator weights are loaded strictly (EMA weights when the file has them) and checked like
 `load_model` does (finite float weights, options within bounds), the arch options are stored in the
@@ -24,8 +24,8 @@ RESERVED_METADATA = ('arch', 'format')  # written by save_safetensors itself
 def parse_meta(items):
     """{key: value} from KEY=VALUE strings; UsageError for an item without '=' or a key that is empty or reserved."""
     meta = {}
-    for item in items:
-        key, sep, value = item.partition('=')
+    for item in items:  # (bytes that are not UTF-8, as a shell may pass them, escaped: metadata are UTF-8 text)
+        key, sep, value = item.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace').partition('=')
         if not sep or not key:
             raise UsageError(f'--meta takes KEY=VALUE pairs, got {item!r}')
         if key in RESERVED_METADATA:
@@ -53,16 +53,21 @@ def main(argv=None):
     parser = OneLineParser(description=__doc__.splitlines()[0] if __doc__ else None)  # (python -OO: no docstrings)
     parser.add_argument('checkpoint', type=Path)
     parser.add_argument('output', type=Path)
-    parser.add_argument('--meta', nargs='*', default=[], metavar='KEY=VALUE', help='extra metadata to record')
+    parser.add_argument('--meta', action='append', default=[], metavar='KEY=VALUE',
+                        help='extra metadata to record (repeatable: --meta a=1 --meta b=2)')
     parser.add_argument('--fp16', action='store_true', help='store the weights in float16 (half the file)')
     args = parser.parse_args(argv)
     with exit_on_error():
         meta = parse_meta(args.meta)
         check_output(args.output)
         net = load_model(args.checkpoint)  # CheckpointError
+        source = os.fsencode(args.checkpoint.name).decode('utf-8', 'backslashreplace')  # (any file name: as --meta)
         try:
-            save_safetensors(net, args.output, net.arch, {'source': args.checkpoint.name, **meta},
-                             torch.float16 if args.fp16 else None)
+            save_safetensors(net, args.output, net.arch, {'source': source, **meta},
+                             torch.float16 if args.fp16 else None, overwrite=False)
+        except FileExistsError:
+            raise FileExistsError(f'{args.output} was created while converting; remove it first (nothing is ever '
+                                  'overwritten)') from None
         except OSError as err:
             raise OSError(f'cannot write {args.output}: {err.strerror or err}') from None
     n_params = sum(p.numel() for p in net.parameters())

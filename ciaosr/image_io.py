@@ -347,7 +347,7 @@ def _pil_pixels(image, icc):
         key = image.info.get('transparency')  # a transparent gray value (a 16-bit PNG's tRNS): alpha 0 there
         channels, dtype = (1 if key is None else 2), np.uint16
 
-        def convert(band):
+        def convert(band) -> np.ndarray:
             gray = np.clip(np.asarray(band), 0, 65535)
             return gray if key is None else np.stack([gray, np.where(gray == key, 0, 65535)], -1)
     elif image.mode == 'CMYK':
@@ -356,7 +356,7 @@ def _pil_pixels(image, icc):
         mode = _target_mode(image)
         channels, dtype = len(mode), np.uint8
 
-        def convert(band):
+        def convert(band) -> np.ndarray:
             band.info = image.info  # a crop has no info: the palette's transparent index lives there
             return np.asarray(band if band.mode == mode else band.convert(mode))
     width, height = image.size

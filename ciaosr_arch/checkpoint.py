@@ -15,19 +15,23 @@ models' names are resolved by `shipped`; files are written by `files`.
 import inspect
 import json
 import math
+import os
 import pickle
+import stat
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 
 from .archs import ARCHS, build_net
 from .archs.encoders import ENCODERS, encoder_from_state
 from .archs.implicit_base import ImplicitSRNet
-from .errors import CheckpointError, error_line, listing
+from .errors import CheckpointError, byte_size, error_line, listing
 from .safe_build import build_skeleton
 from .shipped import SHIPPED_MODELS, resolve_weights
 
@@ -49,6 +53,8 @@ FOREIGN_NETWORKS = (
 )
 MAX_OPTION = 2 ** 16  # largest integer option (channels, widths, block counts, sizes) a checkpoint may declare
 MAX_LIST = 64  # longest list option (hidden widths, SwinIR stages) a checkpoint may declare
+MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header (bytes)
+PYTORCH_MAGIC = (b'PK\x03\x04', b'\x80')  # how torch.save files start: a zip archive, or a pickle (protocol >= 2)
 
 
 def read_checkpoint(path: str | Path, param_key: str | None = None,
@@ -58,44 +64,99 @@ def read_checkpoint(path: str | Path, param_key: str | None = None,
     With `partial=True` the file may hold only part of a network, such as Real-ESRGAN's trunk in its own file
     (`train.freeze_encoder` recipes): a safetensors file's metadata is not read (None is returned) and the whole of
     another super-resolution network is not refused (`refuse_foreign`).
-    The suffix picks the reader, in any letter case (`.safetensors`, `.SAFETENSORS`; anything else goes
-    to torch.load). `param_key` (e.g. 'params_ema') selects that entry of a BasicSR checkpoint when it
-    has one. Raises CheckpointError for a missing or unreadable file or metadata 'arch' that is not a
-    JSON object, and for the weights of another super-resolution network (`refuse_foreign`); the arch options
-    are checked by `check_arch`, the tensors by `match_state`/`check_values`.
+    The file's first bytes pick the reader, whatever its suffix: safetensors (`is_safetensors`), else torch.load
+    for what starts as a torch.save file does (PYTORCH_MAGIC); anything else is refused. `param_key` (e.g.
+    'params_ema') selects that entry of a BasicSR checkpoint when it has one. Raises CheckpointError for a missing
+    or unreadable file (or a folder, a fifo), metadata 'arch' that is not a JSON object, tensors that declare more
+    data than the file stores (`refuse_repeated_data`), and for the weights of another super-resolution network
+    (`refuse_foreign`); the arch options are checked by `check_arch`, the tensors by `match_state`/`check_values`.
     """
     path = Path(path)
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode  # (a fifo is refused before it is opened: opening one waits for a writer)
+        if stat.S_ISREG(mode):
+            with open(path, 'rb') as file:
+                head = file.read(16)
+    except FileNotFoundError:
+        raise CheckpointError(f'checkpoint not found: {path} (a checkpoint file, or the name of a shipped model: '
+                              f'{", ".join(SHIPPED_MODELS)})') from None
+    except (OSError, ValueError) as err:  # permissions, a folder on the way that cannot be searched, a disk error; a
+        # NUL in the path
+        raise CheckpointError(f'{path}: cannot be read ({getattr(err, "strerror", None) or err})') from None
+    if stat.S_ISDIR(mode):
         raise CheckpointError(f'{path} is a folder: give a checkpoint file in it, or the name of a shipped model: '
                               f'{", ".join(SHIPPED_MODELS)}')
-    if not path.is_file():
-        raise CheckpointError(f'checkpoint not found: {path} (a checkpoint file, or the name of a shipped model: '
-                              f'{", ".join(SHIPPED_MODELS)})')
-    if path.suffix.lower() == '.safetensors':
-        try:
-            with safe_open(str(path), framework='pt') as f:
-                meta = f.metadata() or {}
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f'{path}: not a readable safetensors file ({err})') from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f'{path} is not a regular file (a fifo, a socket or a device): give a checkpoint file')
+    if is_safetensors(head):
+        state, meta = read_safetensors(path)
         if not partial:
             refuse_foreign(state, path)
         return state, None if partial else parse_arch_metadata(meta.get('arch'), path)
+    if not head:
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: the file is empty')
+    if not head.startswith(PYTORCH_MAGIC):
+        raise CheckpointError(f'{path}: not a PyTorch (.pth) or safetensors file (it starts with {head[:8]!r})')
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # (torch's notes on old pickle protocols and sparse tensors)
+            warnings.simplefilter('ignore')
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError:  # Python objects besides tensors (code, perhaps), or not a PyTorch file
         raise CheckpointError(f'{path}: cannot be loaded as plain weights: it holds Python objects besides tensors, '
                               'which could run code when loaded, or is not a PyTorch file at all; nothing in it was '
                               'run (only .safetensors files and .pth files of tensors are loaded)') from None
-    except Exception as err:  # a truncated or damaged zip, an empty file (EOFError without a message), ...
-        problem = 'the file is empty' if path.stat().st_size == 0 else error_line(err, named=True)
-        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {problem}') from None
+    except Exception as err:  # a truncated or damaged zip, ...
+        raise CheckpointError(f'{path}: cannot be loaded as plain weights: {error_line(err, named=True)}') from None
     if param_key and isinstance(obj, dict) and isinstance(obj.get(param_key), dict):
         obj = obj[param_key]
     state = generator_state_dict(obj, path)
+    refuse_repeated_data(state, path)
     if not partial:
         refuse_foreign(state, path)
     return state, None
+
+
+def is_safetensors(head: bytes) -> bool:
+    """Whether a file that starts with `head` (its first 16 bytes or fewer) is a safetensors file: an 8-byte
+    little-endian header length, then the JSON header's '{' (the format's specification, huggingface/safetensors)."""
+    return len(head) > 8 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < MAX_SAFETENSORS_HEADER
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file: the header read by Python (so that the real reason of a failed read
+    is told: the library reports every I/O error as a missing file), the tensors by the library from the file, or,
+    for a file name that is not UTF-8 (which the library cannot open), from its bytes read into memory.
+    CheckpointError (one line) when it cannot be read or parsed."""
+    try:
+        with open(path, 'rb') as file:
+            length = int.from_bytes(file.read(8), 'little')
+            meta = json.loads(file.read(length)).get('__metadata__') or {}
+        try:
+            name = os.fsencode(path).decode('utf-8')
+        except UnicodeDecodeError:
+            return load_safetensors(path.read_bytes()), meta
+        return load_file(name), meta
+    except OSError as err:
+        raise CheckpointError(f'{path}: cannot be read ({err.strerror or err})') from None
+    except (SafetensorError, ValueError, AttributeError) as err:  # (AttributeError: a header that is not an object)
+        raise CheckpointError(f'{path}: not a readable safetensors file ({error_line(err)})') from None
+
+
+def refuse_repeated_data(state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Raise CheckpointError naming `source` if its tensors hold more elements than the file stores: a tensor saved
+    as an expanded view (stride 0: one value repeated to any shape), views that overlap in one storage, sparse or
+    meta tensors. The network built for such a file would take memory the file never paid for (a 36 KB file
+    declared 700 MB of weights, a review found)."""
+    declared, stored = 0, {}
+    for value in state.values():
+        declared += value.numel() * value.element_size()
+        if value.layout == torch.strided and not value.is_meta:
+            storage = value.untyped_storage()
+            stored[storage.data_ptr()] = storage.nbytes()
+    if declared > sum(stored.values()):
+        raise CheckpointError(f'{source}: its tensors declare {byte_size(declared)} of weights but the file stores '
+                              f'{byte_size(sum(stored.values()))} (expanded, overlapping or sparse tensors); save '
+                              'them with .contiguous()')
 
 
 def refuse_foreign(state: Mapping[str, Any], source: str | Path) -> None:
@@ -130,7 +191,8 @@ def generator_state_dict(obj: Any, source: str | Path = 'checkpoint') -> dict[st
     """Pick the generator weights out of a loaded checkpoint object.
 
     BasicSR: `params_ema`, else `params`. mmediting: `state_dict` with `generator_ema.` (preferred)
-    or `generator.` keys; `module.` (DataParallel) prefixes are stripped; GAN extras are dropped.
+    or `generator.` keys; `module.` (DataParallel) prefixes are stripped, before or after those; GAN extras are
+    dropped. CheckpointError for keys that are not strings, or no generator weights.
     """
     if not isinstance(obj, dict):
         raise CheckpointError(f'{source}: expected a dict of tensors, got {type(obj).__name__}')
@@ -138,10 +200,14 @@ def generator_state_dict(obj: Any, source: str | Path = 'checkpoint') -> dict[st
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
+    named = [key for key in obj if not isinstance(key, str)]
+    if named:
+        raise CheckpointError(f'{source}: not a state_dict: its keys must be names, got {named[0]!r} '
+                              f'({type(named[0]).__name__})')
     state = {k.removeprefix('module.'): v for k, v in obj.items() if torch.is_tensor(v)}
     for prefix in ('generator_ema.', 'generator.'):
         if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix):].removeprefix('module.'): v for k, v in state.items() if k.startswith(prefix)}
             break
     state = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
     if not state:
@@ -245,7 +311,8 @@ def check_values(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
     """Raise CheckpointError naming every tensor of `state` that would load wrong into `expected` (a real state_dict).
 
     Where `expected` holds floats, the file must hold a dense float16/bfloat16/float32/float64 tensor whose values
-    are all finite (NaN or +-Inf weights give black images; integer or bool weights are not weights). Any other
+    are all finite in the expected dtype (NaN or +-Inf weights give black images, and a float64 value beyond float32
+    becomes +-Inf when loaded; integer or bool weights are not weights). Any other
     tensor (e.g. SwinIR's relative-position index, computed from the options) must equal the expected one, dtype
     included.
     """
@@ -261,9 +328,9 @@ def check_values(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
                 problems.append(f'{key} ({value.dtype}) differs from the {want.dtype} values its options imply')
         elif value.dtype not in FLOAT_DTYPES:
             problems.append(f'{key} is {str(value.dtype).removeprefix("torch.")}, not float16/bfloat16/float32/float64')
-        elif not torch.isfinite(value).all():
-            counts = {'NaN': int(value.isnan().sum()), '+Inf': int(value.isposinf().sum()),
-                      '-Inf': int(value.isneginf().sum())}
+        elif not torch.isfinite(cast := value.to(want.dtype)).all():  # as loaded: 1e300 in float64 is +Inf in fp32
+            counts = {'NaN': int(cast.isnan().sum()), '+Inf': int(cast.isposinf().sum()),
+                      '-Inf': int(cast.isneginf().sum())}
             problems.append(f'{key} has non-finite values (' +
                             ', '.join(f'{n} {kind}' for kind, n in counts.items() if n) + f' of {value.numel()})')
     if problems:
@@ -287,12 +354,17 @@ def load_model(path: str | Path | None = None, device: str | torch.device = 'cpu
         device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N' (a torch.device), got {device!r}") from None
+    if device.type not in ('cpu', 'cuda'):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N': the networks run there, got {str(device)!r}")
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r}: no CUDA device is available (use device='cpu')")
     if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f'device {str(device)!r}: no such GPU ({torch.cuda.device_count()} visible, numbered from 0)')
     path = resolve_weights(path)
     state, arch = read_checkpoint(path)
+    # Options read off the file's own keys declare the blocks and layers up to its largest index, so a file that
+    # lacks some builds a skeleton a little larger than it: room for that, so that the match names what is missing.
+    limit = len(state) if arch is not None else 2 * len(state)
     if arch is None:
         try:
             arch = infer_arch(state)
@@ -303,7 +375,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = 'cpu
                 from None
     arch = check_arch({**arch, **overrides}, path)
     network = f'{arch["type"]}({arch["encoder"]})'
-    match_state(state, build_skeleton(arch, len(state), path).state_dict(), path, network)
+    match_state(state, build_skeleton(arch, limit, path).state_dict(), path, network)
     net = build_net(arch)
     check_values(state, net.state_dict(), path)
     net.load_state_dict(state)

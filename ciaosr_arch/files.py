@@ -3,6 +3,7 @@
 and graph-cache writers alike; `is_abandoned` recognises a temporary file whose writer was killed. Also the writer of
 weights files, `save_safetensors` (read back by `checkpoint.read_checkpoint`).
 """
+import errno
 import json
 import os
 import re
@@ -17,26 +18,43 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 # The temporary files of `atomic_path` and `atomic_file`: .NAME.PID-XXXXXXXX.part, PID the writing process
+NAME_BYTES = 255  # the longest file name (bytes) of common file systems (ext4, XFS, Btrfs, APFS, NTFS in UTF-16 units)
 PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')
 
 
 @contextmanager
-def atomic_path(path: str | Path, suffix: str = '') -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = '', overwrite: bool = True) -> Iterator[Path]:
     """A temporary path for writing `path` all at once: a hidden `.NAME.PID-XXXXXXXX.part` file in the same folder
-    (PID: this process; `suffix` appended for writers that check the name's ending, e.g. '.xml'). When the block
-    ends without an error, the file written there is fsynced and renamed over `path`, then the folder is fsynced.
+    (PID: this process; NAME cut to fit a file name's NAME_BYTES; `suffix` appended for writers that check the
+    name's ending, e.g. '.xml'). When the block ends without an error, the file written there is fsynced and renamed
+    over `path` (with `overwrite=False`, linked to `path`, which fails with FileExistsError if a file appeared there
+    meanwhile, then removed; where the file system has no hard links, renamed if nothing is there just before),
+    then the folder is fsynced.
 
     An error or a kill inside the block leaves `path` as it was (absent or the previous complete file); on an
     error the temporary file is removed (a SIGKILL can leave it behind, hidden: see `is_abandoned`). Raises
     OSError if the folder cannot be written or nothing was written at the temporary path.
     """
     path = Path(path)
-    temporary = path.with_name(f'.{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}')
+    name = os.fsencode(path.name)[:NAME_BYTES - 32 - len(os.fsencode(suffix))].decode('utf-8', 'ignore')  # (whole
+    # characters: a cut one, or bytes that are not UTF-8, are left out)
+    temporary = path.with_name(f'.{name}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}')
     try:
         yield temporary
         with open(temporary, 'rb+') as file:  # writable: Windows fsyncs only those
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)  # FileExistsError if there is a file there now
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links (FAT, some network shares): checked, then renamed
+                if path.exists():
+                    raise FileExistsError(errno.EEXIST, 'File exists', str(path)) from None
+                os.replace(temporary, path)
+            temporary.unlink(missing_ok=True)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -49,14 +67,15 @@ def atomic_path(path: str | Path, suffix: str = '') -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Binary file object for writing `path` all at once (`atomic_path`: a hidden `.NAME.PID-XXXXXXXX.part` file in
-    the same folder, closed, fsynced and renamed over `path` when the block ends without an error).
+    the same folder, closed, fsynced and renamed over `path` when the block ends without an error; with
+    `overwrite=False`, FileExistsError instead if `path` exists by then).
 
     An error or a kill inside the block leaves `path` as it was; on an error the temporary file is removed. Raises
     OSError if the folder cannot be written.
     """
-    with atomic_path(path) as temporary, open(temporary, 'xb') as file:
+    with atomic_path(path, overwrite=overwrite) as temporary, open(temporary, 'xb') as file:
         yield file
 
 
@@ -78,12 +97,19 @@ def is_abandoned(path: str | Path) -> bool:
 
 
 def save_safetensors(net: nn.Module, path: str | Path, arch: Mapping[str, Any],
-                     metadata: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None) -> None:
+                     metadata: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None,
+                     overwrite: bool = True) -> None:
     """Write net's weights with its arch dict (and free-form string metadata) to a .safetensors file, atomically
-    (`atomic_file`); `dtype` (e.g. torch.float16: half the file) converts the floating-point tensors, which load
-    back into fp32 networks. The metadata keys 'format' and 'arch' are this function's; OSError if it cannot write."""
+    (`atomic_file`; with `overwrite=False` FileExistsError if `path` exists when it is complete); `dtype` (e.g.
+    torch.float16: half the file) converts the floating-point tensors, which load back into fp32 networks. The
+    metadata keys 'format' and 'arch' are this function's. ValueError, before anything is written, for weights that
+    `dtype` cannot hold (finite values beyond float16's 65504 become infinite); OSError if it cannot write."""
     meta = {**{k: str(v) for k, v in (metadata or {}).items()}, 'format': 'pt', 'arch': json.dumps(arch)}
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in net.state_dict().items()}
-    with atomic_file(path) as file:
+    overflow = [k for k, v in tensors.items() if dtype and v.is_floating_point() and not torch.isfinite(v).all()]
+    if overflow:
+        raise ValueError(f'{str(dtype).removeprefix("torch.")} cannot hold the weights of {", ".join(overflow[:4])}'
+                         f'{" ..." if len(overflow) > 4 else ""} (values beyond its range); keep them in float32')
+    with atomic_file(path, overwrite) as file:
         file.write(safetensors_bytes(tensors, metadata=meta))

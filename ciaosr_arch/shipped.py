@@ -62,6 +62,6 @@ def resolve_weights(spec: str | Path | None = None) -> Path:
     (unless a file of that name exists in the working directory); anything else -> Path(spec)."""
     if spec is None:
         return shipped_weights('default')
-    if str(spec) in SHIPPED_MODELS and not Path(spec).exists():
+    if str(spec) in SHIPPED_MODELS and not Path(spec).is_file():  # (a folder of that name, e.g. -o real, is not one)
         return shipped_weights(str(spec))
     return Path(spec)

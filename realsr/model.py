@@ -106,7 +106,10 @@ class RealCiaoSRNetModel(CiaoSRModel):
         must give an LR crop at the largest scale (round(gt_size / max) >= lq_size). Called by
         `ciaosr_arch.options.check_options` before anything is created."""
         synthesis = {**SYNTHESIS_DEFAULTS, **(opt.get('degradation') or {})}
-        low, high = synthesis['scale_range']
+        scales = synthesis['scale_range']
+        if len(scales) != 2 or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in scales):
+            raise OptionsError(f'degradation.scale_range: must be two numbers [min, max], got {scales}')
+        low, high = scales
         if not 1 <= low <= high:
             raise OptionsError(f'degradation.scale_range: must have 1 <= min <= max (the LR is the GT down-sized), '
                                f'got {[low, high]}')
@@ -177,8 +180,9 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
 
     The window is a contiguous block of output pixels, so the perceptual and GAN losses see a real,
     spatially coherent image in [0, 1] (the official code reshapes scattered queries instead).
-    L1 and perceptual targets: sharpened GT; GAN real samples: plain GT. One discriminator step per
-    generator step; continuity as stage 1. Discriminator, losses, optimisers and checkpoints (net_d) are SRGANModel's;
+    L1 and perceptual targets: sharpened GT; GAN real samples: plain GT. A discriminator step every iteration, a
+    generator step every `net_d_iters` once past `net_d_init_iters` (SRGANModel's; defaults: every one); continuity
+    as stage 1. Discriminator, losses, optimisers and checkpoints (net_d) are SRGANModel's;
     the VGG19 weights come from local files only (`realsr.perceptual`), checked before the losses are built.
     """
 
@@ -190,9 +194,14 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
 
     @classmethod
     def check_values(cls, opt):
-        """`RealCiaoSRNetModel.check_values`, and with the U-Net discriminator (three stride-2 levels and their skip
-        connections), a query window that is a multiple of 8 (RuntimeError at the first step otherwise)."""
+        """`RealCiaoSRNetModel.check_values`, net_d_iters >= 1 and net_d_init_iters >= 0 (whole numbers), and with the
+        U-Net discriminator (three stride-2 levels and their skip connections), a query window that is a multiple of
+        8 (RuntimeError at the first step otherwise)."""
         super().check_values(opt)
+        train = opt.get('train') or {}
+        for key, least in (('net_d_iters', 1), ('net_d_init_iters', 0)):
+            if not (isinstance(train.get(key, least), int) and train.get(key, least) >= least):
+                raise OptionsError(f'train.{key}: must be a whole number >= {least}, got {train[key]!r}')
         window = {**SYNTHESIS_DEFAULTS, **(opt.get('degradation') or {})}['query_window']
         if (opt.get('network_d') or {}).get('type') in UNET_DISCRIMINATORS and window % 8:
             raise OptionsError(f'degradation.query_window: the U-Net discriminator needs a multiple of 8, got {window}')

@@ -14,9 +14,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ciaosr import convert as convert_module
 from ciaosr.convert import main as convert
 from ciaosr_arch import CheckpointError, CiaoSR, load_model
 from ciaosr_arch.checkpoint import read_checkpoint, refuse_foreign
+from ciaosr_arch.shipped import SHIPPED_MODELS, resolve_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 TENSOR = 'imnet_q.layers.0.weight'  # the tensor the bad-value cases spoil
@@ -56,6 +58,102 @@ def test_non_finite_and_non_float_weights_are_refused(tiny_model, tmp_path, kind
     path = write(tmp_path / f'bad{suffix}', state, arch)
     with pytest.raises(CheckpointError, match=rf'{re.escape(str(path))}: unusable tensors: {TENSOR}.*{EXPECTED[kind]}'):
         load_model(path)
+
+
+def test_files_that_load_as_more_than_they_hold_or_are_not_state_dicts(tiny_model, tmp_path):
+    """A review: a tensor saved expanded (stride 0) declares any size, and a 36 KB file built a 700 MB network;
+    float64 weights beyond float32 loaded as +Inf; integer keys raised AttributeError; 'generator.module.' keys
+    were not stripped."""
+    state, _ = tiny(tiny_model)
+    weight = state[TENSOR]
+    expanded = dict(state, **{TENSOR: weight.flatten()[:1].clone().expand(weight.shape)})
+    with pytest.raises(CheckpointError, match=r'its tensors declare [\d.]+ KiB of weights but the file stores [\d.]+ '
+                                              r'KiB \(expanded, overlapping or sparse tensors\)'):
+        load_model(write(tmp_path / 'expanded.pth', expanded))
+    huge = dict(state, **{TENSOR: weight.double().index_put((torch.tensor([0]), torch.tensor([0])),
+                                                            torch.tensor(1e300, dtype=torch.float64))})
+    with pytest.raises(CheckpointError, match=f'unusable tensors: {TENSOR} has non-finite values \\(1 \\+Inf of'):
+        load_model(write(tmp_path / 'huge.pth', huge))
+    torch.save({1: torch.zeros(1), 'a': torch.zeros(1)}, tmp_path / 'numbered.pth')
+    with pytest.raises(CheckpointError, match=r"not a state_dict: its keys must be names, got 1 \(int\)"):
+        load_model(tmp_path / 'numbered.pth')
+    torch.save({'state_dict': {f'generator.module.{k}': v for k, v in state.items()}}, tmp_path / 'wrapped.pth')
+    assert load_model(tmp_path / 'wrapped.pth').state_dict().keys() == state.keys()
+
+
+def test_files_are_read_by_what_they_hold_and_named_when_they_cannot_be(tiny_model, tmp_path, monkeypatch):
+    """A review: a safetensors file named .pth was refused as 'Python objects that could run code', one with a name
+    that is not UTF-8 as unreadable, an unreadable one as missing; a text file gave 'KeyError: 101', a fifo 'not
+    found' (and reading it would block); a folder named like a shipped model (-o real) hid the model."""
+    content = tiny_model.read_bytes()
+    for name in ('as.pth', os.fsdecode(b'\xff\xfe.safetensors')):
+        (tmp_path / name).write_bytes(content)
+        assert load_model(tmp_path / name).arch == load_model(tiny_model).arch
+    (tmp_path / 'notes.pth').write_text('hello')
+    os.mkfifo(tmp_path / 'fifo.pth')
+    for path, message in ((tmp_path / 'notes.pth', r"not a PyTorch \(\.pth\) or safetensors file \(it starts with "
+                                                   r"b'hello'\)$"),
+                          (tmp_path / 'fifo.pth', 'is not a regular file')):
+        with pytest.raises(CheckpointError, match=message):
+            load_model(path)
+
+    def denied(path, mode='r', *args, **kwargs):
+        raise PermissionError(13, 'Permission denied', str(path))
+    monkeypatch.setattr('builtins.open', denied)  # (as root, a mode-000 file would be read)
+    with pytest.raises(CheckpointError, match=r'as.pth: cannot be read \(Permission denied\)$'):
+        load_model(tmp_path / 'as.pth')
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'real').mkdir()
+    assert resolve_weights('real') == SHIPPED_MODELS['real'].path
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N': the networks run there, got "
+                                         "'meta'"):
+        load_model(tiny_model, device='meta')
+
+
+def test_convert_never_writes_over_a_file_and_never_writes_infinities(tiny_model, tmp_path, monkeypatch, capsys):
+    """A review: a file created while the model loaded was overwritten; --fp16 wrote weights beyond 65504 as Inf (a
+    file that then failed to load) with exit 0; --meta before the paths took them as its values; a name of 230
+    characters was too long for the temporary file."""
+    out = tmp_path / 'out.safetensors'
+    load = convert_module.load_model
+
+    def racing(path):
+        out.write_bytes(b'another writer')
+        return load(path)
+    monkeypatch.setattr(convert_module, 'load_model', racing)
+    with pytest.raises(SystemExit, match='out.safetensors was created while converting; remove it first'):
+        convert([str(tiny_model), str(out)])
+    assert out.read_bytes() == b'another writer' and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.undo()
+
+    state, arch = tiny(tiny_model)
+    big = write(tmp_path / 'big.safetensors', dict(state, **{TENSOR: state[TENSOR] * 0 + 1e5}), arch)
+    with pytest.raises(SystemExit, match=f'float16 cannot hold the weights of {TENSOR} \\(values beyond its range\\)'):
+        convert([str(big), str(tmp_path / 'big16.safetensors'), '--fp16'])
+    assert not (tmp_path / 'big16.safetensors').exists()
+
+    long_name = tmp_path / ('a' * 230 + '.safetensors')
+    convert(['--meta', 'data=T91', '--meta', os.fsdecode(b'note=\xff'), str(tiny_model), str(long_name)])
+    with safe_open(str(long_name), 'pt') as f:
+        assert f.metadata()['data'] == 'T91' and f.metadata()['note'] == '\\xff'
+    assert load_model(long_name).arch == load_model(tiny_model).arch
+
+
+@pytest.mark.parametrize('keys', [['imnet_q.layers.0.weight'], ['imnet_q.layers.2.weight'], ['imnet_k.layers.0.weight'],
+                                  ['body.0.conv1.weight'], ['conv_first.weight'], ['cs_attn.down.weight'],
+                                  ['body.0.conv1.weight', 'body.0.conv1.bias', 'body.0.conv2.weight'],
+                                  ['imnet_q.layers.0.weight', 'imnet_q.layers.0.bias']])
+def test_missing_keys_are_named(tiny_model, tmp_path, keys):
+    """A review: of the default model's 110 keys, 8 removed one at a time gave messages that did not name them
+    ('no imnet_q/imnet_k or imnet keys', 'missing keys: none; unexpected keys: body.15.conv1.bias, ...'): the
+    options were read off the keys there, counting blocks and layers instead of taking the largest index; and
+    without a whole layer the skeleton of those options outgrew the file ('declare more parameters than ...')."""
+    state, arch = tiny(tiny_model)
+    for key in keys:
+        del state[key]
+    with pytest.raises(CheckpointError, match=re.escape(keys[0])):
+        load_model(write(tmp_path / 'incomplete.pth', state))
 
 
 def test_half_precision_weights_load(tiny_model, tmp_path):
@@ -254,7 +352,7 @@ def test_convert_cli_prints_one_line_and_no_traceback(nan_checkpoint, tmp_path, 
 
 def test_convert_writes_metadata_and_no_temporary_files(tiny_model, tmp_path):
     out = tmp_path / 'out.safetensors'
-    convert([str(tiny_model), str(out), '--meta', 'data=T91', 'note=a=b'])
+    convert([str(tiny_model), str(out), '--meta', 'data=T91', '--meta', 'note=a=b'])
     with safe_open(str(out), 'pt') as f:
         meta = f.metadata()
     assert meta['data'] == 'T91' and meta['note'] == 'a=b' and json.loads(meta['arch'])['type'] == 'CiaoSR'

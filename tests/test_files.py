@@ -1,5 +1,6 @@
 """Files are written whole or not at all (ciaosr_arch/files.py): the one atomic writer behind the images, the app's
 zip, the video segments, the weights and the OpenVINO graph cache."""
+import errno
 import os
 
 import pytest
@@ -48,3 +49,27 @@ def test_temporary_files_of_a_live_writer_are_not_abandoned(tmp_path):
         assert PARTIAL_FILE.fullmatch(temporary.name) and not is_abandoned(temporary)
         file.write(b'png')
     assert not is_abandoned(tmp_path / 'out.png')
+
+
+def test_temporary_names_of_long_names_fit_and_stay_text(tmp_path):
+    """A review: '.NAME.PID-XXXXXXXX.part' of a 230-character name was too long for the file system, and cutting it by
+    bytes could split a character (a name that is not UTF-8: refused by APFS)."""
+    for name in ('a' * 240 + '.safetensors', 'é' * 120 + '.png'):
+        with atomic_path(tmp_path / name) as temporary:
+            assert len(os.fsencode(temporary.name)) <= 255 and temporary.name.encode('utf-8')
+            temporary.write_bytes(b'x')
+        assert (tmp_path / name).read_bytes() == b'x'
+
+
+def test_no_overwrite_without_hard_links(tmp_path, monkeypatch):
+    """`overwrite=False` links the finished file into place (FileExistsError if one appeared); where the file system
+    has no hard links (FAT, some shares), it is renamed if nothing is there."""
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, 'Operation not permitted')
+    monkeypatch.setattr(os, 'link', no_links)
+    with atomic_file(tmp_path / 'new.bin', overwrite=False) as file:
+        file.write(b'new')
+    assert (tmp_path / 'new.bin').read_bytes() == b'new'
+    with pytest.raises(FileExistsError), atomic_file(tmp_path / 'new.bin', overwrite=False) as file:
+        file.write(b'other')
+    assert (tmp_path / 'new.bin').read_bytes() == b'new' and [p.name for p in tmp_path.iterdir()] == ['new.bin']

@@ -220,8 +220,13 @@ def test_bad_checkpoints_fail_clearly_and_run_nothing(golden, tmp_path, monkeypa
 
     bad_st = tmp_path / 'bad.safetensors'
     bad_st.write_bytes(b'\x00' * 10)
-    with pytest.raises(CheckpointError, match='not a readable safetensors'):
+    with pytest.raises(CheckpointError, match=r'not a PyTorch \(\.pth\) or safetensors file \(it starts with'):
         load_model(bad_st)
+    cut = tmp_path / 'cut.safetensors'
+    save_file({'a': torch.zeros(100)}, cut)
+    cut.write_bytes(cut.read_bytes()[:-8])
+    with pytest.raises(CheckpointError, match='not a readable safetensors'):
+        load_model(cut)
     other = tmp_path / 'other.safetensors'
     save_file({'conv_first.weight': torch.zeros(64, 3, 3, 3), 'trunk.0.conv.weight': torch.zeros(32, 64, 3, 3)}, other)
     with pytest.raises(CheckpointError, match='not a CiaoSR or LIIF checkpoint: no encoder found'):

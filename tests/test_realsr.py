@@ -417,7 +417,9 @@ def test_stage2_steps_the_generator_as_srgan_and_keeps_the_style_term(dataset, s
                                                'than degradation.lq_size (32): use at least 256'),
     ({'degradation': {'query_window': 12}}, 'the U-Net discriminator needs a multiple of 8, got 12'),
     ({'datasets': {'train': {'scale_max': 8}}}, "datasets.train: unknown option 'scale_max'"),
-    ({'datasets': {'train': {'gt_size': 0}}}, 'datasets.train.gt_size: must be at least 1, got 0')])
+    ({'datasets': {'train': {'gt_size': 0}}}, 'datasets.train.gt_size: must be at least 1, got 0'),
+    ({'degradation': {'scale_range': [4]}}, 'degradation.scale_range: must be two numbers [min, max], got [4]'),
+    ({'train': {'net_d_iters': 0}}, 'train.net_d_iters: must be a whole number >= 1, got 0')])
 def test_real_world_options_that_cannot_work_together(shared_data, tmp_path, monkeypatch, change, message):
     """A review: each was accepted, then crashed at the first batch or step, or (scale_max) did nothing."""
     opt = stage2_options('options_check', shared_data, 3, pretrain=None)

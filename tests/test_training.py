@@ -4,6 +4,7 @@ auto-resume past truncated states, non-finite losses."""
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -107,7 +108,12 @@ def epoch_draws(dataset, key, epochs=2, seed=3):
     torch.manual_seed(seed)  # as BasicSR's set_random_seed: the workers' PyTorch seeds follow it
     loader = build_dataloader(dataset, {'phase': 'train', 'num_worker_per_gpu': 2, 'batch_size_per_gpu': 1,
                                         'use_shuffle': False}, num_gpu=0, seed=seed)
-    return [[batch[key].flatten().tolist() for batch in loader] for _ in range(epochs)]
+    handler = signal.getsignal(signal.SIGCHLD)
+    try:
+        return [[batch[key].flatten().tolist() for batch in loader] for _ in range(epochs)]
+    finally:  # PyTorch's loader leaves its SIGCHLD handler behind, and this test process later crashed (SIGSEGV) when
+        # the child processes of other tests ended
+        signal.signal(signal.SIGCHLD, handler)
 
 
 def test_each_epoch_draws_anew_and_follows_the_seed():

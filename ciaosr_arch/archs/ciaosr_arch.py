@@ -104,13 +104,13 @@ class CiaoSR(ImplicitSRNet[CiaoSRBank]):
     def options_from_state(state: Mapping[str, torch.Tensor], channels: int) -> dict[str, Any] | None:
         """The head's options read off a state_dict whose encoder gives `channels` features (feature unfold, the
         non-local branch and its factors, the three MLPs' hidden widths), or None when `state` holds no CiaoSR head
-        (`imnet_q.*` and `imnet_k.*`)."""
-        if 'imnet_q.layers.0.weight' not in state or 'imnet_k.layers.0.weight' not in state:
+        (`imnet_q.*` and `imnet_k.*`). LookupError naming a key its options need that `state` lacks."""
+        if not all(any(k.startswith(head) for k in state) for head in ('imnet_q.', 'imnet_k.')):
             return None
         scales = [2 if m.group(1) is None else int(m.group(1))
                   for k in state if (m := re.fullmatch(r'cs_attn\.down(?:x(\d+))?\.weight', k))]
         return {'feat_unfold': state['imnet_k.layers.0.weight'].shape[1] - 4 == 9 * channels,
-                'non_local_attn': bool(scales), 'multi_scale': scales or [2],
+                'non_local_attn': any(k.startswith('cs_attn.') for k in state), 'multi_scale': scales or [2],
                 'decoder_hidden': MLP.hidden_from_state(state, 'imnet_q'),
                 'key_hidden': MLP.hidden_from_state(state, 'imnet_k'),
                 'value_hidden': MLP.hidden_from_state(state, 'imnet_v')}
@@ -284,7 +284,7 @@ def without_non_local(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     key_dim = state['imnet_k.layers.0.weight'].shape[1] - 4
     keep_in = torch.cat([torch.arange(key_dim), torch.arange(state['imnet_v.layers.0.weight'].shape[1] - 4,
                                                              state['imnet_v.layers.0.weight'].shape[1])])
-    last_v = 2 * (count_indices(state, r'imnet_v\.layers\.(\d+)\.weight') - 1)
+    last_v = count_indices(state, r'imnet_v\.layers\.(\d+)\.weight') - 1  # the output layer's index
     state = {k: v for k, v in state.items() if not k.startswith('cs_attn.')}
     state['imnet_v.layers.0.weight'] = state['imnet_v.layers.0.weight'][:, keep_in]
     state[f'imnet_v.layers.{last_v}.weight'] = state[f'imnet_v.layers.{last_v}.weight'][:key_dim]

@@ -29,10 +29,10 @@ class EDSRBaselineEncoder(nn.Module):
     @staticmethod
     def options_from_state(state):
         """This encoder's options read off a state_dict, or None when `state` holds no EDSR blocks."""
-        if 'body.0.conv1.weight' not in state:
+        blocks = count_indices(state, r'body\.(\d+)\.conv[12]\..+')
+        if not blocks:
             return None
-        return {'num_feat': state['conv_first.weight'].shape[0],
-                'num_block': count_indices(state, r'body\.(\d+)\.conv1\.weight')}
+        return {'num_feat': state['conv_first.weight'].shape[0], 'num_block': blocks}
 
     def forward(self, x):
         x = self.conv_first(x)
@@ -77,11 +77,11 @@ class RDNEncoder(nn.Module):
     @staticmethod
     def options_from_state(state):
         """This encoder's options read off a state_dict, or None when `state` holds no RDN (`sfe1.*`)."""
-        if 'sfe1.weight' not in state:
+        if not any(k.startswith(('sfe1.', 'rdbs.')) for k in state):
             return None
         return {'num_feat': state['sfe1.weight'].shape[0],
-                'num_block': count_indices(state, r'rdbs\.(\d+)\.lff\.weight'),
-                'num_layer': count_indices(state, r'rdbs\.0\.layers\.(\d+)\.conv\.weight'),
+                'num_block': count_indices(state, r'rdbs\.(\d+)\..+'),
+                'num_layer': count_indices(state, r'rdbs\.0\.layers\.(\d+)\..+'),
                 'growth': state['rdbs.0.layers.0.conv.weight'].shape[0]}
 
     def forward(self, x):
@@ -119,17 +119,17 @@ class SwinIREncoder(SwinIR):
     def options_from_state(state):
         """This encoder's options read off a state_dict, or None when `state` holds no SwinIR (`patch_embed.*`).
         `img_size` comes from the stored attention masks (48 without them), `drop_path_rate` is not stored."""
-        if 'patch_embed.norm.weight' not in state:
+        if not any(k.startswith('patch_embed.') for k in state):
             return None
         dim = state['conv_first.weight'].shape[0]
-        n_layers = count_indices(state, r'layers\.(\d+)\.conv\.weight')
+        n_layers = count_indices(state, r'layers\.(\d+)\..+')
         table = state['layers.0.residual_group.blocks.0.attn.relative_position_bias_table']
         window = (round(table.shape[0] ** 0.5) + 1) // 2
         masks = [v for k, v in state.items() if k.endswith('attn_mask')]
         img_size = round(masks[0].shape[0] ** 0.5) * window if masks else 48
         return {
             'img_size': img_size, 'embed_dim': dim, 'window_size': window,
-            'depths': [count_indices(state, rf'layers\.{i}\.residual_group\.blocks\.(\d+)\.norm1\.weight')
+            'depths': [count_indices(state, rf'layers\.{i}\.residual_group\.blocks\.(\d+)\..+')
                        for i in range(n_layers)],
             'num_heads': [state[f'layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table'].shape[1]
                           for i in range(n_layers)],
@@ -178,10 +178,10 @@ class RRDBEncoder(nn.Module):
     def options_from_state(state):
         """This encoder's options read off a state_dict, or None when `state` holds no RRDB blocks (`body.N.rdb1.*`);
         `upsampler` (only when True) when RRDBNet's x4 tail is there (`conv_up1.*`)."""
-        if 'body.0.rdb1.conv1.weight' not in state:
+        blocks = count_indices(state, r'body\.(\d+)\.rdb[123]\..+')
+        if not blocks:
             return None
-        return {'num_feat': state['conv_first.weight'].shape[0],
-                'num_block': count_indices(state, r'body\.(\d+)\.rdb1\.conv1\.weight'),
+        return {'num_feat': state['conv_first.weight'].shape[0], 'num_block': blocks,
                 'num_grow_ch': state['body.0.rdb1.conv1.weight'].shape[0],
                 **({'upsampler': True} if 'conv_up1.weight' in state else {})}
 

@@ -54,7 +54,7 @@ class MLP(nn.Module):
     @staticmethod
     def hidden_from_state(state: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
         """Hidden widths (a list of ints) of the MLP whose weights are `state`'s keys `{prefix}.layers.N.*`."""
-        n_layers = count_indices(state, re.escape(prefix) + r'\.layers\.(\d+)\.weight')
+        n_layers = (count_indices(state, re.escape(prefix) + r'\.layers\.(\d+)\..+') + 1) // 2  # (linear, ReLU)
         return [state[f'{prefix}.layers.{2 * i}.weight'].shape[0] for i in range(n_layers - 1)]
 
     @property
@@ -87,9 +87,11 @@ class MLP(nn.Module):
 
 
 def count_indices(state: Mapping[str, Any], pattern: str) -> int:
-    """Number of distinct integers N in the keys of a state_dict `state` that match `pattern` (a regular expression
-    with one (\\d+) group, e.g. r'body\\.(\\d+)\\.conv1\\.weight' counts the blocks)."""
-    return len({m.group(1) for k in state if (m := re.fullmatch(pattern, k))})
+    """1 + the largest integer N in the keys of a state_dict `state` that match `pattern` (a regular expression with
+    one (\\d+) group, e.g. r'body\\.(\\d+)\\..+' counts the blocks), 0 when none does. The largest, not the
+    number of distinct ones: a file that lacks a block or layer in between (or a key of the last) is then built with
+    it, and the match names what is missing (a review: counting them named the next block as unexpected)."""
+    return 1 + max((int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))), default=-1)
 
 
 def unfold3x3(feat: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class LIIF(ImplicitSRNet[LIIFBank]):
     def options_from_state(state: Mapping[str, torch.Tensor], channels: int) -> dict[str, Any] | None:
         """The head's options read off a state_dict whose encoder gives `channels` features (feature unfold, cell
         decode, hidden widths), or None when `state` holds no LIIF head (`imnet.*`)."""
-        if 'imnet.layers.0.weight' not in state:
+        if not any(k.startswith('imnet.') for k in state):
             return None
         in_dim = state['imnet.layers.0.weight'].shape[1]
         feat_unfold = in_dim - 2 >= 9 * channels

@@ -173,7 +173,7 @@ class CiaoSRModel(SRModel):
         size = self.gt.shape[-2:] if hasattr(self, 'gt') else None
         net.eval()
         self.output = super_resolve(net, self.lq, scale=None if size else self.val_scale, size=size,
-                                    tile=val.get('tile', 0), tile_overlap=val.get('tile_overlap', 32),
+                                    tile=val.get('tile', 0), tile_overlap=val.get('tile_overlap'),
                                     blend=val.get('blend', 'smooth'))
         if not hasattr(self, 'net_g_ema'):
             self.net_g.train()
