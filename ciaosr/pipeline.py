@@ -286,6 +286,10 @@ class Upscaler:
         if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool)):
             raise TypeError(f'budget must be a whole number of bytes (e.g. 4 * 2 ** 30) or None, got {budget!r} '
                             '(text such as 4GB: ciaosr.cli.parse_bytes)')
+        for name, value in (('steps', steps), ('tile', tile), ('tile_overlap', tile_overlap)):
+            if not (isinstance(value, int) and not isinstance(value, bool) or name == 'tile_overlap' and value is None):
+                raise TypeError(f'{name} must be a whole number{" or None" if name == "tile_overlap" else ""}, got '
+                                f'{value!r}')
         if steps < 1:
             raise ValueError(f'steps must be at least 1, got {steps}')
         if tile != 0 and tile < MIN_TILE:

@@ -217,6 +217,11 @@ def test_a_plan_that_does_not_fit_frees_the_runtimes_compiled_models_first(tiny_
     with pytest.raises(MemoryError, match='does not fit in the budget 2.5 GiB: .*; raise the budget or lower the '
                                           'scale$'):
         upscaler.plan(info, (16384, 16384))  # nothing left to free (named as the Python argument, not --max-memory)
+    for wrong, message in (({'steps': 2.5}, 'steps must be a whole number, got 2.5'),  # a review: raw errors late
+                           ({'tile': 16.0}, 'tile must be a whole number, got 16.0'),
+                           ({'tile_overlap': '4'}, "tile_overlap must be a whole number or None, got '4'")):
+        with pytest.raises(TypeError, match=f'^{re.escape(message)}$'):
+            pipeline.Upscaler(net, torch.device('cpu'), **wrong)
     with pytest.raises(TypeError, match=r"^budget must be a whole number of bytes \(e.g. 4 \* 2 \*\* 30\) or None, "
                                         r"got '4GB'"):
         pipeline.Upscaler(net, torch.device('cpu'), budget='4GB')
