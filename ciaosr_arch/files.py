@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-# The temporary files of `atomic_path` and `atomic_file`: .NAME.PID-XXXXXXXX.part, PID the writing process
 NAME_BYTES = 255  # the longest file name (bytes) of common file systems (ext4, XFS, Btrfs, APFS, NTFS in UTF-16 units)
+# The temporary files of `atomic_path` and `atomic_file`: .NAME.PID-XXXXXXXX.part, PID the writing process
 PARTIAL_FILE = re.compile(r'\..+\.(\d+)-[0-9a-f]{8}\.part')
 
 
