@@ -219,7 +219,8 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
 
     def optimize_parameters(self, current_iter):
         """A generator step (every `net_d_iters` iterations once past `net_d_init_iters`, as SRGANModel: defaults 1
-        and 0, every iteration), then a discriminator step on the window's prediction and the plain GT window."""
+        and 0, every iteration), then a discriminator step on the window's prediction and the plain GT window. Every
+        loss of both is checked before either steps (`stop_if_not_finite`), so a non-finite one changes no weights."""
         side = self.gt_window.shape[-1]
         for p in self.net_d.parameters():
             p.requires_grad = False
@@ -237,22 +238,22 @@ class RealCiaoSRGANModel(RealCiaoSRNetModel, SRGANModel):
                     losses['l_g_percep'] = percep
                 if style is not None:
                     losses['l_g_style'] = style
-            losses['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)
-            self.stop_if_not_finite(losses, current_iter)
-            sum(losses.values()).backward()  # pyright: ignore[reportAttributeAccessIssue]  (a sum of tensors)
-            self.optimizer_g.step()
+            losses['l_g_gan'] = self.cri_gan(self.net_d(sr), True, is_disc=False)  # (no gradient into D: frozen)
         else:
             losses.clear()  # the continuity and grid terms of a step not taken
+        generator_losses = list(losses.values())
 
         for p in self.net_d.parameters():
             p.requires_grad = True
-        self.optimizer_d.zero_grad()
-        real_pred = self.net_d(self.gt_window)
+        real_pred, fake_pred = self.net_d(self.gt_window), self.net_d(sr.detach())
         losses['l_d_real'] = self.cri_gan(real_pred, True, is_disc=True)
-        losses['l_d_real'].backward()
-        fake_pred = self.net_d(sr.detach())
         losses['l_d_fake'] = self.cri_gan(fake_pred, False, is_disc=True)
-        losses['l_d_fake'].backward()
+        self.stop_if_not_finite(losses, current_iter)
+        if generator_losses:
+            sum(generator_losses).backward()  # pyright: ignore[reportAttributeAccessIssue]  (a sum of tensors)
+            self.optimizer_g.step()
+        self.optimizer_d.zero_grad()
+        (losses['l_d_real'] + losses['l_d_fake']).backward()
         self.optimizer_d.step()
         losses['out_d_real'], losses['out_d_fake'] = real_pred.detach().mean(), fake_pred.detach().mean()
 

@@ -410,6 +410,24 @@ def test_stage2_steps_the_generator_as_srgan_and_keeps_the_style_term(dataset, s
         assert ('l_g_style' in model.log_dict) == generator_step
 
 
+def test_a_non_finite_discriminator_loss_changes_no_weights(dataset, shared_data, torch_home, tmp_path, monkeypatch):
+    """A review: the discriminator's losses were not checked, so a NaN there stepped D (and G had stepped already)."""
+    from ciaosr_arch.models.ciaosr_model import TrainingDiverged
+
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    model = build_in_process(stage2_options('d_nan', shared_data, 3, pretrain=None), tmp_path, monkeypatch)
+    gan = model.cri_gan
+    model.cri_gan = lambda pred, target, is_disc: gan(pred, target, is_disc) * (float('nan') if is_disc else 1)
+    before = {name: {k: v.clone() for k, v in net.named_parameters()} for name, net in  # (parameters: spectral
+              (('g', model.net_g), ('d', model.net_d))}  # norm's power iteration updates D's buffers in every forward)
+    set_random_seed(0)
+    model.feed_data(default_collate([dataset[0], dataset[1]]))
+    with pytest.raises(TrainingDiverged, match=r'^iteration 1: non-finite loss \(l_d_real = nan, l_d_fake = nan\)'):
+        model.optimize_parameters(1)
+    for name, net in (('g', model.net_g), ('d', model.net_d)):
+        assert all(torch.equal(v, before[name][k]) for k, v in net.named_parameters()), name
+
+
 @pytest.mark.parametrize('change, message', [
     ({'degradation': {'scale_range': [0.5, 2]}}, 'degradation.scale_range: must have 1 <= min <= max'),
     ({'degradation': {'lq_size': 16, 'query_window': 24}}, 'must have lq_size >= query_window >= 1, got 16 and 24'),
