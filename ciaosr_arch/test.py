@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, not this folder (its module names shadow)
 
-from ciaosr.train import test  # noqa: E402
+from ciaosr.scripts import test  # noqa: E402  (as the console script: Ctrl-C, SIGTERM)
 
 if __name__ == '__main__':
-    test()
+    sys.exit(test())

@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repository, so that it also runs uninstalled
 
-from ciaosr.benchmark import main  # noqa: E402
+from ciaosr.scripts import benchmark  # noqa: E402  (as the console script: Ctrl-C, SIGTERM)
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(benchmark())

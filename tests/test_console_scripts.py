@@ -1,6 +1,7 @@
 """The exit convention of every console script in pyproject's [project.scripts]: 2 for a command line that cannot be
 used, 1 for an input that cannot be used, each with one `error: ...` line and no traceback; 130 when interrupted."""
 import importlib
+import runpy
 import signal
 import subprocess
 import sys
@@ -106,3 +107,21 @@ def test_a_tool_without_a_handler_of_its_own_ends_on_an_interrupt_with_130(monke
     except KeyboardInterrupt:
         pytest.fail('the interrupt escaped the console script')
     assert capsys.readouterr().err == 'interrupted\n'
+
+
+@pytest.mark.parametrize('path, module, function', [
+    ('inference/inference_ciaosr.py', 'upscale', 'main'), ('inference/benchmark.py', 'benchmark', 'main'),
+    ('inference/benchmark_speed.py', 'benchmark_speed', 'main'),
+    ('inference/quality_report.py', 'quality_report', 'main'), ('inference/app.py', 'app', 'main'),
+    ('ciaosr_arch/train.py', 'train', 'train'), ('ciaosr_arch/test.py', 'train', 'test')])
+def test_the_repository_scripts_end_on_an_interrupt_as_the_console_scripts(path, module, function, monkeypatch,
+                                                                          capsys):
+    """A review: `python inference/benchmark.py` (and the others but the upscaler, and ciaosr_arch/train.py and
+    test.py) ended Ctrl-C with a traceback and SIGTERM silently (143), though documented as the console scripts."""
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(importlib.import_module(f'ciaosr.{module}'), function, interrupted)
+    monkeypatch.setattr(sys, 'path', list(sys.path))  # (the scripts put the repository first)
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / path), run_name='__main__')
+    assert stop.value.code == INTERRUPTED and capsys.readouterr().err == 'interrupted\n'

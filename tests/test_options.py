@@ -7,6 +7,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -189,6 +190,25 @@ def test_the_test_pipeline_runs_with_the_val_keys_basicsr_wants(tmp_path, monkey
         train_cli.test(['-opt', 'opt.yml'])
         assert sorted(p.name for p in (tmp_path / 'results' / 'x' / 'visualization' / 'Set5').iterdir()) == [
             'baby_x.png', 'bird_x.png']
+
+
+def test_test_data_that_cannot_be_used_stops_in_one_line(tmp_path, monkeypatch, capfd, fresh_basicsr_logger):
+    """A review: a test scale of 0 or below gave a traceback (ZeroDivisionError) and 0.5 ran; an image too small for
+    the scale gave a ValueError's traceback: now one line, exit 2 for the options, 1 for the data, naming the file."""
+    opt = {k: v for k, v in BASE.items() if k != 'train'}
+    (tmp_path / 'set').mkdir()
+    cv2.imwrite(str(tmp_path / 'set' / 'tiny.png'), np.zeros((3, 3, 3), np.uint8))
+    for scale, status, message in ((0, 2, 'error: datasets.test_1.scale: must be a finite number >= 1 (the HR images '
+                                          'are down-sized by it), got 0'),
+                                   (0.5, 2, 'got 0.5'),
+                                   (4, 1, f'ERROR: {tmp_path / "set" / "tiny.png"}: HR image 3x3 is too small for '
+                                          'scale 4')):
+        opt['datasets'] = {'test_1': {'name': 'set', 'type': 'SRBenchmarkDataset', 'scale': scale,
+                                      'dataroot_gt': str(tmp_path / 'set')}}
+        capfd.readouterr()
+        assert run_train(tmp_path, monkeypatch, yaml.safe_dump({**opt, 'val': None}), entry='test') == status
+        err = capfd.readouterr().err
+        assert message in err and 'Traceback' not in err, err
 
 
 def test_a_missing_data_folder_stops_training_in_one_line(tmp_path, monkeypatch, capfd, fresh_basicsr_logger):

@@ -1,4 +1,6 @@
 """Validation/test data: HR benchmark images and their LR at a fixed (possibly non-integer) scale."""
+import math
+
 import cv2
 from basicsr.utils import FileClient, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -6,7 +8,7 @@ from torch.utils import data
 
 from ..errors import DataError
 from ..evaluation import benchmark_pair, to_rgb
-from ..options import NUMBER, OneOf, Open
+from ..options import NUMBER, OneOf, Open, OptionsError
 from .folders import image_paths
 
 
@@ -20,6 +22,16 @@ class SRBenchmarkDataset(data.Dataset):
 
     OPTIONS = {'dataroot_gt': str, 'scale': NUMBER, 'downsample': OneOf(('pil', 'matlab')),
                'io_backend': Open(type=str)}
+
+    @classmethod
+    def check_values(cls, where, opt):
+        """OptionsError (one line, `where` naming the section) unless `scale` is a finite number >= 1 (a review: 0 and
+        negative scales gave tracebacks, 0.5 ran). Called by `ciaosr_arch.options.check_options`."""
+        scale = opt.get('scale')
+        number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+        if not (number and math.isfinite(scale) and scale >= 1):
+            raise OptionsError(f'{where}.scale: must be a finite number >= 1 (the HR images are down-sized by it), '
+                               f'got {scale!r}')
 
     def __init__(self, opt):
         super().__init__()
@@ -40,7 +52,10 @@ class SRBenchmarkDataset(data.Dataset):
         if hr is None:  # OpenCV cannot decode the bytes
             raise DataError(f'{self.paths[index]}: the image data cannot be decoded (truncated or corrupt)')
         hr = hr if hr.ndim == 2 else cv2.cvtColor(hr[..., :3], cv2.COLOR_BGR2RGB)
-        lq, hr = benchmark_pair(hr, self.opt['scale'], self.opt.get('downsample', 'matlab'))
+        try:
+            lq, hr = benchmark_pair(hr, self.opt['scale'], self.opt.get('downsample', 'matlab'))
+        except ValueError as err:  # an image too small for the scale
+            raise DataError(f'{self.paths[index]}: {err}') from None
         # One array gives one tensor; BasicSR's inferred return type is list-or-tensor
         gt = img2tensor(to_rgb(hr), bgr2rgb=False) / 255  # pyright: ignore[reportOperatorIssue]
         return {'lq': lq[0], 'gt': gt, 'lq_path': self.paths[index], 'gt_path': self.paths[index]}
