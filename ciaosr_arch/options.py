@@ -204,7 +204,8 @@ def check_arguments(where, section, parameters, extra=None):
 
 def use_safe_options():
     """Make BasicSR's train and test pipelines read options with OptionsLoader and parse_value, and check them with
-    `check_options`; a file that cannot be read or used raises OptionsError before anything is created."""
+    `check_options` and against this machine (num_gpu at most the CUDA GPUs visible); a file that cannot be read or
+    used raises OptionsError before anything is created."""
     import basicsr.test
     import basicsr.train
     import basicsr.utils.options as basicsr_options
@@ -236,6 +237,12 @@ def use_safe_options():
             opt['val'].setdefault('save_img', not is_train)
             opt['val'].setdefault('suffix', None)
         check_options(opt)
+        import torch  # (BasicSR's parse has imported it already)
+
+        gpus, visible = opt.get('num_gpu'), torch.cuda.device_count()  # ('auto' is the visible count by now)
+        if not (isinstance(gpus, int) and not isinstance(gpus, bool) and 0 <= gpus <= visible):
+            raise OptionsError(f'num_gpu: {gpus!r} cannot run here: {visible} CUDA GPU{"s" * (visible != 1)} visible '
+                               '(num_gpu: 0 runs on the CPU, auto on what there is)')
         return opt, args
 
     parse_options.checks_options = True

@@ -211,6 +211,16 @@ def test_test_data_that_cannot_be_used_stops_in_one_line(tmp_path, monkeypatch, 
         assert message in err and 'Traceback' not in err, err
 
 
+def test_more_gpus_than_the_machine_has_stop_in_one_line(tmp_path, monkeypatch, capfd, fresh_basicsr_logger):
+    """A review: num_gpu: 1 without CUDA ended in BasicSR's 'Found no NVIDIA driver' traceback, exit 1."""
+    import torch
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
+    for gpus in (1, 'two'):
+        assert run_train(tmp_path, monkeypatch, yaml.safe_dump({**BASE, 'num_gpu': gpus})) == 2
+        assert capfd.readouterr().err == (f'error: num_gpu: {gpus!r} cannot run here: 0 CUDA GPUs visible (num_gpu: 0 '
+                                          'runs on the CPU, auto on what there is)\n')
+
+
 def test_a_missing_data_folder_stops_training_in_one_line(tmp_path, monkeypatch, capfd, fresh_basicsr_logger):
     """README's DIV2K command without DIV2K was a traceback (FileNotFoundError); now one line and exit status 1."""
     opt = copy.deepcopy(BASE)
