@@ -4,8 +4,9 @@
    0.17 renamed to `_functional_tensor`. Aliasing the old name lets basicsr (and realesrgan, which
    imports basicsr) import unchanged.
 2. to 4. For its train/test pipelines (`make_basicsr_trainer_device_agnostic`): resuming from a
-   training state (`load_resume_state`) and the `--launcher pytorch` set-up, on any device, and a resumed
-   run that goes on with new data (`ContinuedSampler`, `reseed_for_resume`) instead of the batches it had.
+   training state (`load_resume_state`) and the `--launcher pytorch` set-up, on any device, a resumed
+   run that goes on with new data (`ContinuedSampler`, `reseed_for_resume`) instead of the batches it had, and data
+   loader workers that draw anew each epoch (`seed_worker`).
 
 Nothing in site-packages is edited.
 """
@@ -25,6 +26,22 @@ except ImportError:
     import torchvision.transforms._functional_tensor as _functional_tensor
 
     sys.modules['torchvision.transforms.functional_tensor'] = _functional_tensor
+
+
+def seed_worker(worker_id, num_workers, rank, seed):
+    """BasicSR's data loader's `worker_init_fn`, redone: a worker seeds Python's and NumPy's generators (what the
+    datasets draw scales, crops, flips and kernels with) from PyTorch's seed of the worker, which the loader draws
+    anew each epoch from the trainer's seeded generator (seed + rank). BasicSR's seeds them with seed + rank and
+    worker number, the same every epoch, and the workers start anew each epoch: every epoch drew the same samples (a
+    review). The arguments are BasicSR's, unused: PyTorch's seed already depends on them."""
+    import random
+
+    import numpy as np
+    import torch
+
+    worker_seed = torch.initial_seed() % 2 ** 32
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
 
 
 def read_training_state(path, device):
@@ -144,6 +161,7 @@ def make_basicsr_trainer_device_agnostic():
     - a resumed run: new random seeds (`reseed_for_resume`), and the epoch it stopped in goes on from the sample
       after the last one used (`continued_sampler_class`), said in the log.
     """
+    import basicsr.data
     import basicsr.train
     import basicsr.utils.options
     import torch
@@ -190,6 +208,7 @@ def make_basicsr_trainer_device_agnostic():
             raise OptionsError(f'--launcher pytorch: cannot join the process group ({error_line(err)}); '
                                'start the run with torchrun') from None
 
+    basicsr.data.worker_init_fn = seed_worker
     basicsr.train.load_resume_state = resume_state
     basicsr.train.create_train_val_dataloader = dataloaders
     basicsr.train.EnlargedSampler = sampler_class

@@ -46,7 +46,6 @@ class RealWorldSRDataset(ArbitraryScaleSRDataset):
         return 1, 1
 
     def __getitem__(self, index):
-        self.draw_anew_each_epoch()
         index, img = self.image_at_least(index, 1)
         size = self.opt.get('gt_size', GT_SIZE)
         h, w = img.shape[:2]

@@ -101,10 +101,11 @@ def test_dataset_samples_at_arbitrary_scales(scale_range):
 
 
 def epoch_draws(dataset, key, epochs=2, seed=3):
-    """`key` of every sample of `epochs` epochs through BasicSR's data loader with 2 workers (its worker_init_fn
-    seeds Python and NumPy with seed + worker number), in sample order: [epochs][samples]."""
+    """`key` of every sample of `epochs` epochs through BasicSR's data loader with 2 workers (its worker_init_fn as
+    the trainer has it, `compat.seed_worker`), in sample order: [epochs][samples]."""
     from basicsr.data import build_dataloader
 
+    make_basicsr_trainer_device_agnostic()
     torch.manual_seed(seed)  # as BasicSR's set_random_seed: the workers' PyTorch seeds follow it
     loader = build_dataloader(dataset, {'phase': 'train', 'num_worker_per_gpu': 2, 'batch_size_per_gpu': 1,
                                         'use_shuffle': False}, num_gpu=0, seed=seed)

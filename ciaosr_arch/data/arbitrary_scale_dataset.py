@@ -96,7 +96,6 @@ class ArbitraryScaleSRDataset(data.Dataset):
         self.short_sides = self.read_short_sides()
         self.check_sizes()
         self.unreadable = set()  # indices of images found corrupt while training (per DataLoader worker)
-        self.worker_seed = None  # the DataLoader worker seed the random draws follow (`draw_anew_each_epoch`)
         self.cache = [self.read(i) for i in range(len(self.paths))] if opt.get('cache_images') else None
 
     def open_client(self):
@@ -170,20 +169,7 @@ class ArbitraryScaleSRDataset(data.Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def draw_anew_each_epoch(self):
-        """In a DataLoader worker, seed Python's and NumPy's generators (what the samples are drawn with) from
-        PyTorch's seed of the worker, once per worker process: it changes every epoch and follows the trainer's seed.
-        BasicSR's `worker_init_fn` seeds them with seed + worker number, the same every epoch, and the workers start
-        anew each epoch, so every epoch drew the same scales, crops, flips and kernels (a review). Call it first in
-        `__getitem__`; in the main process (no workers) it does nothing."""
-        worker = data.get_worker_info()
-        if worker is not None and worker.seed != self.worker_seed:
-            self.worker_seed = worker.seed
-            random.seed(worker.seed)
-            np.random.seed(worker.seed % 2 ** 32)
-
     def __getitem__(self, index):
-        self.draw_anew_each_epoch()
         scale = random.uniform(self.opt['scale_min'], self.opt['scale_max'])
         gt_side = round(self.lq_size * scale)
         index, img = self.image_at_least(index, gt_side)
